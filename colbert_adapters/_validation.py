@@ -1,0 +1,210 @@
+"""Input validation shared by the encoder, the scoring module and every backend.
+
+All checks raise :class:`~colbert_adapters.errors.InvalidInputError` (or a subclass) with a message that
+names the offending item and the fix. Nothing here mutates its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import DimensionMismatchError, InvalidInputError
+from .types import MultiVector
+
+__all__ = [
+    "as_multivector",
+    "check_filter",
+    "check_ids",
+    "check_k",
+    "check_metadatas",
+    "check_texts",
+    "match_filter",
+]
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_texts(texts: object, *, what: str = "texts") -> list[str]:
+    """Return ``texts`` as a list of ``str``; a single ``str`` is rejected (wrap it in a list).
+
+    Raises:
+        InvalidInputError: ``texts`` is not a sequence of strings (``None`` items included).
+    """
+    if isinstance(texts, str):
+        raise InvalidInputError(f"{what} must be a list of strings, got a single str; wrap it: [{texts[:30]!r}]")
+    if not isinstance(texts, Sequence):
+        raise InvalidInputError(f"{what} must be a list of strings, got {type(texts).__name__}")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise InvalidInputError(
+                f"{what}[{i}] is {type(t).__name__} ({t!r:.40}), expected str; convert or drop it before encoding"
+            )
+    return out
+
+
+def check_ids(ids: object, *, allow_duplicates: bool = False) -> list[str]:
+    """Validate document ids: a sequence of non-empty ``str``, no duplicates within one call."""
+    if isinstance(ids, str) or not isinstance(ids, Sequence):
+        raise InvalidInputError(f"ids must be a list of strings, got {type(ids).__name__}")
+    out = list(ids)
+    for i, x in enumerate(out):
+        if not isinstance(x, str):
+            raise InvalidInputError(
+                f"ids[{i}] is {type(x).__name__} ({x!r:.40}); ids must be str (use str(id) for numbers)"
+            )
+        if not x:
+            raise InvalidInputError(f"ids[{i}] is an empty string; ids must be non-empty")
+    if not allow_duplicates and len(set(out)) != len(out):
+        seen: set[str] = set()
+        dup = next(x for x in out if x in seen or seen.add(x))  # type: ignore[func-returns-value]
+        raise InvalidInputError(f"duplicate id {dup!r} in one call; each id may appear once per call")
+    return out
+
+
+def check_metadatas(metadatas: object, n: int) -> list[dict[str, Any]]:
+    """Validate per-document metadata: ``None`` or a sequence of ``n`` JSON-serialisable mappings."""
+    if metadatas is None:
+        return [{} for _ in range(n)]
+    if isinstance(metadatas, Mapping) or not isinstance(metadatas, Sequence):
+        raise InvalidInputError(f"metadatas must be a list of dicts (one per document), got {type(metadatas).__name__}")
+    out = list(metadatas)
+    if len(out) != n:
+        raise InvalidInputError(f"got {len(out)} metadatas for {n} documents; pass one dict (or None) per document")
+    res: list[dict[str, Any]] = []
+    for i, m in enumerate(out):
+        if m is None:
+            res.append({})
+            continue
+        if not isinstance(m, Mapping):
+            raise InvalidInputError(f"metadatas[{i}] is {type(m).__name__}, expected a dict")
+        _check_json(m, f"metadatas[{i}]")
+        res.append(dict(m))
+    return res
+
+
+def _check_json(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError(f"{where} holds a non-finite float ({value}); metadata must be JSON-serialisable")
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidInputError(f"{where} has a non-string key {k!r}; metadata keys must be str")
+            _check_json(v, f"{where}[{k!r}]")
+        return
+    if isinstance(value, (list, tuple)):
+        for j, v in enumerate(value):
+            _check_json(v, f"{where}[{j}]")
+        return
+    raise InvalidInputError(
+        f"{where} holds a {type(value).__name__}, which is not JSON-serialisable; use str/int/float/bool/None/list/dict"
+    )
+
+
+def as_multivector(vectors: object, *, dim: int | None = None, where: str = "vectors") -> MultiVector:
+    """Convert one multi-vector to a C-contiguous float32 ``(n_tokens, dim)`` array and validate it.
+
+    Args:
+        vectors: a 2-D array-like ``(n_tokens, dim)`` (numpy array, torch tensor, nested lists).
+        dim: the expected dimension, or ``None`` to accept any.
+        where: how to name the item in error messages, e.g. ``"vectors[3]"``.
+
+    Raises:
+        InvalidInputError: not 2-D, empty, ragged, or holding NaN/inf.
+        DimensionMismatchError: ``dim`` given and the second axis differs.
+    """
+    if hasattr(vectors, "detach") and hasattr(vectors, "cpu"):  # torch.Tensor without importing torch
+        vectors = vectors.detach().cpu().float().numpy()  # type: ignore[attr-defined]
+    try:
+        arr = np.asarray(vectors, dtype=np.float32)
+    except (ValueError, TypeError) as err:
+        raise InvalidInputError(
+            f"{where} is not a rectangular numeric array ({err}); every token vector must have the same length"
+        ) from err
+    if arr.ndim != 2:
+        raise InvalidInputError(
+            f"{where} must be 2-D (n_tokens, dim), got shape {arr.shape}; "
+            "pass one (n_tokens, dim) array per document, not a single vector or a batch"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InvalidInputError(f"{where} is empty (shape {arr.shape}); a multi-vector needs at least one token vector")
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionMismatchError(
+            f"{where} has dimension {arr.shape[1]}, expected {dim}; encode with the same model as the stored "
+            "documents, or use a new index"
+        )
+    if not np.isfinite(arr).all():
+        raise InvalidInputError(f"{where} contains NaN or inf values; check the encoder output")
+    return np.ascontiguousarray(arr)
+
+
+def check_k(k: object) -> int:
+    """Validate a result count: a positive ``int``."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise InvalidInputError(f"k must be a positive int, got {type(k).__name__}")
+    if k <= 0:
+        raise InvalidInputError(f"k must be >= 1, got {k}")
+    return int(k)
+
+
+def check_filter(flt: object) -> dict[str, list[Any]] | None:
+    """Normalise a metadata filter to ``{field: [allowed values]}``; ``None``/``{}`` mean no filter.
+
+    ``{"source": "a", "year": [2020, 2021]}`` matches documents whose ``source`` equals ``"a"`` and whose
+    ``year`` is 2020 or 2021.
+    """
+    if flt is None:
+        return None
+    if not isinstance(flt, Mapping):
+        raise InvalidInputError(
+            f"filter must be a dict like {{'source': 'a', 'year': [2020, 2021]}}, got {type(flt).__name__}"
+        )
+    if not flt:
+        return None
+    out: dict[str, list[Any]] = {}
+    for key, value in flt.items():
+        if not isinstance(key, str):
+            raise InvalidInputError(f"filter keys must be str, got {key!r}")
+        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        if not values:
+            raise InvalidInputError(f"filter[{key!r}] is an empty list; it would match nothing")
+        for v in values:
+            if not isinstance(v, _SCALARS):
+                raise InvalidInputError(
+                    f"filter[{key!r}] holds a {type(v).__name__}; filter values must be str/int/float/bool/None"
+                )
+        out[key] = values
+    return out
+
+
+def match_filter(metadata: Mapping[str, Any], flt: Mapping[str, Sequence[Any]] | None) -> bool:
+    """True when ``metadata`` satisfies a filter normalised by :func:`check_filter`.
+
+    A missing field never matches. ``True``/``1`` are distinct (JSON semantics), as are ``1`` and ``"1"``.
+    """
+    if not flt:
+        return True
+    for key, allowed in flt.items():
+        if key not in metadata:
+            return False
+        v = metadata[key]
+        if not any(type(v) is type(a) and v == a or _num_eq(v, a) for a in allowed):
+            return False
+    return True
+
+
+def _num_eq(a: Any, b: Any) -> bool:
+    # 2020 matches 2020.0, but bools never match numbers.
+    return (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+        and a == b
+    )

@@ -1,0 +1,86 @@
+"""The backend contract: what every multi-vector store implements.
+
+A backend stores documents (id, token vectors, text, metadata) and answers MaxSim searches. It never
+encodes text: :class:`~colbert_adapters.store.MultiVectorStore` ties an encoder to a backend. The exact
+in-memory backend (:class:`~colbert_adapters.backends.memory.MemoryBackend`) is the reference every other
+backend is tested against (``tests/contract.py``).
+
+Semantics every implementation follows:
+
+* ids are non-empty ``str``; duplicate ids within one call are an error.
+* ``upsert`` replaces a document with the same id completely (vectors, text, metadata): no orphans.
+  It validates the whole batch before writing anything: a bad item leaves the store unchanged.
+* ``delete`` of unknown ids is not an error; it returns how many documents were removed.
+* ``get`` returns the stored records of the known ids, in the order asked, skipping unknown ids.
+* ``search`` returns at most ``k`` hits sorted by descending score (higher is better); ties keep
+  insertion order. A filter ``{"field": value}`` / ``{"field": [v1, v2]}`` restricts the candidates
+  (AND across fields, membership within a list) and still returns ``k`` hits when ``k`` documents match.
+* ``count`` is the number of live documents; ``close`` releases files and locks (idempotent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..types import Filter, Hit, Metadata, MultiVector
+
+__all__ = ["Backend", "Record"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A stored document. ``vectors`` is ``None`` unless asked for (``get(..., with_vectors=True)``)."""
+
+    id: str
+    text: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    vectors: MultiVector | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Structural type of a multi-vector backend (no subclassing needed)."""
+
+    @property
+    def dim(self) -> int | None:
+        """Dimension of the stored token vectors, or ``None`` while the backend is empty and unconfigured."""
+        ...
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Sequence[MultiVector],
+        texts: Sequence[str | None] | None = None,
+        metadatas: Sequence[Metadata | None] | None = None,
+    ) -> None:
+        """Insert or replace documents.
+
+        Args:
+            ids: ``n`` unique, non-empty ids.
+            vectors: ``n`` float32 arrays of shape ``(n_tokens_i, dim)``, L2-normalised rows.
+            texts: ``n`` texts (or ``None`` entries), stored and returned with hits.
+            metadatas: ``n`` JSON-serialisable dicts (or ``None`` entries).
+        """
+        ...
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents by id; unknown ids are ignored. Returns the number removed."""
+        ...
+
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
+        """Fetch stored documents by id, in the order given, skipping unknown ids."""
+        ...
+
+    def search(self, query_vectors: MultiVector, k: int = 10, filter: Filter | None = None) -> list[Hit]:
+        """Top ``k`` documents by MaxSim against ``query_vectors`` (``(n_query_tokens, dim)``)."""
+        ...
+
+    def count(self) -> int:
+        """Number of live documents."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources. Idempotent."""
+        ...

@@ -1,0 +1,56 @@
+"""Exceptions raised by colbert-adapters.
+
+Every exception derives from :class:`ColBERTError`, so ``except ColBERTError`` catches all of them.
+Subclasses also derive from the matching built-in (``ValueError``, ``ImportError``, ...) so code that
+catches the built-in keeps working. Messages name the problem, what was expected, and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ColBERTError",
+    "CollectionConfigError",
+    "DimensionMismatchError",
+    "HubUnavailableError",
+    "IndexLockedError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "UnknownBackendError",
+]
+
+
+class ColBERTError(Exception):
+    """Base class of every error raised by colbert-adapters."""
+
+
+class MissingDependencyError(ColBERTError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class InvalidInputError(ColBERTError, ValueError):
+    """User input is malformed: wrong type, empty or ragged vectors, NaN, duplicate ids, ..."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """Vectors do not have the dimension the encoder or the store expects."""
+
+
+class CheckpointError(ColBERTError, ValueError):
+    """A model directory is not a loadable checkpoint (missing files, mismatched weights, pickle-only weights)."""
+
+
+class HubUnavailableError(ColBERTError, OSError):
+    """The Hugging Face Hub cannot be reached and the model is not in the local cache."""
+
+
+class CollectionConfigError(ColBERTError, ValueError):
+    """An existing index or collection was created with another schema (dimension, model, vector names)."""
+
+
+class IndexLockedError(ColBERTError, RuntimeError):
+    """Another process holds the write lock of an index."""
+
+
+class UnknownBackendError(ColBERTError, ValueError):
+    """A backend name is not registered."""
