@@ -46,7 +46,9 @@ def pool_tokens(vectors: MultiVector, pool_factor: int, protected_tokens: int = 
         return vectors
     hierarchy = require("scipy.cluster.hierarchy", extra="pooling", package="scipy")
     # float32 similarities as PyLate computes them (torch.mm in float32), then Ward linkage in float64.
-    dist = 1 - to_pool @ to_pool.T
+    # Near-identical rows give cosines that round above 1; PyLate then crashes in scipy ("negative
+    # distances"). Clipping those -1e-7 distances to 0 changes nothing else.
+    dist = np.maximum(1 - to_pool @ to_pool.T, 0)
     condensed = dist[np.triu_indices(n, k=1)]
     labels = hierarchy.fcluster(hierarchy.linkage(condensed, method="ward"), t=n_clusters, criterion="maxclust")
     labels = labels.astype(np.int64) - 1

