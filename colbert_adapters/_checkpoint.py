@@ -21,7 +21,7 @@ from .errors import CheckpointError, HubUnavailableError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointFiles", "DenseSpec", "resolve_model_dir", "read_checkpoint"]
+__all__ = ["CheckpointFiles", "DenseSpec", "read_checkpoint", "resolve_model_dir"]
 
 # What we download from the Hub: configs, tokenizer files and safetensors weights; never pickles.
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.md"]
@@ -119,7 +119,9 @@ def resolve_model_dir(
         HubUnavailableError: the Hub cannot be reached and the model is not cached.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise CheckpointError(f"model must be a Hub id or a directory path, got {type(name_or_path).__name__}")
+        raise CheckpointError(
+            f"model must be a Hub id or a directory path, got {type(name_or_path).__name__}"
+        )
     s = os.fspath(name_or_path)
     p = Path(s).expanduser()
     if p.is_dir():
@@ -138,8 +140,14 @@ def resolve_model_dir(
     )
     try:
         return Path(hub.snapshot_download(local_files_only=local_files_only, **kwargs))
-    except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError, hub_errors.GatedRepoError) as err:
-        raise CheckpointError(f"Hub model {s!r} (revision {revision or 'main'}) cannot be used: {err}") from err
+    except (
+        hub_errors.RepositoryNotFoundError,
+        hub_errors.RevisionNotFoundError,
+        hub_errors.GatedRepoError,
+    ) as err:
+        raise CheckpointError(
+            f"Hub model {s!r} (revision {revision or 'main'}) cannot be used: {err}"
+        ) from err
     except Exception as err:  # connection errors, offline mode, missing cache entries
         if not local_files_only:
             try:
@@ -148,7 +156,8 @@ def resolve_model_dir(
                 pass
         cache = cache_dir or hub.constants.HF_HUB_CACHE
         raise HubUnavailableError(
-            f"{s!r} is not a local directory, and could not download {s!r} from the Hugging Face Hub and it is not in the local cache ({cache}): "
+            f"{s!r} is not a local directory, and could not download {s!r} from the Hugging Face Hub and it "
+            f"is not in the local cache ({cache}): "
             f"{type(err).__name__}: {err}. If this machine is offline, download the model elsewhere "
             f"(e.g. `hf download {s} --local-dir ./model`), copy the directory here and pass its path: "
             "ColBERTEncoder.from_pretrained('./model') or `--model ./model`."
@@ -174,7 +183,11 @@ def _weight_files(d: Path, what: str) -> list[Path]:
         if missing:
             raise CheckpointError(f"{what}: shards {missing} listed in {index} are missing")
         return [d / f for f in files]
-    pickles = [p.name for p in d.glob("*.bin")] + [p.name for p in d.glob("*.pt")] + [p.name for p in d.glob("*.pth")]
+    pickles = (
+        [p.name for p in d.glob("*.bin")]
+        + [p.name for p in d.glob("*.pt")]
+        + [p.name for p in d.glob("*.pth")]
+    )
     if pickles:
         raise CheckpointError(
             f"{what} in {d} has only pickle weights ({', '.join(sorted(pickles))}); colbert-adapters loads "
@@ -241,7 +254,9 @@ def read_checkpoint(root: Path) -> CheckpointFiles:
         )
     sbert_path = transformer_dir / "sentence_bert_config.json"
     sbert = _read_json(sbert_path, "sentence_bert_config.json") if sbert_path.is_file() else {}
-    is_colbert = bool(dense) or "query_prefix" in st_config or str(st_config.get("model_type", "")) == "ColBERT"
+    is_colbert = (
+        bool(dense) or "query_prefix" in st_config or str(st_config.get("model_type", "")) == "ColBERT"
+    )
     return CheckpointFiles(
         root=root,
         transformer_dir=transformer_dir,
@@ -266,7 +281,9 @@ def _read_dense(d: Path) -> DenseSpec:
         raise CheckpointError(f"{cfg_path} lacks in_features/out_features: {err}") from err
     act_name = str(cfg.get("activation_function", "torch.nn.modules.linear.Identity"))
     if act_name not in _ACTIVATIONS:
-        raise CheckpointError(f"{cfg_path}: unsupported activation_function {act_name!r}; supported: {list(_ACTIVATIONS)}")
+        raise CheckpointError(
+            f"{cfg_path}: unsupported activation_function {act_name!r}; supported: {list(_ACTIVATIONS)}"
+        )
     if not (d / "model.safetensors").is_file():
         _weight_files(d, "the Dense projection")  # raises with the right message (pickle-only or missing)
     return DenseSpec(

@@ -18,9 +18,9 @@ prefix length ``n_keys <= n_rows``: padding is always on the right, so the atten
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +101,9 @@ class ModernBertSpec:
             thetas[kind] = float(params.get("rope_theta", cfg.get(legacy, default)))
         act = str(cfg.get("hidden_activation", "gelu"))
         if act not in _ACTIVATIONS:
-            raise CheckpointError(f"unsupported hidden_activation {act!r}; expected one of {sorted(_ACTIVATIONS)}")
+            raise CheckpointError(
+                f"unsupported hidden_activation {act!r}; expected one of {sorted(_ACTIVATIONS)}"
+            )
         return cls(
             **spec_kwargs,
             layer_types=layer_types,
@@ -117,7 +119,7 @@ class ModernBertSpec:
         )
 
 
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": lambda x: F.gelu(x),
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
@@ -142,7 +144,7 @@ class _Layer(nn.Module):
         self.is_global = spec.layer_types[index] == "full_attention"
 
     # state-dict key of ours -> key in a transformers ModernBertModel checkpoint
-    KEYS = {
+    KEYS: ClassVar[dict[str, str]] = {
         "attn_norm.weight": "attn_norm.weight",
         "attn_norm.bias": "attn_norm.bias",
         "Wqkv.weight": "attn.Wqkv.weight",
@@ -263,11 +265,16 @@ class PackedModernBert(nn.Module):
                 if bool(empty.any()):
                     band[empty, 0] = True
                 out[:, start:stop] = F.scaled_dot_product_attention(
-                    q[:, start:stop].unsqueeze(0), k[:, k0:k1].unsqueeze(0), v[:, k0:k1].unsqueeze(0), attn_mask=band
+                    q[:, start:stop].unsqueeze(0),
+                    k[:, k0:k1].unsqueeze(0),
+                    v[:, k0:k1].unsqueeze(0),
+                    attn_mask=band,
                 )[0]
         return out.permute(1, 0, 2).reshape(n, heads * hd)
 
-    def forward(self, input_ids: torch.Tensor, lengths: Sequence[int], key_lengths: Sequence[int]) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, lengths: Sequence[int], key_lengths: Sequence[int]
+    ) -> torch.Tensor:
         """Encode packed sequences.
 
         Args:
@@ -288,13 +295,16 @@ class PackedModernBert(nn.Module):
             True: self._rope(n_max, "global", device),
             False: self._rope(n_max, "local", device),
         }
-        for layer in self.layers:
+        for module in self.layers:
+            layer = cast(_Layer, module)
             qkv = self._rows(lambda t, layer=layer: layer.Wqkv(layer.attn_norm(t)), x)
             attn = torch.empty((x.shape[0], self.spec.hidden_size), dtype=x.dtype, device=device)
             cos_all, sin_all = ropes[layer.is_global]
             for i, n in enumerate(lengths):
                 a, b = offsets[i], offsets[i + 1]
-                attn[a:b] = self._attention(qkv[a:b], int(key_lengths[i]), cos_all[:n], sin_all[:n], layer.is_global)
+                attn[a:b] = self._attention(
+                    qkv[a:b], int(key_lengths[i]), cos_all[:n], sin_all[:n], layer.is_global
+                )
             del qkv
             x = x + self._rows(layer.Wo, attn)
             del attn
@@ -306,5 +316,5 @@ class PackedModernBert(nn.Module):
 
     def _glu(self, t: torch.Tensor) -> torch.Tensor:
         inp, gate = t.chunk(2, dim=-1)
-        return self._act(inp) * gate  # type: ignore[no-any-return]
-
+        out: torch.Tensor = self._act(inp) * gate
+        return out

@@ -35,7 +35,9 @@ def check_texts(texts: object, *, what: str = "texts") -> list[str]:
         InvalidInputError: ``texts`` is not a sequence of strings (``None`` items included).
     """
     if isinstance(texts, str):
-        raise InvalidInputError(f"{what} must be a list of strings, got a single str; wrap it: [{texts[:30]!r}]")
+        raise InvalidInputError(
+            f"{what} must be a list of strings, got a single str; wrap it: [{texts[:30]!r}]"
+        )
     if not isinstance(texts, Sequence):
         raise InvalidInputError(f"{what} must be a list of strings, got {type(texts).__name__}")
     out = list(texts)
@@ -71,10 +73,14 @@ def check_metadatas(metadatas: object, n: int) -> list[dict[str, Any]]:
     if metadatas is None:
         return [{} for _ in range(n)]
     if isinstance(metadatas, Mapping) or not isinstance(metadatas, Sequence):
-        raise InvalidInputError(f"metadatas must be a list of dicts (one per document), got {type(metadatas).__name__}")
+        raise InvalidInputError(
+            f"metadatas must be a list of dicts (one per document), got {type(metadatas).__name__}"
+        )
     out = list(metadatas)
     if len(out) != n:
-        raise InvalidInputError(f"got {len(out)} metadatas for {n} documents; pass one dict (or None) per document")
+        raise InvalidInputError(
+            f"got {len(out)} metadatas for {n} documents; pass one dict (or None) per document"
+        )
     res: list[dict[str, Any]] = []
     for i, m in enumerate(out):
         if m is None:
@@ -89,7 +95,9 @@ def check_metadatas(metadatas: object, n: int) -> list[dict[str, Any]]:
 
 def _check_json(value: Any, where: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInputError(f"{where} holds a non-finite float ({value}); metadata must be JSON-serialisable")
+        raise InvalidInputError(
+            f"{where} holds a non-finite float ({value}); metadata must be JSON-serialisable"
+        )
     if isinstance(value, _SCALARS):
         return
     if isinstance(value, Mapping):
@@ -120,7 +128,7 @@ def as_multivector(vectors: object, *, dim: int | None = None, where: str = "vec
         DimensionMismatchError: ``dim`` given and the second axis differs.
     """
     if hasattr(vectors, "detach") and hasattr(vectors, "cpu"):  # torch.Tensor without importing torch
-        vectors = vectors.detach().cpu().float().numpy()  # type: ignore[attr-defined]
+        vectors = vectors.detach().cpu().float().numpy()
     try:
         arr = np.asarray(vectors, dtype=np.float32)
     except (ValueError, TypeError) as err:
@@ -133,7 +141,9 @@ def as_multivector(vectors: object, *, dim: int | None = None, where: str = "vec
             "pass one (n_tokens, dim) array per document, not a single vector or a batch"
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InvalidInputError(f"{where} is empty (shape {arr.shape}); a multi-vector needs at least one token vector")
+        raise InvalidInputError(
+            f"{where} is empty (shape {arr.shape}); a multi-vector needs at least one token vector"
+        )
     if dim is not None and arr.shape[1] != dim:
         raise DimensionMismatchError(
             f"{where} has dimension {arr.shape[1]}, expected {dim}; encode with the same model as the stored "
@@ -194,7 +204,7 @@ def match_filter(metadata: Mapping[str, Any], flt: Mapping[str, Sequence[Any]] |
         if key not in metadata:
             return False
         v = metadata[key]
-        if not any(type(v) is type(a) and v == a or _num_eq(v, a) for a in allowed):
+        if not any((type(v) is type(a) and v == a) or _num_eq(v, a) for a in allowed):
             return False
     return True
 

@@ -69,7 +69,6 @@ class _Projection:
     """The chain of Dense layers, applied to kept rows only (row-wise, so equivalent to PyLate)."""
 
     def __init__(self, specs: Sequence[DenseSpec], hidden: int) -> None:
-        import torch
         from safetensors.torch import load_file
 
         self.layers: list[tuple[torch.Tensor, torch.Tensor | None, str, torch.Tensor | None, bool]] = []
@@ -89,14 +88,23 @@ class _Projection:
                 )
             b = sd.get("linear.bias")
             if d.bias and (b is None or tuple(b.shape) != (d.out_features,)):
-                raise CheckpointError(f"{d.path}: bias=true in config.json but 'linear.bias' is missing or misshapen")
+                raise CheckpointError(
+                    f"{d.path}: bias=true in config.json but 'linear.bias' is missing or misshapen"
+                )
             residual = None
             if d.use_residual and d.in_features != d.out_features:
                 residual = sd.get("residual.weight")
                 if residual is None:
                     raise CheckpointError(f"{d.path}: use_residual=true but 'residual.weight' is missing")
-            self.layers.append((w.float(), b.float() if d.bias and b is not None else None, d.activation, residual,
-                                d.use_residual))
+            self.layers.append(
+                (
+                    w.float(),
+                    b.float() if d.bias and b is not None else None,
+                    d.activation,
+                    residual,
+                    d.use_residual,
+                )
+            )
             expected_in = d.out_features
         self.out_dim = expected_in
 
@@ -110,8 +118,14 @@ class _Projection:
         import torch
         import torch.nn.functional as F
 
-        acts = {"identity": lambda t: t, "tanh": torch.tanh, "relu": F.relu, "gelu": F.gelu,
-                "sigmoid": torch.sigmoid, "silu": F.silu}
+        acts = {
+            "identity": lambda t: t,
+            "tanh": torch.tanh,
+            "relu": F.relu,
+            "gelu": F.gelu,
+            "sigmoid": torch.sigmoid,
+            "silu": F.silu,
+        }
         for w, b, act, residual, use_residual in self.layers:
             y = acts[act](F.linear(x, w, b))
             if use_residual:
@@ -133,9 +147,19 @@ class ColBERTEncoder:
         (8, 128)
     """
 
-    def __init__(self, *, _files: CheckpointFiles, _name: str, _settings: dict[str, Any], _model: Any,
-                 _projection: _Projection | None, _tokenizer: Any, _device: torch.device, _dtype: torch.dtype,
-                 _packed: bool) -> None:
+    def __init__(
+        self,
+        *,
+        _files: CheckpointFiles,
+        _name: str,
+        _settings: dict[str, Any],
+        _model: Any,
+        _projection: _Projection | None,
+        _tokenizer: Any,
+        _device: torch.device,
+        _dtype: torch.dtype,
+        _packed: bool,
+    ) -> None:
         self._files = _files
         self._model = _model
         self._projection = _projection
@@ -149,14 +173,18 @@ class ColBERTEncoder:
         self._document_prefix_id = self._prefix_id(s["document_prefix"], "document_prefix")
         # PyLate: skiplist ids by exact vocabulary lookup (convert_tokens_to_ids), pad id = [MASK].
         self._skiplist_ids = np.array(
-            sorted({int(i) for i in _tokenizer.convert_tokens_to_ids(list(s["skiplist_words"])) if i is not None}),
+            sorted(
+                {int(i) for i in _tokenizer.convert_tokens_to_ids(list(s["skiplist_words"])) if i is not None}
+            ),
             dtype=np.int64,
         )
         pad = _tokenizer.mask_token_id
         if pad is None:
             pad = _tokenizer.eos_token_id if _tokenizer.eos_token_id is not None else _tokenizer.pad_token_id
         if pad is None and s["do_query_expansion"]:
-            raise CheckpointError("query expansion needs a [MASK] (or EOS/pad) token, and the tokenizer has none")
+            raise CheckpointError(
+                "query expansion needs a [MASK] (or EOS/pad) token, and the tokenizer has none"
+            )
         self._pad_id = int(pad) if pad is not None else 0
         hidden = int(_files.config["hidden_size"])
         dim = _projection.out_dim if _projection is not None else hidden
@@ -229,15 +257,20 @@ class ColBERTEncoder:
             HubUnavailableError: a Hub id while offline and not cached (the message says how to pass a directory).
             InvalidInputError: an unavailable device or an unknown dtype, or invalid lengths.
         """
-        import torch
 
         dev = _resolve_device(device)
         dt = _resolve_dtype(dtype, dev)
         for name, val in (("query_length", query_length), ("document_length", document_length)):
             if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 3):
-                raise InvalidInputError(f"{name} must be an int >= 3 ([CLS], prefix and [SEP] take 3), got {val!r}")
+                raise InvalidInputError(
+                    f"{name} must be an int >= 3 ([CLS], prefix and [SEP] take 3), got {val!r}"
+                )
         root = resolve_model_dir(
-            model_name_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only
+            model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
         )
         files = read_checkpoint(root)
         settings = resolve_settings(
@@ -272,7 +305,9 @@ class ColBERTEncoder:
                 logger.warning(
                     "document_length=%d exceeds the backbone's trained context (%d tokens); ModernBERT computes "
                     "positions on the fly so it runs, but quality beyond %d tokens is not guaranteed",
-                    settings["document_length"], max_pos, max_pos,
+                    settings["document_length"],
+                    max_pos,
+                    max_pos,
                 )
         else:
             model = _load_hf_model(files, trust_remote_code)
@@ -289,8 +324,17 @@ class ColBERTEncoder:
         if projection is not None:
             projection.to(dev)
         name = os.fspath(model_name_or_path)
-        enc = cls(_files=files, _name=name, _settings=settings, _model=model, _projection=projection,
-                  _tokenizer=tokenizer, _device=dev, _dtype=dt, _packed=packed)
+        enc = cls(
+            _files=files,
+            _name=name,
+            _settings=settings,
+            _model=model,
+            _projection=projection,
+            _tokenizer=tokenizer,
+            _device=dev,
+            _dtype=dt,
+            _packed=packed,
+        )
         logger.info("loaded %s (%s, dim %d) on %s/%s", name, enc.spec.backbone, enc.dim, dev, dt)
         return enc
 
@@ -309,8 +353,10 @@ class ColBERTEncoder:
     def model_id(self) -> str:
         """Identifies model and settings; backends store it to refuse documents from another model."""
         s = self._spec
-        return (f"{s.name}@{s.fingerprint}|dim={s.dim}|q={s.query_length}|d={s.document_length}"
-                f"|exp={int(s.do_query_expansion)}")
+        return (
+            f"{s.name}@{s.fingerprint}|dim={s.dim}|q={s.query_length}|d={s.document_length}"
+            f"|exp={int(s.do_query_expansion)}"
+        )
 
     @property
     def device(self) -> torch.device:
@@ -327,9 +373,11 @@ class ColBERTEncoder:
 
     def __repr__(self) -> str:
         s = self._spec
-        return (f"ColBERTEncoder({s.name!r}, dim={s.dim}, backbone={s.backbone}, query_length={s.query_length}, "
-                f"document_length={s.document_length}, do_query_expansion={s.do_query_expansion}, "
-                f"device={self._device}, dtype={self._dtype})")
+        return (
+            f"ColBERTEncoder({s.name!r}, dim={s.dim}, backbone={s.backbone}, query_length={s.query_length}, "
+            f"document_length={s.document_length}, do_query_expansion={s.do_query_expansion}, "
+            f"device={self._device}, dtype={self._dtype})"
+        )
 
     # ------------------------------------------------------------------------------------------------
     def encode_queries(
@@ -390,7 +438,9 @@ class ColBERTEncoder:
             return None
         tok = self._tokenizer
         pid = tok.convert_tokens_to_ids(prefix)
-        if pid is None or (tok.unk_token_id is not None and pid == tok.unk_token_id and prefix != tok.unk_token):
+        if pid is None or (
+            tok.unk_token_id is not None and pid == tok.unk_token_id and prefix != tok.unk_token
+        ):
             raise CheckpointError(
                 f"{what} {prefix!r} is not a token of this tokenizer; PyLate checkpoints store it as an added "
                 f"token. Pass {what}='' for a backbone trained without prefixes"
@@ -420,7 +470,7 @@ class ColBERTEncoder:
         for ids in batch:
             ids = list(ids)
             if prefix_id is not None:
-                ids = ids[:1] + [prefix_id] + ids[1:]
+                ids = [*ids[:1], prefix_id, *ids[1:]]
             n_real = len(ids)
             if expand and len(ids) < length:
                 ids = ids + [self._pad_id] * (length - len(ids))
@@ -439,8 +489,9 @@ class ColBERTEncoder:
         keep[n_real:] = False
         return keep
 
-    def _encode(self, texts: Sequence[str], *, is_query: bool, batch_size: int,
-                show_progress: bool | None) -> list[MultiVector]:
+    def _encode(
+        self, texts: Sequence[str], *, is_query: bool, batch_size: int, show_progress: bool | None
+    ) -> list[MultiVector]:
         import torch
 
         items = check_texts(texts, what="queries" if is_query else "documents")
@@ -455,7 +506,10 @@ class ColBERTEncoder:
             if n_trunc:
                 logger.info(
                     "%d of %d documents reached document_length=%d tokens and were truncated to it; "
-                    "pass a larger document_length to keep more", n_trunc, len(items), limit,
+                    "pass a larger document_length to keep more",
+                    n_trunc,
+                    len(items),
+                    limit,
                 )
         # Sort by token count so batches have little padding (outputs do not depend on batching).
         order = sorted(range(len(items)), key=lambda i: -len(tokenized[i][0]))
@@ -476,12 +530,16 @@ class ColBERTEncoder:
         results: list[MultiVector | None] = [None] * len(items)
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(items), desc="Encoding queries" if is_query else "Encoding documents",
-                   unit="text", disable=not show_progress)
+        bar = tqdm(
+            total=len(items),
+            desc="Encoding queries" if is_query else "Encoding documents",
+            unit="text",
+            disable=not show_progress,
+        )
         try:
             with torch.inference_mode():
                 for b in batches:
-                    for i, vec in zip(b, self._forward([tokenized[i] for i in b], is_query)):
+                    for i, vec in zip(b, self._forward([tokenized[i] for i in b], is_query), strict=True):
                         results[i] = vec
                     bar.update(len(b))
         finally:
@@ -493,7 +551,9 @@ class ColBERTEncoder:
         import torch.nn.functional as F
 
         dev = self._device
-        keeps = [self._keep_mask(np.asarray(ids, dtype=np.int64), n_real, is_query) for ids, _, n_real in batch]
+        keeps = [
+            self._keep_mask(np.asarray(ids, dtype=np.int64), n_real, is_query) for ids, _, n_real in batch
+        ]
         if self._packed:
             flat = torch.tensor([t for ids, _, _ in batch for t in ids], dtype=torch.long, device=dev)
             hidden = self._model(flat, [len(ids) for ids, _, _ in batch], [nk for _, nk, _ in batch])
@@ -526,9 +586,10 @@ class ColBERTEncoder:
         if cached is None:
             import inspect
 
-            cached = "token_type_ids" in inspect.signature(self._model.forward).parameters and int(
-                self._files.config.get("type_vocab_size", 0) or 0
-            ) > 0
+            cached = (
+                "token_type_ids" in inspect.signature(self._model.forward).parameters
+                and int(self._files.config.get("type_vocab_size", 0) or 0) > 0
+            )
             self._tt_cache = cached
         return bool(cached)
 
@@ -547,14 +608,18 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise InvalidInputError(f"device {device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:0' or 'mps'") from err
+        raise InvalidInputError(
+            f"device {device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:0' or 'mps'"
+        ) from err
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InvalidInputError(
                 f"device {device!r} requested but CUDA is not available (torch {torch.__version__}); use device='cpu'"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InvalidInputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise InvalidInputError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
@@ -598,7 +663,7 @@ def _load_tokenizer(path: Any, trust_remote_code: bool) -> Any:
             from transformers import PreTrainedTokenizerFast
 
             logger.debug("AutoTokenizer failed (%s); loading tokenizer.json directly", err)
-            return PreTrainedTokenizerFast(tokenizer_file=tj)
+            return PreTrainedTokenizerFast(tokenizer_file=tj)  # type: ignore[no-untyped-call]
         raise CheckpointError(f"cannot load a tokenizer from {path}: {err}") from err
 
 

@@ -86,7 +86,8 @@ class FakeEncoder:
             raw = rng.standard_normal(self._dim)
             vec = (raw / np.linalg.norm(raw)).astype(np.float32)
             self._cache[token] = vec
-        return vec.copy()
+        out: MultiVector = vec.copy()
+        return out
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 32) -> list[MultiVector]:
         """Encode queries.

@@ -32,7 +32,6 @@ class Hit:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-
 @runtime_checkable
 class Encoder(Protocol):
     """What :class:`~colbert_adapters.store.MultiVectorStore` needs from an encoder.

@@ -34,9 +34,13 @@ QUERIES = [
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="lightonai/GTE-ModernColBERT-v1", help="Hub id or local checkpoint dir")
+    ap.add_argument(
+        "--model", default="lightonai/GTE-ModernColBERT-v1", help="Hub id or local checkpoint dir"
+    )
     ap.add_argument("--corpus", type=Path, default=HERE / "corpus", help="folder of .md/.txt files to index")
-    ap.add_argument("--index-dir", type=Path, default=Path("quickstart-index"), help="where the index is saved")
+    ap.add_argument(
+        "--index-dir", type=Path, default=Path("quickstart-index"), help="where the index is saved"
+    )
     ap.add_argument("--query", action="append", help="query to run (repeatable); default: built-in examples")
     ap.add_argument("-k", type=int, default=3)
     args = ap.parse_args(argv)
@@ -64,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     known = {r.id for r in store.get(ids)}
     new = [p for p in files if p.stem not in known]
     if new:
-        store.add([p.read_text(encoding="utf-8") for p in new], ids=[p.stem for p in new],
-                  metadatas=[{"path": str(p.relative_to(args.corpus))} for p in new])
+        store.add(
+            [p.read_text(encoding="utf-8") for p in new],
+            ids=[p.stem for p in new],
+            metadatas=[{"path": str(p.relative_to(args.corpus))} for p in new],
+        )
         backend.save(args.index_dir)
         log.info("indexed %d new documents into %s", len(new), args.index_dir)
 

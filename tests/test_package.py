@@ -6,7 +6,6 @@ import pathlib
 import re
 import subprocess
 import sys
-import tomllib
 
 import pytest
 
@@ -15,7 +14,16 @@ from colbert_adapters import MissingDependencyError
 from colbert_adapters._optional import require
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "transformers", "voyager", "qdrant_client", "qdrant_edge", "langchain_core", "llama_index", "scipy")
+HEAVY = (
+    "torch",
+    "transformers",
+    "voyager",
+    "qdrant_client",
+    "qdrant_edge",
+    "langchain_core",
+    "llama_index",
+    "scipy",
+)
 
 
 def test_import_is_light() -> None:
@@ -43,6 +51,7 @@ def test_missing_optional_dependency_names_the_extra() -> None:
 
 
 def test_every_package_is_listed_in_pyproject() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
     listed = set(cfg["tool"]["setuptools"]["packages"])
     mapping = cfg["tool"]["setuptools"]["package-dir"]
@@ -77,14 +86,25 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_quickstart_example_runs_offline(tiny_checkpoint: pathlib.Path, tmp_path: pathlib.Path) -> None:
     index = tmp_path / "index"
-    cmd = [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--model", str(tiny_checkpoint),
-           "--index-dir", str(index), "--query", "capital of France", "-k", "2"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "examples" / "quickstart.py"),
+        "--model",
+        str(tiny_checkpoint),
+        "--index-dir",
+        str(index),
+        "--query",
+        "capital of France",
+        "-k",
+        "2",
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "capital of France" in first.stdout and len(re.findall(r"^\s+\d\.", first.stdout, re.M)) == 2
     assert (index / "manifest.json").is_file()
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert second.returncode == 0 and "reloaded 6 documents" in second.stderr
-    bad = subprocess.run([*cmd[:3], str(tmp_path / "nope" / "x")], capture_output=True, text=True, timeout=300,
-                         check=False)
+    bad = subprocess.run(
+        [*cmd[:3], str(tmp_path / "nope" / "x")], capture_output=True, text=True, timeout=300, check=False
+    )
     assert bad.returncode == 2 and "neither an existing directory" in bad.stderr
