@@ -246,10 +246,11 @@ class PackedModernBert(nn.Module):
         q = self._apply_rope(q, cos, sin)
         k = self._apply_rope(k[:, :n_keys], cos[:n_keys], sin[:n_keys])
         v = v[:, :n_keys]
-        if is_global:
+        w = self.spec.local_attention // 2
+        if is_global or max(n, n_keys) - 1 <= w:
+            # Global layer, or a sequence short enough that every key lies inside every query's window.
             out = F.scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0))[0]
         else:
-            w = self.spec.local_attention // 2
             out = torch.empty_like(q)
             pos = torch.arange(n, device=qkv.device)
             for start in range(0, n, _LOCAL_BLOCK):
