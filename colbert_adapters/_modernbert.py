@@ -32,8 +32,11 @@ __all__ = ["ModernBertSpec", "PackedModernBert"]
 
 # Query block of the sliding-window attention. Sequences up to this length use one block (one small mask).
 _LOCAL_BLOCK = 512
+# Batches whose longest sequence is at most this long run attention as one padded, masked SDPA call per
+# layer (like the reference); longer ones run one unpadded sequence at a time.
+_PADDED_MAX = 1024
 # Token-wise layers process at most this many rows at once, bounding the MLP's intermediate activations.
-_ROW_CHUNK = 8192
+_ROW_CHUNK = 16384
 
 
 @dataclass(frozen=True)
@@ -288,24 +291,21 @@ class PackedModernBert(nn.Module):
         """
         x = self._rows(lambda t: self.emb_norm(self.tok_embeddings(t)), input_ids)
         device = x.device
-        offsets = [0]
-        for n in lengths:
-            offsets.append(offsets[-1] + int(n))
-        n_max = max(lengths) if len(lengths) else 0
+        lengths = [int(n) for n in lengths]
+        key_lengths = [int(n) for n in key_lengths]
+        n_max = max(lengths) if lengths else 0
         ropes = {
             True: self._rope(n_max, "global", device),
             False: self._rope(n_max, "local", device),
         }
+        if len(lengths) > 1 and n_max <= _PADDED_MAX:
+            attend = self._padded_attention(lengths, key_lengths, ropes, device)
+        else:
+            attend = self._sequential_attention(lengths, key_lengths, ropes)
         for module in self.layers:
             layer = cast(_Layer, module)
             qkv = self._rows(lambda t, layer=layer: layer.Wqkv(layer.attn_norm(t)), x)
-            attn = torch.empty((x.shape[0], self.spec.hidden_size), dtype=x.dtype, device=device)
-            cos_all, sin_all = ropes[layer.is_global]
-            for i, n in enumerate(lengths):
-                a, b = offsets[i], offsets[i + 1]
-                attn[a:b] = self._attention(
-                    qkv[a:b], int(key_lengths[i]), cos_all[:n], sin_all[:n], layer.is_global
-                )
+            attn = attend(qkv, layer.is_global)
             del qkv
             x = x + self._rows(layer.Wo, attn)
             del attn
@@ -314,6 +314,71 @@ class PackedModernBert(nn.Module):
                 x,
             )
         return self._rows(self.final_norm, x)
+
+    def _sequential_attention(
+        self,
+        lengths: list[int],
+        key_lengths: list[int],
+        ropes: dict[bool, tuple[torch.Tensor, torch.Tensor]],
+    ) -> Callable[[torch.Tensor, bool], torch.Tensor]:
+        """Attention one unpadded sequence at a time: O(n) memory, for long documents."""
+        offsets = [0]
+        for n in lengths:
+            offsets.append(offsets[-1] + n)
+
+        def attend(qkv: torch.Tensor, is_global: bool) -> torch.Tensor:
+            out = torch.empty((qkv.shape[0], self.spec.hidden_size), dtype=qkv.dtype, device=qkv.device)
+            cos_all, sin_all = ropes[is_global]
+            for i, n in enumerate(lengths):
+                a, b = offsets[i], offsets[i + 1]
+                out[a:b] = self._attention(qkv[a:b], key_lengths[i], cos_all[:n], sin_all[:n], is_global)
+            return out
+
+        return attend
+
+    def _padded_attention(
+        self,
+        lengths: list[int],
+        key_lengths: list[int],
+        ropes: dict[bool, tuple[torch.Tensor, torch.Tensor]],
+        device: torch.device,
+    ) -> Callable[[torch.Tensor, bool], torch.Tensor]:
+        """Attention for a batch of short sequences as one padded SDPA call per layer (few, large kernels).
+
+        Same masks as the reference: padding keys masked out; sliding-window layers also mask ``|i - j| > w``.
+        Padding query rows are computed and dropped; a padding row with no visible key attends to itself so
+        no NaN appears.
+        """
+        heads, hd, h = self.spec.num_attention_heads, self.spec.head_dim, self.spec.hidden_size
+        b, t = len(lengths), max(lengths)
+        pos = torch.arange(t, device=device)
+        lens = torch.tensor(lengths, device=device)
+        rows = (pos[None, :] < lens[:, None]).reshape(-1)  # packed rows inside the (b * t) padded grid
+        row_index = rows.nonzero().squeeze(1)
+        keys = pos[None, :] < torch.tensor(key_lengths, device=device)[:, None]  # (b, t)
+        w = self.spec.local_attention // 2
+        masks: dict[bool, torch.Tensor | None] = {}
+        masks[True] = None if bool(keys.all()) else keys[:, None, None, :]
+        if t - 1 <= w:
+            masks[False] = masks[True]
+        else:
+            local = keys[:, None, :] & ((pos[:, None] - pos[None, :]).abs() <= w)[None]  # (b, t, t)
+            blind = ~local.any(dim=2)
+            if bool(blind.any()):
+                local = local | (blind[:, :, None] & torch.eye(t, dtype=torch.bool, device=device)[None])
+            masks[False] = local[:, None]
+
+        def attend(qkv: torch.Tensor, is_global: bool) -> torch.Tensor:
+            padded = qkv.new_zeros((b * t, qkv.shape[1]))
+            padded[row_index] = qkv
+            q, k, v = padded.view(b, t, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (b, heads, t, hd)
+            cos, sin = ropes[is_global]
+            q = self._apply_rope(q, cos[:t], sin[:t])
+            k = self._apply_rope(k, cos[:t], sin[:t])
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=masks[is_global])
+            return out.permute(0, 2, 1, 3).reshape(b * t, h)[row_index]
+
+        return attend
 
     def _glu(self, t: torch.Tensor) -> torch.Tensor:
         inp, gate = t.chunk(2, dim=-1)
