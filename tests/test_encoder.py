@@ -383,3 +383,23 @@ def test_pooling_survives_duplicate_tokens(tiny_encoder: ColBERTEncoder) -> None
     assert np.isfinite(pooled).all()
     with pytest.raises(InvalidInputError, match="pool_factor"):
         tiny_encoder.encode_documents(["x"], pool_factor=0)
+
+
+@pytest.mark.parametrize("local_attention", [16, 128])
+def test_padded_and_sequential_attention_paths_agree(
+    make_checkpoint: Callable[..., pathlib.Path], local_attention: int
+) -> None:
+    """Short batches run one padded SDPA per layer; long ones run unpadded per sequence: same numbers."""
+    enc = ColBERTEncoder.from_pretrained(make_checkpoint(local_attention=local_attention))
+    rng = np.random.default_rng(1)
+    lengths = [300, 17, 120, 3]
+    key_lengths = [300, 12, 120, 3]  # one sequence with computed-but-unattended rows
+    flat = torch.tensor(rng.integers(100, 50000, size=sum(lengths)))
+    with torch.inference_mode():
+        batched = enc._model(flat, lengths, key_lengths)
+        one_by_one = []
+        start = 0
+        for n, k in zip(lengths, key_lengths, strict=True):
+            one_by_one.append(enc._model(flat[start : start + n], [n], [k]))
+            start += n
+    np.testing.assert_allclose(batched.numpy(), torch.cat(one_by_one).numpy(), atol=1e-5)
