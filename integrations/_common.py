@@ -1,0 +1,222 @@
+"""Framework-neutral helpers shared by the LangChain and LlamaIndex integrations.
+
+Nothing here imports a framework. The integrations stay thin: they translate the host's objects
+(``Document`` / ``NodeWithScore``) to texts, ids and filters, and call these helpers, which delegate to
+:class:`~colbert_adapters.store.MultiVectorStore` and :func:`colbert_adapters.scoring.rerank` (the one
+place where MaxSim is computed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_filter, check_k
+from ..backends.base import Backend
+from ..errors import InvalidInputError
+from ..scoring import rerank
+from ..store import MultiVectorStore
+from ..types import Encoder, Filter, Hit, MultiVector
+
+__all__ = [
+    "RerankResult",
+    "check_query",
+    "delete_all",
+    "normalized_relevance",
+    "rerank_texts",
+    "resolve_store",
+    "search_with_query_length",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_store(
+    store: MultiVectorStore | None,
+    encoder: Encoder | None,
+    backend: Backend | None,
+    *,
+    owner: str,
+    default_backend: bool = False,
+) -> MultiVectorStore:
+    """Return the store an integration works on, built from ``store`` or from ``encoder`` + ``backend``.
+
+    Args:
+        store: an existing facade (preferred).
+        encoder: the encoder, when no ``store`` is given (or the same encoder as ``store.encoder``).
+        backend: the backend, when no ``store`` is given (or the same object as ``store.backend``).
+        owner: class name used in error messages.
+        default_backend: with only an ``encoder``, create an empty exact in-memory backend.
+
+    Raises:
+        InvalidInputError: nothing to build a store from, or ``store`` combined with a different encoder
+            model or a different backend object ("mixed backends").
+        DimensionMismatchError / CollectionConfigError: from :class:`MultiVectorStore` when the encoder does
+            not match the backend's stored vectors or model.
+    """
+    if store is not None:
+        if not isinstance(store, MultiVectorStore):
+            raise InvalidInputError(
+                f"{owner}: store must be a colbert_adapters MultiVectorStore, got {type(store).__name__}"
+            )
+        if backend is not None and backend is not store.backend:
+            raise InvalidInputError(
+                f"{owner}: got store= and a different backend= ({type(backend).__name__}); mixing backends "
+                "would search one index and read vectors from another. Pass only store=, or encoder= and "
+                "backend="
+            )
+        if encoder is not None and encoder is not store.encoder and encoder.model_id != store.encoder.model_id:
+            raise InvalidInputError(
+                f"{owner}: encoder {encoder.model_id!r} differs from the store's encoder "
+                f"{store.encoder.model_id!r}; MaxSim scores of different models are not comparable"
+            )
+        return store
+    if encoder is None:
+        raise InvalidInputError(
+            f"{owner} needs a ColBERT encoder: pass store=MultiVectorStore(encoder, backend) or encoder= (and backend=)"
+        )
+    if backend is None:
+        if not default_backend:
+            raise InvalidInputError(
+                f"{owner} needs an index to search: pass store=MultiVectorStore(encoder, backend) or "
+                "encoder= and backend="
+            )
+        return MultiVectorStore(encoder)
+    return MultiVectorStore(encoder, backend)
+
+
+def check_query(query: object, *, owner: str) -> str:
+    """Return ``query`` if it is a non-blank ``str``; otherwise raise a clear :class:`InvalidInputError`."""
+    if not isinstance(query, str):
+        raise InvalidInputError(f"{owner}: the query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise InvalidInputError(f"{owner}: the query is empty or blank; pass at least one word")
+    return query
+
+
+def search_with_query_length(
+    store: MultiVectorStore, query: str, k: int, filter: Filter | None = None
+) -> tuple[list[Hit], int]:
+    """Search ``store`` and also return the number of query token vectors (to normalise scores).
+
+    Validation matches :meth:`MultiVectorStore.search`: a blank query, ``k <= 0`` or a malformed filter raise
+    :class:`InvalidInputError`. A filter on a metadata field no document has matches nothing: the result is
+    empty, not an error.
+    """
+    check_query(query, owner="search")
+    k = check_k(k)
+    check_filter(filter)
+    if store.count() == 0:
+        return [], 0
+    (qv,) = store.encoder.encode_queries([query])
+    return store.backend.search(qv, k=k, filter=filter), int(qv.shape[0])
+
+
+def normalized_relevance(mean_token_score: float) -> float:
+    """Map a per-query-token MaxSim score in ``[-1, 1]`` to a relevance in ``[0, 1]``.
+
+    MaxSim sums one cosine per query token, so ``score / n_query_tokens`` lies in ``[-1, 1]``; this maps it
+    linearly to ``[0, 1]`` (``(x + 1) / 2``), clipping float rounding. 1.0 means every query token found an
+    identical document token.
+    """
+    return float(min(1.0, max(0.0, (mean_token_score + 1.0) / 2.0)))
+
+
+def delete_all(store: MultiVectorStore) -> None:
+    """Remove every document from the store's backend.
+
+    Uses the backend's ``clear()`` when it has one, else deletes the ids listed by ``ids()``.
+
+    Raises:
+        InvalidInputError: the backend offers neither (the Backend protocol does not require them).
+    """
+    backend: Any = store.backend
+    clear = getattr(backend, "clear", None)
+    if callable(clear):
+        clear()
+        return
+    list_ids = getattr(backend, "ids", None)
+    if callable(list_ids):
+        ids = list(list_ids())
+        if ids:
+            store.delete(ids)
+        return
+    raise InvalidInputError(
+        f"{type(backend).__name__} cannot enumerate its documents (no clear() or ids()); delete by ids instead"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    """Output of :func:`rerank_texts`: ``order`` holds ``(input position, MaxSim score)``, best first."""
+
+    order: list[tuple[int, float]]
+    n_query_tokens: int
+    reused: int
+    encoded: int
+
+
+def rerank_texts(
+    query: str,
+    texts: Sequence[str],
+    ids: Sequence[str | None],
+    *,
+    encoder: Encoder,
+    backend: Backend | None,
+    top_n: int | None,
+    batch_size: int = 32,
+    stored_texts: Sequence[str] | None = None,
+) -> RerankResult:
+    """Score candidate texts against a query with exact MaxSim (``scoring.rerank``) and keep the best.
+
+    Token vectors are reused instead of re-encoding when ``backend`` holds a document with the same id *and*
+    the same text (so a stale or foreign id never reuses wrong vectors). Every other text is encoded in
+    one batched call. Candidates without an id are simply encoded.
+
+    Args:
+        query: the query (non-blank).
+        texts: ``n`` candidate texts.
+        ids: ``n`` ids (``None`` or ``""`` for unknown).
+        encoder: encodes the query and the texts that cannot be reused.
+        backend: where stored vectors may be reused from, or ``None``.
+        top_n: keep the best ``top_n`` (``None``: all).
+        batch_size: encoder batch size.
+        stored_texts: the text each candidate is stored under, when it differs from the text to encode
+            (LlamaIndex stores a node's raw text but encodes it with its metadata); default ``texts``.
+
+    Returns:
+        A :class:`RerankResult`; an empty ``texts`` gives an empty order without encoding anything.
+    """
+    check_query(query, owner="rerank")
+    if top_n is not None:
+        check_k(top_n)
+    n = len(texts)
+    match = texts if stored_texts is None else stored_texts
+    if len(ids) != n or len(match) != n:
+        raise InvalidInputError(f"rerank: got {n} texts, {len(ids)} ids and {len(match)} stored texts")
+    if n == 0:
+        return RerankResult([], 0, 0, 0)
+    vectors: list[MultiVector | None] = [None] * n
+    if backend is not None:
+        known = [i for i in range(n) if ids[i]]
+        if known:
+            records = backend.get(list(dict.fromkeys(str(ids[i]) for i in known)), with_vectors=True)
+            by_id = {r.id: r for r in records}
+            for i in known:
+                rec = by_id.get(str(ids[i]))
+                if rec is not None and rec.vectors is not None and rec.text == match[i]:
+                    vectors[i] = np.asarray(rec.vectors, dtype=np.float32)
+    missing = [i for i in range(n) if vectors[i] is None]
+    if missing:
+        encoded = encoder.encode_documents([texts[i] for i in missing], batch_size=batch_size)
+        for i, v in zip(missing, encoded, strict=True):
+            vectors[i] = v
+    (qv,) = encoder.encode_queries([query])
+    docs: list[MultiVector] = [v for v in vectors if v is not None]
+    hits = rerank(qv, docs, ids=[str(i) for i in range(n)], k=top_n)
+    logger.debug("reranked %d candidates (%d reused, %d encoded)", n, n - len(missing), len(missing))
+    return RerankResult([(int(h.id), h.score) for h in hits], int(qv.shape[0]), n - len(missing), len(missing))
