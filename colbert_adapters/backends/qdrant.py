@@ -1,0 +1,1096 @@
+"""Qdrant backend: native multivector MaxSim on Qdrant Edge (embedded), local mode, a server or a cluster.
+
+:class:`QdrantBackend` implements the :class:`~colbert_adapters.backends.base.Backend` protocol over three
+engines with the same behaviour and the same results:
+
+* **Qdrant Edge** (``QdrantBackend.edge(path)`` or ``QdrantBackend(path=...)``): the Qdrant engine
+  embedded in the process (``qdrant-edge-py``), on disk, no server. This is the default when a path is given,
+  e.g. ``MultiVectorStore(encoder, backend="qdrant", path="./index")``.
+* **local mode** (``QdrantBackend.local(":memory:")`` or a directory): qdrant-client's pure-Python engine,
+  for quick trials and unit tests. It ignores HNSW, quantization and payload indexes and warns above
+  20,000 points.
+* **a server or cluster** (``QdrantBackend.from_url("http://host:6333", api_key=...)`` or
+  ``QdrantBackend(client=QdrantClient(...), collection_name=...)``).
+
+Layout of a point (one document):
+
+* id: ``uuid5(ID_NAMESPACE, doc_id)`` (Qdrant accepts only unsigned ints and UUIDs), see :func:`point_id`;
+* vector ``"colbert"``: the document's ``(n_tokens, dim)`` token vectors, DOT + MaxSim, HNSW ``m=0``;
+* vector ``"summary"``: the L2-normalised mean of the token vectors (cosine, HNSW), for the first stage;
+* payload: ``{"doc_id": str, "text": str | None, "metadata": {...}, "seq": int}``. Metadata filters on the
+  raw Qdrant API therefore use keys ``metadata.<field>``.
+
+Search is two-stage by default, in one request: ``prefetch_limit`` candidates by the summary vector
+(HNSW), reranked by exact MaxSim on the multivector. ``search_mode="exact"`` (or ``mode="exact"`` per call)
+scans all documents with MaxSim and equals :class:`~colbert_adapters.backends.memory.MemoryBackend`.
+Scores are MaxSim sums (higher is better).
+
+Example:
+    >>> import numpy as np, tempfile
+    >>> from colbert_adapters.backends.qdrant import QdrantBackend
+    >>> with QdrantBackend.edge(tempfile.mkdtemp(), dim=2) as backend:
+    ...     backend.upsert(["a", "b"], [np.array([[1.0, 0.0]]), np.array([[0.0, 1.0], [0.6, 0.8]])],
+    ...                    texts=["first", "second"], metadatas=[{"lang": "en"}, {"lang": "fr"}])
+    ...     [(h.id, round(h.score, 2)) for h in backend.search(np.array([[0.0, 1.0]]), k=2)]
+    [('b', 1.0), ('a', 0.0)]
+
+Edge and the GIL: Qdrant Edge holds the GIL during ``update``, ``query`` and ``optimize``. Other Python
+threads do not run meanwhile, and a long :meth:`QdrantBackend.optimize` (segment merge, summary HNSW
+build) pauses the interpreter. The backend optimizes on :meth:`~QdrantBackend.close` when there were
+writes, every ``optimize_every`` written points, and when you call :meth:`~QdrantBackend.optimize`
+(e.g. after a bulk load, before serving queries). Edge durability: the WAL is on by default and every
+write call ends with ``flush()`` (``flush_on_write``), so a write that returned is on disk.
+
+Moving up, Edge to a server: ``colbert-adapters qdrant copy ./index http://host:6333 --to-collection docs``
+(or :func:`copy_collection`) streams every point (same ids, payload, vectors) into any QdrantClient
+collection. Then change only the constructor: ``QdrantBackend.from_url("http://host:6333",
+collection_name="docs", api_key=..., prefer_grpc=True)``. On a cluster, connect to any node (or a load
+balancer): it fans queries out to every shard. Choose ``shard_number`` / ``replication_factor`` /
+``write_consistency_factor`` when creating the collection (:class:`QdrantCollectionConfig`,
+:func:`setup_collection`, ``colbert-adapters qdrant setup``); for per-tenant data use ``shard_keys`` and open
+one backend per tenant with ``shard_key=``. Qdrant does not rebalance shards when nodes are added (move them
+with the cluster API).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._optional import require
+from .._validation import as_multivector, check_filter, check_ids, check_k, check_metadatas, match_filter
+from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
+from ..types import Filter, Hit, Metadata, MultiVector
+from ._qdrant_engines import (
+    MAX_MULTIVECTOR_FLOATS,
+    REST_LIMIT_BYTES,
+    ClientEngine,
+    EdgeEngine,
+    QdrantCollectionConfig,
+    QdrantRequestError,
+    QdrantUnavailableError,
+    StoredPoint,
+    _Engine,
+    estimate_point_bytes,
+    split_by_bytes,
+)
+from .base import Record
+from .memory import _check_doc_texts
+
+__all__ = [
+    "ID_NAMESPACE",
+    "MAX_MULTIVECTOR_FLOATS",
+    "QdrantBackend",
+    "QdrantCollectionConfig",
+    "QdrantRequestError",
+    "QdrantUnavailableError",
+    "copy_collection",
+    "point_id",
+    "setup_collection",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Namespace of the deterministic point ids: ``uuid5(ID_NAMESPACE, doc_id)``.
+ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/colbert-adapters/colbert-adapters#doc-id")
+
+DOC_ID_KEY = "doc_id"
+TEXT_KEY = "text"
+METADATA_KEY = "metadata"
+SEQ_KEY = "seq"
+
+_META_VERSION = 1
+_SEARCH_MODES = ("two_stage", "exact")
+_FORBIDDEN_KEY_CHARS = frozenset('.[]"')
+
+
+def point_id(doc_id: str) -> str:
+    """The Qdrant point id of a document id: ``str(uuid5(ID_NAMESPACE, doc_id))``.
+
+    Qdrant accepts only unsigned integers and UUIDs as point ids; the original id is kept in the payload
+    (``doc_id``).
+
+    Example:
+        >>> point_id("doc-1") == point_id("doc-1") != point_id("doc-2")
+        True
+    """
+    return str(uuid.uuid5(ID_NAMESPACE, doc_id))
+
+
+def summary_vector(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The first-stage vector of a multivector: the L2-normalised mean of its rows, float32 ``(dim,)``.
+
+    A mean of (near) zero falls back to the first non-zero row, then to the first axis, so the summary is
+    always a unit vector.
+    """
+    mean = vectors.mean(axis=0, dtype=np.float64)
+    norm = float(np.linalg.norm(mean))
+    if norm < 1e-9:
+        norms = np.linalg.norm(vectors, axis=1)
+        nz = np.flatnonzero(norms > 1e-9)
+        if nz.size:
+            mean, norm = vectors[nz[0]].astype(np.float64), float(norms[nz[0]])
+        else:
+            mean, norm = np.eye(1, vectors.shape[1], dtype=np.float64)[0], 1.0
+    out: npt.NDArray[np.float32] = (mean / norm).astype(np.float32)
+    return out
+
+
+class QdrantBackend:
+    """Multi-vector store on Qdrant: Edge (embedded, on disk), local mode, or a server/cluster.
+
+    Pass exactly one of ``path``, ``local``, ``url`` or ``client`` (or use the classmethods :meth:`edge`,
+    :meth:`local`, :meth:`from_url`, :meth:`from_client`). All public methods are thread-safe.
+
+    Opening an existing collection (or Edge directory) validates its schema (dimension, distance, MaxSim
+    comparator, vector names) and its recorded ``model_id``, and refuses a mismatch with
+    :class:`~colbert_adapters.errors.CollectionConfigError`. With ``dim=None`` and no existing collection,
+    the collection is created at the first :meth:`upsert`.
+
+    Args:
+        path: Qdrant Edge directory (created if missing): the shard lives in ``path/shard`` and our manifest
+            (dimension, layout, ``model_id``) in ``path/colbert_adapters.json``.
+        dim: token vector dimension; ``None`` takes it from the existing collection or the first upsert.
+        local: qdrant-client local mode: ``":memory:"`` or a directory.
+        url: Qdrant server URL, e.g. ``"http://localhost:6333"`` or a Qdrant Cloud URL.
+        client: an existing ``qdrant_client.QdrantClient`` (not closed by :meth:`close`).
+        collection_name: collection to use (client engines; ignored by Edge).
+        config: collection layout and storage options (:class:`QdrantCollectionConfig`); ``dim`` may be
+            given instead for the defaults.
+        api_key: server API key.
+        https: force HTTPS on or off (default: from the URL).
+        prefer_grpc: talk gRPC (5x smaller requests than REST JSON, no 32 MiB request limit).
+        timeout: seconds per request (connect and read) for server engines; an unreachable server fails
+            within about this time with :class:`QdrantUnavailableError` naming the URL.
+        recreate: drop an existing collection (or Edge directory content) and create it anew. Deletes data.
+        model_id: encoder identifier to record; an existing collection recording another one is refused.
+            :class:`~colbert_adapters.store.MultiVectorStore` sets it from its encoder.
+        search_mode: ``"two_stage"`` (summary prefetch + MaxSim rerank) or ``"exact"`` (full MaxSim scan).
+        prefetch_limit: first-stage candidates of a two-stage search (more: better recall, slower).
+        oversampling: oversampling of quantized rescoring (int8 collections).
+        max_request_bytes: upper bound of one upsert request (estimated JSON or protobuf size); batches are
+            split to stay under it. The default leaves a 2x margin under the REST limit of 32 MiB.
+        max_batch_points: upper bound of points per upsert request.
+        max_retries: retries of a request that failed transiently (connection errors, timeouts, 429, 5xx),
+            with exponential backoff from ``retry_backoff`` seconds. Writes are idempotent (deterministic
+            ids), so retrying is safe.
+        retry_backoff: first backoff delay in seconds.
+        shard_key: custom-sharded collections: the shard key to write to and read from (``None`` reads all).
+        wal: Edge only: keep a write-ahead log (default). Without it writes are durable only after
+            :meth:`flush` (but a loaded shard saves ~210 MiB of RAM).
+        flush_on_write: Edge only: ``flush()`` at the end of every write call, so an acknowledged write is on
+            disk (about 0.1 s per call; write in batches).
+        optimize_every: Edge only: run :meth:`optimize` after this many points were written since the last
+            optimization (``None``: only on :meth:`close` and when called).
+        optimize_on_close: Edge only: optimize in :meth:`close` when something was written.
+
+    Raises:
+        InvalidInputError: bad arguments (none or several engines, bad ``dim``, mode or limits).
+        CollectionConfigError: the existing collection has another schema or model; pass ``recreate=True``
+            or use another collection/path.
+        QdrantUnavailableError: the server cannot be reached.
+        MissingDependencyError: ``qdrant-client`` / ``qdrant-edge-py`` are not installed
+            (``pip install "colbert-adapters[qdrant]"``).
+        IndexLockedError: the Edge directory is open elsewhere.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        dim: int | None = None,
+        local: str | os.PathLike[str] | None = None,
+        url: str | None = None,
+        client: Any = None,
+        collection_name: str = "colbert",
+        config: QdrantCollectionConfig | None = None,
+        api_key: str | None = None,
+        https: bool | None = None,
+        prefer_grpc: bool = False,
+        timeout: float = 10.0,
+        recreate: bool = False,
+        model_id: str | None = None,
+        search_mode: str = "two_stage",
+        prefetch_limit: int = 200,
+        oversampling: float = 2.0,
+        max_request_bytes: int = REST_LIMIT_BYTES // 2,
+        max_batch_points: int = 256,
+        max_retries: int = 3,
+        retry_backoff: float = 0.5,
+        shard_key: str | None = None,
+        wal: bool = True,
+        flush_on_write: bool = True,
+        optimize_every: int | None = 50_000,
+        optimize_on_close: bool = True,
+    ) -> None:
+        chosen = [n for n, v in (("path", path), ("local", local), ("url", url), ("client", client)) if v is not None]
+        if len(chosen) != 1:
+            raise InvalidInputError(
+                "pass exactly one of path= (Qdrant Edge directory, embedded, no server), local= (':memory:' "
+                "or a directory: qdrant-client local mode), url= (a Qdrant server) or client= (a QdrantClient)"
+                + (f"; got {', '.join(chosen)}" if chosen else "")
+            )
+        if not isinstance(collection_name, str) or not collection_name:
+            raise InvalidInputError(f"collection_name must be a non-empty str, got {collection_name!r}")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1):
+            raise InvalidInputError(f"dim must be a positive int or None, got {dim!r}")
+        if config is not None and not isinstance(config, QdrantCollectionConfig):
+            raise InvalidInputError(f"config must be a QdrantCollectionConfig, got {type(config).__name__}")
+        if config is not None and dim is not None and config.dim != dim:
+            raise InvalidInputError(f"dim={dim} disagrees with config.dim={config.dim}; pass one of them")
+        if model_id is not None and not isinstance(model_id, str):
+            raise InvalidInputError(f"model_id must be a str or None, got {type(model_id).__name__}")
+        self.search_mode = _check_mode(search_mode)
+        self.prefetch_limit = _positive_int(prefetch_limit, "prefetch_limit")
+        if not isinstance(oversampling, (int, float)) or oversampling < 1:
+            raise InvalidInputError(f"oversampling must be a number >= 1, got {oversampling!r}")
+        self.oversampling = float(oversampling)
+        self.max_request_bytes = _positive_int(max_request_bytes, "max_request_bytes")
+        self.max_batch_points = _positive_int(max_batch_points, "max_batch_points")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidInputError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        self.flush_on_write = bool(flush_on_write)
+        self.optimize_every = None if optimize_every is None else _positive_int(optimize_every, "optimize_every")
+        self.optimize_on_close = bool(optimize_on_close)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._written_since_optimize = 0
+        self._last_seq = 0
+        self._config: QdrantCollectionConfig | None = None
+        self._quantized = False
+        self._model_id: str | None = None
+
+        engine: _Engine
+        if path is not None:
+            if shard_key is not None:
+                raise InvalidInputError("shard_key applies to custom-sharded server collections, not to Edge")
+            engine = EdgeEngine(path, wal=wal)
+        else:
+            engine = _client_engine(
+                local=local, url=url, client=client, collection_name=collection_name, api_key=api_key,
+                https=https, prefer_grpc=prefer_grpc, timeout=timeout, max_retries=max_retries,
+                retry_backoff=retry_backoff, shard_key=shard_key,
+            )
+        self._engine = engine
+        try:
+            self._open(config if config is not None else None, None if dim is None else int(dim), recreate,
+                       model_id)
+        except BaseException:
+            engine.close()
+            raise
+
+    # ------------------------------------------------------------------------------------ constructors
+
+    @classmethod
+    def edge(cls, path: str | os.PathLike[str], dim: int | None = None, **kwargs: Any) -> QdrantBackend:
+        """Qdrant Edge (embedded engine, on disk, no server) in directory ``path``; see the class for kwargs."""
+        return cls(path, dim=dim, **kwargs)
+
+    @classmethod
+    def local(
+        cls, location: str | os.PathLike[str] = ":memory:", dim: int | None = None, **kwargs: Any
+    ) -> QdrantBackend:
+        """qdrant-client local mode (``":memory:"`` or a directory): pure Python, for trials and tests."""
+        return cls(local=location, dim=dim, **kwargs)
+
+    @classmethod
+    def from_url(cls, url: str, dim: int | None = None, **kwargs: Any) -> QdrantBackend:
+        """A Qdrant server or cluster at ``url`` (``api_key=``, ``prefer_grpc=``, ``timeout=`` ...)."""
+        return cls(url=url, dim=dim, **kwargs)
+
+    @classmethod
+    def from_client(
+        cls, client: Any, collection_name: str = "colbert", dim: int | None = None, **kwargs: Any
+    ) -> QdrantBackend:
+        """An existing ``QdrantClient`` (any engine); the caller keeps ownership of the client."""
+        return cls(client=client, collection_name=collection_name, dim=dim, **kwargs)
+
+    # ------------------------------------------------------------------------------------ properties
+
+    @property
+    def dim(self) -> int | None:
+        """Token vector dimension, or ``None`` before the collection exists (``dim`` not given)."""
+        return None if self._config is None else self._config.dim
+
+    @property
+    def config(self) -> QdrantCollectionConfig | None:
+        """The collection layout, or ``None`` before the collection exists."""
+        return self._config
+
+    @property
+    def engine(self) -> str:
+        """``"edge"``, ``"local"`` or ``"server"``."""
+        return self._engine.kind
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for messages (URL, directory or ``:memory:``)."""
+        return self._engine.where
+
+    @property
+    def model_id(self) -> str | None:
+        """Identifier of the encoder recorded in the collection, or ``None``."""
+        return self._model_id
+
+    @model_id.setter
+    def model_id(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise InvalidInputError(f"model_id must be a str or None, got {type(value).__name__}")
+        with self._lock:
+            if value == self._model_id:
+                return
+            if self._model_id is not None and value is not None:
+                raise CollectionConfigError(
+                    f"{self._describe()} was built with model {self._model_id!r}, not {value!r}; use the same "
+                    "model, or recreate=True / another collection"
+                )
+            self._model_id = value
+            if self._config is not None:
+                self._save_meta()
+
+    # ------------------------------------------------------------------------------------ protocol
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Sequence[MultiVector],
+        texts: Sequence[str | None] | None = None,
+        metadatas: Sequence[Metadata | None] | None = None,
+    ) -> None:
+        """Insert or replace documents; the whole batch is validated before anything is written.
+
+        Args:
+            ids: ``n`` unique, non-empty ids (mapped to point ids with :func:`point_id`).
+            vectors: ``n`` array-likes ``(n_tokens_i, dim)``, finite, ``n_tokens_i * dim`` below
+                1,048,576 (:data:`MAX_MULTIVECTOR_FLOATS`, Qdrant's cap: 8,191 tokens at 128 dims).
+            texts: ``n`` texts (``str`` or ``None``), or ``None``.
+            metadatas: ``n`` JSON-serialisable dicts (or ``None`` entries), or ``None``.
+
+        Raises:
+            InvalidInputError: bad ids, lengths, texts, metadata or vectors (empty, ragged, NaN/inf, over the
+                per-document cap; policy: refuse, split long documents into passages before encoding).
+            DimensionMismatchError: a vector's dimension differs from the collection's (or the batch's).
+            QdrantUnavailableError / QdrantRequestError: the server failed (after retries). Earlier requests
+                of a large batch may then be stored; re-running the same upsert is safe (idempotent).
+        """
+        with self._lock:
+            self._check_open()
+            id_list = check_ids(ids)
+            n = len(id_list)
+            if isinstance(vectors, (str, bytes)) or not isinstance(vectors, (Sequence, np.ndarray)):
+                raise InvalidInputError(
+                    f"vectors must be a sequence of (n_tokens, dim) arrays, got {type(vectors).__name__}"
+                )
+            if len(vectors) != n:
+                raise InvalidInputError(
+                    f"got {len(vectors)} vectors for {n} ids; pass one (n_tokens, dim) array per id"
+                )
+            text_list = _check_doc_texts(texts, n)
+            meta_list = check_metadatas(metadatas, n)
+            arrays = _check_vectors(vectors, self.dim, id_list)
+            if n == 0:
+                return
+            if self._config is None:
+                self._create(QdrantCollectionConfig(dim=arrays[0].shape[1]))
+            seqs = self._next_seqs(n)
+            points = [
+                StoredPoint(
+                    pid=point_id(doc_id),
+                    payload={
+                        DOC_ID_KEY: doc_id,
+                        TEXT_KEY: text,
+                        METADATA_KEY: copy.deepcopy(meta),
+                        SEQ_KEY: seq,
+                    },
+                    multivector=arr,
+                    summary=summary_vector(arr),
+                )
+                for doc_id, arr, text, meta, seq in zip(id_list, arrays, text_list, meta_list, seqs, strict=True)
+            ]
+            self._write(points)
+
+    def delete(self, ids: Sequence[str], *, missing_ok: bool = True) -> int:
+        """Remove documents by id.
+
+        Args:
+            ids: ids to remove (duplicates are counted once).
+            missing_ok: ignore unknown ids (the protocol's behaviour). ``False`` raises on unknown ids and
+                deletes nothing.
+
+        Returns:
+            The number of documents removed.
+
+        Raises:
+            InvalidInputError: bad ids, or unknown ids with ``missing_ok=False``.
+        """
+        with self._lock:
+            self._check_open()
+            unique = list(dict.fromkeys(check_ids(ids, allow_duplicates=True)))
+            if not unique or self._config is None:
+                if unique and not missing_ok:
+                    raise InvalidInputError(f"unknown ids {unique[:5]!r}: the collection is empty")
+                return 0
+            found = {p.payload.get(DOC_ID_KEY) for p in self._retrieve([point_id(i) for i in unique], False)}
+            missing = [i for i in unique if i not in found]
+            if missing and not missing_ok:
+                raise InvalidInputError(
+                    f"{len(missing)} unknown id(s), e.g. {missing[:5]!r}; nothing was deleted "
+                    "(pass missing_ok=True to ignore unknown ids)"
+                )
+            pids = [point_id(i) for i in unique if i in found]
+            for start in range(0, len(pids), 1024):
+                self._engine.delete(pids[start : start + 1024])
+            self._after_write(0)
+            return len(pids)
+
+    def delete_where(self, filter: Filter | Any) -> int:
+        """Remove every document matching a filter; returns how many were removed.
+
+        Args:
+            filter: the dict form (``{"field": value}`` / ``{"field": [v1, v2]}``, same semantics as
+                :meth:`search`) or a native ``qdrant_client.models.Filter`` on payload keys
+                (``metadata.<field>``, ``doc_id``, ``text``).
+
+        Raises:
+            InvalidInputError: an empty or malformed filter (deleting everything needs ``recreate=True``).
+        """
+        native, post = self._filter(filter)
+        if native is None:
+            raise InvalidInputError("delete_where needs a non-empty filter")
+        with self._lock:
+            self._check_open()
+            if self._config is None:
+                return 0
+            pids: list[str] = []
+            offset = None
+            while True:
+                pts, offset = self._engine.scroll(offset, 1024, self._names, flt=native, with_vectors=False)
+                pids += [p.pid for p in pts if post is None or match_filter(p.payload.get(METADATA_KEY) or {}, post)]
+                if offset is None:
+                    break
+            for start in range(0, len(pids), 1024):
+                self._engine.delete(pids[start : start + 1024])
+            self._after_write(0)
+            return len(pids)
+
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
+        """Fetch stored documents in the order asked, skipping unknown ids.
+
+        Args:
+            ids: ids to fetch.
+            with_vectors: include each document's float32 ``(n_tokens, dim)`` token vectors.
+
+        Returns:
+            One :class:`~colbert_adapters.backends.base.Record` per known id.
+        """
+        with self._lock:
+            self._check_open()
+            id_list = check_ids(ids, allow_duplicates=True)
+            if not id_list or self._config is None:
+                return []
+            unique = list(dict.fromkeys(id_list))
+            by_id = {
+                p.payload.get(DOC_ID_KEY): p for p in self._retrieve([point_id(i) for i in unique], with_vectors)
+            }
+            out = []
+            for doc_id in id_list:
+                p = by_id.get(doc_id)
+                if p is not None:
+                    out.append(
+                        Record(
+                            id=doc_id,
+                            text=p.payload.get(TEXT_KEY),
+                            metadata=copy.deepcopy(p.payload.get(METADATA_KEY) or {}),
+                            vectors=None if not with_vectors or p.multivector is None else p.multivector.copy(),
+                        )
+                    )
+            return out
+
+    def search(
+        self,
+        query_vectors: MultiVector,
+        k: int = 10,
+        filter: Filter | Any | None = None,
+        *,
+        mode: str | None = None,
+        prefetch_limit: int | None = None,
+    ) -> list[Hit]:
+        """Top ``k`` documents by MaxSim.
+
+        Args:
+            query_vectors: float32 array-like ``(n_query_tokens, dim)``.
+            k: number of hits (>= 1).
+            filter: ``{"field": value}`` / ``{"field": [v1, v2]}`` on metadata (AND over fields, exact
+                :class:`MemoryBackend` semantics), or a native ``qdrant_client.models.Filter`` (or, on Edge,
+                a ``qdrant_edge.Filter``) on payload keys ``metadata.<field>``.
+            mode: ``"two_stage"`` or ``"exact"``; default: the backend's ``search_mode``.
+            prefetch_limit: first-stage candidates for this call (two-stage); default: the backend's.
+
+        Returns:
+            Up to ``k`` hits by descending MaxSim; ties keep insertion order.
+
+        Raises:
+            InvalidInputError: bad query, ``k``, filter or mode.
+            DimensionMismatchError: the query's dimension differs from the collection's.
+        """
+        k = check_k(k)
+        native, post = self._filter(filter)
+        mode = self.search_mode if mode is None else _check_mode(mode)
+        pl = self.prefetch_limit if prefetch_limit is None else _positive_int(prefetch_limit, "prefetch_limit")
+        # Edge holds the GIL and one shard: serialise. A QdrantClient is thread-safe: let searches overlap.
+        guard = self._lock if self._engine.kind == "edge" else contextlib.nullcontext()
+        with guard:
+            self._check_open()
+            q = as_multivector(query_vectors, dim=self.dim, where="query_vectors")
+            if q.size >= MAX_MULTIVECTOR_FLOATS:
+                raise InvalidInputError(
+                    f"query_vectors has {q.shape[0]} x {q.shape[1]} = {q.size} floats; Qdrant caps a multivector "
+                    f"below {MAX_MULTIVECTOR_FLOATS}"
+                )
+            if self._config is None:
+                return []
+            summary = summary_vector(q) if mode == "two_stage" else None
+            limit = k + 1  # one more than asked, to see whether the k-th score is tied
+            while True:
+                raw = self._engine.query(
+                    q, summary, limit=limit, prefetch_limit=max(pl, limit), flt=native, exact=mode == "exact",
+                    quantized=self._quantized, oversampling=self.oversampling, names=self._names,
+                )
+                hits = [p for p in raw if post is None or match_filter(p.payload.get(METADATA_KEY) or {}, post)]
+                if len(raw) < limit:
+                    break  # every candidate seen
+                if len(hits) > k and hits[k].score < hits[k - 1].score:
+                    break  # k hits and no tie across the cut
+                # Too few hits after the exact re-check, or a tie across the cut: widen and ask again.
+                limit *= 4
+            hits.sort(key=lambda p: (-p.score, p.payload.get(SEQ_KEY, 0)))
+            return [
+                Hit(
+                    id=p.payload.get(DOC_ID_KEY, p.pid),
+                    score=p.score,
+                    text=p.payload.get(TEXT_KEY),
+                    metadata=copy.deepcopy(p.payload.get(METADATA_KEY) or {}),
+                )
+                for p in hits[:k]
+            ]
+
+    def count(self) -> int:
+        """Number of stored documents."""
+        with self._lock:
+            self._check_open()
+            return 0 if self._config is None else self._engine.count()
+
+    def flush(self) -> None:
+        """Make every acknowledged write durable (Edge: flush segments; servers persist on their own)."""
+        with self._lock:
+            self._check_open()
+            self._engine.flush()
+
+    def optimize(self) -> bool:
+        """Edge: run the segment optimizers now (merge segments, build the summary HNSW); blocks until done.
+
+        It holds the GIL for its whole run (seconds per 10k documents); call it after bulk loads, not in a
+        latency-sensitive thread. Server engines optimize in the background: this is a no-op there.
+
+        Returns:
+            ``True`` when segments were optimized.
+        """
+        with self._lock:
+            self._check_open()
+            if self._config is None:
+                return False
+            t0 = time.perf_counter()
+            done = self._engine.optimize()
+            self._written_since_optimize = 0
+            if done:
+                logger.info("optimized %s in %.2fs", self._describe(), time.perf_counter() - t0)
+            return done
+
+    def close(self) -> None:
+        """Optimize (Edge, after writes, if ``optimize_on_close``), flush and release files/locks. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if (
+                    self._engine.kind == "edge"
+                    and self.optimize_on_close
+                    and self._written_since_optimize
+                    and self._config is not None
+                ):
+                    self._engine.optimize()
+            finally:
+                self._engine.close()
+
+    def __enter__(self) -> QdrantBackend:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"QdrantBackend(engine={self.engine!r}, location={self.location!r}, dim={self.dim}, "
+            f"search_mode={self.search_mode!r})"
+        )
+
+    # ------------------------------------------------------------------------------------ internals
+
+    @property
+    def _names(self) -> tuple[str, str]:
+        cfg = self._config
+        assert cfg is not None
+        return cfg.multivector_name, cfg.summary_name
+
+    def _describe(self) -> str:
+        if isinstance(self._engine, ClientEngine):
+            return f"collection {self._engine.collection!r} at {self._engine.where}"
+        return self._engine.where
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ColBERTError(f"this QdrantBackend ({self._engine.where}) is closed; open a new one")
+
+    def _open(self, config: QdrantCollectionConfig | None, dim: int | None, recreate: bool,
+              model_id: str | None) -> None:
+        exists = self._engine.exists()
+        if exists and recreate:
+            logger.warning("recreate=True: dropping %s", self._describe())
+            self._engine.drop()
+            exists = False
+        if exists:
+            meta = self._engine.read_meta() or {}
+            self._config = self._validate_existing(meta, config, dim)
+            stored_model = meta.get("model_id")
+            self._model_id = stored_model if isinstance(stored_model, str) else None
+            if model_id is not None:
+                self.model_id = model_id  # refuses another model, records it when none was
+        else:
+            self._model_id = model_id
+            if config is not None or dim is not None:
+                self._create(config if config is not None else QdrantCollectionConfig(dim=dim))  # type: ignore[arg-type]
+
+    def _validate_existing(self, meta: Mapping[str, Any], requested: QdrantCollectionConfig | None,
+                           dim: int | None) -> QdrantCollectionConfig:
+        stored = meta.get("config")
+        base = QdrantCollectionConfig.from_json(stored) if isinstance(stored, Mapping) else None
+        schema = self._engine.schema()
+        names = (
+            (requested.multivector_name, requested.summary_name) if requested is not None
+            else (base.multivector_name, base.summary_name) if base is not None
+            else ("colbert", "summary")
+        )
+        fix = "pass recreate=True to drop and re-create it (this deletes its documents), or use another " + (
+            "path" if self._engine.kind == "edge" else "collection_name"
+        )
+        where = self._describe()
+        mv = schema.vectors.get(names[0])
+        sm = schema.vectors.get(names[1])
+        if mv is None or sm is None:
+            raise CollectionConfigError(
+                f"{where} has vectors {sorted(schema.vectors)!r}, not the multivector {names[0]!r} and summary "
+                f"{names[1]!r} this backend needs; {fix}"
+            )
+        if mv["multivector"] != "max_sim":
+            raise CollectionConfigError(
+                f"{where}: vector {names[0]!r} is not a MaxSim multivector (comparator {mv['multivector']!r}); {fix}"
+            )
+        if mv["distance"] != "dot":
+            raise CollectionConfigError(
+                f"{where}: multivector {names[0]!r} uses distance {mv['distance']!r}, expected 'dot' "
+                f"(MaxSim over normalised token vectors); {fix}"
+            )
+        if sm["multivector"] is not None or sm["size"] != mv["size"]:
+            raise CollectionConfigError(
+                f"{where}: summary vector {names[1]!r} must be a single {mv['size']}-d vector; {fix}"
+            )
+        want_dim = requested.dim if requested is not None else dim
+        if want_dim is not None and want_dim != mv["size"]:
+            raise CollectionConfigError(
+                f"{where} stores {mv['size']}-d multivectors, not {want_dim}-d; use the model it was built with, "
+                f"or {fix}"
+            )
+        self._quantized = bool(mv["quantized"])
+        cfg = base if base is not None else QdrantCollectionConfig(
+            dim=mv["size"], multivector_name=names[0], summary_name=names[1],
+            quantization="int8" if mv["quantized"] else None,
+        )
+        if requested is not None and requested != cfg:
+            logger.warning(
+                "%s exists with storage options %s; using them, not the requested %s (recreate=True to change)",
+                where, cfg, requested,
+            )
+        return cfg if base is None else QdrantCollectionConfig.from_json(
+            {**cfg.to_json(), "multivector_name": names[0], "summary_name": names[1]}
+        )
+
+    def _create(self, config: QdrantCollectionConfig) -> None:
+        if config.shard_keys and self._engine.kind == "edge":
+            raise InvalidInputError("shard_keys need a server collection; Qdrant Edge is a single shard")
+        self._engine.create(config, self._meta_dict(config))
+        self._config = config
+        self._quantized = config.quantization is not None
+        logger.info("created %s (dim %d)", self._describe(), config.dim)
+
+    def _meta_dict(self, config: QdrantCollectionConfig) -> dict[str, Any]:
+        return {"version": _META_VERSION, "model_id": self._model_id, "config": config.to_json()}
+
+    def _save_meta(self) -> None:
+        assert self._config is not None
+        try:
+            self._engine.write_meta(self._meta_dict(self._config))
+        except QdrantRequestError as err:  # e.g. a server older than 1.16 without collection metadata
+            logger.warning("could not record model_id in %s: %s", self._describe(), err)
+
+    def _next_seqs(self, n: int) -> list[int]:
+        # Insertion order for tie-breaking: microseconds since the epoch, strictly increasing in-process.
+        start = max(self._last_seq + 1, time.time_ns() // 1000)
+        self._last_seq = start + n - 1
+        return list(range(start, start + n))
+
+    def _retrieve(self, pids: Sequence[str], with_vectors: bool) -> list[StoredPoint]:
+        out: list[StoredPoint] = []
+        for start in range(0, len(pids), 256):
+            out += self._engine.retrieve(
+                pids[start : start + 256], with_payload=True, with_vectors=with_vectors, names=self._names
+            )
+        return out
+
+    def _write(self, points: Sequence[StoredPoint]) -> None:
+        if not isinstance(self._engine, ClientEngine):  # Edge: in-process, no request size limit
+            for start in range(0, len(points), self.max_batch_points):
+                self._engine.upsert(points[start : start + self.max_batch_points], self._names)
+            self._after_write(len(points))
+            return
+        grpc = self._engine.grpc
+        sizes = [
+            estimate_point_bytes(
+                p.multivector.size + p.summary.size,  # type: ignore[union-attr]
+                len(_json_dumps(p.payload)),
+                grpc=grpc,
+            )
+            for p in points
+        ]
+        batches = split_by_bytes(sizes, self.max_request_bytes, self.max_batch_points)
+        for start, stop in batches:
+            if stop - start == 1 and sizes[start] > self.max_request_bytes:
+                logger.warning(
+                    "document %r alone is ~%d bytes, above max_request_bytes=%d; sending it alone",
+                    points[start].payload.get(DOC_ID_KEY), sizes[start], self.max_request_bytes,
+                )
+            self._engine.upsert(points[start:stop], self._names)
+        logger.debug("upserted %d points in %d request(s) to %s", len(points), len(batches), self._describe())
+        self._after_write(len(points))
+
+    def _after_write(self, n_points: int) -> None:
+        if self._engine.kind != "edge":
+            return
+        self._written_since_optimize += max(n_points, 1)
+        if self.optimize_every is not None and self._written_since_optimize >= self.optimize_every:
+            self._engine.optimize()
+            self._written_since_optimize = 0
+        if self.flush_on_write:
+            self._engine.flush()
+
+    def _filter(self, flt: Any) -> tuple[Any, dict[str, list[Any]] | None]:
+        """(native filter for the engine or ``None``, normalised dict filter to re-check exactly or ``None``)."""
+        if flt is None or isinstance(flt, Mapping):
+            norm = check_filter(flt)
+            if norm is None:
+                return None, None
+            return _dict_to_models_filter(norm, native_bools=self._engine.kind != "edge"), norm
+        kind = _native_filter_kind(flt)
+        if kind == "client" or (kind == "edge" and self._engine.kind == "edge"):
+            return flt, None
+        if kind == "edge":
+            raise InvalidInputError(
+                "a qdrant_edge.Filter only works on a Qdrant Edge backend; pass a qdrant_client.models.Filter "
+                "(works on every engine) or the dict form"
+            )
+        raise InvalidInputError(
+            "filter must be a dict like {'source': 'a', 'year': [2020, 2021]}, a qdrant_client.models.Filter or "
+            f"a qdrant_edge.Filter, got {type(flt).__name__}"
+        )
+
+    # ---- copy support
+
+    def _ensure_created(self, config: QdrantCollectionConfig) -> None:
+        if self._config is None:
+            self._create(config)
+
+    def _write_stored(self, points: Sequence[StoredPoint]) -> None:
+        """Write points read from another Qdrant collection, validating them like :meth:`upsert` does."""
+        dim = self.dim
+        for p in points:
+            if p.multivector is None:
+                raise CollectionConfigError(f"point {p.pid} has no multivector; cannot copy it")
+            doc = p.payload.get(DOC_ID_KEY, p.pid)
+            p.multivector = _check_vectors([p.multivector], dim, [str(doc)])[0]
+            p.summary = summary_vector(p.multivector) if p.summary is None else as_multivector(
+                p.summary[None, :], dim=dim, where=f"summary of {doc!r}"
+            )[0]
+        self._write(points)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _check_mode(mode: object) -> str:
+    if mode not in _SEARCH_MODES:
+        raise InvalidInputError(f"search mode must be one of {_SEARCH_MODES}, got {mode!r}")
+    return str(mode)
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_vectors(vectors: Sequence[Any], dim: int | None, ids: Sequence[str]) -> list[npt.NDArray[np.float32]]:
+    """Validate every multivector (shape, finiteness, Qdrant's per-point cap) before anything is sent."""
+    arrays: list[npt.NDArray[np.float32]] = []
+    for i, v in enumerate(vectors):
+        try:
+            arr = as_multivector(v, dim=dim, where=f"vectors[{i}] (id {ids[i]!r})")
+        except DimensionMismatchError as err:
+            if arrays and dim == arrays[0].shape[1]:  # the batch disagrees with its own first item
+                raise DimensionMismatchError(
+                    f"{err}; vectors[0] has dimension {dim}: all documents must come from the same encoder"
+                ) from err
+            raise
+        if arr.size >= MAX_MULTIVECTOR_FLOATS:
+            max_tokens = (MAX_MULTIVECTOR_FLOATS - 1) // arr.shape[1]
+            raise InvalidInputError(
+                f"vectors[{i}] (id {ids[i]!r}) has {arr.shape[0]} tokens x {arr.shape[1]} dims = {arr.size} floats; "
+                f"Qdrant stores fewer than {MAX_MULTIVECTOR_FLOATS} floats per multivector (at most {max_tokens} "
+                f"tokens at {arr.shape[1]} dims). Split long documents into passages, or lower the encoder's "
+                "document_length; nothing was written"
+            )
+        if dim is None:
+            dim = arr.shape[1]
+        # Copy when as_multivector returned the caller's array (or a view): later edits must not leak in.
+        arrays.append(arr.copy() if arr is v or not arr.flags.owndata else arr)
+    return arrays
+
+
+def _json_dumps(obj: Any) -> bytes:
+    import json
+
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _dict_to_models_filter(norm: Mapping[str, Sequence[Any]], *, native_bools: bool = True) -> Any:
+    """Translate a normalised dict filter to a ``models.Filter`` that matches a superset of it.
+
+    Numbers use a closed range (so 2020 matches 2020.0, as in MemoryBackend), strings and bools exact
+    matches, ``None`` an is-null condition. Qdrant also matches an element of an array field; the backend
+    re-checks every hit with :func:`~colbert_adapters._validation.match_filter`, which does not.
+
+    ``native_bools=False`` (Qdrant Edge 0.9, which reads a Python ``bool`` filter value as an int and so never
+    matches a stored bool): a field filtered on a bool only has to be present, and the exact re-check does
+    the rest.
+    """
+    m = require("qdrant_client.models", extra="qdrant", package="qdrant-client")
+    must = []
+    for key, values in norm.items():
+        if not key or _FORBIDDEN_KEY_CHARS & set(key):
+            raise InvalidInputError(
+                f"filter key {key!r} contains '.', '[', ']' or '\"', which Qdrant reads as a JSON path; rename the "
+                "metadata field, or pass a qdrant_client.models.Filter with the path you mean"
+            )
+        path = f"{METADATA_KEY}.{key}"
+        if not native_bools and any(isinstance(v, bool) for v in values):
+            must.append(m.Filter(must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key=path))]))
+            continue
+        conds: list[Any] = []
+        strs = [v for v in values if isinstance(v, str)]
+        if len(strs) == 1:
+            conds.append(m.FieldCondition(key=path, match=m.MatchValue(value=strs[0])))
+        elif strs:
+            conds.append(m.FieldCondition(key=path, match=m.MatchAny(any=strs)))
+        for v in values:
+            if isinstance(v, bool):
+                conds.append(m.FieldCondition(key=path, match=m.MatchValue(value=v)))
+            elif isinstance(v, (int, float)):
+                conds.append(m.FieldCondition(key=path, range=m.Range(gte=v, lte=v)))
+            elif v is None:
+                conds.append(m.IsNullCondition(is_null=m.PayloadField(key=path)))
+        must.append(conds[0] if len(conds) == 1 else m.Filter(should=conds))
+    return m.Filter(must=must)
+
+
+def _native_filter_kind(flt: Any) -> str | None:
+    """``"client"`` for a ``qdrant_client.models.Filter``, ``"edge"`` for a ``qdrant_edge.Filter``, else ``None``."""
+    import sys
+
+    models = sys.modules.get("qdrant_client.models")
+    if models is not None and isinstance(flt, models.Filter):
+        return "client"
+    qe = sys.modules.get("qdrant_edge")
+    if qe is not None and isinstance(flt, qe.Filter):
+        return "edge"
+    return None
+
+
+def _client_engine(
+    *, local: Any, url: str | None, client: Any, collection_name: str, api_key: str | None, https: bool | None,
+    prefer_grpc: bool, timeout: float, max_retries: int, retry_backoff: float, shard_key: str | None,
+) -> ClientEngine:
+    qc = require("qdrant_client", extra="qdrant", package="qdrant-client")
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    owns = client is None
+    if client is None:
+        if local is not None:
+            loc = os.fspath(local)
+            try:
+                client = qc.QdrantClient(location=":memory:") if loc == ":memory:" else qc.QdrantClient(path=loc)
+            except RuntimeError as err:  # "Storage folder ... is already accessed by another instance"
+                from ..errors import IndexLockedError
+
+                raise IndexLockedError(
+                    f"local-mode directory {loc} is open in another QdrantClient or process ({err}); close it first"
+                ) from err
+        else:
+            if not isinstance(url, str) or not url:
+                raise InvalidInputError(f"url must be a non-empty str, got {url!r}")
+            client = qc.QdrantClient(
+                url=url, api_key=api_key, https=https, prefer_grpc=prefer_grpc,
+                timeout=max(1, round(timeout)), check_compatibility=False,
+            )
+    elif not isinstance(client, qc.QdrantClient):
+        raise InvalidInputError(f"client must be a qdrant_client.QdrantClient, got {type(client).__name__}")
+    inner = getattr(client, "_client", None)
+    is_local = type(inner).__name__ == "QdrantLocal"
+    if is_local:
+        where = f"local mode {getattr(inner, 'location', None) or ':memory:'}"
+    else:
+        where = url or getattr(inner, "rest_uri", None) or "the Qdrant server"
+    grpc = bool(getattr(inner, "_prefer_grpc", prefer_grpc)) and not is_local
+    return ClientEngine(
+        client, collection_name, where=str(where), owns_client=owns, grpc=grpc, local=is_local,
+        max_retries=max_retries, retry_backoff=retry_backoff, timeout=timeout, shard_key=shard_key,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ setup / copy
+
+
+def setup_collection(
+    target: QdrantBackend | Any,
+    config: QdrantCollectionConfig,
+    *,
+    collection_name: str = "colbert",
+    recreate: bool = False,
+    model_id: str | None = None,
+) -> QdrantBackend:
+    """Create (or validate) a ColBERT collection with explicit storage and cluster options.
+
+    Args:
+        target: a ``QdrantClient``, an Edge directory path (``str``/``PathLike``), or a URL string starting
+            with ``http://`` / ``https://``.
+        config: the layout: dimension, datatype, quantization, placement, payload indexes, cluster params.
+        collection_name: the collection (client engines).
+        recreate: drop an existing collection first (deletes its documents).
+        model_id: encoder identifier to record.
+
+    Returns:
+        An open :class:`QdrantBackend` on the collection (close it, or use it).
+
+    Raises:
+        CollectionConfigError: an existing collection has another schema (and ``recreate`` is false).
+
+    Example:
+        >>> import tempfile
+        >>> from colbert_adapters.backends.qdrant import QdrantCollectionConfig, setup_collection
+        >>> cfg = QdrantCollectionConfig(dim=96, datatype="float16", payload_indexes={"source": "keyword"})
+        >>> with setup_collection(tempfile.mkdtemp(), cfg) as backend:
+        ...     backend.dim, backend.count()
+        (96, 0)
+    """
+    if isinstance(target, (str, os.PathLike)):
+        s = os.fspath(target)
+        if s.startswith(("http://", "https://")):
+            return QdrantBackend(url=s, config=config, collection_name=collection_name, recreate=recreate,
+                                 model_id=model_id)
+        if s == ":memory:":
+            return QdrantBackend(local=s, config=config, collection_name=collection_name, recreate=recreate,
+                                 model_id=model_id)
+        return QdrantBackend(path=s, config=config, recreate=recreate, model_id=model_id)
+    return QdrantBackend(client=target, config=config, collection_name=collection_name, recreate=recreate,
+                         model_id=model_id)
+
+
+def copy_collection(
+    source: QdrantBackend,
+    target: QdrantBackend,
+    *,
+    batch_points: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Stream every document from one Qdrant backend to another (e.g. an Edge directory to a server).
+
+    Points keep their ids, payload (id, text, metadata, insertion order) and vectors; the target is created
+    with the source's layout when it does not exist yet (create it first, e.g. with :func:`setup_collection`,
+    to change storage or cluster options). Vectors are validated on the way (Qdrant's per-point cap
+    included), so a document that Edge accepted but a server would refuse fails with a clear error.
+
+    Args:
+        source: the backend to read (any engine).
+        target: the backend to write (any engine); documents with the same ids are replaced.
+        batch_points: points read per scroll page (writes are further split by request bytes).
+        progress: called with the running number of copied documents after every page.
+
+    Returns:
+        The number of documents copied.
+
+    Raises:
+        CollectionConfigError: the dimensions differ, or the models recorded differ.
+    """
+    batch_points = _positive_int(batch_points, "batch_points")
+    src_cfg = source.config
+    if src_cfg is None:
+        return 0
+    with source._lock, target._lock:
+        source._check_open()
+        target._check_open()
+        target._ensure_created(
+            QdrantCollectionConfig.from_json({**src_cfg.to_json(), "shard_keys": [], "shard_number": None,
+                                              "replication_factor": None, "write_consistency_factor": None})
+        )
+        if target.dim != source.dim:
+            raise CollectionConfigError(
+                f"cannot copy {source.dim}-d documents from {source._describe()} into {target._describe()}, "
+                f"which stores {target.dim}-d vectors"
+            )
+        if source.model_id is not None:
+            target.model_id = source.model_id  # refuses a target built with another model
+        copied = 0
+        offset = None
+        while True:
+            points, offset = source._engine.scroll(offset, batch_points, source._names)
+            if points:
+                target._write_stored(points)
+                copied += len(points)
+                if progress is not None:
+                    progress(copied)
+            if offset is None:
+                break
+        target._engine.flush()
+        logger.info("copied %d documents from %s to %s", copied, source._describe(), target._describe())
+        return copied
