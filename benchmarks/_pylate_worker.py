@@ -103,6 +103,14 @@ def serve(a: argparse.Namespace) -> int:
             if op == "quit":
                 reply({"ok": True})
                 return 0
+            if op == "query_one":  # one query, timed here (the pipe round trip is not counted)
+                w0 = time.perf_counter()
+                e = model.encode([cmd["text"]], is_query=True, batch_size=1, show_progress_bar=False)[0]
+                wall = time.perf_counter() - w0
+                if cmd.get("save"):
+                    np.save(cmd["save"], np.asarray(e, dtype=np.float32))
+                reply({"ok": True, "wall_s": wall, "n_rows": int(len(e))})
+                continue
             with open(cmd["texts"], encoding="utf-8") as f:
                 texts = json.load(f)
             if op == "encode_documents":

@@ -1,0 +1,121 @@
+"""Locks used by the persistent backends: an in-process reader/writer lock and an OS-level write lock.
+
+Private module: the public behaviour is documented on :class:`~colbert_adapters.backends.voyager.VoyagerBackend`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from ..errors import IndexLockedError
+
+__all__ = ["FileWriteLock", "RWLock"]
+
+
+class RWLock:
+    """Many readers or one writer, writer-preferring (a waiting writer blocks new readers).
+
+    Not re-entrant: a thread holding the read side must not ask for the write side.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        """Hold the shared side for the duration of the ``with`` block."""
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        """Hold the exclusive side for the duration of the ``with`` block."""
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class FileWriteLock:
+    """An exclusive, non-blocking ``flock`` on ``path``, held until :meth:`release`.
+
+    ``flock`` locks belong to the open file description, so a second :class:`FileWriteLock` on the same file
+    fails even inside the same process, and the kernel drops the lock when the process dies (kill -9
+    included): a crashed writer never leaves a stale lock behind.
+
+    Args:
+        path: the lock file (created if missing; its content is irrelevant).
+        what: how to name the locked resource in the error message.
+
+    Raises:
+        IndexLockedError: another open handle (another process, or another backend in this one) holds it.
+    """
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = path
+        self._file: IO[bytes] | None = open(path, "a+b")  # noqa: SIM115 - held for the lock's lifetime
+        try:
+            _lock_exclusive_nb(self._file)
+        except OSError as err:
+            self._file.close()
+            self._file = None
+            raise IndexLockedError(
+                f"{what} is locked by another writer (lock file {path}); only one process may open it for "
+                "writing at a time. Close the other writer, or open this one with read_only=True"
+            ) from err
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                _unlock(self._file)
+            self._file.close()
+            self._file = None
+
+
+if sys.platform != "win32":
+    import fcntl
+
+    def _lock_exclusive_nb(f: IO[bytes]) -> None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(f: IO[bytes]) -> None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+else:  # pragma: no cover - Windows
+    import msvcrt
+
+    def _lock_exclusive_nb(f: IO[bytes]) -> None:
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+
+    def _unlock(f: IO[bytes]) -> None:
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)

@@ -1,0 +1,1380 @@
+"""Voyager backend: a durable, incremental multi-vector index on disk (token-level HNSW + SQLite).
+
+Every document token vector goes into a Voyager HNSW graph (cosine space) under an integer *label*; the
+documents themselves (id, text, JSON metadata, float16 token vectors) live in one SQLite database, which is
+the source of truth. A search asks the graphs for each query token's nearest tokens, turns them into
+candidate documents with a cheap approximate score, and reranks the best candidates with the exact MaxSim
+of :func:`colbert_adapters.scoring.maxsim_flat` on their stored vectors.
+
+On-disk layout of an index directory::
+
+    store.sqlite       documents, segments and settings (WAL journal, synchronous=FULL); the commit point
+    seg-000001.voyager sealed HNSW segments, immutable once written (temp file + fsync + rename)
+    manifest.json      read-only mirror of the segment list and generation, for humans and tools
+    write.lock         flock'ed by the one process that has the index open for writing
+
+SQLite tables (inspect them with ``sqlite3 store.sqlite``)::
+
+    meta(key, value)                         format, format_version, dim, model_id, HNSW settings,
+                                             next_label, next_segment, generation
+    docs(seq, id, text, metadata, n_tokens,  one row per live document: ``seq`` orders insertions, labels
+         first_label, segment, vectors)      ``first_label .. first_label + n_tokens - 1`` are its tokens in
+                                             segment ``segment`` (NULL: the mutable segment); ``vectors`` is
+                                             a little-endian float16 ``(n_tokens, dim)`` blob
+    segments(id, file, n_tokens,             the sealed segments and how many of their tokens are still live
+             n_live_tokens, n_docs)
+
+Writes are segmented (a log-structured design): an upsert commits its rows to SQLite in one transaction and
+puts the documents in a small in-memory *mutable segment* that is searched exactly. When the mutable segment
+reaches ``mutable_max_tokens`` tokens it is *sealed*: its vectors are built into a new HNSW file, and one
+SQLite transaction assigns the documents to it. Small segments are merged when there are more than
+``max_segments``, and a segment is rewritten once ``compact_deleted_ratio`` of its tokens are dead; an
+explicit :meth:`VoyagerBackend.compact` merges everything into one segment and shrinks the SQLite file.
+Nothing ever rewrites the whole index for a small write.
+
+Example:
+    >>> import numpy as np, tempfile
+    >>> from colbert_adapters.backends.voyager import VoyagerBackend
+    >>> with VoyagerBackend(tempfile.mkdtemp(), dim=2) as backend:
+    ...     backend.upsert(["a", "b"], [np.array([[1.0, 0.0]]), np.array([[0.0, 1.0], [0.6, 0.8]])],
+    ...                    texts=["first", "second"], metadatas=[{"lang": "en"}, {"lang": "fr"}])
+    ...     [(h.id, round(h.score, 2)) for h in backend.search(np.array([[0.0, 1.0]]), k=2)]
+    [('b', 1.0), ('a', 0.0)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._optional import require
+from .._validation import as_multivector, check_filter, check_ids, check_k, check_metadatas, match_filter
+from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
+from ..scoring import maxsim_flat
+from ..types import Filter, Hit, Metadata, MultiVector
+from ._locks import FileWriteLock, RWLock
+from .base import Record
+from .memory import _check_doc_texts, _fsync_dir, _write_atomic
+
+__all__ = ["VoyagerBackend"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = "colbert-adapters/voyager-index"
+_FORMAT_VERSION = 1
+_DB = "store.sqlite"
+_MANIFEST = "manifest.json"
+_LOCK = "write.lock"
+_SEGMENT_FILE = re.compile(r"^seg-\d{6,}\.voyager$")
+_STORAGE_TYPES = ("float32", "float8", "e4m3")
+_F16 = np.dtype("<f2")
+_F16_MAX = float(np.finfo(np.float16).max)
+# A write of at least this many vector bytes checkpoints the WAL right away (keeps the WAL small).
+_CHECKPOINT_BYTES = 8 << 20
+# Rows fetched per SQLite round trip when scanning many documents.
+_FETCH_CHUNK = 2048
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE segments (
+    id INTEGER PRIMARY KEY,
+    file TEXT NOT NULL,
+    n_tokens INTEGER NOT NULL,
+    n_live_tokens INTEGER NOT NULL,
+    n_docs INTEGER NOT NULL
+);
+CREATE TABLE docs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    text TEXT,
+    metadata TEXT NOT NULL,
+    n_tokens INTEGER NOT NULL,
+    first_label INTEGER NOT NULL,
+    segment INTEGER,
+    vectors BLOB NOT NULL
+);
+CREATE INDEX docs_segment ON docs(segment);
+"""
+
+
+@dataclass(slots=True)
+class _Segment:
+    id: int
+    file: str
+    index: Any  # voyager.Index
+    n_tokens: int
+    n_live_tokens: int
+    n_docs: int
+
+
+@dataclass(slots=True)
+class _Row:
+    seq: int
+    segment: int | None
+    first_label: int
+    n_tokens: int
+
+
+class VoyagerBackend:
+    """Approximate MaxSim search over a persistent, incrementally updated Voyager token index.
+
+    Implements the :class:`~colbert_adapters.backends.base.Backend` protocol; see the module docstring for
+    the on-disk layout. Every write that returns is durable (SQLite ``synchronous=FULL``); after a crash
+    (kill -9 included) at any point, reopening gives a consistent index holding every acknowledged write.
+
+    Thread safety: any number of threads may search, get and count while one thread writes; writes are
+    serialised. Across processes, one process at a time may open the directory for writing (others get
+    :class:`~colbert_adapters.errors.IndexLockedError`); any number may open it with ``read_only=True``,
+    and they see new commits on their next call.
+
+    Search (knobs in parentheses): each query token asks every sealed segment for its ``k_token`` nearest
+    token vectors (HNSW beam ``ef_search``). A candidate document's approximate score sums, over query
+    tokens, its best retrieved similarity, or for a token that did not retrieve it the lowest similarity
+    that token retrieved (an upper bound of the missing one). The ``n_rerank`` best candidates, plus every
+    document of the mutable segment, are scored exactly with MaxSim on their stored float16 vectors.
+    A metadata filter is applied to the candidates before the rerank; when fewer than ``n_rerank``
+    candidates match, every matching document is scored exactly (so a selective filter returns exact
+    results, and ``k`` hits whenever ``k`` documents match).
+
+    Defaults were chosen by measurement (``benchmarks/results/voyager.md``).
+
+    Args:
+        path: index directory: an existing index, an empty or missing directory (a new index is created),
+            or ``None`` for a temporary index deleted by :meth:`close`.
+        dim: token vector dimension; ``None`` takes it from an existing index, or from the first upsert.
+        model_id: identifier of the encoder; recorded in the index, which then refuses another model.
+        read_only: open without taking the write lock; writes raise :class:`ColBERTError`.
+        M: HNSW out-degree of new segments (``None``: the index's setting, or 12).
+        ef_construction: HNSW build beam of new segments (``None``: the index's setting, or 32).
+        storage_data_type: ``"float32"``, ``"float8"`` or ``"e4m3"``: how new segments store vectors inside
+            the graph (the exact rerank always uses the float16 copy). ``None``: the index's setting, or
+            ``"float8"``.
+        ef_search: HNSW search beam (at least ``k_token`` is used).
+        k_token: nearest token vectors retrieved per query token and segment.
+        n_rerank: candidates reranked exactly (at least ``k``).
+        mutable_max_tokens: seal the mutable segment into an HNSW segment once it holds this many tokens.
+        max_segments: merge the smallest sealed segments when there are more than this many.
+        compact_deleted_ratio: rewrite a segment once this fraction of its tokens belongs to deleted or
+            replaced documents.
+        num_threads: threads Voyager uses to build and query (``-1``: one per CPU core).
+
+    Raises:
+        CollectionConfigError: ``path`` is not an index (a file, or a non-empty directory without one), an
+            unsupported format, or an index built with another ``dim`` or ``model_id``.
+        IndexLockedError: another writer holds the index.
+        InvalidInputError: a parameter is out of range.
+        MissingDependencyError: ``voyager`` is not installed (``pip install "colbert-adapters[voyager]"``).
+    """
+
+    #: Default HNSW out-degree (level 0 keeps ``2 * M`` links per token).
+    DEFAULT_M = 16
+    #: Default HNSW construction beam.
+    DEFAULT_EF_CONSTRUCTION = 64
+    #: Default storage of vectors inside the HNSW graph.
+    DEFAULT_STORAGE = "float8"
+    #: Default HNSW search beam.
+    DEFAULT_EF_SEARCH = 128
+    #: Default nearest tokens per query token and segment.
+    DEFAULT_K_TOKEN = 64
+    #: Default number of candidates reranked exactly.
+    DEFAULT_N_RERANK = 256
+    #: Default size of the exactly searched mutable segment, in tokens.
+    DEFAULT_MUTABLE_MAX_TOKENS = 8192
+    #: Default maximum number of sealed segments before the smallest are merged.
+    DEFAULT_MAX_SEGMENTS = 4
+    #: Default dead-token fraction that triggers a segment rewrite.
+    DEFAULT_COMPACT_DELETED_RATIO = 0.25
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        dim: int | None = None,
+        *,
+        model_id: str | None = None,
+        read_only: bool = False,
+        M: int | None = None,
+        ef_construction: int | None = None,
+        storage_data_type: str | None = None,
+        ef_search: int = DEFAULT_EF_SEARCH,
+        k_token: int = DEFAULT_K_TOKEN,
+        n_rerank: int = DEFAULT_N_RERANK,
+        mutable_max_tokens: int = DEFAULT_MUTABLE_MAX_TOKENS,
+        max_segments: int = DEFAULT_MAX_SEGMENTS,
+        compact_deleted_ratio: float = DEFAULT_COMPACT_DELETED_RATIO,
+        num_threads: int = -1,
+    ) -> None:
+        self._voyager = require("voyager", extra="voyager")
+        self._closed = True  # until fully opened: close() is then a no-op
+        self._flock: FileWriteLock | None = None
+        self._ephemeral = False
+        if dim is not None:
+            dim = _positive_int(dim, "dim")
+        if model_id is not None and not isinstance(model_id, str):
+            raise InvalidInputError(f"model_id must be a str or None, got {type(model_id).__name__}")
+        if storage_data_type is not None and (
+            not isinstance(storage_data_type, str) or storage_data_type.lower() not in _STORAGE_TYPES
+        ):
+            raise InvalidInputError(
+                f"storage_data_type must be one of {', '.join(_STORAGE_TYPES)}, got {storage_data_type!r}"
+            )
+        if M is not None:
+            M = _positive_int(M, "M")
+            if M < 2:
+                raise InvalidInputError(f"M must be >= 2, got {M}")
+        if ef_construction is not None:
+            ef_construction = _positive_int(ef_construction, "ef_construction")
+        self.ef_search = _positive_int(ef_search, "ef_search")
+        self.k_token = _positive_int(k_token, "k_token")
+        self.n_rerank = _positive_int(n_rerank, "n_rerank")
+        self.mutable_max_tokens = _positive_int(mutable_max_tokens, "mutable_max_tokens")
+        self.max_segments = _positive_int(max_segments, "max_segments")
+        if (
+            isinstance(compact_deleted_ratio, bool)
+            or not isinstance(compact_deleted_ratio, (int, float))
+            or not (0.0 < compact_deleted_ratio <= 1.0)
+        ):
+            raise InvalidInputError(f"compact_deleted_ratio must be in (0, 1], got {compact_deleted_ratio!r}")
+        self.compact_deleted_ratio = float(compact_deleted_ratio)
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads == 0 or num_threads < -1:
+            raise InvalidInputError(f"num_threads must be -1 or a positive int, got {num_threads!r}")
+        self.num_threads = num_threads
+        self.read_only = bool(read_only)
+
+        if path is None:
+            if read_only:
+                raise InvalidInputError("read_only=True needs the path of an existing index")
+            path = tempfile.mkdtemp(prefix="colbert-voyager-")
+            self._ephemeral = True
+        self._root = Path(path)
+        root = self._root
+        db_path = root / _DB
+        if root.exists() and not root.is_dir():
+            raise CollectionConfigError(f"{root} exists and is not a directory; pass an index directory")
+        if not db_path.is_file():
+            if read_only:
+                raise CollectionConfigError(
+                    f"{root} is not a Voyager index (no {_DB}); read_only=True opens an existing index only"
+                )
+            if root.is_dir():
+                strays = [p.name for p in root.iterdir() if p.name != _LOCK and not _is_temp(p.name)]
+                if strays:
+                    raise CollectionConfigError(
+                        f"{root} is a non-empty directory without {_DB} (it holds {', '.join(sorted(strays)[:3])}"
+                        f"{', ...' if len(strays) > 3 else ''}), so it is not a Voyager index; pass an empty or "
+                        "new directory to create one"
+                    )
+            root.mkdir(parents=True, exist_ok=True)
+
+        # State (filled by _load_state).
+        self._rw = RWLock()  # in-memory state: readers share, appliers of commits exclude
+        self._write_mutex = threading.Lock()  # serialises writers (held across a whole write)
+        self._cache_lock = threading.Lock()
+        self._segments: dict[int, _Segment] = {}
+        self._label_seq: npt.NDArray[np.int64] = np.full(0, -1, dtype=np.int64)
+        self._next_label = 0
+        self._next_segment = 1
+        self._generation = 0
+        self._mutable: dict[int, tuple[int, npt.NDArray[np.float32]]] = {}
+        self._mutable_tokens = 0
+        self._mutable_cache: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
+        self._filter_cache: dict[str, npt.NDArray[np.int64]] = {}
+        self._n_docs = 0
+        self._dim: int | None = dim
+        self._model_id: str | None = model_id
+        self._readers: list[sqlite3.Connection] = []
+        self._all_conns: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._data_version: int | None = None
+        created_lock = False
+
+        try:
+            if not read_only:
+                created_lock = not (root / _LOCK).exists()
+                self._flock = FileWriteLock(root / _LOCK, f"index {root}")
+                if not db_path.is_file():
+                    self._create(db_path, dim, model_id, M, ef_construction, storage_data_type)
+            self._conn = self._connect(read_only)
+            meta = self._read_meta(self._conn)  # before anything is written to a foreign database
+            if not read_only:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            self._check_and_apply_meta(meta, dim, model_id, M, ef_construction, storage_data_type)
+            if not read_only:
+                self._remove_orphans()
+            self._load_state()
+            if not read_only:
+                self._write_manifest()
+        except CollectionConfigError:
+            self._release_resources()
+            if created_lock:  # leave a directory that is not an index as we found it
+                with contextlib.suppress(OSError):
+                    (root / _LOCK).unlink()
+            raise
+        except BaseException:
+            self._release_resources()
+            raise
+        self._closed = False
+        logger.info(
+            "opened Voyager index %s (%d documents, %d segments, %s)",
+            root,
+            self._n_docs,
+            len(self._segments),
+            "read-only" if read_only else "read-write",
+        )
+
+    # ------------------------------------------------------------------------------------------ properties
+
+    @property
+    def dim(self) -> int | None:
+        """Dimension of the stored token vectors, or ``None`` before the first upsert (when not given)."""
+        return self._dim
+
+    @property
+    def path(self) -> Path:
+        """The index directory."""
+        return self._root
+
+    @property
+    def model_id(self) -> str | None:
+        """Identifier of the encoder that produced the vectors, or ``None`` when not recorded yet."""
+        return self._model_id
+
+    @model_id.setter
+    def model_id(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise InvalidInputError(f"model_id must be a str, got {type(value).__name__}")
+        if value == self._model_id:
+            return
+        if self._model_id is not None:
+            raise CollectionConfigError(
+                f"the index {self._root} was built with model {self._model_id!r}; it cannot be switched to "
+                f"{value!r}. Use a new index for another model"
+            )
+        if self.read_only or self._closed:
+            self._model_id = value
+            return
+        with self._write_mutex:
+            self._execute_write([("INSERT OR REPLACE INTO meta VALUES ('model_id', ?)", (value,))])
+            self._model_id = value
+            self._write_manifest()
+
+    # ------------------------------------------------------------------------------------------ protocol
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Sequence[MultiVector],
+        texts: Sequence[str | None] | None = None,
+        metadatas: Sequence[Metadata | None] | None = None,
+    ) -> None:
+        """Insert or replace documents in one transaction; the whole batch is validated first.
+
+        Args:
+            ids: ``n`` unique, non-empty ids. An existing id is replaced completely (its old tokens are
+                dropped from search at once and reclaimed by compaction).
+            vectors: ``n`` array-likes of shape ``(n_tokens_i, dim)``, finite and within the float16 range
+                (rows are expected L2-normalised); stored as float16.
+            texts: ``n`` texts (``str`` or ``None``), or ``None``.
+            metadatas: ``n`` JSON-serialisable dicts (or ``None`` entries), or ``None``.
+
+        Raises:
+            InvalidInputError: bad ids, lengths, texts, metadata or vectors (empty, ragged, NaN/inf).
+            DimensionMismatchError: a vector's dimension differs from the index's (or from the batch's).
+            ColBERTError: the backend is closed or read-only.
+        """
+        self._check_writable()
+        id_list = check_ids(ids)
+        n = len(id_list)
+        if isinstance(vectors, (str, bytes)) or not isinstance(vectors, (Sequence, np.ndarray)):
+            raise InvalidInputError(
+                f"vectors must be a sequence of (n_tokens, dim) arrays, got {type(vectors).__name__}"
+            )
+        if len(vectors) != n:
+            raise InvalidInputError(f"got {len(vectors)} vectors for {n} ids; pass one (n_tokens, dim) array per id")
+        text_list = _check_doc_texts(texts, n)
+        meta_json = [_json_text(m) for m in check_metadatas(metadatas, n)]
+        with self._write_mutex:
+            self._check_writable()
+            dim = self._dim
+            halves: list[npt.NDArray[np.float16]] = []
+            for i, v in enumerate(vectors):
+                try:
+                    arr = as_multivector(v, dim=dim, where=f"vectors[{i}]")
+                except DimensionMismatchError as err:
+                    if self._dim is None:
+                        raise DimensionMismatchError(
+                            f"vectors[{i}] has dimension {np.shape(v)[-1]} but vectors[0] has {dim}; "
+                            "all documents must come from the same encoder"
+                        ) from err
+                    raise
+                dim = arr.shape[1]
+                if float(np.abs(arr).max()) > _F16_MAX:
+                    raise InvalidInputError(
+                        f"vectors[{i}] holds values beyond the float16 range (|x| > 65504); token vectors "
+                        "are expected to be L2-normalised"
+                    )
+                halves.append(arr.astype(_F16))
+            if n == 0:
+                return
+            assert dim is not None
+            self._write_docs(id_list, halves, text_list, meta_json, dim)
+            if sum(h.nbytes for h in halves) >= _CHECKPOINT_BYTES:
+                self._checkpoint()
+            self._maintain()
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents by id in one transaction; unknown ids are ignored.
+
+        Args:
+            ids: ids to remove (duplicates are counted once).
+
+        Returns:
+            The number of documents removed.
+
+        Raises:
+            InvalidInputError: ``ids`` is not a sequence of non-empty ``str``.
+            ColBERTError: the backend is closed or read-only.
+        """
+        self._check_writable()
+        unique = list(dict.fromkeys(check_ids(ids, allow_duplicates=True)))
+        if not unique:
+            return 0
+        with self._write_mutex:
+            self._check_writable()
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                old = self._lookup_rows(conn, unique)
+                self._delete_rows(conn, list(old.values()))
+                with self._rw.write():
+                    conn.execute("COMMIT")
+                    self._apply_removed(list(old.values()))
+            except BaseException:
+                _rollback(conn)
+                raise
+            if old:
+                self._maintain()
+            return len(old)
+
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
+        """Fetch stored documents in the order asked, skipping unknown ids.
+
+        Args:
+            ids: ids to fetch.
+            with_vectors: include each document's float32 ``(n_tokens, dim)`` vectors (float16-rounded).
+
+        Returns:
+            One :class:`~colbert_adapters.backends.base.Record` per known id.
+
+        Raises:
+            InvalidInputError: ``ids`` is not a sequence of non-empty ``str``.
+        """
+        id_list = check_ids(ids, allow_duplicates=True)
+        self._refresh_if_stale()
+        with self._rw.read(), self._reader() as conn:
+            self._check_open()
+            cols = "id, text, metadata, n_tokens, vectors" if with_vectors else "id, text, metadata"
+            found: dict[str, tuple[Any, ...]] = {}
+            unique = list(dict.fromkeys(id_list))
+            for start in range(0, len(unique), _FETCH_CHUNK):
+                chunk = unique[start : start + _FETCH_CHUNK]
+                for row in conn.execute(
+                    f"SELECT {cols} FROM docs WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(chunk),)
+                ):
+                    found[row[0]] = row
+            dim = self._dim or 0
+        out: list[Record] = []
+        for doc_id in id_list:
+            row = found.get(doc_id)
+            if row is None:
+                continue
+            vecs = None
+            if with_vectors:
+                vecs = np.frombuffer(row[4], dtype=_F16).reshape(row[3], dim).astype(np.float32)
+            out.append(Record(id=doc_id, text=row[1], metadata=json.loads(row[2]), vectors=vecs))
+        return out
+
+    def search(self, query_vectors: MultiVector, k: int = 10, filter: Filter | None = None) -> list[Hit]:
+        """Approximate top-``k`` documents by MaxSim (exact scores for the returned hits).
+
+        Args:
+            query_vectors: float32 array-like ``(n_query_tokens, dim)``.
+            k: number of hits (>= 1); more than the number of matching documents returns them all.
+            filter: ``{"field": value}`` or ``{"field": [v1, v2]}`` restricting candidates (AND over fields),
+                applied before the top ``k`` is taken.
+
+        Returns:
+            Up to ``k`` hits by descending exact MaxSim score; ties keep insertion order.
+
+        Raises:
+            InvalidInputError: bad query, ``k`` or filter.
+            DimensionMismatchError: the query's dimension differs from the stored vectors'.
+        """
+        k = check_k(k)
+        flt = check_filter(filter)
+        self._check_open()
+        self._refresh_if_stale()
+        q = as_multivector(query_vectors, dim=self._dim, where="query_vectors")
+        with self._rw.read(), self._reader() as conn:
+            self._check_open()
+            if self._n_docs == 0:
+                return []
+            scores = self._score(conn, q, k, flt)
+            if not scores:
+                return []
+            seqs = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
+            vals = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+            order = np.lexsort((seqs, -vals))[:k]
+            top = seqs[order].tolist()
+            rows = {
+                r[0]: r
+                for r in conn.execute(
+                    "SELECT seq, id, text, metadata FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+                    (json.dumps(top),),
+                )
+            }
+        return [
+            Hit(id=rows[s][1], score=float(scores[s]), text=rows[s][2], metadata=json.loads(rows[s][3]))
+            for s in top
+            if s in rows
+        ]
+
+    def count(self) -> int:
+        """Number of live documents."""
+        self._check_open()
+        self._refresh_if_stale()
+        return self._n_docs
+
+    def close(self) -> None:
+        """Release the write lock, the SQLite connections and the in-memory graphs. Idempotent.
+
+        A temporary index (``path=None``) is deleted.
+        """
+        if self._closed:
+            return
+        with self._write_mutex, self._rw.write():
+            if self._closed:
+                return
+            self._closed = True
+            self._release_resources()
+        logger.debug("closed Voyager index %s", self._root)
+
+    def __enter__(self) -> VoyagerBackend:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._n_docs} documents, {len(self._segments)} segments"
+        return f"VoyagerBackend({str(self._root)!r}, dim={self._dim}, {state})"
+
+    # ------------------------------------------------------------------------------------------ maintenance
+
+    def compact(self) -> None:
+        """Seal the mutable segment, merge all segments into one without dead tokens, shrink the files.
+
+        Safe at any time: readers keep searching the old segments until the new one is committed, and a
+        crash leaves either the old or the new state.
+
+        Raises:
+            ColBERTError: the backend is closed or read-only.
+        """
+        self._check_writable()
+        with self._write_mutex:
+            self._check_writable()
+            if self._mutable:
+                self._seal()
+            segs = list(self._segments.values())
+            if len(segs) > 1 or any(s.n_live_tokens < s.n_tokens for s in segs):
+                self._merge([s.id for s in segs])
+            conn = self._conn
+            conn.execute("PRAGMA incremental_vacuum")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._remove_orphans()
+        logger.info("compacted %s: %d documents in %d segment(s)", self._root, self._n_docs, len(self._segments))
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes of the index: documents, tokens, segments and bytes on disk.
+
+        Returns:
+            A dict with ``n_docs``, ``n_live_tokens``, ``n_dead_tokens``, ``mutable_tokens``, ``segments``
+            (one dict per sealed segment), ``generation``, ``disk_bytes`` and the HNSW settings.
+        """
+        self._check_open()
+        self._refresh_if_stale()
+        with self._rw.read():
+            segs = [
+                {
+                    "id": s.id,
+                    "file": s.file,
+                    "n_tokens": s.n_tokens,
+                    "n_live_tokens": s.n_live_tokens,
+                    "n_docs": s.n_docs,
+                }
+                for s in self._segments.values()
+            ]
+            live = sum(s.n_live_tokens for s in self._segments.values()) + self._mutable_tokens
+            dead = sum(s.n_tokens - s.n_live_tokens for s in self._segments.values())
+            out: dict[str, Any] = {
+                "n_docs": self._n_docs,
+                "n_live_tokens": live,
+                "n_dead_tokens": dead,
+                "mutable_tokens": self._mutable_tokens,
+                "segments": segs,
+                "generation": self._generation,
+                "M": self._M,
+                "ef_construction": self._ef_construction,
+                "storage_data_type": self._storage,
+            }
+        out["disk_bytes"] = sum(p.stat().st_size for p in self._root.iterdir() if p.is_file())
+        return out
+
+    # ------------------------------------------------------------------------------------------ opening
+
+    def _create(
+        self,
+        db_path: Path,
+        dim: int | None,
+        model_id: str | None,
+        M: int | None,
+        ef_construction: int | None,
+        storage: str | None,
+    ) -> None:
+        """Create an empty database under a temporary name and rename it into place (atomic creation)."""
+        tmp = db_path.with_name(f".{_DB}.{uuid.uuid4().hex}.tmp")
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("PRAGMA journal_mode = DELETE")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("BEGIN")
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            meta = {
+                "format": _FORMAT,
+                "format_version": str(_FORMAT_VERSION),
+                "dim": "" if dim is None else str(dim),
+                "model_id": model_id,
+                "space": "cosine",
+                "M": str(M or self.DEFAULT_M),
+                "ef_construction": str(ef_construction or self.DEFAULT_EF_CONSTRUCTION),
+                "storage_data_type": (storage or self.DEFAULT_STORAGE).lower(),
+                "next_label": "0",
+                "next_segment": "1",
+                "generation": "0",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, v) for k, v in meta.items() if v is not None])
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, db_path)
+        _fsync_dir(db_path.parent)
+        logger.info("created Voyager index %s", db_path.parent)
+
+    def _connect(self, read_only: bool) -> sqlite3.Connection:
+        db = self._root / _DB
+        try:
+            if read_only:
+                conn = sqlite3.connect(
+                    f"{db.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                )
+            else:
+                conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache per connection
+            conn.execute("PRAGMA journal_size_limit = 4194304")
+        except sqlite3.DatabaseError as err:
+            raise CollectionConfigError(f"{db} is not a readable SQLite database ({err}); not a Voyager index") from err
+        with self._conn_lock:
+            self._all_conns.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection for one reading thread."""
+        with self._conn_lock:
+            conn = self._readers.pop() if self._readers else None
+        if conn is None:
+            conn = self._connect(self.read_only)
+        try:
+            yield conn
+        finally:
+            with self._conn_lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._readers.append(conn)
+
+    def _read_meta(self, conn: sqlite3.Connection) -> dict[str, str]:
+        root = self._root
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as err:
+            raise CollectionConfigError(
+                f"{root / _DB} is not a Voyager index database ({err}); pass a directory created by VoyagerBackend"
+            ) from err
+        if meta.get("format") != _FORMAT:
+            raise CollectionConfigError(
+                f"{root / _DB} is not a Voyager index (format {meta.get('format')!r}, expected {_FORMAT!r})"
+            )
+        if meta.get("format_version") != str(_FORMAT_VERSION):
+            raise CollectionConfigError(
+                f"{root} uses Voyager index format version {meta.get('format_version')!r}; this version of "
+                f"colbert-adapters reads version {_FORMAT_VERSION}. Upgrade colbert-adapters or rebuild the index"
+            )
+        return meta
+
+    def _check_and_apply_meta(
+        self,
+        meta: dict[str, str],
+        dim: int | None,
+        model_id: str | None,
+        M: int | None,
+        ef_construction: int | None,
+        storage: str | None,
+    ) -> None:
+        stored_dim = int(meta["dim"]) if meta.get("dim") else None
+        stored_model = meta.get("model_id")
+        if dim is not None and stored_dim is not None and dim != stored_dim:
+            raise CollectionConfigError(
+                f"the index {self._root} stores {stored_dim}-d vectors but dim={dim} was given; open it with "
+                f"dim={stored_dim} (or None), or use a new directory for {dim}-d vectors"
+            )
+        if model_id is not None and stored_model is not None and model_id != stored_model:
+            raise CollectionConfigError(
+                f"the index {self._root} was built with model {stored_model!r} but model_id={model_id!r} was "
+                "given; use the same model, or a new directory"
+            )
+        self._dim = stored_dim if stored_dim is not None else dim
+        self._model_id = stored_model if stored_model is not None else model_id
+        self._M = M or int(meta["M"])
+        self._ef_construction = ef_construction or int(meta["ef_construction"])
+        self._storage = (storage or meta["storage_data_type"]).lower()
+        if self.read_only:
+            return
+        updates = {
+            "dim": None if stored_dim is not None or dim is None else str(dim),
+            "model_id": None if stored_model is not None or model_id is None else model_id,
+            "M": str(self._M) if str(self._M) != meta["M"] else None,
+            "ef_construction": str(self._ef_construction)
+            if str(self._ef_construction) != meta["ef_construction"]
+            else None,
+            "storage_data_type": self._storage if self._storage != meta["storage_data_type"] else None,
+        }
+        stmts = [("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v)) for k, v in updates.items() if v is not None]
+        if stmts:
+            self._execute_write(stmts)
+
+    def _load_state(self) -> None:
+        """(Re)build the in-memory state from SQLite: segments, label map, mutable segment."""
+        conn = self._conn
+        conn.execute("BEGIN")  # one read snapshot for all the queries below
+        try:
+            self._load_state_in(conn)
+        finally:
+            _rollback(conn)
+
+    def _load_state_in(self, conn: sqlite3.Connection) -> None:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        seg_rows = conn.execute("SELECT id, file, n_tokens, n_live_tokens, n_docs FROM segments ORDER BY id").fetchall()
+        segments: dict[int, _Segment] = {}
+        for sid, file, n_tok, n_live, n_docs in seg_rows:
+            old = self._segments.get(sid)
+            if old is not None and old.file == file:
+                index = old.index
+            else:
+                seg_path = self._root / file
+                try:
+                    index = self._voyager.Index.load(str(seg_path))
+                except (OSError, RuntimeError, ValueError) as err:
+                    raise CollectionConfigError(f"segment {seg_path} of {self._root} cannot be loaded: {err}") from err
+            segments[sid] = _Segment(sid, file, index, n_tok, n_live, n_docs)
+        next_label = int(meta["next_label"])
+        rows = np.array(conn.execute("SELECT seq, first_label, n_tokens FROM docs").fetchall(), dtype=np.int64)
+        label_seq = np.full(max(next_label, 1024), -1, dtype=np.int64)
+        if rows.size:
+            seqs, firsts, counts = rows[:, 0], rows[:, 1], rows[:, 2]
+            offs = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=offs[1:])
+            labels = np.repeat(firsts - offs[:-1], counts) + np.arange(offs[-1], dtype=np.int64)
+            label_seq[labels] = np.repeat(seqs, counts)
+        mutable: dict[int, tuple[int, npt.NDArray[np.float32]]] = {}
+        mutable_tokens = 0
+        dim = int(meta["dim"]) if meta.get("dim") else self._dim
+        for seq, first, n_tok, blob in conn.execute(
+            "SELECT seq, first_label, n_tokens, vectors FROM docs WHERE segment IS NULL ORDER BY seq"
+        ):
+            mutable[seq] = (first, np.frombuffer(blob, dtype=_F16).reshape(n_tok, dim or 0).astype(np.float32))
+            mutable_tokens += n_tok
+        self._segments = segments
+        self._label_seq = label_seq
+        self._next_label = next_label
+        self._next_segment = int(meta["next_segment"])
+        self._generation = int(meta["generation"])
+        self._mutable = mutable
+        self._mutable_tokens = mutable_tokens
+        self._mutable_cache = None
+        self._filter_cache = {}
+        self._n_docs = len(rows)
+        self._dim = dim
+        if meta.get("model_id"):
+            self._model_id = meta["model_id"]
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def _refresh_if_stale(self) -> None:
+        """Read-only mode: reload the state when another process committed since the last look."""
+        if not self.read_only or self._closed:
+            return
+        with self._rw.write():
+            if self._closed:
+                return
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._data_version:
+                return
+            for attempt in range(5):
+                try:
+                    self._load_state()
+                    return
+                except CollectionConfigError:  # a segment was merged away between two reads: retry
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+
+    def _remove_orphans(self) -> None:
+        """Delete segment files no committed state references and temporary files of crashed writes."""
+        live = {r[0] for r in self._conn.execute("SELECT file FROM segments")}
+        for p in self._root.iterdir():
+            if (_SEGMENT_FILE.match(p.name) and p.name not in live) or _is_temp(p.name):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    logger.debug("removed orphan %s", p)
+
+    def _release_resources(self) -> None:
+        with self._conn_lock:
+            for conn in self._all_conns:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._all_conns = []
+            self._readers = []
+        self._segments = {}
+        self._mutable = {}
+        self._mutable_cache = None
+        if self._flock is not None:
+            self._flock.release()
+            self._flock = None
+        if self._ephemeral:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ColBERTError(f"this VoyagerBackend ({self._root}) is closed; open the directory again")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise ColBERTError(
+                f"this VoyagerBackend ({self._root}) is read-only; open it with read_only=False to write "
+                "(one writer process at a time)"
+            )
+
+    # ------------------------------------------------------------------------------------------ writing
+
+    def _execute_write(self, stmts: list[tuple[str, tuple[Any, ...]]]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in stmts:
+                conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    def _lookup_rows(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, _Row]:
+        out: dict[str, _Row] = {}
+        for start in range(0, len(ids), _FETCH_CHUNK):
+            chunk = ids[start : start + _FETCH_CHUNK]
+            for doc_id, seq, seg, first, n_tok in conn.execute(
+                "SELECT id, seq, segment, first_label, n_tokens FROM docs WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(chunk),),
+            ):
+                out[doc_id] = _Row(seq, seg, first, n_tok)
+        return out
+
+    def _delete_rows(self, conn: sqlite3.Connection, rows: list[_Row]) -> None:
+        if not rows:
+            return
+        seqs = [r.seq for r in rows]
+        for start in range(0, len(seqs), _FETCH_CHUNK):
+            conn.execute(
+                "DELETE FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+                (json.dumps(seqs[start : start + _FETCH_CHUNK]),),
+            )
+        per_seg: dict[int, list[int]] = {}
+        for r in rows:
+            if r.segment is not None:
+                acc = per_seg.setdefault(r.segment, [0, 0])
+                acc[0] += r.n_tokens
+                acc[1] += 1
+        for sid, (n_tok, n_docs) in per_seg.items():
+            conn.execute(
+                "UPDATE segments SET n_live_tokens = n_live_tokens - ?, n_docs = n_docs - ? WHERE id = ?",
+                (n_tok, n_docs, sid),
+            )
+
+    def _apply_removed(self, rows: list[_Row]) -> None:
+        """Reflect committed deletions in memory (exclusive lock held)."""
+        if not rows:
+            return
+        segments = dict(self._segments)
+        for r in rows:
+            if r.segment is None:
+                if self._mutable.pop(r.seq, None) is not None:
+                    self._mutable_tokens -= r.n_tokens
+            else:
+                self._label_seq[r.first_label : r.first_label + r.n_tokens] = -1
+                s = segments[r.segment]
+                segments[r.segment] = _Segment(
+                    s.id, s.file, s.index, s.n_tokens, s.n_live_tokens - r.n_tokens, s.n_docs - 1
+                )
+        self._segments = segments
+        self._n_docs -= len(rows)
+        self._mutable_cache = None
+        self._filter_cache = {}
+
+    def _write_docs(
+        self,
+        ids: list[str],
+        halves: list[npt.NDArray[np.float16]],
+        texts: list[str | None],
+        metas: list[str],
+        dim: int,
+    ) -> None:
+        conn = self._conn
+        first = self._next_label
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            old = self._lookup_rows(conn, ids)
+            self._delete_rows(conn, list(old.values()))
+            new: list[tuple[int, int, npt.NDArray[np.float16]]] = []
+            label = first
+            for doc_id, half, text, meta in zip(ids, halves, texts, metas, strict=True):
+                cur = conn.execute(
+                    "INSERT INTO docs (id, text, metadata, n_tokens, first_label, segment, vectors) "
+                    "VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                    (doc_id, text, meta, half.shape[0], label, half.tobytes()),
+                )
+                assert cur.lastrowid is not None
+                new.append((cur.lastrowid, label, half))
+                label += half.shape[0]
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_label', ?)", (str(label),))
+            if self._dim is None:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(dim),))
+            with self._rw.write():
+                conn.execute("COMMIT")
+                self._apply_removed(list(old.values()))
+                if label > self._label_seq.shape[0]:
+                    grown = np.full(max(label, 2 * self._label_seq.shape[0]), -1, dtype=np.int64)
+                    grown[: self._label_seq.shape[0]] = self._label_seq
+                    self._label_seq = grown
+                for seq, lab, half in new:
+                    self._label_seq[lab : lab + half.shape[0]] = seq
+                    self._mutable[seq] = (lab, half.astype(np.float32))
+                    self._mutable_tokens += half.shape[0]
+                self._next_label = label
+                self._n_docs += len(new)
+                self._mutable_cache = None
+                self._filter_cache = {}
+                if self._dim is None:
+                    self._dim = dim
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it (after large writes; best effort)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _maintain(self) -> None:
+        """Automatic sealing and merging after a write (write mutex held)."""
+        if self._mutable_tokens >= self.mutable_max_tokens:
+            self._seal()
+        for s in list(self._segments.values()):
+            if s.n_live_tokens == 0 or (s.n_tokens - s.n_live_tokens) >= self.compact_deleted_ratio * s.n_tokens:
+                self._merge([s.id])
+        if len(self._segments) > self.max_segments:
+            by_size = sorted(self._segments.values(), key=lambda s: (s.n_live_tokens, s.id))
+            n_merge = max(2, len(by_size) - self.max_segments // 2)
+            self._merge([s.id for s in by_size[:n_merge]])
+
+    def _build_segment(self, flat: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> tuple[int, str, Any]:
+        """Build an HNSW graph over ``flat`` ``(n, dim)`` under ``labels`` ``(n,)`` and write it atomically."""
+        voyager = self._voyager
+        storage = {
+            "float32": voyager.StorageDataType.Float32,
+            "float8": voyager.StorageDataType.Float8,
+            "e4m3": voyager.StorageDataType.E4M3,
+        }[self._storage]
+        index = voyager.Index(
+            voyager.Space.Cosine,
+            num_dimensions=flat.shape[1],
+            M=self._M,
+            ef_construction=self._ef_construction,
+            max_elements=max(1, flat.shape[0]),
+            storage_data_type=storage,
+        )
+        t0 = time.perf_counter()
+        index.add_items(flat, ids=labels, num_threads=self.num_threads)
+        sid = self._next_segment
+        name = f"seg-{sid:06d}.voyager"
+        target = self._root / name
+        tmp = self._root / f".{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            index.save(str(tmp))
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        _fsync_dir(self._root)
+        logger.debug("built segment %s: %d tokens in %.2fs", name, flat.shape[0], time.perf_counter() - t0)
+        return sid, name, index
+
+    def _seal(self) -> None:
+        """Turn the mutable segment into a sealed HNSW segment (write mutex held)."""
+        seqs = sorted(self._mutable)
+        if not seqs:
+            return
+        arrays = [self._mutable[s][1] for s in seqs]
+        labels = np.concatenate(
+            [
+                np.arange(self._mutable[s][0], self._mutable[s][0] + a.shape[0], dtype=np.int64)
+                for s, a in zip(seqs, arrays, strict=True)
+            ]
+        )
+        flat = np.concatenate(arrays)
+        sid, name, index = self._build_segment(flat, labels)
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("UPDATE docs SET segment = ? WHERE segment IS NULL", (sid,))
+            conn.execute(
+                "INSERT INTO segments VALUES (?, ?, ?, ?, ?)", (sid, name, len(labels), len(labels), len(seqs))
+            )
+            self._bump_generation(conn, next_segment=sid + 1)
+            with self._rw.write():
+                conn.execute("COMMIT")
+                segments = dict(self._segments)
+                segments[sid] = _Segment(sid, name, index, len(labels), len(labels), len(seqs))
+                self._segments = segments
+                self._next_segment = sid + 1
+                self._generation += 1
+                self._mutable = {}
+                self._mutable_tokens = 0
+                self._mutable_cache = None
+        except BaseException:
+            _rollback(conn)
+            raise
+        self._write_manifest()
+        logger.info("sealed %d documents (%d tokens) into %s", len(seqs), len(labels), name)
+
+    def _merge(self, seg_ids: list[int]) -> None:
+        """Rebuild the live tokens of ``seg_ids`` into one new segment (write mutex held)."""
+        conn = self._conn
+        seg_json = json.dumps(seg_ids)
+        arrays: list[npt.NDArray[np.float32]] = []
+        labels: list[npt.NDArray[np.int64]] = []
+        n_docs = 0
+        dim = self._dim or 0
+        for first, n_tok, blob in conn.execute(
+            "SELECT first_label, n_tokens, vectors FROM docs WHERE segment IN (SELECT value FROM json_each(?)) "
+            "ORDER BY seq",
+            (seg_json,),
+        ):
+            arrays.append(np.frombuffer(blob, dtype=_F16).reshape(n_tok, dim).astype(np.float32))
+            labels.append(np.arange(first, first + n_tok, dtype=np.int64))
+            n_docs += 1
+        new: _Segment | None = None
+        if arrays:
+            flat = np.concatenate(arrays)
+            lab = np.concatenate(labels)
+            del arrays
+            sid, name, index = self._build_segment(flat, lab)
+            new = _Segment(sid, name, index, len(lab), len(lab), n_docs)
+        old_files = [self._segments[s].file for s in seg_ids]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if new is not None:
+                conn.execute(
+                    "UPDATE docs SET segment = ? WHERE segment IN (SELECT value FROM json_each(?))", (new.id, seg_json)
+                )
+                conn.execute(
+                    "INSERT INTO segments VALUES (?, ?, ?, ?, ?)",
+                    (new.id, new.file, new.n_tokens, new.n_live_tokens, new.n_docs),
+                )
+            conn.execute("DELETE FROM segments WHERE id IN (SELECT value FROM json_each(?))", (seg_json,))
+            next_segment = self._next_segment + (1 if new is not None else 0)
+            self._bump_generation(conn, next_segment=next_segment)
+            with self._rw.write():
+                conn.execute("COMMIT")
+                segments = {k: v for k, v in self._segments.items() if k not in seg_ids}
+                if new is not None:
+                    segments[new.id] = new
+                self._segments = segments
+                self._next_segment = next_segment
+                self._generation += 1
+        except BaseException:
+            _rollback(conn)
+            raise
+        for name in old_files:
+            with contextlib.suppress(FileNotFoundError):
+                (self._root / name).unlink()
+        self._checkpoint()
+        self._write_manifest()
+        logger.info(
+            "merged segments %s into %s (%d live tokens)",
+            seg_ids,
+            new.file if new is not None else "nothing",
+            new.n_tokens if new is not None else 0,
+        )
+
+    def _bump_generation(self, conn: sqlite3.Connection, *, next_segment: int) -> None:
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self._generation + 1),))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_segment', ?)", (str(next_segment),))
+
+    def _write_manifest(self) -> None:
+        """Atomically rewrite ``manifest.json``, a mirror of the committed state (SQLite stays authoritative)."""
+        manifest = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "generation": self._generation,
+            "dim": self._dim,
+            "model_id": self._model_id,
+            "space": "cosine",
+            "M": self._M,
+            "ef_construction": self._ef_construction,
+            "storage_data_type": self._storage,
+            "segments": [{"id": s.id, "file": s.file, "n_tokens": s.n_tokens} for s in self._segments.values()],
+            "note": f"mirror of {_DB} (the source of truth) at this generation; do not edit",
+        }
+        data = json.dumps(manifest, indent=1).encode("utf-8")
+        _write_atomic(self._root / _MANIFEST, lambda f: f.write(data))
+
+    # ------------------------------------------------------------------------------------------ searching
+
+    def _mutable_view(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """(seqs ``(m,)``, flat float32 tokens ``(T, dim)``, offsets ``(m + 1,)``) of the mutable segment."""
+        with self._cache_lock:
+            if self._mutable_cache is None:
+                seqs = np.array(sorted(self._mutable), dtype=np.int64)
+                arrays = [self._mutable[int(s)][1] for s in seqs]
+                offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+                np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
+                flat = np.concatenate(arrays) if arrays else np.zeros((0, self._dim or 0), dtype=np.float32)
+                self._mutable_cache = (seqs, flat, offsets)
+            return self._mutable_cache
+
+    def _score(
+        self, conn: sqlite3.Connection, q: npt.NDArray[np.float32], k: int, flt: dict[str, list[Any]] | None
+    ) -> dict[int, float]:
+        """Exact MaxSim of the selected documents: ``{seq: score}`` (shared lock held)."""
+        scores: dict[int, float] = {}
+        n_rerank = max(self.n_rerank, k)
+        # Mutable segment: exact over all of it.
+        mseqs, mflat, moffs = self._mutable_view()
+        if mseqs.size:
+            exact = maxsim_flat(q, mflat, moffs, validate=False)
+            keep = np.ones(mseqs.size, dtype=bool)
+            if flt is not None:
+                keep = self._match(conn, mseqs, flt)
+            scores.update(zip(mseqs[keep].tolist(), exact[keep].tolist(), strict=True))
+        # Sealed segments: approximate candidates, then exact rerank of the best.
+        cand, approx, unsearched = self._candidates(q)
+        n_cand = cand.size
+        if flt is not None and cand.size:
+            keep = self._match(conn, cand, flt)
+            cand, approx = cand[keep], approx[keep]
+        if cand.size:
+            best = cand[np.argsort(-approx, kind="stable")[:n_rerank]]
+            scores.update(self._exact(conn, q, best))
+        # Exhaustive fallbacks: a selective filter, too few candidates for k, or an unsearchable segment.
+        n_sealed_docs = self._n_docs - mseqs.size
+        rest: npt.NDArray[np.int64] | None = None
+        if flt is not None and cand.size < n_rerank and n_sealed_docs > cand.size:
+            rest = self._filtered_seqs(conn, flt)
+        elif flt is None and (len(scores) < min(k, self._n_docs) or unsearched) and n_cand < n_sealed_docs:
+            rest = np.array(
+                [r[0] for r in conn.execute("SELECT seq FROM docs WHERE segment IS NOT NULL")], dtype=np.int64
+            )
+        if rest is not None and flt is not None and rest.size > self._exhaustive_limit(n_rerank) and len(scores) >= k:
+            rest = None  # a broad filter: the candidates already give k matching hits
+        if rest is not None and rest.size:
+            todo = rest[~np.isin(rest, np.fromiter(scores.keys(), dtype=np.int64, count=len(scores)))]
+            for start in range(0, todo.size, _FETCH_CHUNK):
+                scores.update(self._exact(conn, q, todo[start : start + _FETCH_CHUNK]))
+        return scores
+
+    @staticmethod
+    def _exhaustive_limit(n_rerank: int) -> int:
+        """Largest filtered set scored exhaustively when it is not needed to reach ``k`` hits."""
+        return max(8 * n_rerank, 2048)
+
+    def _candidates(self, q: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], bool]:
+        """Candidate documents of the sealed segments and their approximate scores.
+
+        Returns:
+            ``(seqs (c,), approx (c,), unsearched)``: distinct document seqs sorted ascending, their
+            approximate scores, and whether a segment could not be searched (the caller then scans).
+        """
+        n_q = q.shape[0]
+        label_seq = self._label_seq
+        seq_parts: list[npt.NDArray[np.int64]] = []
+        score_parts: list[npt.NDArray[np.float64]] = []
+        unsearched = False
+        for seg in self._segments.values():
+            if seg.n_live_tokens == 0:
+                continue
+            kk = min(self.k_token, seg.n_tokens)
+            ef = max(self.ef_search, kk)
+            try:
+                labels, dists = seg.index.query(q, k=kk, num_threads=self.num_threads, query_ef=ef)
+            except self._voyager.RecallError:
+                try:
+                    labels, dists = seg.index.query(q, k=kk, num_threads=self.num_threads, query_ef=4 * ef)
+                except self._voyager.RecallError:
+                    logger.warning("segment %s returned fewer than %d neighbours; scanning it exactly", seg.file, kk)
+                    unsearched = True
+                    continue
+            labels = np.asarray(labels, dtype=np.int64).reshape(n_q, kk)
+            sims = 1.0 - np.asarray(dists, dtype=np.float64).reshape(n_q, kk)
+            seqs = label_seq[labels]
+            valid = seqs >= 0
+            if not valid.any():
+                continue
+            # A token that did not retrieve the document gets the lowest similarity it retrieved: an upper
+            # bound of the missing similarity (imputation), so documents hit by few tokens are not favoured.
+            floor = sims[:, -1]
+            # Voyager returns each token's neighbours nearest first: reversed, a later write of the same
+            # (document, token) cell carries a higher similarity, and with repeated indices NumPy keeps the
+            # last write, so the fancy assignment below stores each cell's maximum.
+            seqs, sims, valid = seqs[:, ::-1], sims[:, ::-1], valid[:, ::-1]
+            tok = np.broadcast_to(np.arange(n_q)[:, None], labels.shape)[valid]
+            uniq, inv = np.unique(seqs[valid], return_inverse=True)
+            mat = np.repeat(floor[None, :], uniq.size, axis=0)
+            mat[inv, tok] = sims[valid]
+            seq_parts.append(uniq)
+            score_parts.append(mat.sum(axis=1))
+        if not seq_parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), unsearched
+        seqs_all = np.concatenate(seq_parts)
+        approx_all = np.concatenate(score_parts)
+        order = np.argsort(seqs_all, kind="stable")  # ties in the later stable sort keep insertion order
+        return seqs_all[order], approx_all[order], unsearched
+
+    def _exact(
+        self, conn: sqlite3.Connection, q: npt.NDArray[np.float32], seqs: npt.NDArray[np.int64]
+    ) -> dict[int, float]:
+        """Exact MaxSim of documents ``seqs`` on their stored float16 vectors."""
+        if seqs.size == 0:
+            return {}
+        dim = q.shape[1]
+        got_seqs: list[int] = []
+        arrays: list[npt.NDArray[np.float16]] = []
+        for seq, n_tok, blob in conn.execute(
+            "SELECT seq, n_tokens, vectors FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+            (json.dumps(seqs.tolist()),),
+        ):
+            got_seqs.append(seq)
+            arrays.append(np.frombuffer(blob, dtype=_F16).reshape(n_tok, dim))
+        if not arrays:
+            return {}
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
+        flat = np.concatenate(arrays).astype(np.float32)
+        exact = maxsim_flat(q, flat, offsets, validate=False)
+        return dict(zip(got_seqs, exact.tolist(), strict=True))
+
+    def _match(
+        self, conn: sqlite3.Connection, seqs: npt.NDArray[np.int64], flt: dict[str, list[Any]]
+    ) -> npt.NDArray[np.bool_]:
+        """Boolean mask ``(len(seqs),)``: which documents satisfy the filter."""
+        ok: set[int] = set()
+        lst = seqs.tolist()
+        for start in range(0, len(lst), 8 * _FETCH_CHUNK):
+            for seq, meta in conn.execute(
+                "SELECT seq, metadata FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+                (json.dumps(lst[start : start + 8 * _FETCH_CHUNK]),),
+            ):
+                if match_filter(json.loads(meta), flt):
+                    ok.add(seq)
+        return np.fromiter((s in ok for s in lst), dtype=bool, count=len(lst))
+
+    def _filtered_seqs(self, conn: sqlite3.Connection, flt: dict[str, list[Any]]) -> npt.NDArray[np.int64]:
+        """Seqs of all sealed documents matching ``flt`` (cached until the next write)."""
+        key = json.dumps(flt, sort_keys=True, default=repr)
+        with self._cache_lock:
+            hit = self._filter_cache.get(key)
+        if hit is not None:
+            return hit
+        out = np.array(
+            [
+                seq
+                for seq, meta in conn.execute("SELECT seq, metadata FROM docs WHERE segment IS NOT NULL")
+                if match_filter(json.loads(meta), flt)
+            ],
+            dtype=np.int64,
+        )
+        with self._cache_lock:
+            if len(self._filter_cache) >= 64:
+                self._filter_cache.pop(next(iter(self._filter_cache)))
+            self._filter_cache[key] = out
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _json_text(meta: Mapping[str, Any]) -> str:
+    return json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")

@@ -1,0 +1,537 @@
+"""VoyagerBackend: the shared contract plus Voyager-specific behaviour.
+
+Recall is measured against the exact :class:`MemoryBackend` on real all-MiniLM-L6-v2 token vectors (the
+``real_vectors`` fixture). Crash safety is in ``test_voyager_crash.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from contract import BackendContract, unit_multivector
+
+from colbert_adapters.backends import resolve_backend
+from colbert_adapters.backends.base import Backend
+from colbert_adapters.backends.memory import MemoryBackend
+from colbert_adapters.backends.voyager import VoyagerBackend
+from colbert_adapters.errors import (
+    ColBERTError,
+    CollectionConfigError,
+    DimensionMismatchError,
+    IndexLockedError,
+    InvalidInputError,
+)
+from colbert_adapters.store import MultiVectorStore
+from colbert_adapters.testing import FakeEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TestVoyagerBackend(BackendContract):
+    """The contract with default settings (small test corpora stay in the exactly searched mutable segment)."""
+
+    exact = False
+    score_atol = 5e-3  # float16 storage of the vectors used for the exact rerank
+    vector_atol = 2e-3
+    min_recall = 0.9
+    supports_persistence = True
+    options: dict[str, Any] = {}  # noqa: RUF012 - read-only class configuration
+
+    def make_backend(self, tmp_path: Path, dim: int) -> Backend:
+        return VoyagerBackend(tmp_path / "index", dim=dim, **self.options)
+
+    def reopen(self, backend: Backend) -> Backend:
+        assert isinstance(backend, VoyagerBackend)
+        path = backend.path
+        backend.close()
+        return VoyagerBackend(path, **self.options)
+
+
+class TestVoyagerBackendSegmented(TestVoyagerBackend):
+    """The contract with a tiny mutable segment: most documents live in sealed HNSW segments."""
+
+    options = {"mutable_max_tokens": 16, "max_segments": 3}  # noqa: RUF012
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _corpus(n: int, dim: int, seed: int = 0, prefix: str = "d") -> tuple[list[str], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [f"{prefix}{i}" for i in range(n)], [unit_multivector(rng, int(rng.integers(3, 12)), dim) for _ in range(n)]
+
+
+def _recall(got: list[Any], want: list[Any]) -> float:
+    return len({h.id for h in got} & {h.id for h in want}) / max(1, len(want))
+
+
+def _state(backend: VoyagerBackend, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+    return {
+        r.id: (r.text, json.dumps(r.metadata, sort_keys=True), np.asarray(r.vectors).tobytes())
+        for r in backend.get(ids, with_vectors=True)
+    }
+
+
+@pytest.fixture(scope="module")
+def real_index(real_vectors: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The 500 real documents in one Voyager index (default settings, fully sealed) and the exact oracle."""
+    path = tmp_path_factory.mktemp("real") / "index"
+    backend = VoyagerBackend(path, model_id=real_vectors.model_id)
+    metas = [{"rare": i % 100 == 7, "parity": i % 2} for i in range(len(real_vectors.docs))]
+    backend.upsert(real_vectors.doc_ids, real_vectors.docs, texts=real_vectors.texts, metadatas=metas)
+    backend.compact()
+    oracle = MemoryBackend()
+    oracle.upsert(real_vectors.doc_ids, real_vectors.docs, metadatas=metas)
+    yield backend, oracle
+    backend.close()
+
+
+# ---------------------------------------------------------------------------------------------- recall
+
+
+def test_recall_at_10_on_real_vectors(real_index: Any, real_vectors: Any) -> None:
+    backend, oracle = real_index
+    assert len(backend.stats()["segments"]) == 1 and backend.stats()["mutable_tokens"] == 0
+    recalls, diffs = [], []
+    for q in real_vectors.queries:
+        got, want = backend.search(q, k=10), oracle.search(q, k=10)
+        recalls.append(_recall(got, want))
+        exact = {h.id: h.score for h in want}
+        diffs += [abs(h.score - exact[h.id]) for h in got if h.id in exact]
+    assert float(np.mean(recalls)) >= 0.95
+    # float16 vectors are enough for the exact rerank: scores within 5e-3 of the float32 oracle.
+    assert max(diffs) < 5e-3
+
+
+def test_recall_with_many_segments(real_vectors: Any, tmp_path: Path) -> None:
+    """Incremental writes (sealed segments + merges + a live mutable segment) keep the recall."""
+    backend = VoyagerBackend(tmp_path / "index", mutable_max_tokens=8_000, max_segments=2)
+    try:
+        for start in range(0, 250, 25):
+            backend.upsert(real_vectors.doc_ids[start : start + 25], real_vectors.docs[start : start + 25])
+        stats = backend.stats()
+        assert 1 < len(stats["segments"]) <= 2 and stats["mutable_tokens"] > 0
+        oracle = MemoryBackend()
+        oracle.upsert(real_vectors.doc_ids[:250], real_vectors.docs[:250])
+        recalls = [_recall(backend.search(q, k=10), oracle.search(q, k=10)) for q in real_vectors.queries]
+        assert float(np.mean(recalls)) >= 0.95
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("storage", ["float32", "float8", "e4m3"])
+def test_storage_data_types(real_vectors: Any, tmp_path: Path, storage: str) -> None:
+    backend = VoyagerBackend(tmp_path / "index", storage_data_type=storage)
+    try:
+        backend.upsert(real_vectors.doc_ids[:150], real_vectors.docs[:150])
+        stats = backend.stats()
+        assert stats["storage_data_type"] == storage
+        (seg,) = stats["segments"]
+        seg_bytes = (backend.path / seg["file"]).stat().st_size / seg["n_tokens"]
+        # float32 keeps 4 bytes per dimension in the graph, float8 / e4m3 one.
+        assert seg_bytes > 4 * 384 if storage == "float32" else seg_bytes < 2 * 384
+        oracle = MemoryBackend()
+        oracle.upsert(real_vectors.doc_ids[:150], real_vectors.docs[:150])
+        recalls = [_recall(backend.search(q, k=10), oracle.search(q, k=10)) for q in real_vectors.queries[:20]]
+        assert float(np.mean(recalls)) >= 0.95
+    finally:
+        backend.close()
+    reopened = VoyagerBackend(tmp_path / "index")  # the setting is recorded in the index
+    assert reopened.stats()["storage_data_type"] == storage
+    reopened.close()
+
+
+# ---------------------------------------------------------------------------------------------- filters
+
+
+def test_very_selective_filter_on_real_vectors(real_index: Any, real_vectors: Any) -> None:
+    backend, oracle = real_index
+    for q in real_vectors.queries[:10]:
+        got = backend.search(q, k=10, filter={"rare": True})  # 5 of 500 documents match
+        want = oracle.search(q, k=10, filter={"rare": True})
+        assert len(got) == len(want) == 5
+        assert [h.id for h in got] == [h.id for h in want]
+        got2 = backend.search(q, k=3, filter={"rare": True, "parity": 1})
+        want2 = oracle.search(q, k=3, filter={"rare": True, "parity": 1})
+        assert [h.id for h in got2] == [h.id for h in want2]
+
+
+def test_broad_filter_keeps_recall(real_index: Any, real_vectors: Any) -> None:
+    backend, oracle = real_index
+    recalls = []
+    for q in real_vectors.queries[:15]:
+        got = backend.search(q, k=10, filter={"parity": 0})
+        assert len(got) == 10 and all(h.metadata["parity"] == 0 for h in got)
+        recalls.append(_recall(got, oracle.search(q, k=10, filter={"parity": 0})))
+    assert float(np.mean(recalls)) >= 0.9
+
+
+def test_k_hits_when_candidates_run_short(tmp_path: Path) -> None:
+    """k far above k_token: the backend falls back to exact scoring and still returns k hits."""
+    ids, vecs = _corpus(300, 16)
+    backend = VoyagerBackend(tmp_path / "index", k_token=2, n_rerank=4, mutable_max_tokens=64)
+    try:
+        backend.upsert(ids, vecs)
+        q = unit_multivector(np.random.default_rng(5), 3, 16)
+        oracle = MemoryBackend()
+        oracle.upsert(ids, vecs)
+        got = backend.search(q, k=250)
+        assert len(got) == 250
+        assert _recall(got, oracle.search(q, k=250)) >= 0.9
+    finally:
+        backend.close()
+
+
+# ---------------------------------------------------------------------------------------------- persistence
+
+
+def test_reopen_after_segments_merges_and_deletes(tmp_path: Path) -> None:
+    path = tmp_path / "index"
+    ids, vecs = _corpus(120, 16)
+    backend = VoyagerBackend(path, mutable_max_tokens=50, max_segments=2)
+    for start in range(0, 120, 10):
+        backend.upsert(
+            ids[start : start + 10], vecs[start : start + 10], metadatas=[{"i": i} for i in range(start, start + 10)]
+        )
+    backend.delete(ids[::7])
+    backend.upsert([ids[1]], [vecs[2]], texts=["replaced"])
+    q = unit_multivector(np.random.default_rng(1), 4, 16)
+    before_hits = backend.search(q, k=20)
+    before_state = _state(backend, ids)
+    before_stats = backend.stats()
+    backend.close()
+    reopened = VoyagerBackend(path)
+    try:
+        assert _state(reopened, ids) == before_state
+        assert reopened.count() == 120 - len(ids[::7])
+        after_hits = reopened.search(q, k=20)
+        assert [(h.id, round(h.score, 5)) for h in after_hits] == [(h.id, round(h.score, 5)) for h in before_hits]
+        after_stats = reopened.stats()
+        for key in ("n_docs", "n_live_tokens", "n_dead_tokens", "mutable_tokens", "segments", "generation"):
+            assert after_stats[key] == before_stats[key]
+        manifest = json.loads((path / "manifest.json").read_text())
+        assert manifest["generation"] == after_stats["generation"]
+        assert [s["file"] for s in manifest["segments"]] == [s["file"] for s in after_stats["segments"]]
+    finally:
+        reopened.close()
+
+
+def test_store_is_readable_with_plain_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "index"
+    with VoyagerBackend(path, dim=4) as backend:
+        backend.upsert(["a"], [np.eye(4, dtype=np.float32)[:2]], texts=["hello"], metadatas=[{"lang": "en"}])
+    conn = sqlite3.connect(path / "store.sqlite")
+    try:
+        row = conn.execute("SELECT id, text, metadata, n_tokens, length(vectors) FROM docs").fetchone()
+        assert row == ("a", "hello", '{"lang":"en"}', 2, 2 * 4 * 2)  # float16 blob
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        assert meta["format"] == "colbert-adapters/voyager-index" and meta["dim"] == "4"
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    assert not any(p.suffix in {".pkl", ".pickle"} for p in path.iterdir())
+
+
+def test_single_add_does_not_rewrite_the_index(tmp_path: Path) -> None:
+    ids, vecs = _corpus(400, 32)
+    backend = VoyagerBackend(tmp_path / "index")
+    try:
+        backend.upsert(ids, vecs)
+        backend.compact()
+        (seg,) = backend.stats()["segments"]
+        seg_path = backend.path / seg["file"]
+        before = (seg_path.stat().st_mtime_ns, seg_path.stat().st_ino)
+        t0 = time.perf_counter()
+        backend.upsert(["new"], [vecs[0]])
+        elapsed = time.perf_counter() - t0
+        assert (seg_path.stat().st_mtime_ns, seg_path.stat().st_ino) == before
+        assert elapsed < 1.0  # typically a few ms (one SQLite commit)
+        assert backend.search(vecs[0], k=2)[0].id in {"d0", "new"}
+    finally:
+        backend.close()
+
+
+def test_temporary_index_is_deleted_on_close() -> None:
+    backend = VoyagerBackend(dim=4)
+    path = backend.path
+    backend.upsert(["a"], [np.eye(4, dtype=np.float32)])
+    assert (path / "store.sqlite").is_file()
+    backend.close()
+    assert not path.exists()
+
+
+def test_registry_and_store_facade(tmp_path: Path) -> None:
+    backend = resolve_backend("voyager", path=tmp_path / "index", dim=16)
+    assert isinstance(backend, VoyagerBackend)
+    enc = FakeEncoder(dim=16)
+    with MultiVectorStore(enc, backend=backend) as store:
+        store.add(["the cat sat", "dogs bark"], ids=["cat", "dog"])
+        assert store.search("a cat", k=1)[0].id == "cat"
+    reopened = VoyagerBackend(tmp_path / "index")
+    assert reopened.model_id == enc.model_id  # recorded by the facade
+    reopened.close()
+    other = FakeEncoder(dim=16, seed=99)
+    assert other.model_id != enc.model_id
+    reopened = VoyagerBackend(tmp_path / "index")
+    try:
+        with pytest.raises(CollectionConfigError):
+            MultiVectorStore(other, backend=reopened)
+    finally:
+        reopened.close()
+
+
+# ---------------------------------------------------------------------------------------------- compaction
+
+
+def test_compaction_reclaims_space_and_keeps_results(tmp_path: Path) -> None:
+    dim = 64
+    ids, vecs = _corpus(600, dim, seed=3)
+    backend = VoyagerBackend(tmp_path / "index", mutable_max_tokens=400, max_segments=8, compact_deleted_ratio=1.0)
+    try:
+        for start in range(0, 600, 100):
+            backend.upsert(ids[start : start + 100], vecs[start : start + 100], texts=["x" * 200] * 100)
+        backend.delete(ids[::2])
+        stats = backend.stats()
+        assert stats["n_dead_tokens"] > 0 and len(stats["segments"]) > 1
+        queries = [vecs[i] for i in range(1, 600, 60)]
+        before = [[h.id for h in backend.search(q, k=5)] for q in queries]
+        disk_before = stats["disk_bytes"]
+        backend.compact()
+        stats = backend.stats()
+        assert stats["n_dead_tokens"] == 0 and len(stats["segments"]) == 1 and stats["mutable_tokens"] == 0
+        assert stats["disk_bytes"] < 0.8 * disk_before
+        after = [[h.id for h in backend.search(q, k=5)] for q in queries]
+        assert [a[0] for a in after] == [b[0] for b in before] == [ids[i] for i in range(1, 600, 60)]
+        oracle = MemoryBackend()
+        oracle.upsert(ids[1::2], vecs[1::2])
+        assert np.mean([_recall(backend.search(q, k=5), oracle.search(q, k=5)) for q in queries]) >= 0.9
+        assert backend.count() == 300
+    finally:
+        backend.close()
+    assert sorted(p.name for p in (tmp_path / "index").glob("seg-*")) == [stats["segments"][0]["file"]]
+
+
+def test_automatic_compaction_of_dead_tokens(tmp_path: Path) -> None:
+    ids, vecs = _corpus(200, 16)
+    backend = VoyagerBackend(tmp_path / "index", mutable_max_tokens=10_000, compact_deleted_ratio=0.3)
+    try:
+        backend.upsert(ids, vecs)
+        backend.compact()
+        (seg,) = backend.stats()["segments"]
+        backend.delete(ids[:50])  # about 25% dead: kept
+        assert backend.stats()["segments"][0]["file"] == seg["file"]
+        backend.delete(ids[50:70])  # above 30%: the segment is rewritten without them
+        stats = backend.stats()
+        assert stats["n_dead_tokens"] == 0 and stats["segments"][0]["file"] != seg["file"]
+        assert not (backend.path / seg["file"]).exists()
+        backend.delete(ids[70:])  # everything gone: the segment is dropped
+        assert backend.stats()["segments"] == [] and backend.count() == 0
+    finally:
+        backend.close()
+
+
+# ---------------------------------------------------------------------------------------------- concurrency
+
+
+def test_reader_threads_while_one_writer_writes(tmp_path: Path) -> None:
+    dim = 16
+    stable_ids, stable = _corpus(60, dim, seed=1, prefix="s")
+    backend = VoyagerBackend(tmp_path / "index", mutable_max_tokens=200, max_segments=3)
+    backend.upsert(stable_ids, stable)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    searches = [0]
+
+    def reader(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            while not stop.is_set():
+                i = int(rng.integers(60))
+                hits = backend.search(stable[i], k=5)
+                assert hits[0].id == stable_ids[i], (hits[0].id, stable_ids[i])
+                scores = [h.score for h in hits]
+                assert scores == sorted(scores, reverse=True)
+                assert len(backend.get([stable_ids[i]])) == 1
+                searches[0] += 1
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        rng = np.random.default_rng(9)
+        for step in range(40):
+            new_ids = [f"w{step}_{j}" for j in range(5)]
+            backend.upsert(new_ids, [unit_multivector(rng, 6, dim) for _ in new_ids])
+            if step % 3 == 0:
+                backend.delete([f"w{step - 1}_{j}" for j in range(3)])
+            if step % 15 == 14:
+                backend.compact()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    try:
+        assert not errors, errors[0]
+        assert searches[0] > 0
+        assert backend.count() == 60 + 40 * 5 - 13 * 3
+    finally:
+        backend.close()
+
+
+_OPEN_SCRIPT = """
+import sys
+from colbert_adapters.backends.voyager import VoyagerBackend
+from colbert_adapters.errors import IndexLockedError
+try:
+    b = VoyagerBackend(sys.argv[1], read_only=sys.argv[2] == "ro")
+except IndexLockedError as err:
+    print("LOCKED", err)
+else:
+    print("OPEN", b.count())
+    b.close()
+"""
+
+
+def _open_in_subprocess(path: Path, mode: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", _OPEN_SCRIPT, str(path), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_second_writer_is_locked_out(tmp_path: Path) -> None:
+    path = tmp_path / "index"
+    ids, vecs = _corpus(10, 8)
+    backend = VoyagerBackend(path)
+    try:
+        backend.upsert(ids, vecs)
+        out = _open_in_subprocess(path, "rw")
+        assert out.startswith("LOCKED") and "read_only=True" in out
+        with pytest.raises(IndexLockedError):
+            VoyagerBackend(path)  # a second writer in the same process too
+        assert _open_in_subprocess(path, "ro") == "OPEN 10"  # readers are welcome
+    finally:
+        backend.close()
+    assert _open_in_subprocess(path, "rw") == "OPEN 10"  # the lock is released on close
+
+
+def test_read_only_sees_new_commits(tmp_path: Path) -> None:
+    path = tmp_path / "index"
+    ids, vecs = _corpus(40, 8)
+    writer = VoyagerBackend(path, mutable_max_tokens=30)
+    writer.upsert(ids[:20], vecs[:20])
+    reader = VoyagerBackend(path, read_only=True)
+    try:
+        assert reader.count() == 20
+        with pytest.raises(ColBERTError, match="read-only"):
+            reader.upsert(["x"], [vecs[0]])
+        with pytest.raises(ColBERTError, match="read-only"):
+            reader.delete(["d0"])
+        writer.upsert(ids[20:], vecs[20:])
+        writer.delete(ids[:5])
+        writer.compact()
+        assert reader.count() == 35
+        assert reader.search(vecs[30], k=1)[0].id == ids[30]
+        assert reader.get([ids[0]]) == []
+    finally:
+        reader.close()
+        writer.close()
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_not_an_index(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CollectionConfigError, match="not a Voyager index"):
+        VoyagerBackend(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written
+    with pytest.raises(CollectionConfigError, match="not a directory"):
+        VoyagerBackend(tmp_path / "notes.txt")
+    bogus = tmp_path / "bogus"
+    bogus.mkdir()
+    (bogus / "store.sqlite").write_bytes(b"definitely not sqlite" * 100)
+    with pytest.raises(CollectionConfigError):
+        VoyagerBackend(bogus)
+    with pytest.raises(CollectionConfigError):
+        VoyagerBackend(tmp_path / "missing", read_only=True)
+    # A directory holding another kind of SQLite database.
+    other = tmp_path / "other"
+    other.mkdir()
+    conn = sqlite3.connect(other / "store.sqlite")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CollectionConfigError):
+        VoyagerBackend(other)
+    assert sorted(p.name for p in other.iterdir()) == ["store.sqlite"]  # untouched: no lock, no WAL
+    conn = sqlite3.connect(other / "store.sqlite")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+    assert sorted(p.name for p in bogus.iterdir()) == ["store.sqlite"]
+
+
+def test_other_dimension_or_model_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "index"
+    ids, vecs = _corpus(5, 8)
+    with VoyagerBackend(path, model_id="model-a") as backend:
+        backend.upsert(ids, vecs)
+    with pytest.raises(CollectionConfigError, match="8-d"):
+        VoyagerBackend(path, dim=16)
+    with pytest.raises(CollectionConfigError, match="model-a"):
+        VoyagerBackend(path, model_id="model-b")
+    with VoyagerBackend(path) as backend:  # still opens, unchanged
+        assert (backend.dim, backend.model_id, backend.count()) == (8, "model-a", 5)
+        with pytest.raises(CollectionConfigError):
+            backend.model_id = "model-b"
+        with pytest.raises(DimensionMismatchError):
+            backend.upsert(["x"], [np.ones((2, 16), dtype=np.float32)])
+        assert backend.count() == 5
+
+
+def test_dim_fixed_by_first_upsert_is_persisted(tmp_path: Path) -> None:
+    path = tmp_path / "index"
+    with VoyagerBackend(path) as backend:
+        assert backend.dim is None
+        backend.upsert(["a"], [np.ones((2, 6), dtype=np.float32) / np.sqrt(6)])
+    with VoyagerBackend(path) as backend:
+        assert backend.dim == 6
+        with pytest.raises(DimensionMismatchError):
+            backend.search(np.ones((1, 5), dtype=np.float32), k=1)
+
+
+def test_float16_overflow_and_bad_parameters(tmp_path: Path) -> None:
+    with VoyagerBackend(tmp_path / "index", dim=4) as backend:
+        with pytest.raises(InvalidInputError, match="float16"):
+            backend.upsert(["a"], [np.full((1, 4), 1e6, dtype=np.float32)])
+        assert backend.count() == 0
+    for kwargs in ({"k_token": 0}, {"M": -1}, {"storage_data_type": "int4"}, {"compact_deleted_ratio": 0.0}):
+        with pytest.raises(InvalidInputError):
+            VoyagerBackend(tmp_path / "other", **kwargs)
+
+
+def test_closed_backend_raises(tmp_path: Path) -> None:
+    backend = VoyagerBackend(tmp_path / "index", dim=4)
+    backend.close()
+    with pytest.raises(ColBERTError, match="closed"):
+        backend.upsert(["a"], [np.eye(4, dtype=np.float32)])
+    with pytest.raises(ColBERTError, match="closed"):
+        backend.search(np.eye(4, dtype=np.float32), k=1)

@@ -1,0 +1,70 @@
+"""Writer process for ``test_voyager_crash.py``: applies a deterministic stream of writes until killed.
+
+Usage: ``python voyager_crash_writer.py INDEX_DIR SEED FIRST_OP LOG_FILE``. After each write returns, its
+number is appended to ``LOG_FILE`` (flushed and fsync'ed): the parent knows which writes were acknowledged.
+The same module gives the parent the operations (:func:`make_op`) and their expected effect (:func:`apply_op`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+DIM = 8
+POOL = [f"k{i}" for i in range(40)]
+OPTIONS: dict[str, Any] = {"mutable_max_tokens": 24, "max_segments": 3, "compact_deleted_ratio": 0.4}
+
+
+def make_op(seed: int, n: int) -> tuple[Any, ...]:
+    """Operation ``n`` of stream ``seed``: ("upsert", ids, vecs, texts, metas), ("delete", ids) or ("compact",)."""
+    rng = np.random.default_rng([seed, n])
+    if n % 13 == 12:
+        return ("compact",)
+    if rng.random() < 0.7:
+        m = int(rng.integers(1, 6))
+        ids = [str(x) for x in rng.choice(POOL, m, replace=False)]
+        vecs = []
+        for _ in ids:
+            x = rng.standard_normal((int(rng.integers(1, 9)), DIM))
+            vecs.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+        return ("upsert", ids, vecs, [f"t{n}_{j}" for j in range(m)], [{"op": n, "j": j} for j in range(m)])
+    ids = [str(x) for x in rng.choice(POOL, int(rng.integers(1, 4)), replace=False)]
+    return ("delete", [*ids, "never-there"])
+
+
+def apply_op(model: dict[str, tuple[Any, ...]], op: tuple[Any, ...]) -> None:
+    """Apply ``op`` to ``model`` (id -> (text, metadata, float16-rounded float32 vectors))."""
+    if op[0] == "upsert":
+        for doc_id, v, t, m in zip(op[1], op[2], op[3], op[4], strict=True):
+            model[doc_id] = (t, m, v.astype(np.float16).astype(np.float32))
+    elif op[0] == "delete":
+        for doc_id in op[1]:
+            model.pop(doc_id, None)
+
+
+def main() -> None:
+    path, seed, first, log_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    from colbert_adapters.backends.voyager import VoyagerBackend
+
+    backend = VoyagerBackend(path, dim=DIM, **OPTIONS)
+    print("ready", flush=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    n = first
+    while True:
+        op = make_op(seed, n)
+        if op[0] == "upsert":
+            backend.upsert(op[1], op[2], texts=op[3], metadatas=op[4])
+        elif op[0] == "delete":
+            backend.delete(op[1])
+        else:
+            backend.compact()
+        os.write(fd, f"{n}\n".encode())
+        os.fsync(fd)
+        n += 1
+
+
+if __name__ == "__main__":
+    main()
