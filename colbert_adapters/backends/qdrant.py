@@ -585,6 +585,20 @@ class QdrantBackend:
                 for p in hits[:k]
             ]
 
+    def ids(self) -> list[str]:
+        """Ids of every stored document (a snapshot, in storage order)."""
+        with self._lock:
+            self._check_open()
+            if self._config is None:
+                return []
+            out: list[str] = []
+            offset = None
+            while True:
+                pts, offset = self._engine.scroll(offset, 1024, self._names, with_vectors=False)
+                out += [str(p.payload[DOC_ID_KEY]) for p in pts]
+                if offset is None:
+                    return out
+
     def count(self) -> int:
         """Number of stored documents."""
         with self._lock:

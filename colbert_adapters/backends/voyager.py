@@ -555,6 +555,13 @@ class VoyagerBackend:
             if s in rows
         ]
 
+    def ids(self) -> list[str]:
+        """Ids of every live document, in insertion order (a snapshot)."""
+        self._refresh_if_stale()
+        with self._rw.read(), self._reader() as conn:
+            self._check_open()
+            return [r[0] for r in conn.execute("SELECT id FROM docs ORDER BY seq")]
+
     def count(self) -> int:
         """Number of live documents."""
         self._check_open()
