@@ -109,7 +109,7 @@ def serve(a: argparse.Namespace) -> int:
                 wall = time.perf_counter() - w0
                 if cmd.get("save"):
                     np.save(cmd["save"], np.asarray(e, dtype=np.float32))
-                reply({"ok": True, "wall_s": wall, "n_rows": int(len(e))})
+                reply({"ok": True, "wall_s": wall, "n_rows": len(e)})
                 continue
             with open(cmd["texts"], encoding="utf-8") as f:
                 texts = json.load(f)
@@ -119,14 +119,14 @@ def serve(a: argparse.Namespace) -> int:
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
                 if cmd.get("save"):
                     np.save(cmd["save"], np.concatenate([np.asarray(e, dtype=np.float32) for e in emb]))
-                reply({"ok": True, "wall_s": wall, "cpu_s": cpu, "lengths": [int(len(e)) for e in emb]})
+                reply({"ok": True, "wall_s": wall, "cpu_s": cpu, "lengths": [len(e) for e in emb]})
             elif op == "query_latency":
                 times, lengths, out = [], [], []
                 for q in texts:
                     w0 = time.perf_counter()
                     e = model.encode([q], is_query=True, batch_size=1, show_progress_bar=False)[0]
                     times.append(time.perf_counter() - w0)
-                    lengths.append(int(len(e)))
+                    lengths.append(len(e))
                     out.append(np.asarray(e, dtype=np.float32))
                 if cmd.get("save"):
                     np.save(cmd["save"], np.concatenate(out))
@@ -161,7 +161,7 @@ def long_run(a: argparse.Namespace) -> int:
         try:
             emb = model.encode([text], is_query=False, batch_size=1, show_progress_bar=False)[0]
             result["status"] = "ok"
-            result["n_rows"] = int(len(emb))
+            result["n_rows"] = len(emb)
             if a.save:
                 np.save(a.save, np.asarray(emb, dtype=np.float32))
         except (MemoryError, RuntimeError) as err:

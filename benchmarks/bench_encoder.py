@@ -22,6 +22,7 @@ Workloads (texts generated deterministically from a seeded RNG and a fixed word 
 
 Writes ``<out>.md`` and ``<out>.json`` (default ``benchmarks/results/encoder``) and prints the markdown.
 """
+# ruff: noqa: RUF001, RUF003  (the × in report strings is intended)
 from __future__ import annotations
 
 import argparse
@@ -54,26 +55,26 @@ log = logging.getLogger("bench_encoder")
 # produces a realistic mix of one- and multi-token words. Punctuation is added by the sentence builder
 # (commas / periods exercise the document skiplist).
 WORDS = """
-the of and to in is that for it as was with be by on not he this are or his from at which but have an had
-they you were their one all we can her has there been if more when will would who so no she other its may
-these two first any time only new some could them into than about then made over did most after also years
-system model data retrieval document query token vector index search ranking score language learning neural
-network training evaluation embedding attention layer encoder transformer dense sparse late interaction
-similarity maximum benchmark corpus passage collection relevance precision recall average memory compute
-latency throughput batch sequence window global local position rotary normalisation projection dimension
-research paper method results table figure section experiment baseline dataset annotation label question
-answer article report review study analysis evidence claim support contradict medical clinical patient
-protein cell gene expression disease treatment effect increase decrease level response signal pathway
-river mountain city village market harbour bridge garden forest winter summer morning evening history
-ancient modern century government policy economy energy climate water carbon emission transport railway
-library museum theatre music painting novel poetry science physics chemistry biology mathematics theorem
-proof function equation number value variable parameter estimate distribution probability sample error
-engineer designer student teacher doctor farmer writer traveller company product customer service price
-quickly slowly carefully rarely often always never perhaps certainly together between within without
-against during before because although however therefore meanwhile moreover otherwise instead whereas
-large small early late high low long short strong weak bright dark simple complex accurate robust stable
-efficient expensive cheap heavy light warm cold open closed public private common unusual important
-""".split()
+the of and to in is that for it as was with be by on not he this are or his from at which but have an had they
+you were their one all we can her has there been if more when will would who so no she other its may these two
+first any time only new some could them into than about then made over did most after also years system model
+data retrieval document query token vector index search ranking score language learning neural network
+training evaluation embedding attention layer encoder transformer dense sparse late interaction similarity
+maximum benchmark corpus passage collection relevance precision recall average memory compute latency
+throughput batch sequence window global local position rotary normalisation projection dimension research
+paper method results table figure section experiment baseline dataset annotation label question answer article
+report review study analysis evidence claim support contradict medical clinical patient protein cell gene
+expression disease treatment effect increase decrease level response signal pathway river mountain city
+village market harbour bridge garden forest winter summer morning evening history ancient modern century
+government policy economy energy climate water carbon emission transport railway library museum theatre music
+painting novel poetry science physics chemistry biology mathematics theorem proof function equation number
+value variable parameter estimate distribution probability sample error engineer designer student teacher
+doctor farmer writer traveller company product customer service price quickly slowly carefully rarely often
+always never perhaps certainly together between within without against during before because although however
+therefore meanwhile moreover otherwise instead whereas large small early late high low long short strong weak
+bright dark simple complex accurate robust stable efficient expensive cheap heavy light warm cold open closed
+public private common unusual important
+""".split()  # noqa: SIM905 - a word list reads best as text
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ class PyLateWorker:
             if self.proc.poll() is None:
                 self.call(op="quit")
                 self.proc.wait(timeout=60)
-        except Exception:  # noqa: BLE001 - best effort
+        except Exception:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
@@ -317,7 +318,7 @@ def ours_long_worker(spec_path: str) -> int:
         try:
             vec = enc.encode_documents([text], batch_size=1, show_progress=False)[0]
             result["status"] = "ok"
-            result["n_rows"] = int(len(vec))
+            result["n_rows"] = len(vec)
             if spec.get("save"):
                 np.save(spec["save"], vec)
         except (MemoryError, RuntimeError) as err:
@@ -327,7 +328,7 @@ def ours_long_worker(spec_path: str) -> int:
             result["error"] = f"{type(err).__name__}: {msg}"
         result["encode_wall_s"] = time.perf_counter() - w0
         result["encode_cpu_s"] = time.process_time() - c0
-    except Exception as err:  # noqa: BLE001 - recorded in the result
+    except Exception as err:
         import traceback
 
         result["status"] = "error"
@@ -342,6 +343,10 @@ def ours_long_worker(spec_path: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
+def _sci(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2e}"
+
+
 def _gib(kib: int | None) -> str:
     return "—" if not kib else f"{kib / 1048576:.2f}"
 
@@ -379,7 +384,7 @@ def ensure_checkpoint(a: argparse.Namespace, env: dict[str, str]) -> Path:
     return path
 
 
-def main() -> int:  # noqa: C901, PLR0912, PLR0915 - a linear script
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", help="PyLate-format checkpoint dir (default: build a random-weight one "
                                          "in benchmarks/_work/ with ../shared/tools/make_checkpoint.py)")
@@ -404,7 +409,17 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - a linear script
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: throughput,latency,long,int8")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--long-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--render", metavar="JSON", help="only re-render <JSON>'s markdown (and targets) next to it")
     a = ap.parse_args()
+    if a.render:
+        src = Path(a.render)
+        rep = json.loads(src.read_text(encoding="utf-8"))
+        rep["targets"] = evaluate_targets(rep)
+        src.write_text(json.dumps(rep, indent=1, default=str) + "\n", encoding="utf-8")
+        md = render_markdown(rep)
+        src.with_suffix(".md").write_text(md, encoding="utf-8")
+        print(md)
+        return 0
 
     # Threads: env for every process we start, and for this one before torch is imported.
     threads = max(1, a.threads)
@@ -473,16 +488,16 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - a linear script
             enc8 = ColBERTEncoder.from_pretrained(checkpoint, device="cpu")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                enc8._model = torch.ao.quantization.quantize_dynamic(  # noqa: SLF001 - benchmark experiment
-                    enc8._model, {torch.nn.Linear}, dtype=torch.qint8  # noqa: SLF001
+                enc8._model = torch.ao.quantization.quantize_dynamic(
+                    enc8._model, {torch.nn.Linear}, dtype=torch.qint8
                 )
                 enc8.encode_documents(["int8 smoke test."], show_progress=False)
             encoders["ours int8"] = enc8
             notes.append("`ours int8` = our fp32 encoder with `torch.ao.quantization.quantize_dynamic` applied to "
                          "the backbone's nn.Linear layers (qint8 weights, dynamic per-tensor activations; "
-                         "engine %s). torch.ao.quantization is deprecated (removal announced); an experiment, "
-                         "not a library feature." % torch.backends.quantized.engine)
-        except Exception as err:  # noqa: BLE001 - recorded
+                         f"engine {torch.backends.quantized.engine}). torch.ao.quantization is deprecated (removal "
+                         "announced); an experiment, not a library feature.")
+        except Exception as err:
             notes.append(f"int8 dynamic quantisation failed: {type(err).__name__}: {err}")
             log.warning("int8 dynamic quantisation failed: %s", err)
     enc32 = encoders["ours fp32"]
@@ -524,7 +539,7 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - a linear script
             if worker.ready["document_length"] != spec.document_length or \
                     worker.ready["do_query_expansion"] != spec.do_query_expansion:
                 notes.append(f"settings differ: PyLate {worker.ready}, ours {report['model']}")
-        except Exception as err:  # noqa: BLE001 - recorded
+        except Exception as err:
             notes.append(f"PyLate unavailable ({err}); reference columns skipped")
             log.warning("PyLate unavailable: %s", err)
             worker = None
@@ -586,7 +601,7 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - a linear script
                 f"{c} {len(docs) / sum(tp[c]['chunk_wall_s'][r]):.3f} docs/s" for c in configs),
                 os.getloadavg()[0])
         n_tok = sum(doc_tokens)
-        for c, d in tp.items():
+        for d in tp.values():
             rounds = [sum(x) for x in d["chunk_wall_s"]]
             cpus = [sum(x) for x in d["chunk_cpu_s"]]
             d["round_wall_s"] = rounds
@@ -684,7 +699,7 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - a linear script
             log.info("latency round %d: %s (load %.2f)", r + 1, ", ".join(
                 f"{c} p50 {percentile(lat[c]['times_ms'][-n_queries:], 50):.1f} ms" for c in configs),
                 os.getloadavg()[0])
-        for c, d in lat.items():
+        for d in lat.values():
             t = d["times_ms"]
             d.update(p50_ms=percentile(t, 50), p90_ms=percentile(t, 90), mean_ms=statistics.fmean(t),
                      min_ms=min(t), n=len(t))
@@ -694,7 +709,7 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - a linear script
                 d = lat[c]
                 d["ratio_pylate_over_ours_p50"] = lat["pylate"]["p50_ms"] / d["p50_ms"]
                 d["ratio_pylate_over_ours_p90"] = lat["pylate"]["p90_ms"] / d["p90_ms"]
-                d["ratio_paired_median"] = statistics.median(p / o for p, o in zip(py_ms, d["times_ms"]))
+                d["ratio_paired_median"] = statistics.median(p / o for p, o in zip(py_ms, d["times_ms"], strict=True))
             same = [len(x) for x in q_out["pylate"]] == [len(x) for x in q_out["ours fp32"]]
             report["fidelity_queries"] = {"ours fp32": {
                 "token_counts_identical": same,
@@ -706,7 +721,8 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - a linear script
     if worker:
         worker.close()
         worker = None
-    del encoders, enc32
+    encoders.clear()  # free the models before the long-document processes start
+    del enc32
     gc.collect()
 
     # ---- 4. long documents ------------------------------------------------------------------------------
@@ -775,14 +791,29 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - a linear script
 
 
 # ---------------------------------------------------------------------------------------------------------
+def max_load(rep: dict[str, Any]) -> float:
+    """Highest 1-minute load average recorded anywhere in the run."""
+    vals = [v[0] for v in rep.get("load_average", {}).values() if v]
+    for d in (rep.get("throughput") or {}).values():
+        vals += d.get("load1", [])
+    for r in (rep.get("long") or {}).get("runs", []):
+        vals += [r["load_before"][0], r["load_after"][0], r.get("peak_load1_during", 0.0)]
+    return max(vals) if vals else 0.0
+
+
 def evaluate_targets(rep: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     tp, fid, lat = rep.get("throughput"), rep.get("fidelity", {}), rep.get("latency")
     has_ref = bool(tp and "pylate" in tp)
 
-    def add(name: str, measured: str, met: bool | None) -> None:
-        out.append({"target": name, "measured": measured,
-                    "met": "n/a" if met is None else ("met" if met else "NOT met")})
+    overloaded = max_load(rep) > (rep["machine"].get("cpus_available") or 1)
+
+    def add(name: str, measured: str, met: bool | None, ratio: float | None = None) -> None:
+        status = "n/a" if met is None else ("met" if met else "NOT met")
+        # On an oversubscribed machine a ratio within 10 % of the bar is not a decision.
+        if met is not None and ratio is not None and overloaded and abs(ratio - 1.0) < 0.10:
+            status += " (within noise)"
+        out.append({"target": name, "measured": measured, "met": status})
 
     if tp and has_ref:
         def ratios(c: str) -> str:
@@ -798,7 +829,7 @@ def evaluate_targets(rep: dict[str, Any]) -> list[dict[str, Any]]:
         add("default fp32: docs/s ≥ 1.0× PyLate with identical outputs (counts equal, max abs diff ≤ 1e-5)",
             f"{ratios('ours fp32')}; token counts identical: {f.get('token_counts_identical')}; max abs diff "
             f"{'—' if diff is None else f'{diff:.1e}'}",
-            r32 >= 1.0 and ident)
+            r32 >= 1.0 and ident, r32)
         for c, label in (("ours bf16", "opt-in fast path (`dtype=\"bfloat16\"`)"),
                          ("ours int8", "(extra) int8 dynamic quantisation, same bar")):
             if c not in tp:
@@ -811,9 +842,10 @@ def evaluate_targets(rep: dict[str, Any]) -> list[dict[str, Any]]:
     if lat and "pylate" in lat:
         o, p = lat["ours fp32"], lat["pylate"]
         add("single-query p50 ≤ PyLate's (ours default fp32)",
-            f"ours {o['p50_ms']:.1f} ms vs PyLate {p['p50_ms']:.1f} ms (PyLate/ours {o['ratio_pylate_over_ours_p50']:.2f}×; "
+            f"ours {o['p50_ms']:.1f} ms vs PyLate {p['p50_ms']:.1f} ms "
+            f"(PyLate/ours {o['ratio_pylate_over_ours_p50']:.2f}×; "
             f"paired per-query median {o['ratio_paired_median']:.2f}×)",
-            o["p50_ms"] <= p["p50_ms"])
+            o["p50_ms"] <= p["p50_ms"], o["ratio_pylate_over_ours_p50"])
     longs = rep.get("long", {}).get("runs", [])
     if longs:
         lmax = max(r["length"] for r in longs)
@@ -832,7 +864,7 @@ def evaluate_targets(rep: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def render_markdown(rep: dict[str, Any]) -> str:  # noqa: C901, PLR0912, PLR0915
+def render_markdown(rep: dict[str, Any]) -> str:
     m = rep["machine"]
     L: list[str] = []
     L.append("# Encoder benchmark: colbert-adapters vs PyLate")
@@ -924,7 +956,7 @@ def render_markdown(rep: dict[str, Any]) -> str:  # noqa: C901, PLR0912, PLR0915
         fq = rep.get("fidelity_queries", {}).get("ours fp32")
         if fq:
             L.append(f"| ours fp32, the {rep['settings']['n_queries']} queries | {fq['token_counts_identical']} "
-                     f"(vs PyLate) | {fmt(fq['max_abs_diff_vs_pylate']) if fq['max_abs_diff_vs_pylate'] is None else format(fq['max_abs_diff_vs_pylate'], '.2e')} | — | — | — |")
+                     f"(vs PyLate) | {_sci(fq['max_abs_diff_vs_pylate'])} | — | — | — |")
         L.append("")
 
     lat = rep.get("latency")
@@ -983,10 +1015,19 @@ def render_markdown(rep: dict[str, Any]) -> str:  # noqa: C901, PLR0912, PLR0915
             L.append("Ratios: " + "; ".join(ratios) + ".")
             L.append("")
 
-    if rep.get("notes"):
+    notes = list(rep.get("notes") or [])
+    ml, cores = max_load(rep), rep["machine"].get("cpus_available") or 1
+    if ml > cores:
+        notes.insert(0, f"**Shared machine under load**: the 1-minute load average reached {ml:.1f} on {cores} cores "
+                        "during this run (other jobs). Absolute times are inflated (a quiet 2-core machine does "
+                        "~2 docs/s at this size, ~0.1-0.2 s per query); the paired ratios compare configs under the "
+                        "same load, but ratios within ±10 % of a bar are marked 'within noise'. Single-query "
+                        "latency with 2 threads suffers most (each op's OpenMP barrier waits for a descheduled "
+                        "thread): compare the min column as well.")
+    if notes:
         L.append("## Notes")
         L.append("")
-        for n in rep["notes"]:
+        for n in notes:
             L.append(f"- {n}")
         L.append("")
     return "\n".join(L)
