@@ -22,6 +22,7 @@ __all__ = [
     "check_k",
     "check_metadatas",
     "check_texts",
+    "check_upsert_batch",
     "match_filter",
 ]
 
@@ -35,9 +36,7 @@ def check_texts(texts: object, *, what: str = "texts") -> list[str]:
         InvalidInputError: ``texts`` is not a sequence of strings (``None`` items included).
     """
     if isinstance(texts, str):
-        raise InvalidInputError(
-            f"{what} must be a list of strings, got a single str; wrap it: [{texts[:30]!r}]"
-        )
+        raise InvalidInputError(f"{what} must be a list of strings, got a single str; wrap it: [{texts[:30]!r}]")
     if not isinstance(texts, Sequence):
         raise InvalidInputError(f"{what} must be a list of strings, got {type(texts).__name__}")
     out = list(texts)
@@ -73,14 +72,10 @@ def check_metadatas(metadatas: object, n: int) -> list[dict[str, Any]]:
     if metadatas is None:
         return [{} for _ in range(n)]
     if isinstance(metadatas, Mapping) or not isinstance(metadatas, Sequence):
-        raise InvalidInputError(
-            f"metadatas must be a list of dicts (one per document), got {type(metadatas).__name__}"
-        )
+        raise InvalidInputError(f"metadatas must be a list of dicts (one per document), got {type(metadatas).__name__}")
     out = list(metadatas)
     if len(out) != n:
-        raise InvalidInputError(
-            f"got {len(out)} metadatas for {n} documents; pass one dict (or None) per document"
-        )
+        raise InvalidInputError(f"got {len(out)} metadatas for {n} documents; pass one dict (or None) per document")
     res: list[dict[str, Any]] = []
     for i, m in enumerate(out):
         if m is None:
@@ -95,9 +90,7 @@ def check_metadatas(metadatas: object, n: int) -> list[dict[str, Any]]:
 
 def _check_json(value: Any, where: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInputError(
-            f"{where} holds a non-finite float ({value}); metadata must be JSON-serialisable"
-        )
+        raise InvalidInputError(f"{where} holds a non-finite float ({value}); metadata must be JSON-serialisable")
     if isinstance(value, _SCALARS):
         return
     if isinstance(value, Mapping):
@@ -141,9 +134,7 @@ def as_multivector(vectors: object, *, dim: int | None = None, where: str = "vec
             "pass one (n_tokens, dim) array per document, not a single vector or a batch"
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InvalidInputError(
-            f"{where} is empty (shape {arr.shape}); a multi-vector needs at least one token vector"
-        )
+        raise InvalidInputError(f"{where} is empty (shape {arr.shape}); a multi-vector needs at least one token vector")
     if dim is not None and arr.shape[1] != dim:
         raise DimensionMismatchError(
             f"{where} has dimension {arr.shape[1]}, expected {dim}; encode with the same model as the stored "
@@ -218,3 +209,38 @@ def _num_eq(a: Any, b: Any) -> bool:
         and not isinstance(b, bool)
         and a == b
     )
+
+
+def check_doc_texts(texts: object, n: int) -> list[str | None]:
+    """Validate stored document texts: ``None``, or ``n`` entries that are ``str`` or ``None``."""
+    if texts is None:
+        return [None] * n
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise InvalidInputError(f"texts must be a list of str (or None entries), got {type(texts).__name__}")
+    out = list(texts)
+    if len(out) != n:
+        raise InvalidInputError(f"got {len(out)} texts for {n} ids; pass one text (or None) per id")
+    for i, t in enumerate(out):
+        if t is not None and not isinstance(t, str):
+            raise InvalidInputError(f"texts[{i}] is {type(t).__name__}, expected str or None")
+    return out
+
+
+def check_upsert_batch(
+    ids: object, vectors: object, texts: object, metadatas: object
+) -> tuple[list[str], list[str | None], list[dict[str, Any]]]:
+    """The checks every backend's ``upsert`` starts with (vectors themselves are checked per backend).
+
+    Returns:
+        ``(ids, texts, metadatas)`` as lists of length ``n``.
+
+    Raises:
+        InvalidInputError: bad ids, ``vectors`` not a sequence of ``n`` items, bad texts or metadata.
+    """
+    id_list = check_ids(ids)
+    n = len(id_list)
+    if isinstance(vectors, (str, bytes)) or not isinstance(vectors, (Sequence, np.ndarray)):
+        raise InvalidInputError(f"vectors must be a sequence of (n_tokens, dim) arrays, got {type(vectors).__name__}")
+    if len(vectors) != n:
+        raise InvalidInputError(f"got {len(vectors)} vectors for {n} ids; pass one (n_tokens, dim) array per id")
+    return id_list, check_doc_texts(texts, n), check_metadatas(metadatas, n)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_multivector, check_filter, check_ids, check_k, check_metadatas, match_filter
+from .._validation import as_multivector, check_filter, check_ids, check_k, check_upsert_batch, match_filter
 from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
 from ..scoring import maxsim_flat
 from ..types import Filter, Hit, Metadata, MultiVector
@@ -121,18 +121,8 @@ class MemoryBackend:
         """
         with self._lock:
             self._check_open()
-            id_list = check_ids(ids)
+            id_list, text_list, meta_list = check_upsert_batch(ids, vectors, texts, metadatas)
             n = len(id_list)
-            if isinstance(vectors, (str, bytes)) or not isinstance(vectors, (Sequence, np.ndarray)):
-                raise InvalidInputError(
-                    f"vectors must be a sequence of (n_tokens, dim) arrays, got {type(vectors).__name__}"
-                )
-            if len(vectors) != n:
-                raise InvalidInputError(
-                    f"got {len(vectors)} vectors for {n} ids; pass one (n_tokens, dim) array per id"
-                )
-            text_list = _check_doc_texts(texts, n)
-            meta_list = check_metadatas(metadatas, n)
             dim = self._dim
             arrays: list[npt.NDArray[np.float32]] = []
             for i, v in enumerate(vectors):
@@ -258,11 +248,7 @@ class MemoryBackend:
             for j in top.tolist():
                 doc_id = order[int(candidates[j])]
                 doc = self._docs[doc_id]
-                hits.append(
-                    Hit(
-                        id=doc_id, score=float(scores[j]), text=doc.text, metadata=copy.deepcopy(doc.metadata)
-                    )
-                )
+                hits.append(Hit(id=doc_id, score=float(scores[j]), text=doc.text, metadata=copy.deepcopy(doc.metadata)))
             return hits
 
     def count(self) -> int:
@@ -376,9 +362,7 @@ class MemoryBackend:
                 if name not in files.values():
                     with contextlib.suppress(FileNotFoundError):  # removed concurrently
                         (target / name).unlink()
-            logger.info(
-                "saved MemoryBackend (%d documents, %d tokens) to %s", len(order), flat.shape[0], target
-            )
+            logger.info("saved MemoryBackend (%d documents, %d tokens) to %s", len(order), flat.shape[0], target)
             return target
 
     @classmethod
@@ -405,13 +389,10 @@ class MemoryBackend:
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CollectionConfigError(
-                f"{manifest_path} is not valid JSON ({err}); the index is corrupted"
-            ) from err
+            raise CollectionConfigError(f"{manifest_path} is not valid JSON ({err}); the index is corrupted") from err
         if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
             raise CollectionConfigError(
-                f"{root} holds a {_MANIFEST} that is not a MemoryBackend index manifest "
-                f"(expected format {_FORMAT!r})"
+                f"{root} holds a {_MANIFEST} that is not a MemoryBackend index manifest (expected format {_FORMAT!r})"
             )
         version = manifest.get("format_version")
         if version != _FORMAT_VERSION:
@@ -427,9 +408,7 @@ class MemoryBackend:
             docs = json.loads((root / files["docs"]).read_text(encoding="utf-8"))
             ids, texts, metadatas = docs["ids"], docs["texts"], docs["metadatas"]
         except (KeyError, TypeError, OSError, ValueError) as err:
-            raise CollectionConfigError(
-                f"{root} is an incomplete or corrupted MemoryBackend index: {err}"
-            ) from err
+            raise CollectionConfigError(f"{root} is an incomplete or corrupted MemoryBackend index: {err}") from err
         n = len(ids) if isinstance(ids, list) else -1
         problems: list[str] = []
         if not (dim is None or (isinstance(dim, int) and dim >= 1)):
@@ -442,18 +421,12 @@ class MemoryBackend:
             )
         if flat.dtype != np.float32 or flat.ndim != 2 or (n > 0 and flat.shape[1] != dim):
             problems.append(f"vectors array {flat.dtype} {flat.shape} for dim {dim}")
-        if (
-            offsets.ndim != 1
-            or offsets.shape[0] != max(n, 0) + 1
-            or not np.issubdtype(offsets.dtype, np.integer)
-        ):
+        if offsets.ndim != 1 or offsets.shape[0] != max(n, 0) + 1 or not np.issubdtype(offsets.dtype, np.integer):
             problems.append(f"offsets array {offsets.dtype} {offsets.shape} for {n} documents")
         elif offsets[0] != 0 or offsets[-1] != flat.shape[0] or (n > 0 and not (np.diff(offsets) > 0).all()):
             problems.append("offsets do not partition the vectors")
         if problems:
-            raise CollectionConfigError(
-                f"{root} is an inconsistent MemoryBackend index: " + "; ".join(problems)
-            )
+            raise CollectionConfigError(f"{root} is an inconsistent MemoryBackend index: " + "; ".join(problems))
         backend = cls(dim=dim, model_id=manifest.get("model_id"))
         if n:
             try:
@@ -472,9 +445,7 @@ class MemoryBackend:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ColBERTError(
-                "this MemoryBackend is closed; create a new one or MemoryBackend.load() a saved one"
-            )
+            raise ColBERTError("this MemoryBackend is closed; create a new one or MemoryBackend.load() a saved one")
 
     def _index(self) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """(ids in insertion order, flat tokens ``(N, dim)``, offsets ``(n + 1,)``), rebuilt after writes."""
@@ -486,20 +457,6 @@ class MemoryBackend:
             flat = np.concatenate(arrays) if arrays else np.zeros((0, self._dim or 0), dtype=np.float32)
             self._cache = (order, flat, offsets)
         return self._cache
-
-
-def _check_doc_texts(texts: object, n: int) -> list[str | None]:
-    if texts is None:
-        return [None] * n
-    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
-        raise InvalidInputError(f"texts must be a list of str (or None entries), got {type(texts).__name__}")
-    out = list(texts)
-    if len(out) != n:
-        raise InvalidInputError(f"got {len(out)} texts for {n} ids; pass one text (or None) per id")
-    for i, t in enumerate(out):
-        if t is not None and not isinstance(t, str):
-            raise InvalidInputError(f"texts[{i}] is {type(t).__name__}, expected str or None")
-    return out
 
 
 def _top_k(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:

@@ -69,7 +69,14 @@ import numpy as np
 import numpy.typing as npt
 
 from .._optional import require
-from .._validation import as_multivector, check_filter, check_ids, check_k, check_metadatas, match_filter
+from .._validation import (
+    as_multivector,
+    check_filter,
+    check_ids,
+    check_k,
+    check_upsert_batch,
+    match_filter,
+)
 from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
 from ..types import Filter, Hit, Metadata, MultiVector
 from ._qdrant_engines import (
@@ -86,7 +93,6 @@ from ._qdrant_engines import (
     split_by_bytes,
 )
 from .base import Record
-from .memory import _check_doc_texts
 
 __all__ = [
     "ID_NAMESPACE",
@@ -278,14 +284,21 @@ class QdrantBackend:
             engine = EdgeEngine(path, wal=wal)
         else:
             engine = _client_engine(
-                local=local, url=url, client=client, collection_name=collection_name, api_key=api_key,
-                https=https, prefer_grpc=prefer_grpc, timeout=timeout, max_retries=max_retries,
-                retry_backoff=retry_backoff, shard_key=shard_key,
+                local=local,
+                url=url,
+                client=client,
+                collection_name=collection_name,
+                api_key=api_key,
+                https=https,
+                prefer_grpc=prefer_grpc,
+                timeout=timeout,
+                max_retries=max_retries,
+                retry_backoff=retry_backoff,
+                shard_key=shard_key,
             )
         self._engine = engine
         try:
-            self._open(config if config is not None else None, None if dim is None else int(dim), recreate,
-                       model_id)
+            self._open(config if config is not None else None, None if dim is None else int(dim), recreate, model_id)
         except BaseException:
             engine.close()
             raise
@@ -386,18 +399,8 @@ class QdrantBackend:
         """
         with self._lock:
             self._check_open()
-            id_list = check_ids(ids)
+            id_list, text_list, meta_list = check_upsert_batch(ids, vectors, texts, metadatas)
             n = len(id_list)
-            if isinstance(vectors, (str, bytes)) or not isinstance(vectors, (Sequence, np.ndarray)):
-                raise InvalidInputError(
-                    f"vectors must be a sequence of (n_tokens, dim) arrays, got {type(vectors).__name__}"
-                )
-            if len(vectors) != n:
-                raise InvalidInputError(
-                    f"got {len(vectors)} vectors for {n} ids; pass one (n_tokens, dim) array per id"
-                )
-            text_list = _check_doc_texts(texts, n)
-            meta_list = check_metadatas(metadatas, n)
             arrays = _check_vectors(vectors, self.dim, id_list)
             if n == 0:
                 return
@@ -500,9 +503,7 @@ class QdrantBackend:
             if not id_list or self._config is None:
                 return []
             unique = list(dict.fromkeys(id_list))
-            by_id = {
-                p.payload.get(DOC_ID_KEY): p for p in self._retrieve([point_id(i) for i in unique], with_vectors)
-            }
+            by_id = {p.payload.get(DOC_ID_KEY): p for p in self._retrieve([point_id(i) for i in unique], with_vectors)}
             out = []
             for doc_id in id_list:
                 p = by_id.get(doc_id)
@@ -564,8 +565,15 @@ class QdrantBackend:
             limit = k + 1  # one more than asked, to see whether the k-th score is tied
             while True:
                 raw = self._engine.query(
-                    q, summary, limit=limit, prefetch_limit=max(pl, limit), flt=native, exact=mode == "exact",
-                    quantized=self._quantized, oversampling=self.oversampling, names=self._names,
+                    q,
+                    summary,
+                    limit=limit,
+                    prefetch_limit=max(pl, limit),
+                    flt=native,
+                    exact=mode == "exact",
+                    quantized=self._quantized,
+                    oversampling=self.oversampling,
+                    names=self._names,
                 )
                 hits = [p for p in raw if post is None or match_filter(p.payload.get(METADATA_KEY) or {}, post)]
                 if len(raw) < limit:
@@ -679,8 +687,9 @@ class QdrantBackend:
         if self._closed:
             raise ColBERTError(f"this QdrantBackend ({self._engine.where}) is closed; open a new one")
 
-    def _open(self, config: QdrantCollectionConfig | None, dim: int | None, recreate: bool,
-              model_id: str | None) -> None:
+    def _open(
+        self, config: QdrantCollectionConfig | None, dim: int | None, recreate: bool, model_id: str | None
+    ) -> None:
         exists = self._engine.exists()
         if exists and recreate:
             logger.warning("recreate=True: dropping %s", self._describe())
@@ -698,14 +707,17 @@ class QdrantBackend:
             if config is not None or dim is not None:
                 self._create(config if config is not None else QdrantCollectionConfig(dim=dim))  # type: ignore[arg-type]
 
-    def _validate_existing(self, meta: Mapping[str, Any], requested: QdrantCollectionConfig | None,
-                           dim: int | None) -> QdrantCollectionConfig:
+    def _validate_existing(
+        self, meta: Mapping[str, Any], requested: QdrantCollectionConfig | None, dim: int | None
+    ) -> QdrantCollectionConfig:
         stored = meta.get("config")
         base = QdrantCollectionConfig.from_json(stored) if isinstance(stored, Mapping) else None
         schema = self._engine.schema()
         names = (
-            (requested.multivector_name, requested.summary_name) if requested is not None
-            else (base.multivector_name, base.summary_name) if base is not None
+            (requested.multivector_name, requested.summary_name)
+            if requested is not None
+            else (base.multivector_name, base.summary_name)
+            if base is not None
             else ("colbert", "summary")
         )
         fix = "pass recreate=True to drop and re-create it (this deletes its documents), or use another " + (
@@ -739,17 +751,29 @@ class QdrantBackend:
                 f"or {fix}"
             )
         self._quantized = bool(mv["quantized"])
-        cfg = base if base is not None else QdrantCollectionConfig(
-            dim=mv["size"], multivector_name=names[0], summary_name=names[1],
-            quantization="int8" if mv["quantized"] else None,
+        cfg = (
+            base
+            if base is not None
+            else QdrantCollectionConfig(
+                dim=mv["size"],
+                multivector_name=names[0],
+                summary_name=names[1],
+                quantization="int8" if mv["quantized"] else None,
+            )
         )
         if requested is not None and requested != cfg:
             logger.warning(
                 "%s exists with storage options %s; using them, not the requested %s (recreate=True to change)",
-                where, cfg, requested,
+                where,
+                cfg,
+                requested,
             )
-        return cfg if base is None else QdrantCollectionConfig.from_json(
-            {**cfg.to_json(), "multivector_name": names[0], "summary_name": names[1]}
+        return (
+            cfg
+            if base is None
+            else QdrantCollectionConfig.from_json(
+                {**cfg.to_json(), "multivector_name": names[0], "summary_name": names[1]}
+            )
         )
 
     def _create(self, config: QdrantCollectionConfig) -> None:
@@ -804,7 +828,9 @@ class QdrantBackend:
             if stop - start == 1 and sizes[start] > self.max_request_bytes:
                 logger.warning(
                     "document %r alone is ~%d bytes, above max_request_bytes=%d; sending it alone",
-                    points[start].payload.get(DOC_ID_KEY), sizes[start], self.max_request_bytes,
+                    points[start].payload.get(DOC_ID_KEY),
+                    sizes[start],
+                    self.max_request_bytes,
                 )
             self._engine.upsert(points[start:stop], self._names)
         logger.debug("upserted %d points in %d request(s) to %s", len(points), len(batches), self._describe())
@@ -854,9 +880,11 @@ class QdrantBackend:
                 raise CollectionConfigError(f"point {p.pid} has no multivector; cannot copy it")
             doc = p.payload.get(DOC_ID_KEY, p.pid)
             p.multivector = _check_vectors([p.multivector], dim, [str(doc)])[0]
-            p.summary = summary_vector(p.multivector) if p.summary is None else as_multivector(
-                p.summary[None, :], dim=dim, where=f"summary of {doc!r}"
-            )[0]
+            p.summary = (
+                summary_vector(p.multivector)
+                if p.summary is None
+                else as_multivector(p.summary[None, :], dim=dim, where=f"summary of {doc!r}")[0]
+            )
         self._write(points)
 
 
@@ -962,8 +990,18 @@ def _native_filter_kind(flt: Any) -> str | None:
 
 
 def _client_engine(
-    *, local: Any, url: str | None, client: Any, collection_name: str, api_key: str | None, https: bool | None,
-    prefer_grpc: bool, timeout: float, max_retries: int, retry_backoff: float, shard_key: str | None,
+    *,
+    local: Any,
+    url: str | None,
+    client: Any,
+    collection_name: str,
+    api_key: str | None,
+    https: bool | None,
+    prefer_grpc: bool,
+    timeout: float,
+    max_retries: int,
+    retry_backoff: float,
+    shard_key: str | None,
 ) -> ClientEngine:
     qc = require("qdrant_client", extra="qdrant", package="qdrant-client")
     if not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -984,8 +1022,12 @@ def _client_engine(
             if not isinstance(url, str) or not url:
                 raise InvalidInputError(f"url must be a non-empty str, got {url!r}")
             client = qc.QdrantClient(
-                url=url, api_key=api_key, https=https, prefer_grpc=prefer_grpc,
-                timeout=max(1, round(timeout)), check_compatibility=False,
+                url=url,
+                api_key=api_key,
+                https=https,
+                prefer_grpc=prefer_grpc,
+                timeout=max(1, round(timeout)),
+                check_compatibility=False,
             )
     elif not isinstance(client, qc.QdrantClient):
         raise InvalidInputError(f"client must be a qdrant_client.QdrantClient, got {type(client).__name__}")
@@ -997,8 +1039,16 @@ def _client_engine(
         where = url or getattr(inner, "rest_uri", None) or "the Qdrant server"
     grpc = bool(getattr(inner, "_prefer_grpc", prefer_grpc)) and not is_local
     return ClientEngine(
-        client, collection_name, where=str(where), owns_client=owns, grpc=grpc, local=is_local,
-        max_retries=max_retries, retry_backoff=retry_backoff, timeout=timeout, shard_key=shard_key,
+        client,
+        collection_name,
+        where=str(where),
+        owns_client=owns,
+        grpc=grpc,
+        local=is_local,
+        max_retries=max_retries,
+        retry_backoff=retry_backoff,
+        timeout=timeout,
+        shard_key=shard_key,
     )
 
 
@@ -1040,14 +1090,17 @@ def setup_collection(
     if isinstance(target, (str, os.PathLike)):
         s = os.fspath(target)
         if s.startswith(("http://", "https://")):
-            return QdrantBackend(url=s, config=config, collection_name=collection_name, recreate=recreate,
-                                 model_id=model_id)
+            return QdrantBackend(
+                url=s, config=config, collection_name=collection_name, recreate=recreate, model_id=model_id
+            )
         if s == ":memory:":
-            return QdrantBackend(local=s, config=config, collection_name=collection_name, recreate=recreate,
-                                 model_id=model_id)
+            return QdrantBackend(
+                local=s, config=config, collection_name=collection_name, recreate=recreate, model_id=model_id
+            )
         return QdrantBackend(path=s, config=config, recreate=recreate, model_id=model_id)
-    return QdrantBackend(client=target, config=config, collection_name=collection_name, recreate=recreate,
-                         model_id=model_id)
+    return QdrantBackend(
+        client=target, config=config, collection_name=collection_name, recreate=recreate, model_id=model_id
+    )
 
 
 def copy_collection(
@@ -1084,8 +1137,15 @@ def copy_collection(
         source._check_open()
         target._check_open()
         target._ensure_created(
-            QdrantCollectionConfig.from_json({**src_cfg.to_json(), "shard_keys": [], "shard_number": None,
-                                              "replication_factor": None, "write_consistency_factor": None})
+            QdrantCollectionConfig.from_json(
+                {
+                    **src_cfg.to_json(),
+                    "shard_keys": [],
+                    "shard_number": None,
+                    "replication_factor": None,
+                    "write_consistency_factor": None,
+                }
+            )
         )
         if target.dim != source.dim:
             raise CollectionConfigError(

@@ -65,13 +65,20 @@ import numpy as np
 import numpy.typing as npt
 
 from .._optional import require
-from .._validation import as_multivector, check_filter, check_ids, check_k, check_metadatas, match_filter
+from .._validation import (
+    as_multivector,
+    check_filter,
+    check_ids,
+    check_k,
+    check_upsert_batch,
+    match_filter,
+)
 from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
 from ..scoring import maxsim_flat
 from ..types import Filter, Hit, Metadata, MultiVector
 from ._locks import FileWriteLock, RWLock
 from .base import Record
-from .memory import _check_doc_texts, _fsync_dir, _write_atomic
+from .memory import _fsync_dir, _write_atomic
 
 __all__ = ["VoyagerBackend"]
 
@@ -400,16 +407,9 @@ class VoyagerBackend:
             ColBERTError: the backend is closed or read-only.
         """
         self._check_writable()
-        id_list = check_ids(ids)
+        id_list, text_list, meta_list = check_upsert_batch(ids, vectors, texts, metadatas)
         n = len(id_list)
-        if isinstance(vectors, (str, bytes)) or not isinstance(vectors, (Sequence, np.ndarray)):
-            raise InvalidInputError(
-                f"vectors must be a sequence of (n_tokens, dim) arrays, got {type(vectors).__name__}"
-            )
-        if len(vectors) != n:
-            raise InvalidInputError(f"got {len(vectors)} vectors for {n} ids; pass one (n_tokens, dim) array per id")
-        text_list = _check_doc_texts(texts, n)
-        meta_json = [_json_text(m) for m in check_metadatas(metadatas, n)]
+        meta_json = [_json_text(m) for m in meta_list]
         with self._write_mutex:
             self._check_writable()
             dim = self._dim
