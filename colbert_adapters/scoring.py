@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 #: Upper bound on the number of similarity entries (query tokens x document tokens) materialised at once
 #: by the numpy paths: 2**24 float32 entries = 64 MiB.
 MAX_CHUNK_ENTRIES = 1 << 24
+#: float16 token rows are widened to float32 in chunks of at most this many bytes (see :func:`maxsim_flat`).
+HALF_CHUNK_BYTES = 4 << 20
 
 _FloatArray = npt.NDArray[np.float32]
 
@@ -89,7 +91,7 @@ def maxsim(query: MultiVector | Any, documents: Sequence[MultiVector | Any]) -> 
 
 def maxsim_flat(
     query: MultiVector | Any,
-    flat_tokens: _FloatArray,
+    flat_tokens: _FloatArray | npt.NDArray[np.float16],
     offsets: npt.NDArray[np.integer[Any]] | Sequence[int],
     *,
     validate: bool = True,
@@ -101,7 +103,8 @@ def maxsim_flat(
 
     Args:
         query: float32 array-like ``(n_query_tokens, dim)``.
-        flat_tokens: float32 array ``(n_total_tokens, dim)``.
+        flat_tokens: float32 array ``(n_total_tokens, dim)``; a float16 array is used as it is and widened
+            to float32 a cache-sized chunk at a time (cheaper than converting it first).
         offsets: int array ``(n_docs + 1,)``, starting at 0, strictly increasing (every document has at least
             one token), ending at ``n_total_tokens``.
         validate: check that ``flat_tokens`` is finite (an ``O(n_total_tokens * dim)`` pass). Backends that
@@ -203,8 +206,10 @@ def _concat_documents(documents: Sequence[Any], dim: int | None) -> tuple[_Float
     return np.concatenate(docs), offsets
 
 
-def _check_flat(flat_tokens: Any, dim: int, *, validate: bool) -> _FloatArray:
-    arr = np.asarray(flat_tokens, dtype=np.float32)
+def _check_flat(flat_tokens: Any, dim: int, *, validate: bool) -> _FloatArray | npt.NDArray[np.float16]:
+    arr = np.asarray(flat_tokens)
+    if arr.dtype != np.float16:  # float16 stays as it is: the kernel widens it chunk by chunk
+        arr = arr.astype(np.float32, copy=False)
     if arr.ndim != 2:
         raise InvalidInputError(f"flat_tokens must be 2-D (n_total_tokens, dim), got shape {arr.shape}")
     if arr.shape[1] != dim:
@@ -240,7 +245,7 @@ def _check_offsets(offsets: Any, n_rows: int) -> npt.NDArray[np.int64]:
 def _maxsim_stacked(
     q_all: _FloatArray,
     q_offsets: npt.NDArray[np.int64],
-    flat: _FloatArray,
+    flat: _FloatArray | npt.NDArray[np.float16],
     offsets: npt.NDArray[np.int64],
 ) -> _FloatArray:
     """Core kernel, inputs already validated.
@@ -254,9 +259,19 @@ def _maxsim_stacked(
     n_rows = flat.shape[0]
     best = np.full((n_q_tokens, n_docs), -np.inf, dtype=np.float32)
     rows_per_chunk = max(1, MAX_CHUNK_ENTRIES // max(1, n_q_tokens))
+    widen: _FloatArray | None = None
+    if flat.dtype == np.float16:
+        # Widen float16 rows a cache-sized chunk at a time into one reused buffer: converting the whole matrix
+        # first costs more than the products themselves (a full-size float32 copy through main memory).
+        rows_per_chunk = max(1, min(rows_per_chunk, HALF_CHUNK_BYTES // (4 * max(1, flat.shape[1]))))
+        widen = np.empty((min(rows_per_chunk, n_rows), flat.shape[1]), dtype=np.float32)
     for r0 in range(0, n_rows, rows_per_chunk):
         r1 = min(n_rows, r0 + rows_per_chunk)
-        sims = q_all @ flat[r0:r1].T  # (n_q_tokens, r1 - r0)
+        rows = flat[r0:r1]
+        if widen is not None:
+            np.copyto(widen[: r1 - r0], rows)
+            rows = widen[: r1 - r0]
+        sims = q_all @ rows.T  # (n_q_tokens, r1 - r0)
         # Documents intersecting [r0, r1): from the one holding row r0 to the one holding row r1 - 1.
         first = int(np.searchsorted(offsets, r0, side="right")) - 1
         last = int(np.searchsorted(offsets, r1 - 1, side="right")) - 1

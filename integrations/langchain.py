@@ -325,7 +325,10 @@ class ColBERTVectorStore(VectorStore):
             id_list = [i if i else str(uuid.uuid4()) for i in ids]
         if kwargs:
             logger.debug("ColBERTVectorStore.add_texts ignores %s", sorted(kwargs))
-        return self._store.add(text_list, ids=id_list, metadatas=metadatas, batch_size=batch_size or self._batch_size)
+        added: list[str] = self._store.add(
+            text_list, ids=id_list, metadatas=metadatas, batch_size=batch_size or self._batch_size
+        )
+        return added
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete documents by id (unknown ids are ignored); ``ids=None`` deletes every document.

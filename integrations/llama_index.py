@@ -128,7 +128,8 @@ def to_filter(filters: MetadataFilters | Mapping[str, Any] | None) -> dict[str, 
     if isinstance(filters, MetadataFilters):
         return _translate(filters)
     if isinstance(filters, Mapping):
-        return check_filter(filters)
+        checked: dict[str, list[Any]] | None = check_filter(filters)
+        return checked
     raise InvalidInputError(
         f"filters must be MetadataFilters or a dict like {{'source': 'a'}}, got {type(filters).__name__}"
     )
@@ -162,7 +163,8 @@ def _translate(filters: MetadataFilters) -> dict[str, list[Any]] | None:
         for leaf in leaves:
             assert leaf is not None  # checked above
             values += [v for v in leaf[1] if v not in values]
-        return check_filter({keys.pop(): values})
+        any_of: dict[str, list[Any]] | None = check_filter({keys.pop(): values})
+        return any_of
     if condition != FilterCondition.AND:
         raise InvalidInputError(f"unsupported filter condition {condition.name}: use AND (or OR on one key)")
     merged: dict[str, list[Any]] = {}
@@ -241,7 +243,8 @@ class ColBERTRetriever(BaseRetriever):
     @property
     def similarity_top_k(self) -> int:
         """Number of nodes returned."""
-        return self._similarity_top_k
+        top_k: int = self._similarity_top_k
+        return top_k
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query = check_query(query_bundle.query_str, owner="ColBERTRetriever")

@@ -27,10 +27,13 @@ SQLite tables (inspect them with ``sqlite3 store.sqlite``)::
 Writes are segmented (a log-structured design): an upsert commits its rows to SQLite in one transaction and
 puts the documents in a small in-memory *mutable segment* that is searched exactly. When the mutable segment
 reaches ``mutable_max_tokens`` tokens it is *sealed*: its vectors are built into a new HNSW file, and one
-SQLite transaction assigns the documents to it. Small segments are merged when there are more than
-``max_segments``, and a segment is rewritten once ``compact_deleted_ratio`` of its tokens are dead; an
-explicit :meth:`VoyagerBackend.compact` merges everything into one segment and shrinks the SQLite file.
-Nothing ever rewrites the whole index for a small write.
+SQLite transaction assigns the documents to it. When there are more than ``max_segments`` sealed segments,
+the others are *folded* into the largest: their tokens are added to a copy of its graph (HNSW inserts are
+incremental), so every token is inserted into a graph at most twice however many writes arrive (rebuilding
+merged segments from scratch would cost a number of inserts per token that grows with the number of
+writes). A segment is rebuilt without its dead tokens once ``compact_deleted_ratio`` of them belong to
+deleted or replaced documents; an explicit :meth:`VoyagerBackend.compact` rebuilds everything into one
+segment and shrinks the SQLite file. Nothing ever rebuilds the whole index for a small write.
 
 Example:
     >>> import numpy as np, tempfile
@@ -178,7 +181,8 @@ class VoyagerBackend:
         k_token: nearest token vectors retrieved per query token and segment.
         n_rerank: candidates reranked exactly (at least ``k``).
         mutable_max_tokens: seal the mutable segment into an HNSW segment once it holds this many tokens.
-        max_segments: merge the smallest sealed segments when there are more than this many.
+        max_segments: when there are more sealed segments than this, fold the others into the largest (its
+            graph is extended with their tokens; the file is rewritten, the graph is not rebuilt).
         compact_deleted_ratio: rewrite a segment once this fraction of its tokens belongs to deleted or
             replaced documents.
         num_threads: threads Voyager uses to build and query (``-1``: one per CPU core).
@@ -192,9 +196,9 @@ class VoyagerBackend:
     """
 
     #: Default HNSW out-degree (level 0 keeps ``2 * M`` links per token).
-    DEFAULT_M = 16
+    DEFAULT_M = 12
     #: Default HNSW construction beam.
-    DEFAULT_EF_CONSTRUCTION = 64
+    DEFAULT_EF_CONSTRUCTION = 40
     #: Default storage of vectors inside the HNSW graph.
     DEFAULT_STORAGE = "float8"
     #: Default HNSW search beam.
@@ -205,7 +209,7 @@ class VoyagerBackend:
     DEFAULT_N_RERANK = 256
     #: Default size of the exactly searched mutable segment, in tokens.
     DEFAULT_MUTABLE_MAX_TOKENS = 8192
-    #: Default maximum number of sealed segments before the smallest are merged.
+    #: Default maximum number of sealed segments before the others are folded into the largest.
     DEFAULT_MAX_SEGMENTS = 4
     #: Default dead-token fraction that triggers a segment rewrite.
     DEFAULT_COMPACT_DELETED_RATIO = 0.25
@@ -1036,26 +1040,49 @@ class VoyagerBackend:
             if s.n_live_tokens == 0 or (s.n_tokens - s.n_live_tokens) >= self.compact_deleted_ratio * s.n_tokens:
                 self._merge([s.id])
         if len(self._segments) > self.max_segments:
+            # Fold every other segment into the largest one: its graph is extended, not rebuilt, so each token
+            # is inserted into an HNSW graph at most twice (when sealed, when folded) however many writes come.
             by_size = sorted(self._segments.values(), key=lambda s: (s.n_live_tokens, s.id))
-            n_merge = max(2, len(by_size) - self.max_segments // 2)
-            self._merge([s.id for s in by_size[:n_merge]])
+            base = by_size[-1]
+            self._merge([s.id for s in by_size], into=base.id if self._extendable(base) else None)
 
-    def _build_segment(self, flat: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> tuple[int, str, Any]:
-        """Build an HNSW graph over ``flat`` ``(n, dim)`` under ``labels`` ``(n,)`` and write it atomically."""
+    def _storage_type(self) -> Any:
         voyager = self._voyager
-        storage = {
+        return {
             "float32": voyager.StorageDataType.Float32,
             "float8": voyager.StorageDataType.Float8,
             "e4m3": voyager.StorageDataType.E4M3,
         }[self._storage]
-        index = voyager.Index(
-            voyager.Space.Cosine,
-            num_dimensions=flat.shape[1],
-            M=self._M,
-            ef_construction=self._ef_construction,
-            max_elements=max(1, flat.shape[0]),
-            storage_data_type=storage,
+
+    def _extendable(self, seg: _Segment) -> bool:
+        """Whether new tokens may be added to ``seg``'s graph: it was built with the current settings."""
+        index = seg.index
+        return bool(
+            index.M == self._M
+            and index.ef_construction == self._ef_construction
+            and index.storage_data_type == self._storage_type()
         )
+
+    def _build_segment(
+        self, flat: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], *, base: _Segment | None = None
+    ) -> tuple[int, str, Any]:
+        """Build an HNSW graph over ``flat`` ``(n, dim)`` under ``labels`` ``(n,)`` and write it atomically.
+
+        With ``base``, the tokens are added to a private copy of ``base``'s graph (loaded from its file, so
+        readers keep searching the original) instead of a new, empty one.
+        """
+        voyager = self._voyager
+        if base is not None:
+            index = voyager.Index.load(str(self._root / base.file))
+        else:
+            index = voyager.Index(
+                voyager.Space.Cosine,
+                num_dimensions=flat.shape[1],
+                M=self._M,
+                ef_construction=self._ef_construction,
+                max_elements=max(1, flat.shape[0]),
+                storage_data_type=self._storage_type(),
+            )
         t0 = time.perf_counter()
         index.add_items(flat, ids=labels, num_threads=self.num_threads)
         sid = self._next_segment
@@ -1112,10 +1139,18 @@ class VoyagerBackend:
         self._write_manifest()
         logger.info("sealed %d documents (%d tokens) into %s", len(seqs), len(labels), name)
 
-    def _merge(self, seg_ids: list[int]) -> None:
-        """Rebuild the live tokens of ``seg_ids`` into one new segment (write mutex held)."""
+    def _merge(self, seg_ids: list[int], *, into: int | None = None) -> None:
+        """Merge ``seg_ids`` into one new segment (write mutex held).
+
+        Without ``into``, the live tokens of every segment are rebuilt into a new graph (deleted tokens are
+        reclaimed). With ``into`` (one of ``seg_ids``), the live tokens of the others are added to a copy of
+        that segment's graph, which keeps its dead tokens (reclaimed later by its deleted-ratio rebuild or by
+        :meth:`compact`).
+        """
         conn = self._conn
         seg_json = json.dumps(seg_ids)
+        base = self._segments[into] if into is not None else None
+        read_json = json.dumps([s for s in seg_ids if s != into])
         arrays: list[npt.NDArray[np.float32]] = []
         labels: list[npt.NDArray[np.int64]] = []
         n_docs = 0
@@ -1123,18 +1158,31 @@ class VoyagerBackend:
         for first, n_tok, blob in conn.execute(
             "SELECT first_label, n_tokens, vectors FROM docs WHERE segment IN (SELECT value FROM json_each(?)) "
             "ORDER BY seq",
-            (seg_json,),
+            (read_json,),
         ):
             arrays.append(np.frombuffer(blob, dtype=_F16).reshape(n_tok, dim).astype(np.float32))
             labels.append(np.arange(first, first + n_tok, dtype=np.int64))
             n_docs += 1
         new: _Segment | None = None
-        if arrays:
+        if base is not None and not arrays:
+            seg_ids = [s for s in seg_ids if s != into]  # nothing to add: just drop the empty segments
+            seg_json = read_json
+        elif arrays:
             flat = np.concatenate(arrays)
             lab = np.concatenate(labels)
             del arrays
-            sid, name, index = self._build_segment(flat, lab)
-            new = _Segment(sid, name, index, len(lab), len(lab), n_docs)
+            sid, name, index = self._build_segment(flat, lab, base=base)
+            if base is None:
+                new = _Segment(sid, name, index, len(lab), len(lab), n_docs)
+            else:
+                new = _Segment(
+                    sid,
+                    name,
+                    index,
+                    base.n_tokens + len(lab),
+                    base.n_live_tokens + len(lab),
+                    base.n_docs + n_docs,
+                )
         old_files = [self._segments[s].file for s in seg_ids]
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -1263,7 +1311,8 @@ class VoyagerBackend:
         n_q = q.shape[0]
         label_seq = self._label_seq
         seq_parts: list[npt.NDArray[np.int64]] = []
-        score_parts: list[npt.NDArray[np.float64]] = []
+        sim_parts: list[npt.NDArray[np.float64]] = []
+        floor = np.full(n_q, -np.inf)
         unsearched = False
         for seg in self._segments.values():
             if seg.n_live_tokens == 0:
@@ -1281,27 +1330,30 @@ class VoyagerBackend:
                     continue
             labels = np.asarray(labels, dtype=np.int64).reshape(n_q, kk)
             sims = 1.0 - np.asarray(dists, dtype=np.float64).reshape(n_q, kk)
+            # Each query token's lowest retrieved similarity in this segment: nothing unretrieved is above it.
+            np.maximum(floor, sims[:, -1], out=floor)
             seqs = label_seq[labels]
             valid = seqs >= 0
             if not valid.any():
                 continue
-            # A token that did not retrieve the document gets the lowest similarity it retrieved: an upper
-            # bound of the missing similarity (imputation), so documents hit by few tokens are not favoured.
-            floor = sims[:, -1]
             # Voyager returns each token's neighbours nearest first: reversed, a later write of the same
             # (document, token) cell carries a higher similarity, and with repeated indices NumPy keeps the
             # last write, so the fancy assignment below stores each cell's maximum.
             seqs, sims, valid = seqs[:, ::-1], sims[:, ::-1], valid[:, ::-1]
             tok = np.broadcast_to(np.arange(n_q)[:, None], labels.shape)[valid]
             uniq, inv = np.unique(seqs[valid], return_inverse=True)
-            mat = np.repeat(floor[None, :], uniq.size, axis=0)
+            mat = np.full((uniq.size, n_q), -np.inf)
             mat[inv, tok] = sims[valid]
             seq_parts.append(uniq)
-            score_parts.append(mat.sum(axis=1))
+            sim_parts.append(mat)
         if not seq_parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), unsearched
         seqs_all = np.concatenate(seq_parts)
-        approx_all = np.concatenate(score_parts)
+        # A query token that did not retrieve a document (or retrieved it below the floor) counts the floor:
+        # the highest of the segments' lowest retrieved similarities, an upper bound of the missing similarity
+        # that is the same in every segment. (A per-segment floor would favour the documents of large
+        # segments, whose floors are higher, over those of small ones.)
+        approx_all = np.maximum(np.concatenate(sim_parts), floor[None, :]).sum(axis=1)
         order = np.argsort(seqs_all, kind="stable")  # ties in the later stable sort keep insertion order
         return seqs_all[order], approx_all[order], unsearched
 
@@ -1324,7 +1376,7 @@ class VoyagerBackend:
             return {}
         offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
         np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
-        flat = np.concatenate(arrays).astype(np.float32)
+        flat = np.concatenate(arrays)  # float16: maxsim_flat widens it chunk by chunk
         exact = maxsim_flat(q, flat, offsets, validate=False)
         return dict(zip(got_seqs, exact.tolist(), strict=True))
 
