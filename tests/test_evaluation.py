@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from colbert_adapters import evaluation as ev
@@ -151,8 +152,28 @@ def test_benchmark_eval_report(tmp_path: Path) -> None:
     run = {"dataset": "scifact", "documents": 10, "queries": 2, "tokens": 100, "encode_documents_s": 1.0,
            "backends": {"memory": entry, "voyager": {**entry, "nDCG@10": 0.49, "vs_exact": 0.98}}}
     (raw / "scifact.json").write_text(json.dumps(run))
+    (tmp_path / "eval_dense").mkdir()
+    (tmp_path / "eval_dense" / "scifact.json").write_text(json.dumps({"dataset": "scifact", "nDCG@10": 0.6449}))
     md = build_eval_report(raw, tmp_path)
     assert md is not None
     text = md.read_text()
-    assert "| scifact | 10 | 2 | voyager | 0.4900 |" in text and "**no**" in text and "0.6451" in text
+    assert "| scifact | 10 | 2 | voyager | 0.4900 |" in text and "**no**" in text
+    assert "0.6449 (MTEB: 0.6451)" in text
     assert json.loads((tmp_path / "eval.json").read_text())["runs"][0]["dataset"] == "scifact"
+
+
+def test_dense_baseline_is_sentence_transformers_pipeline(minilm_path: Path) -> None:
+    """benchmarks/eval_dense.py encodes exactly as sentence-transformers does for all-MiniLM-L6-v2."""
+    import sys
+
+    st = pytest.importorskip("sentence_transformers")
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    try:
+        from benchmarks.eval_dense import encode
+    finally:
+        sys.path.remove(str(root))
+    texts = ["late interaction over token embeddings", "a short one", " ".join(["long"] * 400), "Paris, France."]
+    ours = encode(texts, minilm_path, batch_size=3)
+    ref = st.SentenceTransformer(str(minilm_path), device="cpu").encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)

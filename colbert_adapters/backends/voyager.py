@@ -28,12 +28,14 @@ Writes are segmented (a log-structured design): an upsert commits its rows to SQ
 puts the documents in a small in-memory *mutable segment* that is searched exactly. When the mutable segment
 reaches ``mutable_max_tokens`` tokens it is *sealed*: its vectors are built into a new HNSW file, and one
 SQLite transaction assigns the documents to it. When there are more than ``max_segments`` sealed segments,
-the others are *folded* into the largest: their tokens are added to a copy of its graph (HNSW inserts are
-incremental), so every token is inserted into a graph at most twice however many writes arrive (rebuilding
-merged segments from scratch would cost a number of inserts per token that grows with the number of
-writes). A segment is rebuilt without its dead tokens once ``compact_deleted_ratio`` of them belong to
-deleted or replaced documents; an explicit :meth:`VoyagerBackend.compact` rebuilds everything into one
-segment and shrinks the SQLite file. Nothing ever rebuilds the whole index for a small write.
+the smaller ones are *folded* into a larger one: their tokens are added to a copy of its graph (HNSW inserts
+are incremental) and its file is rewritten. The target is the largest segment that the others are not
+negligible against (they hold 1/``FOLD_RATIO`` of its tokens), so a token is inserted into a graph a number of
+times that grows only logarithmically with the number of writes (rebuilding merged segments from scratch
+made it grow linearly), and a trickle of small writes does not rewrite a large file each time. A segment is
+rebuilt without its dead tokens once ``compact_deleted_ratio`` of them belong to deleted or replaced
+documents; an explicit :meth:`VoyagerBackend.compact` rebuilds everything into one segment and shrinks the
+SQLite file. Nothing ever rebuilds the whole index for a small write.
 
 Example:
     >>> import numpy as np, tempfile
@@ -181,8 +183,10 @@ class VoyagerBackend:
         k_token: nearest token vectors retrieved per query token and segment.
         n_rerank: candidates reranked exactly (at least ``k``).
         mutable_max_tokens: seal the mutable segment into an HNSW segment once it holds this many tokens.
-        max_segments: when there are more sealed segments than this, fold the others into the largest (its
-            graph is extended with their tokens; the file is rewritten, the graph is not rebuilt).
+        max_segments: when there are more sealed segments than this, the smaller ones are folded into a
+            larger one: its graph is extended with their tokens (the file is rewritten, the graph is not
+            rebuilt). The target is the largest segment whose smaller peers hold at least 1/:attr:`FOLD_RATIO`
+            of its tokens, so a trickle of small writes does not rewrite a large segment's file each time.
         compact_deleted_ratio: rewrite a segment once this fraction of its tokens belongs to deleted or
             replaced documents.
         num_threads: threads Voyager uses to build and query (``-1``: one per CPU core).
@@ -196,9 +200,9 @@ class VoyagerBackend:
     """
 
     #: Default HNSW out-degree (level 0 keeps ``2 * M`` links per token).
-    DEFAULT_M = 12
+    DEFAULT_M = 16
     #: Default HNSW construction beam.
-    DEFAULT_EF_CONSTRUCTION = 40
+    DEFAULT_EF_CONSTRUCTION = 64
     #: Default storage of vectors inside the HNSW graph.
     DEFAULT_STORAGE = "float8"
     #: Default HNSW search beam.
@@ -209,8 +213,10 @@ class VoyagerBackend:
     DEFAULT_N_RERANK = 256
     #: Default size of the exactly searched mutable segment, in tokens.
     DEFAULT_MUTABLE_MAX_TOKENS = 8192
-    #: Default maximum number of sealed segments before the others are folded into the largest.
+    #: Default maximum number of sealed segments before the smaller ones are folded into a larger one.
     DEFAULT_MAX_SEGMENTS = 4
+    #: A segment is extended with the smaller ones once they hold 1/FOLD_RATIO of its tokens (see ``max_segments``).
+    FOLD_RATIO = 32
     #: Default dead-token fraction that triggers a segment rewrite.
     DEFAULT_COMPACT_DELETED_RATIO = 0.25
 
@@ -1040,11 +1046,14 @@ class VoyagerBackend:
             if s.n_live_tokens == 0 or (s.n_tokens - s.n_live_tokens) >= self.compact_deleted_ratio * s.n_tokens:
                 self._merge([s.id])
         if len(self._segments) > self.max_segments:
-            # Fold every other segment into the largest one: its graph is extended, not rebuilt, so each token
-            # is inserted into an HNSW graph at most twice (when sealed, when folded) however many writes come.
-            by_size = sorted(self._segments.values(), key=lambda s: (s.n_live_tokens, s.id))
-            base = by_size[-1]
-            self._merge([s.id for s in by_size], into=base.id if self._extendable(base) else None)
+            # Fold the smaller segments into the largest segment that they are not negligible against: its
+            # graph is extended, not rebuilt (HNSW work only for the folded tokens), and a big segment's file
+            # is rewritten only once 1/FOLD_RATIO of its size has accumulated beside it.
+            group = sorted(self._segments.values(), key=lambda s: (-s.n_live_tokens, s.id))
+            while len(group) > 2 and self.FOLD_RATIO * sum(s.n_live_tokens for s in group[1:]) < group[0].n_live_tokens:
+                group = group[1:]
+            base = group[0]
+            self._merge([s.id for s in group], into=base.id if self._extendable(base) else None)
 
     def _storage_type(self) -> Any:
         voyager = self._voyager
