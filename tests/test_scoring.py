@@ -368,3 +368,24 @@ def test_module_doctests() -> None:
     result = doctest.testmod(scoring, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 5
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 3 * 4 * 8])  # default; 3 rows per chunk (documents straddle)
+def test_float16_tokens_scored_as_their_float32_values(
+    monkeypatch: pytest.MonkeyPatch, chunk_bytes: int | None
+) -> None:
+    """maxsim_flat takes float16 token rows as they are (widened chunk by chunk, no full float32 copy)."""
+    rng = np.random.default_rng(11)
+    docs = [unit_multivector(rng, int(n), 8) for n in rng.integers(1, 7, size=9)]
+    half = [d.astype(np.float16) for d in docs]
+    offsets = np.concatenate([[0], np.cumsum([d.shape[0] for d in half])])
+    q = unit_multivector(rng, 4, 8)
+    if chunk_bytes is not None:
+        monkeypatch.setattr(scoring, "HALF_CHUNK_BYTES", chunk_bytes)
+    got = maxsim_flat(q, np.concatenate(half), offsets)
+    want = [naive_maxsim(q, h.astype(np.float32)) for h in half]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        bad = np.concatenate(half)
+        bad[2, 1] = np.nan
+        maxsim_flat(q, bad, offsets)
