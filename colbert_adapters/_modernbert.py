@@ -354,7 +354,9 @@ class PackedModernBert(nn.Module):
         pos = torch.arange(t, device=device)
         lens = torch.tensor(lengths, device=device)
         rows = (pos[None, :] < lens[:, None]).reshape(-1)  # packed rows inside the (b * t) padded grid
-        row_index = rows.nonzero().squeeze(1)
+        # All sequences of one length (a batch of documents truncated at document_length, typically): the packed
+        # rows are the padded grid already, no scatter into zeros and gather back per layer.
+        row_index: torch.Tensor | None = None if bool(rows.all()) else rows.nonzero().squeeze(1)
         keys = pos[None, :] < torch.tensor(key_lengths, device=device)[:, None]  # (b, t)
         w = self.spec.local_attention // 2
         masks: dict[bool, torch.Tensor | None] = {}
@@ -369,14 +371,18 @@ class PackedModernBert(nn.Module):
             masks[False] = local[:, None]
 
         def attend(qkv: torch.Tensor, is_global: bool) -> torch.Tensor:
-            padded = qkv.new_zeros((b * t, qkv.shape[1]))
-            padded[row_index] = qkv
+            if row_index is None:
+                padded = qkv
+            else:
+                padded = qkv.new_zeros((b * t, qkv.shape[1]))
+                padded[row_index] = qkv
             q, k, v = padded.view(b, t, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (b, heads, t, hd)
             cos, sin = ropes[is_global]
             q = self._apply_rope(q, cos[:t], sin[:t])
             k = self._apply_rope(k, cos[:t], sin[:t])
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=masks[is_global])
-            return out.permute(0, 2, 1, 3).reshape(b * t, h)[row_index]
+            out = out.permute(0, 2, 1, 3).reshape(b * t, h)
+            return out if row_index is None else out[row_index]
 
         return attend
 

@@ -386,14 +386,19 @@ def test_pooling_survives_duplicate_tokens(tiny_encoder: ColBERTEncoder) -> None
 
 
 @pytest.mark.parametrize("local_attention", [16, 128])
+@pytest.mark.parametrize(
+    ("lengths", "key_lengths"),
+    [
+        ([300, 17, 120, 3], [300, 12, 120, 3]),  # one sequence with computed-but-unattended rows
+        ([64, 64, 64], [64, 60, 64]),  # equal lengths: no padding rows (the packed rows are the grid)
+    ],
+)
 def test_padded_and_sequential_attention_paths_agree(
-    make_checkpoint: Callable[..., pathlib.Path], local_attention: int
+    make_checkpoint: Callable[..., pathlib.Path], local_attention: int, lengths: list[int], key_lengths: list[int]
 ) -> None:
     """Short batches run one padded SDPA per layer; long ones run unpadded per sequence: same numbers."""
     enc = ColBERTEncoder.from_pretrained(make_checkpoint(local_attention=local_attention))
     rng = np.random.default_rng(1)
-    lengths = [300, 17, 120, 3]
-    key_lengths = [300, 12, 120, 3]  # one sequence with computed-but-unattended rows
     flat = torch.tensor(rng.integers(100, 50000, size=sum(lengths)))
     with torch.inference_mode():
         batched = enc._model(flat, lengths, key_lengths)
@@ -403,3 +408,4 @@ def test_padded_and_sequential_attention_paths_agree(
             one_by_one.append(enc._model(flat[start : start + n], [n], [k]))
             start += n
     np.testing.assert_allclose(batched.numpy(), torch.cat(one_by_one).numpy(), atol=1e-5)
+
