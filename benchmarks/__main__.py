@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = {"encoder": "bench_encoder.py", "voyager": "bench_voyager.py", "qdrant": "bench_qdrant.py", "eval": ""}
+SCRIPTS = {"encoder": "bench_encoder.py", "voyager": "bench_voyager.py", "qdrant": "bench_qdrant.py"}
+#: Every benchmark ``--only`` accepts: the scripts, and the quality evaluation (several commands).
+BENCHMARKS = (*SCRIPTS, "eval")
 #: Collections of the quality evaluation (``../shared/data/<name>``), all-MiniLM-L6-v2 as the backbone.
 EVAL_DATASETS = ("scifact", "cranfield", "cisi")
 DATA = HERE.parent.parent / "shared" / "data"
@@ -47,14 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--from-results", action="store_true", help="only aggregate existing results")
-    ap.add_argument("--only", default=",".join(SCRIPTS), help=f"comma-separated subset of {', '.join(SCRIPTS)}")
+    ap.add_argument(
+        "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}"
+    )
     ap.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
     args = ap.parse_args(argv)
     failed = []
     if not args.from_results:
         for name in [n.strip() for n in args.only.split(",") if n.strip()]:
-            if name not in SCRIPTS:
-                ap.error(f"unknown benchmark {name!r}; valid: {', '.join(SCRIPTS)}")
+            if name not in BENCHMARKS:
+                ap.error(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
             if name == "eval":
                 cmds = eval_commands(args.quick)
             else:

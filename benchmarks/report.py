@@ -265,6 +265,9 @@ def build_report(out: Path | None = None) -> Path:
     results = {
         n: d for n in ("encoder", "encoder-quiet", "voyager", "qdrant", "eval") if (d := _load(n)) is not None
     }
+    quiet = results.get("encoder-quiet")
+    if quiet is not None and str(quiet.get("started", "")) < str(results.get("encoder", {}).get("started", "")):
+        del results["encoder-quiet"]  # an older re-run than the full run: the full run is the newer measurement
     lines = [
         "# Benchmark results",
         "",
