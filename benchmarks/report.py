@@ -80,6 +80,10 @@ def _encoder_section(
     tp = enc.get("throughput", {})
     bars: dict[str, float] = {}
     model = enc.get("model", {})
+    machine = enc.get("machine", {})
+    if isinstance(machine, dict) and machine.get("cpu_model"):
+        flags = ", ".join(machine.get("cpu_flags_of_note") or []) or "-"
+        out += [f"CPU: {machine['cpu_model']} ({flags}), {machine.get('logical_cpus', '?')} logical CPUs.", ""]
     out.append(
         f"Random-weight GTE-ModernColBERT-sized checkpoint, {model.get('document_length', '?')}-token "
         f"documents, batch {enc.get('settings', {}).get('batch_size', '?')}; best of "
@@ -263,7 +267,9 @@ def build_report(out: Path | None = None) -> Path:
     out = out or ROOT / "RESULTS.md"
     build_eval_report()
     results = {
-        n: d for n in ("encoder", "encoder-quiet", "voyager", "qdrant", "eval") if (d := _load(n)) is not None
+        n: d
+        for n in ("encoder", "encoder-quiet", "encoder-amx", "voyager", "qdrant", "eval")
+        if (d := _load(n)) is not None
     }
     quiet = results.get("encoder-quiet")
     if quiet is not None and str(quiet.get("started", "")) < str(results.get("encoder", {}).get("started", "")):
@@ -289,6 +295,13 @@ def build_report(out: Path | None = None) -> Path:
             results["encoder-quiet"],
             "Encoder throughput and latency, quiet machine (documents/s, higher is better)",
             "results/encoder-quiet.md",
+        )
+        body += sec
+    if "encoder-amx" in results:
+        # The same benchmark on a CPU with native bf16 (AMX / avx512_bf16), where the bf16 fast path pays
+        # (``bench_encoder.py --skip long,int8 --repeats 4 --out results/encoder-amx``).
+        sec, _ = _encoder_section(
+            results["encoder-amx"], "Encoder on a CPU with native bf16 (AMX)", "results/encoder-amx.md"
         )
         body += sec
     if "encoder" in results:

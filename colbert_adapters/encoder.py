@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ColBERTEncoder", "ModelSpec"]
+__all__ = ["ColBERTEncoder", "ModelSpec", "cpu_has_native_bf16"]
 
 # Upper bound on tokens per forward pass (all sequences of a batch together); bounds activation memory
 # for long documents while short texts still batch ``batch_size`` at a time.
@@ -649,7 +649,33 @@ def _resolve_dtype(dtype: str | torch.dtype | None, dev: torch.device) -> torch.
     out = getattr(torch, _DTYPES[name])
     if out is torch.bfloat16 and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise InvalidInputError("this CUDA device does not support bfloat16; use dtype='float16'")
+    if out is torch.bfloat16 and dev.type == "cpu" and cpu_has_native_bf16() is False:
+        logger.warning(
+            "dtype='bfloat16' on a CPU without native bfloat16 instructions (avx512_bf16 / amx_bf16): "
+            "PyTorch emulates it and it is usually slower than float32 here; use dtype='float32'"
+        )
     return out  # type: ignore[no-any-return]
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this x86 CPU computes bfloat16 natively (``avx512_bf16`` or ``amx_bf16``).
+
+    The opt-in ``dtype="bfloat16"`` fast path is ~2x faster than float32 on such CPUs (Intel Sapphire
+    Rapids and later, AMD Zen 4 and later) and slower than float32 on CPUs without them, where PyTorch
+    emulates it.
+
+    Returns:
+        ``True`` / ``False`` when the CPU flags can be read (Linux), ``None`` when they cannot.
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.partition(":")[2].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return None
+    return None
 
 
 def _load_tokenizer(path: Any, trust_remote_code: bool) -> Any:

@@ -211,6 +211,36 @@ def test_bfloat16_fast_path_is_close(tiny_checkpoint: pathlib.Path, tiny_encoder
         assert float((a * b).sum(axis=1).min()) > 0.999
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_tile amx_bf16", True), ("fpu sse4_2 avx2 fma", False)],
+)
+def test_cpu_has_native_bf16_reads_the_cpu_flags(tmp_path: pathlib.Path, flags: str, expected: bool) -> None:
+    from colbert_adapters.encoder import cpu_has_native_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n")
+    assert cpu_has_native_bf16(str(info)) is expected
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is None
+
+
+def test_bfloat16_on_a_cpu_without_native_bf16_warns(
+    tiny_checkpoint: pathlib.Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import colbert_adapters.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="colbert_adapters.encoder"):
+        ColBERTEncoder.from_pretrained(tiny_checkpoint, device="cpu", dtype="bfloat16")
+    assert any("slower than float32" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="colbert_adapters.encoder"):
+        ColBERTEncoder.from_pretrained(tiny_checkpoint, device="cpu", dtype="bfloat16")
+        ColBERTEncoder.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
+    assert not any("slower than float32" in r.getMessage() for r in caplog.records)
+
+
 # ------------------------------------------------------------------------------------------------ real weights
 def test_plain_sentence_transformers_model_minilm(minilm_path: pathlib.Path) -> None:
     """all-MiniLM-L6-v2 (BERT) as a late-interaction backbone: token vectors = normalised last hidden states."""
