@@ -287,7 +287,7 @@ def _maxsim_stacked(
 _TORCH_WIDEN: Any = None
 
 
-def _widen_half(src: npt.NDArray[np.float16], dst: _FloatArray) -> _FloatArray:
+def _widen_half(src: npt.NDArray[Any], dst: _FloatArray) -> _FloatArray:
     """Exact float16 -> float32 conversion of ``src`` into ``dst`` (same shape); returns ``dst``.
 
     NumPy converts half floats one element at a time (~2.5 ns per value, more than the matrix product that
