@@ -17,6 +17,20 @@ if str(HERE) not in sys.path:
 from fixtures.checkpoints import build_checkpoint  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _voyager_graph_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test collections are small: keep VoyagerBackend on its graph path (HNSW + rerank) instead of the exact
+    scan it uses below ``DEFAULT_EXACT_BELOW_TOKENS``, so the suites exercise the approximate search.
+    Tests marked ``voyager_default_exact`` keep the library default."""
+    if request.node.get_closest_marker("voyager_default_exact") is not None:
+        return
+    if importlib.util.find_spec("voyager") is None:
+        return
+    from colbert_adapters.backends.voyager import VoyagerBackend
+
+    monkeypatch.setattr(VoyagerBackend, "DEFAULT_EXACT_BELOW_TOKENS", 0)
+
+
 @pytest.fixture(scope="session")
 def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., pathlib.Path]:
     """Build (and cache per session) a tiny checkpoint for the given builder arguments."""

@@ -281,6 +281,55 @@ def test_k_hits_when_candidates_run_short(tmp_path: Path) -> None:
         backend.close()
 
 
+@pytest.mark.voyager_default_exact
+def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below exact_below_tokens live sealed tokens the graph is skipped and every document is scored exactly."""
+    ids, vecs = _corpus(300, 16)
+    metas = [{"parity": i % 2} for i in range(len(ids))]
+    oracle = MemoryBackend()
+    oracle.upsert(ids, vecs, metadatas=metas)
+    backend = VoyagerBackend(tmp_path / "index", k_token=1, n_rerank=1, mutable_max_tokens=64)
+    assert backend.exact_below_tokens == VoyagerBackend.DEFAULT_EXACT_BELOW_TOKENS > 0
+    calls: list[int] = []
+    original = VoyagerBackend._candidates
+
+    def spy(self: VoyagerBackend, q: Any) -> Any:
+        calls.append(1)
+        return original(self, q)
+
+    monkeypatch.setattr(VoyagerBackend, "_candidates", spy)
+    try:
+        backend.upsert(ids, vecs, metadatas=metas)
+        assert backend.stats()["segments"], "the corpus should be sealed into a graph segment"
+        backend.delete(ids[:10])
+        oracle.delete(ids[:10])
+        rng = np.random.default_rng(11)
+        for _ in range(5):
+            q = unit_multivector(rng, 4, 16)
+            for flt in (None, {"parity": 1}):
+                got = backend.search(q, k=20, filter=flt)
+                want = oracle.search(q, k=20, filter=flt)
+                # Exact up to the float16 rounding of the stored vectors (score error < 2e-3): the same scores
+                # rank by rank, and every hit's true score is the one reported (near-ties may swap).
+                np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=2e-3)
+                truth = {h.id: h.score for h in oracle.search(q, k=300, filter=flt)}
+                for h in got:
+                    assert abs(truth[h.id] - h.score) < 2e-3
+                assert len({h.id for h in got} & {h.id for h in want}) >= 18
+        assert calls == []
+        backend.exact_below_tokens = 0  # the graph path from here on
+        backend.search(unit_multivector(rng, 4, 16), k=5)
+        assert calls == [1]
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "100"])
+def test_exact_below_tokens_is_validated(tmp_path: Path, bad: Any) -> None:
+    with pytest.raises(InvalidInputError, match="exact_below_tokens"):
+        VoyagerBackend(tmp_path / "index", dim=4, exact_below_tokens=bad)
+
+
 # ---------------------------------------------------------------------------------------------- persistence
 
 

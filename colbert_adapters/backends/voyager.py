@@ -182,6 +182,9 @@ class VoyagerBackend:
         ef_search: HNSW search beam (at least ``k_token`` is used).
         k_token: nearest token vectors retrieved per query token and segment.
         n_rerank: candidates reranked exactly (at least ``k``).
+        exact_below_tokens: while the sealed segments hold at most this many live tokens, searches score every
+            document exactly instead of going through the graph (faster there, and exact); ``0`` always uses
+            the graph. ``None``: :attr:`DEFAULT_EXACT_BELOW_TOKENS`.
         mutable_max_tokens: seal the mutable segment into an HNSW segment once it holds this many tokens.
         max_segments: when there are more sealed segments than this, the smaller ones are folded into a
             larger one: its graph is extended with their tokens (the file is rewritten, the graph is not
@@ -211,6 +214,10 @@ class VoyagerBackend:
     DEFAULT_K_TOKEN = 64
     #: Default number of candidates reranked exactly.
     DEFAULT_N_RERANK = 256
+    #: Default size below which searches skip the graph and score every document exactly (on vectors cached in
+    #: memory until the next write), in live sealed tokens. Measured, 128-d, 32 query tokens, p50: exact 6.2 ms
+    #: vs graph + rerank 8.1 ms at 20k tokens, 13.2 vs 19.3 ms at 50k, 18.4 vs 17.7 ms at 100k.
+    DEFAULT_EXACT_BELOW_TOKENS = 50_000
     #: Default size of the exactly searched mutable segment, in tokens.
     DEFAULT_MUTABLE_MAX_TOKENS = 8192
     #: Default maximum number of sealed segments before the smaller ones are folded into a larger one.
@@ -233,6 +240,7 @@ class VoyagerBackend:
         ef_search: int = DEFAULT_EF_SEARCH,
         k_token: int = DEFAULT_K_TOKEN,
         n_rerank: int = DEFAULT_N_RERANK,
+        exact_below_tokens: int | None = None,
         mutable_max_tokens: int = DEFAULT_MUTABLE_MAX_TOKENS,
         max_segments: int = DEFAULT_MAX_SEGMENTS,
         compact_deleted_ratio: float = DEFAULT_COMPACT_DELETED_RATIO,
@@ -261,6 +269,11 @@ class VoyagerBackend:
         self.ef_search = _positive_int(ef_search, "ef_search")
         self.k_token = _positive_int(k_token, "k_token")
         self.n_rerank = _positive_int(n_rerank, "n_rerank")
+        if exact_below_tokens is None:
+            exact_below_tokens = self.DEFAULT_EXACT_BELOW_TOKENS
+        if isinstance(exact_below_tokens, bool) or not isinstance(exact_below_tokens, int) or exact_below_tokens < 0:
+            raise InvalidInputError(f"exact_below_tokens must be an int >= 0, got {exact_below_tokens!r}")
+        self.exact_below_tokens = exact_below_tokens
         self.mutable_max_tokens = _positive_int(mutable_max_tokens, "mutable_max_tokens")
         self.max_segments = _positive_int(max_segments, "max_segments")
         if (
@@ -312,6 +325,8 @@ class VoyagerBackend:
         self._mutable: dict[int, tuple[int, npt.NDArray[np.float32]]] = {}
         self._mutable_tokens = 0
         self._mutable_cache: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
+        #: (seqs, float16 tokens, offsets) of all sealed documents while the index is below exact_below_tokens.
+        self._sealed_cache: tuple[npt.NDArray[np.int64], npt.NDArray[np.float16], npt.NDArray[np.int64]] | None = None
         self._filter_cache: dict[str, npt.NDArray[np.int64]] = {}
         self._n_docs = 0
         self._dim: int | None = dim
@@ -860,6 +875,7 @@ class VoyagerBackend:
         self._mutable = mutable
         self._mutable_tokens = mutable_tokens
         self._mutable_cache = None
+        self._sealed_cache = None
         self._filter_cache = {}
         self._n_docs = len(rows)
         self._dim = dim
@@ -905,6 +921,7 @@ class VoyagerBackend:
         self._segments = {}
         self._mutable = {}
         self._mutable_cache = None
+        self._sealed_cache = None
         if self._flock is not None:
             self._flock.release()
             self._flock = None
@@ -986,6 +1003,7 @@ class VoyagerBackend:
         self._segments = segments
         self._n_docs -= len(rows)
         self._mutable_cache = None
+        self._sealed_cache = None
         self._filter_cache = {}
 
     def _write_docs(
@@ -1030,6 +1048,7 @@ class VoyagerBackend:
                 self._next_label = label
                 self._n_docs += len(new)
                 self._mutable_cache = None
+                self._sealed_cache = None
                 self._filter_cache = {}
                 if self._dim is None:
                     self._dim = dim
@@ -1146,6 +1165,7 @@ class VoyagerBackend:
                 self._mutable = {}
                 self._mutable_tokens = 0
                 self._mutable_cache = None
+                self._sealed_cache = None
         except BaseException:
             _rollback(conn)
             raise
@@ -1269,6 +1289,26 @@ class VoyagerBackend:
                 self._mutable_cache = (seqs, flat, offsets)
             return self._mutable_cache
 
+    def _sealed_view(
+        self, conn: sqlite3.Connection
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float16], npt.NDArray[np.int64]]:
+        """(seqs ``(m,)``, flat float16 tokens ``(T, dim)``, offsets ``(m + 1,)``) of every sealed document."""
+        with self._cache_lock:
+            if self._sealed_cache is None:
+                seqs: list[int] = []
+                arrays: list[npt.NDArray[np.float16]] = []
+                dim = self._dim or 0
+                for seq, n_tok, blob in conn.execute(
+                    "SELECT seq, n_tokens, vectors FROM docs WHERE segment IS NOT NULL ORDER BY seq"
+                ):
+                    seqs.append(seq)
+                    arrays.append(np.frombuffer(blob, dtype=_F16).reshape(n_tok, dim))
+                offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+                np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
+                flat = np.concatenate(arrays) if arrays else np.zeros((0, dim), dtype=_F16)
+                self._sealed_cache = (np.array(seqs, dtype=np.int64), flat, offsets)
+            return self._sealed_cache
+
     def _score(
         self, conn: sqlite3.Connection, q: npt.NDArray[np.float32], k: int, flt: dict[str, list[Any]] | None
     ) -> dict[int, float]:
@@ -1283,6 +1323,19 @@ class VoyagerBackend:
             if flt is not None:
                 keep = self._match(conn, mseqs, flt)
             scores.update(zip(mseqs[keep].tolist(), exact[keep].tolist(), strict=True))
+        n_sealed_docs = self._n_docs - mseqs.size
+        sealed_live = sum(seg.n_live_tokens for seg in self._segments.values())
+        if 0 < sealed_live <= self.exact_below_tokens:
+            # A small index: scoring every (matching) sealed document exactly, on vectors cached in memory until
+            # the next write, is cheaper than the graph search.
+            sseqs, sflat, soffs = self._sealed_view(conn)
+            if sseqs.size:
+                exact = maxsim_flat(q, sflat, soffs, validate=False)
+                if flt is not None:
+                    keep = np.isin(sseqs, self._filtered_seqs(conn, flt))
+                    sseqs, exact = sseqs[keep], exact[keep]
+                scores.update(zip(sseqs.tolist(), exact.tolist(), strict=True))
+            return scores
         # Sealed segments: approximate candidates, then exact rerank of the best.
         cand, approx, unsearched = self._candidates(q)
         n_cand = cand.size
@@ -1293,7 +1346,6 @@ class VoyagerBackend:
             best = cand[np.argsort(-approx, kind="stable")[:n_rerank]]
             scores.update(self._exact(conn, q, best))
         # Exhaustive fallbacks: a selective filter, too few candidates for k, or an unsearchable segment.
-        n_sealed_docs = self._n_docs - mseqs.size
         rest: npt.NDArray[np.int64] | None = None
         if flt is not None and cand.size < n_rerank and n_sealed_docs > cand.size:
             rest = self._filtered_seqs(conn, flt)
