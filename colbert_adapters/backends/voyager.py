@@ -60,7 +60,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -1295,19 +1295,25 @@ class VoyagerBackend:
         """(seqs ``(m,)``, flat float16 tokens ``(T, dim)``, offsets ``(m + 1,)``) of every sealed document."""
         with self._cache_lock:
             if self._sealed_cache is None:
-                seqs: list[int] = []
-                arrays: list[npt.NDArray[np.float16]] = []
-                dim = self._dim or 0
-                for seq, n_tok, blob in conn.execute(
-                    "SELECT seq, n_tokens, vectors FROM docs WHERE segment IS NOT NULL ORDER BY seq"
-                ):
-                    seqs.append(seq)
-                    arrays.append(np.frombuffer(blob, dtype=_F16).reshape(n_tok, dim))
-                offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-                np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
-                flat = np.concatenate(arrays) if arrays else np.zeros((0, dim), dtype=_F16)
-                self._sealed_cache = (np.array(seqs, dtype=np.int64), flat, offsets)
+                self._sealed_cache = self._stack(
+                    conn.execute("SELECT seq, n_tokens, vectors FROM docs WHERE segment IS NOT NULL ORDER BY seq")
+                )
             return self._sealed_cache
+
+    def _stack(
+        self, rows: Iterable[tuple[int, int, bytes]]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float16], npt.NDArray[np.int64]]:
+        """Stack ``(seq, n_tokens, float16 blob)`` rows: (seqs ``(m,)``, flat ``(T, dim)``, offsets ``(m + 1,)``)."""
+        dim = self._dim or 0
+        seqs: list[int] = []
+        arrays: list[npt.NDArray[np.float16]] = []
+        for seq, n_tok, blob in rows:
+            seqs.append(seq)
+            arrays.append(np.frombuffer(blob, dtype=_F16).reshape(n_tok, dim))
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
+        flat = np.concatenate(arrays) if arrays else np.zeros((0, dim), dtype=_F16)
+        return np.array(seqs, dtype=np.int64), flat, offsets
 
     def _score(
         self, conn: sqlite3.Connection, q: npt.NDArray[np.float32], k: int, flt: dict[str, list[Any]] | None
@@ -1428,22 +1434,16 @@ class VoyagerBackend:
         """Exact MaxSim of documents ``seqs`` on their stored float16 vectors."""
         if seqs.size == 0:
             return {}
-        dim = q.shape[1]
-        got_seqs: list[int] = []
-        arrays: list[npt.NDArray[np.float16]] = []
-        for seq, n_tok, blob in conn.execute(
-            "SELECT seq, n_tokens, vectors FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
-            (json.dumps(seqs.tolist()),),
-        ):
-            got_seqs.append(seq)
-            arrays.append(np.frombuffer(blob, dtype=_F16).reshape(n_tok, dim))
-        if not arrays:
+        got, flat, offsets = self._stack(
+            conn.execute(
+                "SELECT seq, n_tokens, vectors FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+                (json.dumps(seqs.tolist()),),
+            )
+        )
+        if got.size == 0:
             return {}
-        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-        np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
-        flat = np.concatenate(arrays)  # float16: maxsim_flat widens it chunk by chunk
-        exact = maxsim_flat(q, flat, offsets, validate=False)
-        return dict(zip(got_seqs, exact.tolist(), strict=True))
+        exact = maxsim_flat(q, flat, offsets, validate=False)  # float16: widened chunk by chunk
+        return dict(zip(got.tolist(), exact.tolist(), strict=True))
 
     def _match(
         self, conn: sqlite3.Connection, seqs: npt.NDArray[np.int64], flt: dict[str, list[Any]]
