@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--from-results", action="store_true", help="only aggregate existing results")
-    ap.add_argument(
-        "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}"
-    )
+    ap.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     ap.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
     args = ap.parse_args(argv)
     failed = []

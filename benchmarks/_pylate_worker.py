@@ -14,6 +14,7 @@ Two modes:
            optional address-space cap, and write a JSON result; failures (out of memory) are recorded,
            not raised.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,9 +91,17 @@ def serve(a: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     model = _load(a.checkpoint)
-    reply({"ok": True, "event": "ready", "load_s": time.perf_counter() - t0, "versions": _versions(),
-           "document_length": model.document_length, "query_length": model.query_length,
-           "do_query_expansion": model.do_query_expansion})
+    reply(
+        {
+            "ok": True,
+            "event": "ready",
+            "load_s": time.perf_counter() - t0,
+            "versions": _versions(),
+            "document_length": model.document_length,
+            "query_length": model.query_length,
+            "do_query_expansion": model.do_query_expansion,
+        }
+    )
     for line in sys.stdin:
         line = line.strip()
         if not line:

@@ -22,6 +22,7 @@ Workloads (texts generated deterministically from a seeded RNG and a fixed word 
 
 Writes ``<out>.md`` and ``<out>.json`` (default ``benchmarks/results/encoder``) and prints the markdown.
 """
+
 # ruff: noqa: RUF001, RUF003  (the × in report strings is intended)
 from __future__ import annotations
 
@@ -151,10 +152,15 @@ def code_state() -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     try:
-        out["git_head"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                         capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "colbert_adapters"],
-                               capture_output=True, text=True, check=True).stdout.split("\n")
+        out["git_head"] = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "colbert_adapters"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
         out["colbert_adapters_uncommitted"] = [x[3:] for x in dirty if x.strip()]
     except (OSError, subprocess.CalledProcessError):
         out["git_head"] = None
@@ -179,8 +185,9 @@ def machine_info(threads: int) -> dict[str, Any]:
     mem = _meminfo()
     return {
         "cpu_model": model,
-        "cpu_flags_of_note": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
-                                             "amx_int8", "avx512_fp16"}),
+        "cpu_flags_of_note": sorted(
+            flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "avx512_fp16"}
+        ),
         "logical_cpus": os.cpu_count(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "mem_total_gib": round(mem.get("MemTotal", 0) / GiB, 1),
@@ -201,9 +208,21 @@ class PyLateWorker:
     def __init__(self, python: str, checkpoint: Path, threads: int, env: dict[str, str], log_path: Path) -> None:
         self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [python, str(HERE / "_pylate_worker.py"), "serve", "--checkpoint", str(checkpoint),
-             "--threads", str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, bufsize=1,
+            [
+                python,
+                str(HERE / "_pylate_worker.py"),
+                "serve",
+                "--checkpoint",
+                str(checkpoint),
+                "--threads",
+                str(threads),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
+            bufsize=1,
         )
         self.log_path = log_path
         self.ready = self._read()
@@ -240,8 +259,9 @@ class PyLateWorker:
 
 # ---------------------------------------------------------------------------------------------------------
 # fresh-process long-document runs
-def run_isolated(argv: list[str], env: dict[str, str], timeout_s: float, result_path: Path,
-                 log_path: Path) -> dict[str, Any]:
+def run_isolated(
+    argv: list[str], env: dict[str, str], timeout_s: float, result_path: Path, log_path: Path
+) -> dict[str, Any]:
     """Run ``argv`` in a fresh process; return its JSON result plus wall time, exit status and the peak RSS
     the kernel recorded for that child alone (``os.wait4``), which also covers a child killed for memory."""
     if result_path.exists():
@@ -379,24 +399,38 @@ def ensure_checkpoint(a: argparse.Namespace, env: dict[str, str]) -> Path:
     if not tool.exists():
         sys.exit(f"no --checkpoint given and {tool} (make_checkpoint.py) not found; set $MAKE_CHECKPOINT")
     log.info("building a random-weight %s checkpoint in %s with %s", a.checkpoint_size, path, tool)
-    subprocess.run([sys.executable, str(tool), str(path), "--size", a.checkpoint_size, "--overwrite"],
-                   check=True, env=env)
+    subprocess.run(
+        [sys.executable, str(tool), str(path), "--size", a.checkpoint_size, "--overwrite"], check=True, env=env
+    )
     return path
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", help="PyLate-format checkpoint dir (default: build a random-weight one "
-                                         "in benchmarks/_work/ with ../shared/tools/make_checkpoint.py)")
-    ap.add_argument("--checkpoint-size", choices=["base", "tiny"], default="base",
-                    help="size of the default random checkpoint (base = GTE-ModernColBERT-v1's real size)")
-    ap.add_argument("--pylate-python", default=os.environ.get("PYLATE_PYTHON", DEFAULT_PYLATE_PYTHON),
-                    help="python of a virtualenv with PyLate (default $PYLATE_PYTHON or %(default)s); "
-                         "'' skips the reference columns")
+    ap.add_argument(
+        "--checkpoint",
+        help="PyLate-format checkpoint dir (default: build a random-weight one "
+        "in benchmarks/_work/ with ../shared/tools/make_checkpoint.py)",
+    )
+    ap.add_argument(
+        "--checkpoint-size",
+        choices=["base", "tiny"],
+        default="base",
+        help="size of the default random checkpoint (base = GTE-ModernColBERT-v1's real size)",
+    )
+    ap.add_argument(
+        "--pylate-python",
+        default=os.environ.get("PYLATE_PYTHON", DEFAULT_PYLATE_PYTHON),
+        help="python of a virtualenv with PyLate (default $PYLATE_PYTHON or %(default)s); "
+        "'' skips the reference columns",
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    ap.add_argument("--out", help="output path without extension (default benchmarks/results/encoder, "
-                                  "or benchmarks/_work/encoder-quick with --quick)")
+    ap.add_argument(
+        "--out",
+        help="output path without extension (default benchmarks/results/encoder, "
+        "or benchmarks/_work/encoder-quick with --quick)",
+    )
     ap.add_argument("--repeats", type=int, help="alternating rounds per config (default 2, 1 with --quick)")
     ap.add_argument("--n-docs", type=int)
     ap.add_argument("--n-queries", type=int)
@@ -404,8 +438,11 @@ def main() -> int:
     ap.add_argument("--long-lengths", help="comma-separated long-document lengths (default 8192,32768)")
     ap.add_argument("--long-timeout-ours", type=float, default=1500.0, help="seconds, per long run of ours")
     ap.add_argument("--long-timeout-pylate", type=float, default=900.0, help="seconds, per long PyLate run")
-    ap.add_argument("--mem-cap-gib", type=float,
-                    help="RLIMIT_AS for each long-document process (default min(22, MemAvailable - 1) GiB)")
+    ap.add_argument(
+        "--mem-cap-gib",
+        type=float,
+        help="RLIMIT_AS for each long-document process (default min(22, MemAvailable - 1) GiB)",
+    )
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: throughput,latency,long,int8")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--long-worker", help=argparse.SUPPRESS)
@@ -454,8 +491,15 @@ def main() -> int:
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": machine_info(threads),
         "load_average": {"start": loadavg()},
-        "settings": {"quick": quick, "repeats": repeats, "n_docs": n_docs, "n_queries": n_queries,
-                     "batch_size": a.batch_size, "long_lengths": long_lengths, "seed": a.seed},
+        "settings": {
+            "quick": quick,
+            "repeats": repeats,
+            "n_docs": n_docs,
+            "n_queries": n_queries,
+            "batch_size": a.batch_size,
+            "long_lengths": long_lengths,
+            "seed": a.seed,
+        },
         "notes": [],
     }
     notes: list[str] = report["notes"]
@@ -472,9 +516,13 @@ def main() -> int:
     torch.set_num_threads(threads)
     from colbert_adapters.encoder import ColBERTEncoder
 
-    report["ours_versions"] = {"torch": torch.__version__, "transformers": transformers.__version__,
-                               "numpy": np.__version__, "python": platform.python_version(),
-                               "torch_threads": torch.get_num_threads()}
+    report["ours_versions"] = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
     # ---- encoders --------------------------------------------------------------------------------------
     log.info("loading our encoders from %s", checkpoint)
@@ -488,22 +536,26 @@ def main() -> int:
             enc8 = ColBERTEncoder.from_pretrained(checkpoint, device="cpu")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                enc8._model = torch.ao.quantization.quantize_dynamic(
-                    enc8._model, {torch.nn.Linear}, dtype=torch.qint8
-                )
+                enc8._model = torch.ao.quantization.quantize_dynamic(enc8._model, {torch.nn.Linear}, dtype=torch.qint8)
                 enc8.encode_documents(["int8 smoke test."], show_progress=False)
             encoders["ours int8"] = enc8
-            notes.append("`ours int8` = our fp32 encoder with `torch.ao.quantization.quantize_dynamic` applied to "
-                         "the backbone's nn.Linear layers (qint8 weights, dynamic per-tensor activations; "
-                         f"engine {torch.backends.quantized.engine}). torch.ao.quantization is deprecated (removal "
-                         "announced); an experiment, not a library feature.")
+            notes.append(
+                "`ours int8` = our fp32 encoder with `torch.ao.quantization.quantize_dynamic` applied to "
+                "the backbone's nn.Linear layers (qint8 weights, dynamic per-tensor activations; "
+                f"engine {torch.backends.quantized.engine}). torch.ao.quantization is deprecated (removal "
+                "announced); an experiment, not a library feature."
+            )
         except Exception as err:
             notes.append(f"int8 dynamic quantisation failed: {type(err).__name__}: {err}")
             log.warning("int8 dynamic quantisation failed: %s", err)
     enc32 = encoders["ours fp32"]
     spec = enc32.spec
-    report["model"] = {"document_length": spec.document_length, "query_length": spec.query_length,
-                       "do_query_expansion": spec.do_query_expansion, "dim": spec.dim}
+    report["model"] = {
+        "document_length": spec.document_length,
+        "query_length": spec.query_length,
+        "do_query_expansion": spec.do_query_expansion,
+        "dim": spec.dim,
+    }
 
     # ---- texts ------------------------------------------------------------------------------------------
     rng = random.Random(a.seed)
@@ -518,8 +570,13 @@ def main() -> int:
         "doc_tokens": {"min": min(doc_tokens), "max": max(doc_tokens), "mean": statistics.fmean(doc_tokens)},
         "query_tokens": {"min": min(q_tokens), "max": max(q_tokens), "mean": statistics.fmean(q_tokens)},
     }
-    log.info("texts: %d docs (%s tokens), %d queries (%s tokens)", n_docs, report["texts"]["doc_tokens"],
-             n_queries, report["texts"]["query_tokens"])
+    log.info(
+        "texts: %d docs (%s tokens), %d queries (%s tokens)",
+        n_docs,
+        report["texts"]["doc_tokens"],
+        n_queries,
+        report["texts"]["query_tokens"],
+    )
     chunks = [docs[i : i + a.batch_size] for i in range(0, n_docs, a.batch_size)]
     paths = {"warm_docs": WORK / "warm_docs.json", "queries": WORK / "queries.json"}
     paths["warm_docs"].write_text(json.dumps(warm_docs), encoding="utf-8")
@@ -536,26 +593,33 @@ def main() -> int:
             log.info("starting the PyLate worker (%s)", a.pylate_python)
             worker = PyLateWorker(a.pylate_python, checkpoint, threads, env, WORK / "pylate_worker.log")
             report["pylate_versions"] = worker.ready["versions"]
-            if worker.ready["document_length"] != spec.document_length or \
-                    worker.ready["do_query_expansion"] != spec.do_query_expansion:
+            if (
+                worker.ready["document_length"] != spec.document_length
+                or worker.ready["do_query_expansion"] != spec.do_query_expansion
+            ):
                 notes.append(f"settings differ: PyLate {worker.ready}, ours {report['model']}")
         except Exception as err:
             notes.append(f"PyLate unavailable ({err}); reference columns skipped")
             log.warning("PyLate unavailable: %s", err)
             worker = None
     else:
-        notes.append(f"PyLate python {a.pylate_python!r} not found; reference columns skipped "
-                     "(pass --pylate-python or set $PYLATE_PYTHON)")
+        notes.append(
+            f"PyLate python {a.pylate_python!r} not found; reference columns skipped "
+            "(pass --pylate-python or set $PYLATE_PYTHON)"
+        )
     configs = (["pylate"] if worker else []) + list(encoders)
     ours_cfgs = list(encoders)
 
-    def encode_docs(cfg: str, which: str, texts: list[str],
-                    save: Path | None = None) -> tuple[float, float, list[Any]]:
+    def encode_docs(cfg: str, which: str, texts: list[str], save: Path | None = None) -> tuple[float, float, list[Any]]:
         """Encode one list of documents (one call); returns (wall s, CPU s, vectors or lengths)."""
         if cfg == "pylate":
             assert worker is not None
-            r = worker.call(op="encode_documents", texts=str(paths[which]), batch_size=a.batch_size,
-                            save=str(save) if save else None)
+            r = worker.call(
+                op="encode_documents",
+                texts=str(paths[which]),
+                batch_size=a.batch_size,
+                save=str(save) if save else None,
+            )
             return r["wall_s"], r["cpu_s"], r["lengths"]
         w0, c0 = time.perf_counter(), time.process_time()
         vecs = encoders[cfg].encode_documents(texts, batch_size=a.batch_size, show_progress=False)
@@ -574,8 +638,13 @@ def main() -> int:
         # documents, every config encodes that batch back to back, so all configs see the same load.
         nch = len(chunks)
         tp: dict[str, dict[str, Any]] = {
-            c: {"chunk_wall_s": [[0.0] * nch for _ in range(repeats)],
-                "chunk_cpu_s": [[0.0] * nch for _ in range(repeats)], "load1": []} for c in configs}
+            c: {
+                "chunk_wall_s": [[0.0] * nch for _ in range(repeats)],
+                "chunk_cpu_s": [[0.0] * nch for _ in range(repeats)],
+                "load1": [],
+            }
+            for c in configs
+        }
         outputs: dict[str, list[Any]] = {c: [] for c in ours_cfgs}
         py_lengths: list[int] = []
         py_saved: list[Path] = []
@@ -597,9 +666,12 @@ def main() -> int:
                             py_saved.append(save)  # type: ignore[arg-type]
                         else:
                             outputs[c] += res
-            log.info("round %d: %s (load %.2f)", r + 1, ", ".join(
-                f"{c} {len(docs) / sum(tp[c]['chunk_wall_s'][r]):.3f} docs/s" for c in configs),
-                os.getloadavg()[0])
+            log.info(
+                "round %d: %s (load %.2f)",
+                r + 1,
+                ", ".join(f"{c} {len(docs) / sum(tp[c]['chunk_wall_s'][r]):.3f} docs/s" for c in configs),
+                os.getloadavg()[0],
+            )
         n_tok = sum(doc_tokens)
         for d in tp.values():
             rounds = [sum(x) for x in d["chunk_wall_s"]]
@@ -610,8 +682,9 @@ def main() -> int:
             d["docs_per_s_median"] = n_docs / statistics.median(rounds)
             d["tokens_per_s_best"] = n_tok / min(rounds)
             # per batch, the fastest of the rounds, summed: an estimate for a quiet machine
-            d["docs_per_s_best_per_batch"] = n_docs / sum(min(d["chunk_wall_s"][r][j] for r in range(repeats))
-                                                          for j in range(nch))
+            d["docs_per_s_best_per_batch"] = n_docs / sum(
+                min(d["chunk_wall_s"][r][j] for r in range(repeats)) for j in range(nch)
+            )
             # CPU-normalised: docs per (process CPU-seconds / threads): the rate on `threads` idle cores
             # if CPU time were unaffected by contention (OpenMP spin-waiting inflates it under load).
             d["docs_per_s_cpu_normalised_best"] = max(n_docs / (cs / threads) for cs in cpus)
@@ -624,10 +697,12 @@ def main() -> int:
                 d["ratio_vs_pylate_paired_median"] = statistics.median(paired)
                 d["ratio_vs_pylate"] = d["docs_per_s_best"] / tp["pylate"]["docs_per_s_best"]
                 d["ratio_vs_pylate_median"] = d["docs_per_s_median"] / tp["pylate"]["docs_per_s_median"]
-                d["ratio_vs_pylate_best_per_batch"] = (d["docs_per_s_best_per_batch"]
-                                                       / tp["pylate"]["docs_per_s_best_per_batch"])
-                d["ratio_vs_pylate_cpu_normalised"] = (d["docs_per_s_cpu_normalised_best"]
-                                                       / tp["pylate"]["docs_per_s_cpu_normalised_best"])
+                d["ratio_vs_pylate_best_per_batch"] = (
+                    d["docs_per_s_best_per_batch"] / tp["pylate"]["docs_per_s_best_per_batch"]
+                )
+                d["ratio_vs_pylate_cpu_normalised"] = (
+                    d["docs_per_s_cpu_normalised_best"] / tp["pylate"]["docs_per_s_cpu_normalised_best"]
+                )
         report["throughput"] = tp
         report["load_average"]["after_throughput"] = loadavg()
 
@@ -649,8 +724,9 @@ def main() -> int:
                 if c != "ours fp32" and [len(v) for v in outputs[c]] == py_lengths:
                     x = np.concatenate(outputs[c])
                     fid.setdefault(c, {})["max_abs_diff_vs_pylate"] = float(np.abs(x - py).max())
-                    fid[c]["min_cosine_vs_pylate"] = float(((x * py).sum(1) / (
-                        np.linalg.norm(x, axis=1) * np.linalg.norm(py, axis=1))).min())
+                    fid[c]["min_cosine_vs_pylate"] = float(
+                        ((x * py).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(py, axis=1))).min()
+                    )
         for c in ours_cfgs:
             if c == "ours fp32":
                 continue
@@ -661,10 +737,13 @@ def main() -> int:
             if same:
                 x = np.concatenate(vs)
                 cos = (x * cat32).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(cat32, axis=1))
-                entry.update(min_cosine_vs_ours_fp32=float(cos.min()), mean_cosine_vs_ours_fp32=float(cos.mean()),
-                             p01_cosine_vs_ours_fp32=float(np.percentile(cos, 1)),
-                             max_abs_diff_vs_ours_fp32=float(np.abs(x - cat32).max()),
-                             share_tokens_cosine_below_0_999=float((cos < 0.999).mean()))
+                entry.update(
+                    min_cosine_vs_ours_fp32=float(cos.min()),
+                    mean_cosine_vs_ours_fp32=float(cos.mean()),
+                    p01_cosine_vs_ours_fp32=float(np.percentile(cos, 1)),
+                    max_abs_diff_vs_ours_fp32=float(np.abs(x - cat32).max()),
+                    share_tokens_cosine_below_0_999=float((cos < 0.999).mean()),
+                )
         report["fidelity"] = fid
         del outputs
 
@@ -696,13 +775,17 @@ def main() -> int:
                 for c in rotated(r, k):
                     save = WORK / "pylate_query.npy" if r == 0 else None
                     lat[c]["times_ms"].append(one_query(c, q, save if c in ("pylate", "ours fp32") else None))
-            log.info("latency round %d: %s (load %.2f)", r + 1, ", ".join(
-                f"{c} p50 {percentile(lat[c]['times_ms'][-n_queries:], 50):.1f} ms" for c in configs),
-                os.getloadavg()[0])
+            log.info(
+                "latency round %d: %s (load %.2f)",
+                r + 1,
+                ", ".join(f"{c} p50 {percentile(lat[c]['times_ms'][-n_queries:], 50):.1f} ms" for c in configs),
+                os.getloadavg()[0],
+            )
         for d in lat.values():
             t = d["times_ms"]
-            d.update(p50_ms=percentile(t, 50), p90_ms=percentile(t, 90), mean_ms=statistics.fmean(t),
-                     min_ms=min(t), n=len(t))
+            d.update(
+                p50_ms=percentile(t, 50), p90_ms=percentile(t, 90), mean_ms=statistics.fmean(t), min_ms=min(t), n=len(t)
+            )
         if worker:
             py_ms = lat["pylate"]["times_ms"]
             for c in ours_cfgs:
@@ -711,10 +794,16 @@ def main() -> int:
                 d["ratio_pylate_over_ours_p90"] = lat["pylate"]["p90_ms"] / d["p90_ms"]
                 d["ratio_paired_median"] = statistics.median(p / o for p, o in zip(py_ms, d["times_ms"], strict=True))
             same = [len(x) for x in q_out["pylate"]] == [len(x) for x in q_out["ours fp32"]]
-            report["fidelity_queries"] = {"ours fp32": {
-                "token_counts_identical": same,
-                "max_abs_diff_vs_pylate": float(np.abs(np.concatenate(q_out["ours fp32"])
-                                                       - np.concatenate(q_out["pylate"])).max()) if same else None}}
+            report["fidelity_queries"] = {
+                "ours fp32": {
+                    "token_counts_identical": same,
+                    "max_abs_diff_vs_pylate": float(
+                        np.abs(np.concatenate(q_out["ours fp32"]) - np.concatenate(q_out["pylate"])).max()
+                    )
+                    if same
+                    else None,
+                }
+            }
         report["latency"] = lat
         report["load_average"]["after_latency"] = loadavg()
 
@@ -745,29 +834,64 @@ def main() -> int:
                     save.unlink()
                 if impl == "ours":
                     spec_path = WORK / f"long_ours_{length}.spec.json"
-                    spec_path.write_text(json.dumps({
-                        "checkpoint": str(checkpoint), "length": length, "text": str(text_path),
-                        "threads": threads, "result": str(result_path), "save": str(save),
-                        "mem_cap_bytes": cap}), encoding="utf-8")
-                    argv = [sys.executable, str(Path(__file__).resolve()), "--threads", str(threads),
-                            "--long-worker", str(spec_path)]
+                    spec_path.write_text(
+                        json.dumps(
+                            {
+                                "checkpoint": str(checkpoint),
+                                "length": length,
+                                "text": str(text_path),
+                                "threads": threads,
+                                "result": str(result_path),
+                                "save": str(save),
+                                "mem_cap_bytes": cap,
+                            }
+                        ),
+                        encoding="utf-8",
+                    )
+                    argv = [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "--threads",
+                        str(threads),
+                        "--long-worker",
+                        str(spec_path),
+                    ]
                     timeout = a.long_timeout_ours
                 else:
-                    argv = [a.pylate_python, str(HERE / "_pylate_worker.py"), "long", "--checkpoint",
-                            str(checkpoint), "--threads", str(threads), "--length", str(length), "--text",
-                            str(text_path), "--result", str(result_path), "--save", str(save),
-                            "--mem-cap-bytes", str(cap)]
+                    argv = [
+                        a.pylate_python,
+                        str(HERE / "_pylate_worker.py"),
+                        "long",
+                        "--checkpoint",
+                        str(checkpoint),
+                        "--threads",
+                        str(threads),
+                        "--length",
+                        str(length),
+                        "--text",
+                        str(text_path),
+                        "--result",
+                        str(result_path),
+                        "--save",
+                        str(save),
+                        "--mem-cap-bytes",
+                        str(cap),
+                    ]
                     timeout = a.long_timeout_pylate
-                log.info("long document: %s, %d tokens (timeout %.0f s, RLIMIT_AS %.1f GiB)", impl, length,
-                         timeout, cap_gib)
+                log.info(
+                    "long document: %s, %d tokens (timeout %.0f s, RLIMIT_AS %.1f GiB)", impl, length, timeout, cap_gib
+                )
                 load_before = loadavg()
                 res = run_isolated(argv, env, timeout, result_path, WORK / f"long_{impl}_{length}.log")
-                res.update(impl=impl, length=length, timeout_s=timeout, load_before=load_before,
-                           load_after=loadavg())
+                res.update(impl=impl, length=length, timeout_s=timeout, load_before=load_before, load_after=loadavg())
                 longs.append(res)
-                log.info("  -> %s, encode %s s, process %.1f s, peak RSS %.2f GiB", res.get("status"),
-                         fmt(res.get("encode_wall_s"), 1), res["process_wall_s"],
-                         (res["peak_rss_kib"] or 0) * 1024 / GiB)
+                log.info(
+                    "  -> %s, encode %s s, process %.1f s, peak RSS %.2f GiB",
+                    res.get("status"),
+                    fmt(res.get("encode_wall_s"), 1),
+                    res["process_wall_s"],
+                    (res["peak_rss_kib"] or 0) * 1024 / GiB,
+                )
             by = {r["impl"]: r for r in longs if r["length"] == length}
             if "pylate" in by and by["pylate"].get("status") == "ok" and by["ours"].get("status") == "ok":
                 x = np.load(WORK / f"long_ours_{length}.npy")
@@ -816,36 +940,49 @@ def evaluate_targets(rep: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"target": name, "measured": measured, "met": status})
 
     if tp and has_ref:
+
         def ratios(c: str) -> str:
             d = tp[c]
-            return (f"{d['ratio_vs_pylate_paired_median']:.2f}× paired-median (best round "
-                    f"{d['ratio_vs_pylate']:.2f}×, median round {d['ratio_vs_pylate_median']:.2f}×, "
-                    f"CPU-normalised {d['ratio_vs_pylate_cpu_normalised']:.2f}×)")
+            return (
+                f"{d['ratio_vs_pylate_paired_median']:.2f}× paired-median (best round "
+                f"{d['ratio_vs_pylate']:.2f}×, median round {d['ratio_vs_pylate_median']:.2f}×, "
+                f"CPU-normalised {d['ratio_vs_pylate_cpu_normalised']:.2f}×)"
+            )
 
         r32 = tp["ours fp32"]["ratio_vs_pylate_paired_median"]
         f = fid.get("ours fp32", {})
         diff = f.get("max_abs_diff_vs_pylate")
         ident = bool(f.get("token_counts_identical")) and diff is not None and diff <= 1e-5
-        add("default fp32: docs/s ≥ 1.0× PyLate with identical outputs (counts equal, max abs diff ≤ 1e-5)",
+        add(
+            "default fp32: docs/s ≥ 1.0× PyLate with identical outputs (counts equal, max abs diff ≤ 1e-5)",
             f"{ratios('ours fp32')}; token counts identical: {f.get('token_counts_identical')}; max abs diff "
             f"{'—' if diff is None else f'{diff:.1e}'}",
-            r32 >= 1.0 and ident, r32)
-        for c, label in (("ours bf16", "opt-in fast path (`dtype=\"bfloat16\"`)"),
-                         ("ours int8", "(extra) int8 dynamic quantisation, same bar")):
+            r32 >= 1.0 and ident,
+            r32,
+        )
+        for c, label in (
+            ("ours bf16", 'opt-in fast path (`dtype="bfloat16"`)'),
+            ("ours int8", "(extra) int8 dynamic quantisation, same bar"),
+        ):
             if c not in tp:
                 continue
             fb = fid.get(c, {})
             mn, mean = fb.get("min_cosine_vs_ours_fp32"), fb.get("mean_cosine_vs_ours_fp32")
-            add(f"{label}: ≥ 1.4× PyLate docs/s with per-token cosine ≥ 0.999 (judged on the minimum token)",
+            add(
+                f"{label}: ≥ 1.4× PyLate docs/s with per-token cosine ≥ 0.999 (judged on the minimum token)",
                 f"{ratios(c)}; per-token cosine vs fp32 min {fmt(mn, 5)}, mean {fmt(mean, 6)}",
-                tp[c]["ratio_vs_pylate_paired_median"] >= 1.4 and mn is not None and mn >= 0.999)
+                tp[c]["ratio_vs_pylate_paired_median"] >= 1.4 and mn is not None and mn >= 0.999,
+            )
     if lat and "pylate" in lat:
         o, p = lat["ours fp32"], lat["pylate"]
-        add("single-query p50 ≤ PyLate's (ours default fp32)",
+        add(
+            "single-query p50 ≤ PyLate's (ours default fp32)",
             f"ours {o['p50_ms']:.1f} ms vs PyLate {p['p50_ms']:.1f} ms "
             f"(PyLate/ours {o['ratio_pylate_over_ours_p50']:.2f}×; "
             f"paired per-query median {o['ratio_paired_median']:.2f}×)",
-            o["p50_ms"] <= p["p50_ms"], o["ratio_pylate_over_ours_p50"])
+            o["p50_ms"] <= p["p50_ms"],
+            o["ratio_pylate_over_ours_p50"],
+        )
     longs = rep.get("long", {}).get("runs", [])
     if longs:
         lmax = max(r["length"] for r in longs)
@@ -854,13 +991,19 @@ def evaluate_targets(rep: dict[str, Any]) -> list[dict[str, Any]]:
         if o and p:
             o_ok = o.get("status") == "ok"
             p_fail = p.get("status") != "ok"
-            slower = (not p_fail) and p.get("encode_wall_s") and o.get("encode_wall_s") and \
-                p["encode_wall_s"] / o["encode_wall_s"] >= 3
-            add(f"{lmax:,}-token doc: ours encodes within memory where PyLate OOMs or is several times slower",
+            slower = (
+                (not p_fail)
+                and p.get("encode_wall_s")
+                and o.get("encode_wall_s")
+                and p["encode_wall_s"] / o["encode_wall_s"] >= 3
+            )
+            add(
+                f"{lmax:,}-token doc: ours encodes within memory where PyLate OOMs or is several times slower",
                 f"ours: {o.get('status')}, {fmt(o.get('encode_wall_s'), 1)} s, peak RSS "
                 f"{_gib(o.get('peak_rss_kib'))} GiB; PyLate: {p.get('status')} after "
                 f"{p['process_wall_s']:.0f} s (peak RSS {_gib(p.get('peak_rss_kib'))} GiB)",
-                bool(o_ok and (p_fail or slower)))
+                bool(o_ok and (p_fail or slower)),
+            )
     return out
 
 
@@ -870,36 +1013,49 @@ def render_markdown(rep: dict[str, Any]) -> str:
     L.append("# Encoder benchmark: colbert-adapters vs PyLate")
     L.append("")
     L.append(f"Command: `{rep['command']}`  ")
-    L.append(f"Run: {rep['started']} → {rep['finished']} ({rep['total_wall_s'] / 60:.1f} min). "
-             f"Checkpoint: `{rep['checkpoint']}` (random weights, GTE-ModernColBERT-v1 layout; "
-             f"document_length {rep['model']['document_length']}, query_length {rep['model']['query_length']}, "
-             f"do_query_expansion {rep['model']['do_query_expansion']}).")
+    L.append(
+        f"Run: {rep['started']} → {rep['finished']} ({rep['total_wall_s'] / 60:.1f} min). "
+        f"Checkpoint: `{rep['checkpoint']}` (random weights, GTE-ModernColBERT-v1 layout; "
+        f"document_length {rep['model']['document_length']}, query_length {rep['model']['query_length']}, "
+        f"do_query_expansion {rep['model']['do_query_expansion']})."
+    )
     cs = rep.get("code", {})
-    L.append(f"Code: git HEAD `{cs.get('git_head')}`, uncommitted changes in colbert_adapters/: "
-             f"{', '.join(cs.get('colbert_adapters_uncommitted') or []) or 'none'}; "
-             f"encoder.py sha256 `{cs.get('sha256_encoder.py')}`, _modernbert.py `{cs.get('sha256__modernbert.py')}`.")
+    L.append(
+        f"Code: git HEAD `{cs.get('git_head')}`, uncommitted changes in colbert_adapters/: "
+        f"{', '.join(cs.get('colbert_adapters_uncommitted') or []) or 'none'}; "
+        f"encoder.py sha256 `{cs.get('sha256_encoder.py')}`, _modernbert.py `{cs.get('sha256__modernbert.py')}`."
+    )
     L.append("")
     L.append("| machine | |")
     L.append("|---|---|")
     L.append(f"| CPU | {m['cpu_model']} ({', '.join(m['cpu_flags_of_note'])}) |")
-    L.append(f"| cores | {m['logical_cpus']} logical, {m['cpus_available']} available; threads used: "
-             f"{m['threads']} (torch.set_num_threads + OMP/MKL_NUM_THREADS, both sides) |")
+    L.append(
+        f"| cores | {m['logical_cpus']} logical, {m['cpus_available']} available; threads used: "
+        f"{m['threads']} (torch.set_num_threads + OMP/MKL_NUM_THREADS, both sides) |"
+    )
     L.append(f"| RAM | {m['mem_total_gib']} GiB ({m['mem_available_gib_at_start']} GiB available at start) |")
     ov = rep["ours_versions"]
     L.append(f"| ours | Python {ov['python']}, torch {ov['torch']}, transformers {ov['transformers']} |")
     pv = rep.get("pylate_versions")
     if pv:
-        L.append(f"| PyLate | PyLate {pv['pylate']}, sentence-transformers {pv['sentence_transformers']}, "
-                 f"torch {pv['torch']}, transformers {pv['transformers']}, Python {pv['python']} |")
+        L.append(
+            f"| PyLate | PyLate {pv['pylate']}, sentence-transformers {pv['sentence_transformers']}, "
+            f"torch {pv['torch']}, transformers {pv['transformers']}, Python {pv['python']} |"
+        )
     else:
         L.append("| PyLate | not available: reference columns skipped |")
     la = rep["load_average"]
-    L.append("| load average (1/5/15 min) | " + "; ".join(f"{k}: {'/'.join(str(x) for x in v)}"
-                                                         for k, v in la.items()) + " |")
+    L.append(
+        "| load average (1/5/15 min) | "
+        + "; ".join(f"{k}: {'/'.join(str(x) for x in v)}" for k, v in la.items())
+        + " |"
+    )
     t = rep["texts"]
-    L.append(f"| texts | {rep['settings']['n_docs']} docs of {t['doc_tokens']['min']}-{t['doc_tokens']['max']} "
-             f"tokens, {rep['settings']['n_queries']} queries of {t['query_tokens']['min']}-"
-             f"{t['query_tokens']['max']} tokens (counted with our `count_tokens`; seeded word-list text) |")
+    L.append(
+        f"| texts | {rep['settings']['n_docs']} docs of {t['doc_tokens']['min']}-{t['doc_tokens']['max']} "
+        f"tokens, {rep['settings']['n_queries']} queries of {t['query_tokens']['min']}-"
+        f"{t['query_tokens']['max']} tokens (counted with our `count_tokens`; seeded word-list text) |"
+    )
     L.append("")
 
     if rep.get("targets"):
@@ -914,81 +1070,111 @@ def render_markdown(rep: dict[str, Any]) -> str:
     tp = rep.get("throughput")
     if tp:
         s = rep["settings"]
-        L.append(f"## 1. Throughput: {s['n_docs']} documents × {rep['model']['document_length']} tokens, "
-                 f"batch_size {s['batch_size']}")
+        L.append(
+            f"## 1. Throughput: {s['n_docs']} documents × {rep['model']['document_length']} tokens, "
+            f"batch_size {s['batch_size']}"
+        )
         L.append("")
-        L.append(f"{s['repeats']} rounds; within a round each batch of {s['batch_size']} documents is encoded by "
-                 "every config back to back (rotating order), so all configs see the same machine load. "
-                 "**Paired ratio** = median over (round, batch) of PyLate time / ours time for the same batch "
-                 "measured back to back (> 1 = we are faster): the primary number, least affected by other jobs. "
-                 "Best round = fastest full pass; best per batch = fastest time of each batch over rounds, summed "
-                 "(a quiet-machine estimate). CPU-normalised = docs / (process CPU-seconds / threads).")
+        L.append(
+            f"{s['repeats']} rounds; within a round each batch of {s['batch_size']} documents is encoded by "
+            "every config back to back (rotating order), so all configs see the same machine load. "
+            "**Paired ratio** = median over (round, batch) of PyLate time / ours time for the same batch "
+            "measured back to back (> 1 = we are faster): the primary number, least affected by other jobs. "
+            "Best round = fastest full pass; best per batch = fastest time of each batch over rounds, summed "
+            "(a quiet-machine estimate). CPU-normalised = docs / (process CPU-seconds / threads)."
+        )
         L.append("")
-        L.append("| config | docs/s best round | all rounds | docs/s best per batch | tokens/s (best round) | "
-                 "CPU-normalised docs/s | ratio paired (median) | ratio best round | ratio CPU-normalised |")
+        L.append(
+            "| config | docs/s best round | all rounds | docs/s best per batch | tokens/s (best round) | "
+            "CPU-normalised docs/s | ratio paired (median) | ratio best round | ratio CPU-normalised |"
+        )
         L.append("|---|---|---|---|---|---|---|---|---|")
         for c, d in tp.items():
+
             def rx(key: str, d: dict[str, Any] = d, bold: bool = False) -> str:
                 if key not in d:
                     return "—"
                 return f"**{d[key]:.2f}×**" if bold else f"{d[key]:.2f}×"
-            L.append(f"| {c} | {d['docs_per_s_best']:.3f} | {', '.join(f'{x:.3f}' for x in d['docs_per_s_all'])} "
-                     f"| {d['docs_per_s_best_per_batch']:.3f} | {d['tokens_per_s_best']:.0f} | "
-                     f"{d['docs_per_s_cpu_normalised_best']:.2f} | {rx('ratio_vs_pylate_paired_median', bold=True)} | "
-                     f"{rx('ratio_vs_pylate')} | {rx('ratio_vs_pylate_cpu_normalised')} |")
+
+            L.append(
+                f"| {c} | {d['docs_per_s_best']:.3f} | {', '.join(f'{x:.3f}' for x in d['docs_per_s_all'])} "
+                f"| {d['docs_per_s_best_per_batch']:.3f} | {d['tokens_per_s_best']:.0f} | "
+                f"{d['docs_per_s_cpu_normalised_best']:.2f} | {rx('ratio_vs_pylate_paired_median', bold=True)} | "
+                f"{rx('ratio_vs_pylate')} | {rx('ratio_vs_pylate_cpu_normalised')} |"
+            )
         L.append("")
         L.append(f"## 2. Fidelity (the same {rep['settings']['n_docs']} documents)")
         L.append("")
-        L.append("| config | token counts identical | max abs diff vs PyLate | vs ours fp32: per-token cosine "
-                 "min / p1 / mean | vs ours fp32: max abs diff | share of tokens with cosine < 0.999 |")
+        L.append(
+            "| config | token counts identical | max abs diff vs PyLate | vs ours fp32: per-token cosine "
+            "min / p1 / mean | vs ours fp32: max abs diff | share of tokens with cosine < 0.999 |"
+        )
         L.append("|---|---|---|---|---|---|")
         for c, f in rep.get("fidelity", {}).items():
             d = f.get("max_abs_diff_vs_pylate")
-            cos = "—" if "min_cosine_vs_ours_fp32" not in f else (
-                f"{f['min_cosine_vs_ours_fp32']:.5f} / {f['p01_cosine_vs_ours_fp32']:.5f} / "
-                f"{f['mean_cosine_vs_ours_fp32']:.6f}")
+            cos = (
+                "—"
+                if "min_cosine_vs_ours_fp32" not in f
+                else (
+                    f"{f['min_cosine_vs_ours_fp32']:.5f} / {f['p01_cosine_vs_ours_fp32']:.5f} / "
+                    f"{f['mean_cosine_vs_ours_fp32']:.6f}"
+                )
+            )
             d2 = f.get("max_abs_diff_vs_ours_fp32")
             share = f.get("share_tokens_cosine_below_0_999")
-            L.append(f"| {c} | {f.get('token_counts_identical')}"
-                     f"{' (vs PyLate)' if c == 'ours fp32' else ' (vs ours fp32)'} | "
-                     f"{'—' if d is None else f'{d:.2e}'} | {cos} | {'—' if d2 is None else f'{d2:.2e}'} | "
-                     f"{'—' if share is None else f'{share:.2%}'} |")
+            L.append(
+                f"| {c} | {f.get('token_counts_identical')}"
+                f"{' (vs PyLate)' if c == 'ours fp32' else ' (vs ours fp32)'} | "
+                f"{'—' if d is None else f'{d:.2e}'} | {cos} | {'—' if d2 is None else f'{d2:.2e}'} | "
+                f"{'—' if share is None else f'{share:.2%}'} |"
+            )
         fq = rep.get("fidelity_queries", {}).get("ours fp32")
         if fq:
-            L.append(f"| ours fp32, the {rep['settings']['n_queries']} queries | {fq['token_counts_identical']} "
-                     f"(vs PyLate) | {_sci(fq['max_abs_diff_vs_pylate'])} | — | — | — |")
+            L.append(
+                f"| ours fp32, the {rep['settings']['n_queries']} queries | {fq['token_counts_identical']} "
+                f"(vs PyLate) | {_sci(fq['max_abs_diff_vs_pylate'])} | — | — | — |"
+            )
         L.append("")
 
     lat = rep.get("latency")
     if lat:
         L.append(f"## 3. Single-query latency ({rep['settings']['n_queries']} queries, one per call)")
         L.append("")
-        L.append(f"{rep['settings']['repeats']} rounds; each query is encoded by every config back to back "
-                 "(rotating order); percentiles over all rounds pooled. Ratio = PyLate / ours (> 1 = we are "
-                 "faster); paired = median over queries of PyLate time / ours time for the same query.")
+        L.append(
+            f"{rep['settings']['repeats']} rounds; each query is encoded by every config back to back "
+            "(rotating order); percentiles over all rounds pooled. Ratio = PyLate / ours (> 1 = we are "
+            "faster); paired = median over queries of PyLate time / ours time for the same query."
+        )
         L.append("")
         L.append("| config | p50 ms | p90 ms | mean ms | min ms | ratio p50 | ratio p90 | ratio paired (median) |")
         L.append("|---|---|---|---|---|---|---|---|")
         for c, d in lat.items():
-            r50, r90, rp = (d.get(k) for k in ("ratio_pylate_over_ours_p50", "ratio_pylate_over_ours_p90",
-                                              "ratio_paired_median"))
-            L.append(f"| {c} | {d['p50_ms']:.1f} | {d['p90_ms']:.1f} | {d['mean_ms']:.1f} | {d['min_ms']:.1f} | "
-                     f"{fmt(r50)}{'×' if r50 else ''} | {fmt(r90)}{'×' if r90 else ''} | "
-                     f"{fmt(rp)}{'×' if rp else ''} |")
+            r50, r90, rp = (
+                d.get(k) for k in ("ratio_pylate_over_ours_p50", "ratio_pylate_over_ours_p90", "ratio_paired_median")
+            )
+            L.append(
+                f"| {c} | {d['p50_ms']:.1f} | {d['p90_ms']:.1f} | {d['mean_ms']:.1f} | {d['min_ms']:.1f} | "
+                f"{fmt(r50)}{'×' if r50 else ''} | {fmt(r90)}{'×' if r90 else ''} | "
+                f"{fmt(rp)}{'×' if rp else ''} |"
+            )
         L.append("")
 
     lg = rep.get("long")
     if lg:
         L.append("## 4. Long documents (one document, document_length = its length, fp32, fresh process each)")
         L.append("")
-        L.append(f"Each run in its own process under RLIMIT_AS = {lg['mem_cap_gib']} GiB. Peak RSS = the child's "
-                 "VmHWM (read by the child at exit; polled by the parent every 0.5 s if it was killed), which "
-                 "includes the weights (~0.6 GB at base size) and the runtime; 'after load' = "
-                 "VmRSS once the model was loaded. Time = the encode call (model loading excluded); "
-                 "'process' = whole process wall time.")
+        L.append(
+            f"Each run in its own process under RLIMIT_AS = {lg['mem_cap_gib']} GiB. Peak RSS = the child's "
+            "VmHWM (read by the child at exit; polled by the parent every 0.5 s if it was killed), which "
+            "includes the weights (~0.6 GB at base size) and the runtime; 'after load' = "
+            "VmRSS once the model was loaded. Time = the encode call (model loading excluded); "
+            "'process' = whole process wall time."
+        )
         L.append("")
-        L.append("| tokens | impl | status | encode s | process s | peak RSS GiB | RSS after load GiB | rows kept | "
-                 "vs PyLate | load before → after |")
+        L.append(
+            "| tokens | impl | status | encode s | process s | peak RSS GiB | RSS after load GiB | rows kept | "
+            "vs PyLate | load before → after |"
+        )
         L.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in lg["runs"]:
             extra = ""
@@ -997,10 +1183,12 @@ def render_markdown(rep: dict[str, Any]) -> str:
             elif r.get("error"):
                 extra = r["error"][:160].replace("|", "/")
             ral = r.get("rss_after_load_kib")
-            L.append(f"| {r['length']:,} | {r['impl']} | {r.get('status')} | {fmt(r.get('encode_wall_s'), 2)} | "
-                     f"{r['process_wall_s']:.1f} | {_gib(r.get('peak_rss_kib'))} | "
-                     f"{'—' if ral is None else f'{ral / 1048576:.2f}'} | {fmt(r.get('n_rows'))} | {extra} | "
-                     f"{'/'.join(str(x) for x in r['load_before'])} → {'/'.join(str(x) for x in r['load_after'])} |")
+            L.append(
+                f"| {r['length']:,} | {r['impl']} | {r.get('status')} | {fmt(r.get('encode_wall_s'), 2)} | "
+                f"{r['process_wall_s']:.1f} | {_gib(r.get('peak_rss_kib'))} | "
+                f"{'—' if ral is None else f'{ral / 1048576:.2f}'} | {fmt(r.get('n_rows'))} | {extra} | "
+                f"{'/'.join(str(x) for x in r['load_before'])} → {'/'.join(str(x) for x in r['load_after'])} |"
+            )
         L.append("")
         by_len: dict[int, dict[str, Any]] = {}
         for r in lg["runs"]:
@@ -1009,8 +1197,10 @@ def render_markdown(rep: dict[str, Any]) -> str:
         for n, d in by_len.items():
             o, p = d.get("ours"), d.get("pylate")
             if o and p and o.get("status") == "ok" and p.get("status") == "ok":
-                ratios.append(f"{n:,} tokens: PyLate/ours time {p['encode_wall_s'] / o['encode_wall_s']:.2f}×, "
-                              f"peak RSS {p['peak_rss_kib'] / o['peak_rss_kib']:.2f}×")
+                ratios.append(
+                    f"{n:,} tokens: PyLate/ours time {p['encode_wall_s'] / o['encode_wall_s']:.2f}×, "
+                    f"peak RSS {p['peak_rss_kib'] / o['peak_rss_kib']:.2f}×"
+                )
         if ratios:
             L.append("Ratios: " + "; ".join(ratios) + ".")
             L.append("")
@@ -1018,12 +1208,15 @@ def render_markdown(rep: dict[str, Any]) -> str:
     notes = list(rep.get("notes") or [])
     ml, cores = max_load(rep), rep["machine"].get("cpus_available") or 1
     if ml > cores:
-        notes.insert(0, f"**Shared machine under load**: the 1-minute load average reached {ml:.1f} on {cores} cores "
-                        "during this run (other jobs). Absolute times are inflated (a quiet 2-core machine does "
-                        "~2 docs/s at this size, ~0.1-0.2 s per query); the paired ratios compare configs under the "
-                        "same load, but ratios within ±10 % of a bar are marked 'within noise'. Single-query "
-                        "latency with 2 threads suffers most (each op's OpenMP barrier waits for a descheduled "
-                        "thread): compare the min column as well.")
+        notes.insert(
+            0,
+            f"**Shared machine under load**: the 1-minute load average reached {ml:.1f} on {cores} cores "
+            "during this run (other jobs). Absolute times are inflated (a quiet 2-core machine does "
+            "~2 docs/s at this size, ~0.1-0.2 s per query); the paired ratios compare configs under the "
+            "same load, but ratios within ±10 % of a bar are marked 'within noise'. Single-query "
+            "latency with 2 threads suffers most (each op's OpenMP barrier waits for a descheduled "
+            "thread): compare the min column as well.",
+        )
     if notes:
         L.append("## Notes")
         L.append("")

@@ -72,8 +72,13 @@ def random_dataset(n_docs: int, n_queries: int, dim: int = 128, tokens: int = 10
         d = int(rng.integers(n_docs))
         rows = flat[offsets[d] + rng.integers(0, tokens, 32)]
         queries.append(_unit(rows + 0.8 * _unit(rng.standard_normal(rows.shape, dtype=np.float32))))
-    return {"flat": flat, "offsets": offsets, "queries": queries, "dim": dim,
-            "source": f"random unit vectors, {tokens} tokens x {dim} dims; queries: 32 noisy tokens of a random doc"}
+    return {
+        "flat": flat,
+        "offsets": offsets,
+        "queries": queries,
+        "dim": dim,
+        "source": f"random unit vectors, {tokens} tokens x {dim} dims; queries: 32 noisy tokens of a random doc",
+    }
 
 
 def real_dataset(n_docs: int, n_queries: int) -> dict[str, Any]:
@@ -102,13 +107,24 @@ def real_dataset(n_docs: int, n_queries: int) -> dict[str, Any]:
         q_offsets = np.zeros(len(qv) + 1, dtype=np.int64)
         np.cumsum([q.shape[0] for q in qv], out=q_offsets[1:])
         WORK.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, flat=np.concatenate(docs), offsets=offsets, q_flat=np.concatenate(qv), q_offsets=q_offsets,
-                 model_id=np.array(enc.model_id))
+        np.savez(
+            cache,
+            flat=np.concatenate(docs),
+            offsets=offsets,
+            q_flat=np.concatenate(qv),
+            q_offsets=q_offsets,
+            model_id=np.array(enc.model_id),
+        )
     z = np.load(cache, allow_pickle=False)
     qo = z["q_offsets"]
     queries = [z["q_flat"][qo[i] : qo[i + 1]] for i in range(len(qo) - 1)]
-    return {"flat": z["flat"], "offsets": z["offsets"], "queries": queries, "dim": int(z["flat"].shape[1]),
-            "source": f"SciFact, all-MiniLM-L6-v2 token vectors ({z['model_id']}), document_length=128"}
+    return {
+        "flat": z["flat"],
+        "offsets": z["offsets"],
+        "queries": queries,
+        "dim": int(z["flat"].shape[1]),
+        "source": f"SciFact, all-MiniLM-L6-v2 token vectors ({z['model_id']}), document_length=128",
+    }
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -123,8 +139,11 @@ def ingest(backend: QdrantBackend, docs: list[np.ndarray]) -> float:
     ids = [f"doc-{i}" for i in range(len(docs))]
     t0 = time.perf_counter()
     for s in range(0, len(docs), WRITE_CALL):
-        backend.upsert(ids[s : s + WRITE_CALL], docs[s : s + WRITE_CALL],
-                       metadatas=[{"shard": i % 4} for i in range(s, min(len(docs), s + WRITE_CALL))])
+        backend.upsert(
+            ids[s : s + WRITE_CALL],
+            docs[s : s + WRITE_CALL],
+            metadatas=[{"shard": i % 4} for i in range(s, min(len(docs), s + WRITE_CALL))],
+        )
     return time.perf_counter() - t0
 
 
@@ -144,8 +163,12 @@ def run_dataset(name: str, ds: dict[str, Any], prefetches: list[int], local: boo
     docs = _docs(ds)
     n = len(docs)
     res: dict[str, Any] = {
-        "dataset": name, "docs": n, "dim": ds["dim"], "source": ds["source"],
-        "tokens_per_doc": float(np.mean(np.diff(ds["offsets"]))), "queries": len(ds["queries"]),
+        "dataset": name,
+        "docs": n,
+        "dim": ds["dim"],
+        "source": ds["source"],
+        "tokens_per_doc": float(np.mean(np.diff(ds["offsets"]))),
+        "queries": len(ds["queries"]),
     }
     logger.info("[%s] %d docs, %.1f tokens/doc, dim %d", name, n, res["tokens_per_doc"], ds["dim"])
     t0 = time.perf_counter()
@@ -184,8 +207,14 @@ def run_dataset(name: str, ds: dict[str, Any], prefetches: list[int], local: boo
     full = res["edge_search"]["full_scan"]["p50_ms"]
     for c, _ in configs:
         res["edge_search"][c]["speedup_p50_vs_full_scan"] = full / res["edge_search"][c]["p50_ms"]
-        logger.info("[%s] %s p50 %.1f ms p95 %.1f ms recall@10 %.3f", name, c, res["edge_search"][c]["p50_ms"],
-                    res["edge_search"][c]["p95_ms"], res["edge_search"][c]["recall_at_10"])
+        logger.info(
+            "[%s] %s p50 %.1f ms p95 %.1f ms recall@10 %.3f",
+            name,
+            c,
+            res["edge_search"][c]["p50_ms"],
+            res["edge_search"][c]["p95_ms"],
+            res["edge_search"][c]["recall_at_10"],
+        )
     edge.close()
 
     if local:
@@ -264,21 +293,35 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, str]]:
             best = best_config(r)
             if best is None:
                 top = max((v["recall_at_10"] for c, v in r["edge_search"].items() if c != "full_scan"), default=0)
-                out.append({"target": f"two-stage >= {TARGET_SPEEDUP:.0f}x faster than full scan at recall@10 >= "
-                            f"{TARGET_RECALL} ({r['dataset']})", "status": "NOT MET",
-                            "measured": f"no prefetch reached the recall target (best recall {top:.3f})"})
+                out.append(
+                    {
+                        "target": f"two-stage >= {TARGET_SPEEDUP:.0f}x faster than full scan at recall@10 >= "
+                        f"{TARGET_RECALL} ({r['dataset']})",
+                        "status": "NOT MET",
+                        "measured": f"no prefetch reached the recall target (best recall {top:.3f})",
+                    }
+                )
             else:
                 c, v = best
                 met = v["speedup_p50_vs_full_scan"] >= TARGET_SPEEDUP
-                out.append({"target": f"two-stage >= {TARGET_SPEEDUP:.0f}x faster than full scan at recall@10 >= "
-                            f"{TARGET_RECALL} ({r['dataset']})", "status": "MET" if met else "NOT MET",
-                            "measured": f"{c}: {v['speedup_p50_vs_full_scan']:.1f}x at recall@10 "
-                            f"{v['recall_at_10']:.3f}"})
+                out.append(
+                    {
+                        "target": f"two-stage >= {TARGET_SPEEDUP:.0f}x faster than full scan at recall@10 >= "
+                        f"{TARGET_RECALL} ({r['dataset']})",
+                        "status": "MET" if met else "NOT MET",
+                        "measured": f"{c}: {v['speedup_p50_vs_full_scan']:.1f}x at recall@10 {v['recall_at_10']:.3f}",
+                    }
+                )
         met = r["edge_ingest_docs_per_s"] >= TARGET_INGEST
-        out.append({"target": f"Edge ingest >= {TARGET_INGEST:.0f} docs/s ({r['dataset']}, "
-                    f"{r['tokens_per_doc']:.0f} tokens x {r['dim']} dims)", "status": "MET" if met else "NOT MET",
-                    "measured": f"{r['edge_ingest_docs_per_s']:.0f} docs/s "
-                    f"({r['edge_ingest_incl_optimize_docs_per_s']:.0f} incl. optimize)"})
+        out.append(
+            {
+                "target": f"Edge ingest >= {TARGET_INGEST:.0f} docs/s ({r['dataset']}, "
+                f"{r['tokens_per_doc']:.0f} tokens x {r['dim']} dims)",
+                "status": "MET" if met else "NOT MET",
+                "measured": f"{r['edge_ingest_docs_per_s']:.0f} docs/s "
+                f"({r['edge_ingest_incl_optimize_docs_per_s']:.0f} incl. optimize)",
+            }
+        )
     return out
 
 
@@ -307,8 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(dir=WORK if WORK.is_dir() else None) as tmp:
         if real_docs:
-            results.append(run_dataset(f"real-{real_docs // 1000}k" if real_docs >= 1000 else f"real-{real_docs}",
-                                       real_dataset(real_docs, n_queries), prefetches, not args.no_local, Path(tmp)))
+            results.append(
+                run_dataset(
+                    f"real-{real_docs // 1000}k" if real_docs >= 1000 else f"real-{real_docs}",
+                    real_dataset(real_docs, n_queries),
+                    prefetches,
+                    not args.no_local,
+                    Path(tmp),
+                )
+            )
             gc.collect()
         for n in sizes:
             name = f"random-{n // 1000}k" if n >= 1000 else f"random-{n}"
@@ -319,8 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "load_before": load_before,
         "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "versions": {"qdrant_client": getattr(qdrant_client, "__version__", None) or version("qdrant-client"),
-                     "qdrant_edge": version("qdrant-edge-py"), "numpy": np.__version__},
+        "versions": {
+            "qdrant_client": getattr(qdrant_client, "__version__", None) or version("qdrant-client"),
+            "qdrant_edge": version("qdrant-edge-py"),
+            "numpy": np.__version__,
+        },
         "results": results,
         "targets": targets(results),
         "notes": [

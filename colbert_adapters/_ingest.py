@@ -143,9 +143,13 @@ def _read_csv(path: Path, res: ReadResult, id_field: str, text_field: str) -> No
     reader = csv.DictReader(content.splitlines(), dialect=dialect)
     columns = reader.fieldnames or []
     if text_field not in columns:
-        res.errors.append(SourceError(
-            str(path), f"no {text_field!r} column (columns: {', '.join(columns) or 'none'}); "
-            "use --text-field to name the text column"))
+        res.errors.append(
+            SourceError(
+                str(path),
+                f"no {text_field!r} column (columns: {', '.join(columns) or 'none'}); "
+                "use --text-field to name the text column",
+            )
+        )
         return
     try:
         for i, row in enumerate(reader, start=2):  # line 1 is the header
@@ -161,8 +165,11 @@ def _read_csv(path: Path, res: ReadResult, id_field: str, text_field: str) -> No
                 if meta is None:
                     continue
             else:
-                meta = {k: v for k, v in row.items()
-                        if k not in (id_field, text_field) and k is not None and v not in (None, "")}
+                meta = {
+                    k: v
+                    for k, v in row.items()
+                    if k not in (id_field, text_field) and k is not None and v not in (None, "")
+                }
             res.docs.append(SourceDoc(doc_id, text.strip(), meta, where))
     except csv.Error as err:
         res.errors.append(SourceError(str(path), f"malformed CSV: {err}"))
@@ -188,8 +195,9 @@ def read_source(source: str | os.PathLike[str], *, id_field: str = "id", text_fi
         elif suffix in TEXT_SUFFIXES:
             _read_text_file(path, path.name, res)
         else:
-            res.errors.append(SourceError(
-                str(path), "unsupported file type; pass a folder of .txt/.md files, a .jsonl or a .csv"))
+            res.errors.append(
+                SourceError(str(path), "unsupported file type; pass a folder of .txt/.md files, a .jsonl or a .csv")
+            )
     seen: dict[str, str] = {}
     unique: list[SourceDoc] = []
     for doc in res.docs:

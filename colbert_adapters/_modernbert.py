@@ -104,9 +104,7 @@ class ModernBertSpec:
             thetas[kind] = float(params.get("rope_theta", cfg.get(legacy, default)))
         act = str(cfg.get("hidden_activation", "gelu"))
         if act not in _ACTIVATIONS:
-            raise CheckpointError(
-                f"unsupported hidden_activation {act!r}; expected one of {sorted(_ACTIVATIONS)}"
-            )
+            raise CheckpointError(f"unsupported hidden_activation {act!r}; expected one of {sorted(_ACTIVATIONS)}")
         return cls(
             **spec_kwargs,
             layer_types=layer_types,
@@ -286,9 +284,7 @@ class PackedModernBert(nn.Module):
                 )[0]
         return out.permute(1, 0, 2).reshape(n, heads * hd)
 
-    def forward(
-        self, input_ids: torch.Tensor, lengths: Sequence[int], key_lengths: Sequence[int]
-    ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, lengths: Sequence[int], key_lengths: Sequence[int]) -> torch.Tensor:
         """Encode packed sequences.
 
         Args:

@@ -80,8 +80,9 @@ def _location_kwargs(location: str, collection: str, args: argparse.Namespace, p
 
 
 def _add_location_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--collection", default="colbert",
-                   help="collection name on a server / in local mode (default: colbert)")
+    p.add_argument(
+        "--collection", default="colbert", help="collection name on a server / in local mode (default: colbert)"
+    )
     p.add_argument("--api-key", dest="api_key", help="server API key (default: $QDRANT_API_KEY)")
     p.add_argument("--grpc", action="store_true", help="talk gRPC to the server (smaller requests)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per server request (default: 10)")
@@ -91,19 +92,36 @@ def _add_config_options(p: argparse.ArgumentParser, *, dim_required: bool) -> No
     g = p.add_argument_group("collection layout (used when the collection is created)")
     g.add_argument("--dim", type=int, required=dim_required, help="token vector dimension (e.g. 128, 96)")
     g.add_argument("--datatype", choices=("float32", "float16"), help="multivector storage type (default: float32)")
-    g.add_argument("--quantization", choices=("none", "int8"),
-                   help="scalar int8 quantization of the multivector, rescored at query time (default: none)")
-    g.add_argument("--on-disk", action="store_true", default=None,
-                   help="keep the original multivectors on disk (mmap) instead of RAM")
-    g.add_argument("--payload-index", action="append", default=[], metavar="FIELD:TYPE",
-                   help="index a metadata field for filtering, e.g. source:keyword, year:integer (repeatable)")
+    g.add_argument(
+        "--quantization",
+        choices=("none", "int8"),
+        help="scalar int8 quantization of the multivector, rescored at query time (default: none)",
+    )
+    g.add_argument(
+        "--on-disk",
+        action="store_true",
+        default=None,
+        help="keep the original multivectors on disk (mmap) instead of RAM",
+    )
+    g.add_argument(
+        "--payload-index",
+        action="append",
+        default=[],
+        metavar="FIELD:TYPE",
+        help="index a metadata field for filtering, e.g. source:keyword, year:integer (repeatable)",
+    )
     g.add_argument("--summary-m", type=int, help="HNSW m of the summary (first-stage) vector (default: 16)")
     c = p.add_argument_group("cluster (server only)")
     c.add_argument("--shard-number", type=int, help="number of shards (default: one per node)")
     c.add_argument("--replication-factor", type=int, help="copies of each shard (fixed at creation)")
     c.add_argument("--write-consistency-factor", type=int, help="replicas that must acknowledge a write")
-    c.add_argument("--shard-key", action="append", default=[], metavar="KEY",
-                   help="custom sharding: create this shard key (repeatable)")
+    c.add_argument(
+        "--shard-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="custom sharding: create this shard key (repeatable)",
+    )
 
 
 def _config_from_args(args: argparse.Namespace, dim: int, base: dict[str, Any] | None = None) -> Any:
@@ -209,15 +227,19 @@ def _qdrant_copy(args: argparse.Namespace) -> int:
 
 def _add_qdrant_group(subparsers: _Subparsers) -> None:
     group = subparsers.add_parser(
-        "qdrant", help="set up, inspect and copy Qdrant collections (Edge, local mode, server)",
+        "qdrant",
+        help="set up, inspect and copy Qdrant collections (Edge, local mode, server)",
         description="Qdrant collections for ColBERT multivectors. LOCATION is a URL (server), :memory: or "
         "local:DIR (qdrant-client local mode), or a directory (Qdrant Edge).",
     )
     sub = group.add_subparsers(dest="qdrant_command", metavar="COMMAND")
     sub.required = True
 
-    setup = sub.add_parser("setup", help="create (or validate) a collection",
-                           description="Create a ColBERT collection, or check that an existing one matches.")
+    setup = sub.add_parser(
+        "setup",
+        help="create (or validate) a collection",
+        description="Create a ColBERT collection, or check that an existing one matches.",
+    )
     setup.add_argument("location", metavar="LOCATION")
     _add_location_options(setup)
     _add_config_options(setup, dim_required=True)
@@ -231,7 +253,9 @@ def _add_qdrant_group(subparsers: _Subparsers) -> None:
     info.set_defaults(handler=_qdrant_info)
 
     cp = sub.add_parser(
-        "copy", aliases=["export"], help="stream every document from one location to another (Edge -> server)",
+        "copy",
+        aliases=["export"],
+        help="stream every document from one location to another (Edge -> server)",
         description="Copy documents (ids, text, metadata, vectors) from SOURCE to TARGET, e.g. from a Qdrant Edge "
         "directory to a server collection. The target is created with the source's dimension and the layout "
         "options below when it does not exist.",
@@ -320,8 +344,12 @@ def _open_backend(manifest: dict[str, Any], index_dir: str, dim: int | None, *, 
     if kind == "qdrant-url":
         from .backends.qdrant import QdrantBackend
 
-        return QdrantBackend.from_url(manifest["url"], dim=dim, collection_name=manifest.get("collection", "colbert"),
-                                      api_key=os.environ.get("QDRANT_API_KEY") or None)
+        return QdrantBackend.from_url(
+            manifest["url"],
+            dim=dim,
+            collection_name=manifest.get("collection", "colbert"),
+            api_key=os.environ.get("QDRANT_API_KEY") or None,
+        )
     if kind == "memory":
         from .backends.memory import MemoryBackend
 
@@ -370,7 +398,8 @@ def _open_index(args: argparse.Namespace, *, creating: bool) -> tuple[dict[str, 
     else:
         if creating and args.backend is not None and args.backend != manifest["backend"]:
             raise _UsageError(
-                f"{args.index} uses backend {manifest['backend']!r}; omit --backend or index into a new directory")
+                f"{args.index} uses backend {manifest['backend']!r}; omit --backend or index into a new directory"
+            )
         for key in ("document_length", "query_length"):
             given = getattr(args, key, None)
             stored = manifest.get("settings", {}).get(key)
@@ -420,8 +449,13 @@ def _index(args: argparse.Namespace) -> int:
                 if not part:
                     continue
                 try:
-                    store.add([d.text for d in part], ids=[d.id for d in part],
-                              metadatas=[d.metadata for d in part], batch_size=args.batch_size, show_progress=False)
+                    store.add(
+                        [d.text for d in part],
+                        ids=[d.id for d in part],
+                        metadatas=[d.metadata for d in part],
+                        batch_size=args.batch_size,
+                        show_progress=False,
+                    )
                     added += len(part)
                 except InvalidInputError:
                     for d in part:  # find the bad document(s); keep the good ones
@@ -433,12 +467,20 @@ def _index(args: argparse.Namespace) -> int:
                 bar.update(len(part))
     finally:
         _close_backend(manifest, args.index, backend, save=True)
-    summary = {"index": args.index, "added": added, "skipped_existing": skipped, "failed": len(errors),
-               "backend": manifest["backend"], "model": manifest["model"]}
+    summary = {
+        "index": args.index,
+        "added": added,
+        "skipped_existing": skipped,
+        "failed": len(errors),
+        "backend": manifest["backend"],
+        "model": manifest["model"],
+    }
     _report_errors(errors, "inputs")
-    sys.stdout.write(f"indexed {added} documents, skipped {skipped} already stored"
-                     f"{' (use --update to re-index them)' if skipped else ''}, {len(errors)} failed "
-                     f"-> {args.index} ({manifest['backend']})\n")
+    sys.stdout.write(
+        f"indexed {added} documents, skipped {skipped} already stored"
+        f"{' (use --update to re-index them)' if skipped else ''}, {len(errors)} failed "
+        f"-> {args.index} ({manifest['backend']})\n"
+    )
     logger.debug("%s", summary)
     return EXIT_ERROR if errors else EXIT_OK
 
@@ -472,8 +514,12 @@ def _search(args: argparse.Namespace) -> int:
     finally:
         _close_backend(manifest, args.index, backend, save=False)
     if args.json:
-        _print_json([{"rank": i + 1, "id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata}
-                     for i, h in enumerate(hits)])
+        _print_json(
+            [
+                {"rank": i + 1, "id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata}
+                for i, h in enumerate(hits)
+            ]
+        )
         return EXIT_OK
     if not hits:
         sys.stdout.write("no results\n")
@@ -503,8 +549,11 @@ def _info(args: argparse.Namespace) -> int:
         if hasattr(backend, "stats"):
             tokens = int(backend.stats().get("n_live_tokens", 0))
         elif manifest["backend"] == "memory":
-            tokens = sum(int(r.vectors.shape[0]) for r in backend.get(list(backend.ids()), with_vectors=True)
-                         if r.vectors is not None)
+            tokens = sum(
+                int(r.vectors.shape[0])
+                for r in backend.get(list(backend.ids()), with_vectors=True)
+                if r.vectors is not None
+            )
     finally:
         backend.close()
     info = {
@@ -583,10 +632,17 @@ def _eval(args: argparse.Namespace) -> int:
     q_vecs = encoder.encode_queries([data.queries[q] for q in qids], batch_size=args.batch_size)
     q_encode_ms = (time.perf_counter() - t0) * 1000 / max(1, len(qids))
     result: dict[str, Any] = {
-        "dataset": data.name, "format": data.format, "path": os.path.abspath(args.dataset),
-        "documents": len(doc_ids), "queries": len(qids), "tokens": int(sum(v.shape[0] for v in doc_vecs)),
-        "model": encoder.model_id, "settings": settings,
-        "encode_documents_s": round(encode_s, 2), "encode_query_ms": round(q_encode_ms, 2), "backends": {},
+        "dataset": data.name,
+        "format": data.format,
+        "path": os.path.abspath(args.dataset),
+        "documents": len(doc_ids),
+        "queries": len(qids),
+        "tokens": int(sum(v.shape[0] for v in doc_vecs)),
+        "model": encoder.model_id,
+        "settings": settings,
+        "encode_documents_s": round(encode_s, 2),
+        "encode_query_ms": round(q_encode_ms, 2),
+        "backends": {},
     }
     with tempfile.TemporaryDirectory(prefix="colbert-eval-") as work:
         for name in backends:
@@ -608,8 +664,8 @@ def _eval(args: argparse.Namespace) -> int:
             metrics = ev.evaluate(run, data.qrels, ks=(10, 100))
             result["backends"][name] = {
                 **{k: round(v, 4) for k, v in metrics.items() if k != "n_queries"},
-                "index_s": round(index_s, 2), "search_latency": {k: round(v, 2) for k, v in
-                                                                 ev.latency_summary(lat).items()},
+                "index_s": round(index_s, 2),
+                "search_latency": {k: round(v, 2) for k, v in ev.latency_summary(lat).items()},
             }
     exact = result["backends"].get("memory", {}).get("nDCG@10")
     if exact:
@@ -628,14 +684,18 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _eval_table(result: dict[str, Any]) -> str:
-    lines = [f"{result['dataset']}: {result['documents']} docs, {result['queries']} queries, model {result['model']}",
-             f"{'backend':<12} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'vs exact':>8} "
-             f"{'p50 ms':>7} {'p95 ms':>7}"]
+    lines = [
+        f"{result['dataset']}: {result['documents']} docs, {result['queries']} queries, model {result['model']}",
+        f"{'backend':<12} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'vs exact':>8} "
+        f"{'p50 ms':>7} {'p95 ms':>7}",
+    ]
     for name, e in result["backends"].items():
         vs = f"{e['vs_exact']:.1%}" if "vs_exact" in e else "-"
-        lines.append(f"{name:<12} {e['nDCG@10']:>8.4f} {e['Recall@10']:>7.4f} {e['Recall@100']:>7.4f} "
-                     f"{e['MRR@10']:>7.4f} {vs:>8} {e['search_latency']['p50_ms']:>7.2f} "
-                     f"{e['search_latency']['p95_ms']:>7.2f}")
+        lines.append(
+            f"{name:<12} {e['nDCG@10']:>8.4f} {e['Recall@10']:>7.4f} {e['Recall@100']:>7.4f} "
+            f"{e['MRR@10']:>7.4f} {vs:>8} {e['search_latency']['p50_ms']:>7.2f} "
+            f"{e['search_latency']['p95_ms']:>7.2f}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -646,7 +706,8 @@ def _add_model_options(p: argparse.ArgumentParser, *, default_help: str) -> None
 
 def _add_index_commands(subparsers: _Subparsers) -> None:
     p = subparsers.add_parser(
-        "index", help="index a folder of .txt/.md files, a JSONL or a CSV",
+        "index",
+        help="index a folder of .txt/.md files, a JSONL or a CSV",
         description="Encode documents and store them in INDEX (a directory). Re-running skips ids already "
         "stored (resumable) unless --update. Bad files/lines are reported and skipped; the exit code is 1 "
         "when anything failed.",
@@ -654,8 +715,9 @@ def _add_index_commands(subparsers: _Subparsers) -> None:
     p.add_argument("source", metavar="SOURCE", help="a folder of .txt/.md files, a .jsonl or a .csv file")
     p.add_argument("index", metavar="INDEX", help="index directory (created if missing)")
     _add_model_options(p, default_help=f"default: the index's model, else {DEFAULT_MODEL}")
-    p.add_argument("--backend", choices=_BACKEND_NAMES,
-                   help="storage of a new index (default: voyager if installed, else memory)")
+    p.add_argument(
+        "--backend", choices=_BACKEND_NAMES, help="storage of a new index (default: voyager if installed, else memory)"
+    )
     p.add_argument("--url", help="Qdrant server URL for --backend qdrant-url ($QDRANT_API_KEY for the key)")
     p.add_argument("--collection", default="colbert", help="collection on the Qdrant server (default: colbert)")
     p.add_argument("--update", action="store_true", help="re-encode and replace documents whose id is stored")
@@ -671,8 +733,13 @@ def _add_index_commands(subparsers: _Subparsers) -> None:
     s.add_argument("index", metavar="INDEX")
     s.add_argument("query", metavar="QUERY")
     s.add_argument("-k", type=int, default=10, help="number of hits (default: 10)")
-    s.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
-                   help="metadata filter (repeatable; same field twice = any of)")
+    s.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="metadata filter (repeatable; same field twice = any of)",
+    )
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--width", type=int, default=80, help="snippet width (default: 80)")
     _add_model_options(s, default_help="default: the index's model; another model is refused")
@@ -684,15 +751,17 @@ def _add_index_commands(subparsers: _Subparsers) -> None:
     i.set_defaults(handler=_info)
 
     e = subparsers.add_parser(
-        "eval", help="measure nDCG@10, Recall@10/100, MRR@10 and latency on a test collection",
+        "eval",
+        help="measure nDCG@10, Recall@10/100, MRR@10 and latency on a test collection",
         description="Encode DATASET once (BEIR folder, TREC/Vaswani, Cranfield or CISI) and evaluate each "
         "--backend on the same vectors.",
     )
     e.add_argument("dataset", metavar="DATASET")
     e.add_argument("--format", default="auto", choices=("auto", "beir", "trec", "cranfield", "cisi"))
     e.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
-    e.add_argument("--backend", action="append", choices=_EVAL_BACKENDS,
-                   help="backend to evaluate (repeatable; default: memory)")
+    e.add_argument(
+        "--backend", action="append", choices=_EVAL_BACKENDS, help="backend to evaluate (repeatable; default: memory)"
+    )
     _add_model_options(e, default_help=f"default: {DEFAULT_MODEL}")
     e.add_argument("--document-length", type=int, help="max document tokens (default: the model's)")
     e.add_argument("--query-length", type=int, help="max query tokens (default: the model's)")

@@ -88,9 +88,7 @@ class _Projection:
                 )
             b = sd.get("linear.bias")
             if d.bias and (b is None or tuple(b.shape) != (d.out_features,)):
-                raise CheckpointError(
-                    f"{d.path}: bias=true in config.json but 'linear.bias' is missing or misshapen"
-                )
+                raise CheckpointError(f"{d.path}: bias=true in config.json but 'linear.bias' is missing or misshapen")
             residual = None
             if d.use_residual and d.in_features != d.out_features:
                 residual = sd.get("residual.weight")
@@ -173,18 +171,14 @@ class ColBERTEncoder:
         self._document_prefix_id = self._prefix_id(s["document_prefix"], "document_prefix")
         # PyLate: skiplist ids by exact vocabulary lookup (convert_tokens_to_ids), pad id = [MASK].
         self._skiplist_ids = np.array(
-            sorted(
-                {int(i) for i in _tokenizer.convert_tokens_to_ids(list(s["skiplist_words"])) if i is not None}
-            ),
+            sorted({int(i) for i in _tokenizer.convert_tokens_to_ids(list(s["skiplist_words"])) if i is not None}),
             dtype=np.int64,
         )
         pad = _tokenizer.mask_token_id
         if pad is None:
             pad = _tokenizer.eos_token_id if _tokenizer.eos_token_id is not None else _tokenizer.pad_token_id
         if pad is None and s["do_query_expansion"]:
-            raise CheckpointError(
-                "query expansion needs a [MASK] (or EOS/pad) token, and the tokenizer has none"
-            )
+            raise CheckpointError("query expansion needs a [MASK] (or EOS/pad) token, and the tokenizer has none")
         self._pad_id = int(pad) if pad is not None else 0
         hidden = int(_files.config["hidden_size"])
         dim = _projection.out_dim if _projection is not None else hidden
@@ -262,9 +256,7 @@ class ColBERTEncoder:
         dt = _resolve_dtype(dtype, dev)
         for name, val in (("query_length", query_length), ("document_length", document_length)):
             if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 3):
-                raise InvalidInputError(
-                    f"{name} must be an int >= 3 ([CLS], prefix and [SEP] take 3), got {val!r}"
-                )
+                raise InvalidInputError(f"{name} must be an int >= 3 ([CLS], prefix and [SEP] take 3), got {val!r}")
         root = resolve_model_dir(
             model_name_or_path,
             revision=revision,
@@ -438,9 +430,7 @@ class ColBERTEncoder:
             return None
         tok = self._tokenizer
         pid = tok.convert_tokens_to_ids(prefix)
-        if pid is None or (
-            tok.unk_token_id is not None and pid == tok.unk_token_id and prefix != tok.unk_token
-        ):
+        if pid is None or (tok.unk_token_id is not None and pid == tok.unk_token_id and prefix != tok.unk_token):
             raise CheckpointError(
                 f"{what} {prefix!r} is not a token of this tokenizer; PyLate checkpoints store it as an added "
                 f"token. Pass {what}='' for a backbone trained without prefixes"
@@ -551,9 +541,7 @@ class ColBERTEncoder:
         import torch.nn.functional as F
 
         dev = self._device
-        keeps = [
-            self._keep_mask(np.asarray(ids, dtype=np.int64), n_real, is_query) for ids, _, n_real in batch
-        ]
+        keeps = [self._keep_mask(np.asarray(ids, dtype=np.int64), n_real, is_query) for ids, _, n_real in batch]
         if self._packed:
             flat = torch.tensor([t for ids, _, _ in batch for t in ids], dtype=torch.long, device=dev)
             hidden = self._model(flat, [len(ids) for ids, _, _ in batch], [nk for _, nk, _ in batch])
@@ -617,9 +605,7 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
                 f"device {device!r} requested but CUDA is not available (torch {torch.__version__}); use device='cpu'"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InvalidInputError(
-                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present"
-            )
+            raise InvalidInputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():

@@ -114,8 +114,13 @@ def load_beir(folder: str | os.PathLike[str], split: str = "test") -> Dataset:
             qid, did, score = row[0], row[1], int(row[2])
             if score > 0:
                 qrels.setdefault(qid, {})[did] = score
-    return Dataset(root.name, corpus, {q: queries[q] for q in qrels if q in queries},
-                   {q: r for q, r in qrels.items() if q in queries}, "beir")
+    return Dataset(
+        root.name,
+        corpus,
+        {q: queries[q] for q in qrels if q in queries},
+        {q: r for q, r in qrels.items() if q in queries},
+        "beir",
+    )
 
 
 _TREC_DOC = re.compile(r"<DOC>\s*<DOCNO>\s*(.*?)\s*</DOCNO>(.*?)</DOC>", re.S)
@@ -135,8 +140,13 @@ def load_trec(folder: str | os.PathLike[str]) -> Dataset:
             p = line.split()
             if len(p) == 4 and int(p[3]) > 0:
                 qrels.setdefault(p[0], {})[p[2]] = int(p[3])
-    return Dataset(root.name, corpus, {q: queries[q] for q in qrels if q in queries},
-                   {q: r for q, r in qrels.items() if q in queries}, "trec")
+    return Dataset(
+        root.name,
+        corpus,
+        {q: queries[q] for q in qrels if q in queries},
+        {q: r for q, r in qrels.items() if q in queries},
+        "trec",
+    )
 
 
 def _smart(path: Path) -> list[dict[str, list[str]]]:
@@ -160,8 +170,9 @@ def _smart(path: Path) -> list[dict[str, list[str]]]:
 
 
 def _smart_corpus(path: Path) -> dict[str, dict[str, str]]:
-    return {r["I"][0]: {"title": _ws(" ".join(r.get("T", []))), "text": _ws(" ".join(r.get("W", [])))}
-            for r in _smart(path)}
+    return {
+        r["I"][0]: {"title": _ws(" ".join(r.get("T", []))), "text": _ws(" ".join(r.get("W", [])))} for r in _smart(path)
+    }
 
 
 def load_cranfield(folder: str | os.PathLike[str]) -> Dataset:
@@ -176,8 +187,13 @@ def load_cranfield(folder: str | os.PathLike[str]) -> Dataset:
             if len(p) < 3 or int(p[2]) == -1:
                 continue
             qrels.setdefault(p[0], {})[p[1]] = 5 - int(p[2])
-    return Dataset(root.name, corpus, {q: queries[q] for q in qrels if q in queries},
-                   {q: r for q, r in qrels.items() if q in queries}, "cranfield")
+    return Dataset(
+        root.name,
+        corpus,
+        {q: queries[q] for q in qrels if q in queries},
+        {q: r for q, r in qrels.items() if q in queries},
+        "cranfield",
+    )
 
 
 def load_cisi(folder: str | os.PathLike[str]) -> Dataset:
@@ -191,8 +207,13 @@ def load_cisi(folder: str | os.PathLike[str]) -> Dataset:
             p = line.split()
             if len(p) >= 2:
                 qrels.setdefault(p[0], {})[p[1]] = 1
-    return Dataset(root.name, corpus, {q: queries[q] for q in qrels if q in queries},
-                   {q: r for q, r in qrels.items() if q in queries}, "cisi")
+    return Dataset(
+        root.name,
+        corpus,
+        {q: queries[q] for q in qrels if q in queries},
+        {q: r for q, r in qrels.items() if q in queries},
+        "cisi",
+    )
 
 
 FORMATS = ("beir", "trec", "cranfield", "cisi")

@@ -50,9 +50,7 @@ def pool_tokens(vectors: MultiVector, pool_factor: int, protected_tokens: int = 
     # distances"). Clipping those -1e-7 distances to 0 changes nothing else.
     dist = np.maximum(1 - to_pool @ to_pool.T, 0)
     condensed = dist[np.triu_indices(n, k=1)]
-    labels = hierarchy.fcluster(
-        hierarchy.linkage(condensed, method="ward"), t=n_clusters, criterion="maxclust"
-    )
+    labels = hierarchy.fcluster(hierarchy.linkage(condensed, method="ward"), t=n_clusters, criterion="maxclust")
     labels = labels.astype(np.int64) - 1
     sums = np.zeros((n_clusters, to_pool.shape[1]), dtype=np.float32)
     np.add.at(sums, labels, to_pool)

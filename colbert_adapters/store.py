@@ -146,9 +146,7 @@ class MultiVectorStore:
         else:
             id_list = check_ids(ids)
             if len(id_list) != n:
-                raise InvalidInputError(
-                    f"got {len(id_list)} ids for {n} texts; pass one id per text (or ids=None)"
-                )
+                raise InvalidInputError(f"got {len(id_list)} ids for {n} texts; pass one id per text (or ids=None)")
         meta_list = check_metadatas(metadatas, n)
         if n == 0:
             return []

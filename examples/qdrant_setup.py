@@ -47,8 +47,10 @@ def main(workdir: Path) -> None:
             logger.info("filtered: %s %.3f", hit.id, hit.score)
 
     # 3. Move up: stream the Edge index into a qdrant-client collection (local mode here, a server in production).
-    with QdrantBackend.edge(workdir / "edge") as source, QdrantBackend.local(workdir / "local",
-                                                                            collection_name="docs") as target:
+    with (
+        QdrantBackend.edge(workdir / "edge") as source,
+        QdrantBackend.local(workdir / "local", collection_name="docs") as target,
+    ):
         n = copy_collection(source, target)
         logger.info("copied %d documents to %s (model %s)", n, target.location, target.model_id)
     with MultiVectorStore(encoder, backend=QdrantBackend.local(workdir / "local", collection_name="docs")) as store:

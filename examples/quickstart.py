@@ -34,13 +34,9 @@ QUERIES = [
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--model", default="lightonai/GTE-ModernColBERT-v1", help="Hub id or local checkpoint dir"
-    )
+    ap.add_argument("--model", default="lightonai/GTE-ModernColBERT-v1", help="Hub id or local checkpoint dir")
     ap.add_argument("--corpus", type=Path, default=HERE / "corpus", help="folder of .md/.txt files to index")
-    ap.add_argument(
-        "--index-dir", type=Path, default=Path("quickstart-index"), help="where the index is saved"
-    )
+    ap.add_argument("--index-dir", type=Path, default=Path("quickstart-index"), help="where the index is saved")
     ap.add_argument("--query", action="append", help="query to run (repeatable); default: built-in examples")
     ap.add_argument("-k", type=int, default=3)
     args = ap.parse_args(argv)

@@ -71,8 +71,16 @@ def minilm_path() -> pathlib.Path:
 class RealVectors:
     """all-MiniLM-L6-v2 token vectors of a 500-document Cranfield slice and 40 judged queries."""
 
-    def __init__(self, doc_ids: list[str], docs: list[Any], texts: list[str], query_ids: list[str],
-                 queries: list[Any], qrels: dict[str, dict[str, int]], model_id: str) -> None:
+    def __init__(
+        self,
+        doc_ids: list[str],
+        docs: list[Any],
+        texts: list[str],
+        query_ids: list[str],
+        queries: list[Any],
+        qrels: dict[str, dict[str, int]],
+        model_id: str,
+    ) -> None:
         self.doc_ids = doc_ids
         self.docs = docs
         self.texts = texts

@@ -49,9 +49,7 @@ def naive_maxsim(query: np.ndarray, doc: np.ndarray) -> float:
     return total
 
 
-def _corpus(
-    rng: np.random.Generator, n: int, dim: int, prefix: str = "d"
-) -> tuple[list[str], list[np.ndarray]]:
+def _corpus(rng: np.random.Generator, n: int, dim: int, prefix: str = "d") -> tuple[list[str], list[np.ndarray]]:
     ids = [f"{prefix}{i}" for i in range(n)]
     vecs = [unit_multivector(rng, int(rng.integers(1, 12)), dim) for _ in range(n)]
     return ids, vecs
@@ -103,9 +101,7 @@ class BackendContract:
         return np.random.default_rng(1234)
 
     @pytest.fixture
-    def filled(
-        self, backend: Backend, rng: np.random.Generator
-    ) -> tuple[Backend, list[str], list[np.ndarray]]:
+    def filled(self, backend: Backend, rng: np.random.Generator) -> tuple[Backend, list[str], list[np.ndarray]]:
         ids, vecs = _corpus(rng, 10, self.dim)
         metas = [{"color": ["red", "green", "blue"][i % 3], "year": 2020 + i % 4, "i": i} for i in range(10)]
         backend.upsert(ids, vecs, texts=[f"text {i}" for i in range(10)], metadatas=metas)

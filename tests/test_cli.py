@@ -39,8 +39,9 @@ def _index(capsys: Any, src: Path, idx: Path, model: Path, *extra: str) -> tuple
 
 
 @pytest.mark.parametrize("backend", ["memory", "voyager", "qdrant-edge"])
-def test_index_search_info_each_backend(capsys: Any, tmp_path: Path, folder: Path, tiny_checkpoint: Path,
-                                        backend: str) -> None:
+def test_index_search_info_each_backend(
+    capsys: Any, tmp_path: Path, folder: Path, tiny_checkpoint: Path, backend: str
+) -> None:
     idx = tmp_path / "idx"
     code, out, err = _index(capsys, folder, idx, tiny_checkpoint, "--backend", backend)
     assert code == 0, err
@@ -104,15 +105,21 @@ def test_bad_inputs_reported_rest_indexed(capsys: Any, tmp_path: Path, folder: P
 
 def test_jsonl_bad_lines(capsys: Any, tmp_path: Path, tiny_checkpoint: Path) -> None:
     src = tmp_path / "docs.jsonl"
-    src.write_text("\n".join([
-        json.dumps({"id": "a", "text": "apples are red fruit", "metadata": {"color": "red"}}),
-        "{not json",
-        json.dumps({"id": "b", "body": "no text field"}),
-        json.dumps(["a", "list"]),
-        "",
-        json.dumps({"id": "c", "text": "bananas are yellow", "color": "yellow"}),
-        json.dumps({"id": "a", "text": "duplicate id"}),
-    ]) + "\n", encoding="utf-8")
+    src.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": "a", "text": "apples are red fruit", "metadata": {"color": "red"}}),
+                "{not json",
+                json.dumps({"id": "b", "body": "no text field"}),
+                json.dumps(["a", "list"]),
+                "",
+                json.dumps({"id": "c", "text": "bananas are yellow", "color": "yellow"}),
+                json.dumps({"id": "a", "text": "duplicate id"}),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     idx = tmp_path / "idx"
     code, out, err = _index(capsys, src, idx, tiny_checkpoint, "--backend", "memory")
     assert code == 1
@@ -125,8 +132,9 @@ def test_jsonl_bad_lines(capsys: Any, tmp_path: Path, tiny_checkpoint: Path) -> 
 
 def test_csv_with_and_without_text_column(capsys: Any, tmp_path: Path, tiny_checkpoint: Path) -> None:
     good = tmp_path / "good.csv"
-    good.write_text('id,text,metadata\n1,"hello, world of csv",{"lang": "en"}\n2,,{}\n3,second row text,\n',
-                    encoding="utf-8")
+    good.write_text(
+        'id,text,metadata\n1,"hello, world of csv",{"lang": "en"}\n2,,{}\n3,second row text,\n', encoding="utf-8"
+    )
     idx = tmp_path / "idx"
     code, out, err = _index(capsys, good, idx, tiny_checkpoint, "--backend", "memory")
     assert code == 1 and "good.csv:3: empty 'text'" in err and "indexed 2 documents" in out
@@ -134,8 +142,9 @@ def test_csv_with_and_without_text_column(capsys: Any, tmp_path: Path, tiny_chec
     bad.write_text("id,body\n1,hello\n", encoding="utf-8")
     code, out, err = _index(capsys, bad, tmp_path / "idx2", tiny_checkpoint, "--backend", "memory")
     assert code == 1 and "no 'text' column (columns: id, body)" in err and "indexed 0 documents" in out
-    code, out, err = _index(capsys, bad, tmp_path / "idx3", tiny_checkpoint, "--backend", "memory",
-                            "--text-field", "body")
+    code, out, err = _index(
+        capsys, bad, tmp_path / "idx3", tiny_checkpoint, "--backend", "memory", "--text-field", "body"
+    )
     assert code == 0 and "indexed 1 documents" in out
     empty = tmp_path / "empty.csv"
     empty.write_text("", encoding="utf-8")
@@ -143,8 +152,9 @@ def test_csv_with_and_without_text_column(capsys: Any, tmp_path: Path, tiny_chec
     assert code == 1 and "empty.csv: empty file" in err
 
 
-def test_other_model_refused(capsys: Any, tmp_path: Path, folder: Path, tiny_checkpoint: Path,
-                             make_checkpoint: Any) -> None:
+def test_other_model_refused(
+    capsys: Any, tmp_path: Path, folder: Path, tiny_checkpoint: Path, make_checkpoint: Any
+) -> None:
     idx = tmp_path / "idx"
     assert _index(capsys, folder, idx, tiny_checkpoint, "--backend", "memory")[0] == 0
     other = make_checkpoint(seed=1)
@@ -175,8 +185,9 @@ def test_usage_and_runtime_errors(capsys: Any, tmp_path: Path, folder: Path, tin
     assert code == 2 and "uses backend 'memory'" in err
 
 
-def test_hub_unreachable_is_reported(capsys: Any, tmp_path: Path, folder: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_unreachable_is_reported(
+    capsys: Any, tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from colbert_adapters import encoder as enc_mod
     from colbert_adapters.errors import HubUnavailableError
 
@@ -190,12 +201,21 @@ def test_hub_unreachable_is_reported(capsys: Any, tmp_path: Path, folder: Path,
 
 def _write_beir(root: Path) -> Path:
     root.mkdir()
-    docs = {"d1": "cats purr and chase mice", "d2": "dogs bark at the mailman", "d3": "rockets reach orbit",
-            "d4": "volcanoes erupt lava", "d5": "fish swim in the sea"}
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n"
-                                               for k, v in docs.items()), encoding="utf-8")
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in
-                                                [("q1", "cats"), ("q2", "rockets"), ("q3", "unjudged")]))
+    docs = {
+        "d1": "cats purr and chase mice",
+        "d2": "dogs bark at the mailman",
+        "d3": "rockets reach orbit",
+        "d4": "volcanoes erupt lava",
+        "d5": "fish swim in the sea",
+    }
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items()), encoding="utf-8"
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": q, "text": t}) + "\n" for q, t in [("q1", "cats"), ("q2", "rockets"), ("q3", "unjudged")]
+        )
+    )
     (root / "qrels").mkdir()
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t2\n")
     return root
@@ -204,8 +224,22 @@ def _write_beir(root: Path) -> Path:
 def test_eval_beir_all_backends(capsys: Any, tmp_path: Path, tiny_checkpoint: Path) -> None:
     data = _write_beir(tmp_path / "mini")
     out_json = tmp_path / "res" / "eval.json"
-    code, out, err = _run(capsys, "eval", str(data), "--model", str(tiny_checkpoint), "-q", "--backend", "memory",
-                          "--backend", "voyager", "--backend", "qdrant-edge", "-o", str(out_json))
+    code, out, err = _run(
+        capsys,
+        "eval",
+        str(data),
+        "--model",
+        str(tiny_checkpoint),
+        "-q",
+        "--backend",
+        "memory",
+        "--backend",
+        "voyager",
+        "--backend",
+        "qdrant-edge",
+        "-o",
+        str(out_json),
+    )
     assert code == 0, err
     assert "nDCG@10" in out and "voyager" in out and "qdrant-edge" in out
     res = json.loads(out_json.read_text())
@@ -225,11 +259,29 @@ def test_eval_usage_errors(capsys: Any, tmp_path: Path) -> None:
 
 def test_console_script_smoke(tmp_path: Path, folder: Path, tiny_checkpoint: Path) -> None:
     idx = tmp_path / "idx"
-    out = subprocess.run([sys.executable, "-m", "colbert_adapters.cli", "index", str(folder), str(idx),
-                          "--model", str(tiny_checkpoint), "--backend", "memory"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "colbert_adapters.cli",
+            "index",
+            str(folder),
+            str(idx),
+            "--model",
+            str(tiny_checkpoint),
+            "--backend",
+            "memory",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "doc/s" in out.stderr or "doc" in out.stderr  # tqdm progress bar
-    out = subprocess.run([sys.executable, "-m", "colbert_adapters.cli", "search", str(idx), "cats"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "colbert_adapters.cli", "search", str(idx), "cats"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "cats.txt" in out.stdout

@@ -86,9 +86,7 @@ def test_precedence_argument_over_file_over_default(
 ) -> None:
     ckpt = make_checkpoint(extra_config={"query_length": 16})
     assert ColBERTEncoder.from_pretrained(ckpt).spec.query_length == 16  # file beats default
-    assert (
-        ColBERTEncoder.from_pretrained(ckpt, query_length=20).spec.query_length == 20
-    )  # argument beats file
+    assert ColBERTEncoder.from_pretrained(ckpt, query_length=20).spec.query_length == 20  # argument beats file
     # a config without do_query_expansion (older Hub copies) falls back to PyLate's default: True
     old = _copy(ckpt, tmp_path / "old")
     cfg_path = old / "config_sentence_transformers.json"
@@ -195,9 +193,7 @@ def test_32k_token_document_fits_in_memory(tiny_checkpoint: pathlib.Path, tmp_pa
         "assert np.isfinite(v).all()\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    out = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, check=False
-    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     peak_kb = int(out.stdout.strip().splitlines()[-1])
     assert peak_kb < 3_000_000, f"peak RSS {peak_kb / 1e6:.2f} GB"
@@ -340,9 +336,7 @@ def test_mismatched_dense_weights(tiny_checkpoint: pathlib.Path, tmp_path: pathl
     from safetensors.numpy import save_file
 
     ckpt = _copy(tiny_checkpoint, tmp_path / "c")
-    save_file(
-        {"linear.weight": np.zeros((128, 32), dtype=np.float32)}, str(ckpt / "1_Dense" / "model.safetensors")
-    )
+    save_file({"linear.weight": np.zeros((128, 32), dtype=np.float32)}, str(ckpt / "1_Dense" / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"linear\.weight"):
         ColBERTEncoder.from_pretrained(ckpt)
     cfg = ckpt / "1_Dense" / "config.json"
@@ -380,9 +374,7 @@ def test_mismatched_backbone_weights(tiny_checkpoint: pathlib.Path, tmp_path: pa
         ({"query_length": 2}, "query_length must be an int >= 3"),
     ],
 )
-def test_unavailable_device_or_dtype(
-    tiny_checkpoint: pathlib.Path, kwargs: dict[str, object], match: str
-) -> None:
+def test_unavailable_device_or_dtype(tiny_checkpoint: pathlib.Path, kwargs: dict[str, object], match: str) -> None:
     if kwargs.get("device") == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(InvalidInputError, match=match):
@@ -438,4 +430,3 @@ def test_padded_and_sequential_attention_paths_agree(
             one_by_one.append(enc._model(flat[start : start + n], [n], [k]))
             start += n
     np.testing.assert_allclose(batched.numpy(), torch.cat(one_by_one).numpy(), atol=1e-5)
-

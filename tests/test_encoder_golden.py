@@ -43,9 +43,7 @@ def _encoder(make_checkpoint: Callable[..., pathlib.Path], meta: dict[str, Any])
     key = json.dumps([build, kwargs], sort_keys=True)
     if key not in _encoders:
         ckpt = make_checkpoint(**build)
-        assert weights_digest(ckpt) == meta["checkpoint"]["weights_digest"], (
-            "fixture weights drifted from goldens"
-        )
+        assert weights_digest(ckpt) == meta["checkpoint"]["weights_digest"], "fixture weights drifted from goldens"
         _encoders[key] = ColBERTEncoder.from_pretrained(ckpt, device="cpu", **kwargs)
     return _encoders[key]
 
@@ -82,9 +80,7 @@ def test_matches_pylate(make_checkpoint: Callable[..., pathlib.Path], case: str,
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if "pool" not in c])
-def test_tokenization_and_keep_mask_match_pylate(
-    make_checkpoint: Callable[..., pathlib.Path], case: str
-) -> None:
+def test_tokenization_and_keep_mask_match_pylate(make_checkpoint: Callable[..., pathlib.Path], case: str) -> None:
     arrays, texts, meta = _load(case)
     enc = _encoder(make_checkpoint, meta)
     is_query = meta["kind"] == "query"

@@ -78,9 +78,11 @@ def test_matches_reference_library_on_random_runs() -> None:
 def test_beir_loader_and_subset(tmp_path: Path) -> None:
     (tmp_path / "qrels").mkdir()
     (tmp_path / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": i, "title": "T" + i, "text": "body " + i}) + "\n" for i in "abcd"))
-    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "1", "text": "q one"}) + "\n"
-                                            + json.dumps({"_id": "2", "text": "q two"}) + "\n")
+        "".join(json.dumps({"_id": i, "title": "T" + i, "text": "body " + i}) + "\n" for i in "abcd")
+    )
+    (tmp_path / "queries.jsonl").write_text(
+        json.dumps({"_id": "1", "text": "q one"}) + "\n" + json.dumps({"_id": "2", "text": "q two"}) + "\n"
+    )
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\td\t1\n1\ta\t0\n")
     data = ev.load_dataset(tmp_path)
     assert data.format == "beir" and len(data.corpus) == 4
@@ -97,8 +99,9 @@ def test_beir_loader_and_subset(tmp_path: Path) -> None:
 def test_smart_and_trec_loaders_on_small_files(tmp_path: Path) -> None:
     cran = tmp_path / "cran"
     cran.mkdir()
-    (cran / "cran.all.1400").write_text(".I 1\n.T\nwing flow\n.A\nsmith\n.B\nj. ae\n.W\nthe wing\nflow.\n"
-                                        ".I 2\n.T\nheat\n.W\nheat transfer\n")
+    (cran / "cran.all.1400").write_text(
+        ".I 1\n.T\nwing flow\n.A\nsmith\n.B\nj. ae\n.W\nthe wing\nflow.\n.I 2\n.T\nheat\n.W\nheat transfer\n"
+    )
     (cran / "cran.qry").write_text(".I 001\n.W\nwhat about wings\n.I 004\n.W\nheat?\n")
     (cran / "cranqrel").write_text("1 1 2\n2 2 -1\n2 1 4\n")
     data = ev.load_dataset(cran)
@@ -116,12 +119,15 @@ def test_smart_and_trec_loaders_on_small_files(tmp_path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")  # the reference library leaves files open
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize(("folder", "loader", "n_docs", "n_queries"), [
-    ("cranfield", "load_cranfield", 1400, 225),
-    ("cisi", "load_cisi", 1460, 76),
-    ("vaswani", "load_vaswani", 11429, 93),
-    ("scifact", "load_beir", 5183, 300),
-])
+@pytest.mark.parametrize(
+    ("folder", "loader", "n_docs", "n_queries"),
+    [
+        ("cranfield", "load_cranfield", 1400, 225),
+        ("cisi", "load_cisi", 1460, 76),
+        ("vaswani", "load_vaswani", 11429, 93),
+        ("scifact", "load_beir", 5183, 300),
+    ],
+)
 def test_real_collections_match_reference(folder: str, loader: str, n_docs: int, n_queries: int) -> None:
     lib = _lib()
     path = DATA / folder
@@ -133,7 +139,8 @@ def test_real_collections_match_reference(folder: str, loader: str, n_docs: int,
     assert data.queries == queries
     assert data.qrels == {q: {d: g for d, g in r.items() if g > 0} for q, r in qrels.items() if q in queries}
     assert {d: ev.document_text(v) for d, v in data.corpus.items()} == {
-        d: " ".join(f"{v['title']} {v['text']}".split()) for d, v in corpus.items()}
+        d: " ".join(f"{v['title']} {v['text']}".split()) for d, v in corpus.items()
+    }
 
 
 def test_benchmark_eval_report(tmp_path: Path) -> None:
@@ -147,10 +154,22 @@ def test_benchmark_eval_report(tmp_path: Path) -> None:
         sys.path.remove(str(root))
     raw = tmp_path / "eval_raw"
     raw.mkdir()
-    entry = {"nDCG@10": 0.5, "Recall@10": 0.4, "Recall@100": 0.9, "MRR@10": 0.6, "vs_exact": 1.0,
-             "search_latency": {"p50_ms": 1.0, "p95_ms": 2.0}}
-    run = {"dataset": "scifact", "documents": 10, "queries": 2, "tokens": 100, "encode_documents_s": 1.0,
-           "backends": {"memory": entry, "voyager": {**entry, "nDCG@10": 0.49, "vs_exact": 0.98}}}
+    entry = {
+        "nDCG@10": 0.5,
+        "Recall@10": 0.4,
+        "Recall@100": 0.9,
+        "MRR@10": 0.6,
+        "vs_exact": 1.0,
+        "search_latency": {"p50_ms": 1.0, "p95_ms": 2.0},
+    }
+    run = {
+        "dataset": "scifact",
+        "documents": 10,
+        "queries": 2,
+        "tokens": 100,
+        "encode_documents_s": 1.0,
+        "backends": {"memory": entry, "voyager": {**entry, "nDCG@10": 0.49, "vs_exact": 0.98}},
+    }
     (raw / "scifact.json").write_text(json.dumps(run))
     (tmp_path / "eval_dense").mkdir()
     (tmp_path / "eval_dense" / "scifact.json").write_text(json.dumps({"dataset": "scifact", "nDCG@10": 0.6449}))

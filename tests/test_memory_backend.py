@@ -401,9 +401,7 @@ def test_resolve_registered_but_missing_module(monkeypatch: pytest.MonkeyPatch) 
         resolve_backend("future")
 
 
-def test_resolve_backend_with_missing_third_party_dependency(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_resolve_backend_with_missing_third_party_dependency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module = tmp_path / "needs_dep_backend.py"
     module.write_text("import surely_not_installed_pkg_xyz\nclass B: ...\n", encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))

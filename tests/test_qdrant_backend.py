@@ -177,7 +177,8 @@ def test_reopen_with_other_dim_is_refused(tmp_path: Path, rng: np.random.Generat
         (
             {
                 "colbert": models.VectorParams(
-                    size=DIM, distance=models.Distance.COSINE,
+                    size=DIM,
+                    distance=models.Distance.COSINE,
                     multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
                 ),
                 "summary": models.VectorParams(size=DIM, distance=models.Distance.COSINE),
@@ -187,7 +188,8 @@ def test_reopen_with_other_dim_is_refused(tmp_path: Path, rng: np.random.Generat
         (
             {
                 "colbert": models.VectorParams(
-                    size=DIM, distance=models.Distance.DOT,
+                    size=DIM,
+                    distance=models.Distance.DOT,
                     multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
                 ),
                 "dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE),
@@ -209,10 +211,13 @@ def test_foreign_collection_schema_is_refused(vectors_config: Any, match: str) -
 def test_collection_created_elsewhere_without_metadata_is_accepted(rng: np.random.Generator) -> None:
     client = QdrantClient(":memory:")
     mv = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
-    client.create_collection("docs", vectors_config={
-        "colbert": models.VectorParams(size=DIM, distance=models.Distance.DOT, multivector_config=mv),
-        "summary": models.VectorParams(size=DIM, distance=models.Distance.COSINE),
-    })
+    client.create_collection(
+        "docs",
+        vectors_config={
+            "colbert": models.VectorParams(size=DIM, distance=models.Distance.DOT, multivector_config=mv),
+            "summary": models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+        },
+    )
     with QdrantBackend.from_client(client, "docs") as b:
         assert b.dim == DIM
         b.upsert(["x"], _docs(rng, 1))
@@ -295,8 +300,11 @@ def test_upserts_are_split_by_request_bytes(rng: np.random.Generator) -> None:
     assert max(client.request_bytes) <= limit
     # The estimate is an upper bound of the real body.
     for doc in docs[:5]:
-        point = models.PointStruct(id=point_id("x"), vector={"colbert": doc.tolist(), "summary": doc[0].tolist()},
-                                   payload={"doc_id": "x", "text": "é" * 500, "metadata": {}, "seq": 2**50})
+        point = models.PointStruct(
+            id=point_id("x"),
+            vector={"colbert": doc.tolist(), "summary": doc[0].tolist()},
+            payload={"doc_id": "x", "text": "é" * 500, "metadata": {}, "seq": 2**50},
+        )
         real = len(point.model_dump_json(exclude_none=True).encode())
         est = estimate_point_bytes(doc.size + doc.shape[1], len(json.dumps(point.payload, ensure_ascii=False).encode()))
         assert real <= est < 2 * real
@@ -419,8 +427,16 @@ def test_filters_match_memory_backend_semantics(any_backend: QdrantBackend, rng:
     oracle = MemoryBackend(dim=DIM)
     oracle.upsert(ids, docs, metadatas=metas)
     q = unit_multivector(rng, 3, DIM)
-    for flt in ({"flag": True}, {"flag": 1}, {"n": 2020}, {"n": "2020"}, {"tags": "a"}, {"opt": None},
-                {"flag": [True, False], "n": [2020, 2021]}, {"tags": ["a", "b"]}):
+    for flt in (
+        {"flag": True},
+        {"flag": 1},
+        {"n": 2020},
+        {"n": "2020"},
+        {"tags": "a"},
+        {"opt": None},
+        {"flag": [True, False], "n": [2020, 2021]},
+        {"tags": ["a", "b"]},
+    ):
         for mode in ("exact", "two_stage"):
             got = any_backend.search(q, k=4, filter=flt, mode=mode)
             want = oracle.search(q, k=4, filter=flt)
@@ -430,8 +446,7 @@ def test_filters_match_memory_backend_semantics(any_backend: QdrantBackend, rng:
 
 
 def test_native_filters(any_backend: QdrantBackend, rng: np.random.Generator) -> None:
-    any_backend.upsert([f"d{i}" for i in range(9)], _docs(rng, 9),
-                       metadatas=[{"year": 2000 + i} for i in range(9)])
+    any_backend.upsert([f"d{i}" for i in range(9)], _docs(rng, 9), metadatas=[{"year": 2000 + i} for i in range(9)])
     native = models.Filter(
         must=[models.FieldCondition(key="metadata.year", range=models.Range(gte=2003, lt=2007))],
         must_not=[models.HasIdCondition(has_id=[point_id("d4")])],
@@ -443,7 +458,9 @@ def test_native_filters(any_backend: QdrantBackend, rng: np.random.Generator) ->
 
         edge_native = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(["d1", "d2"]))])
         assert sorted(h.id for h in any_backend.search(unit_multivector(rng, 2, DIM), k=9, filter=edge_native)) == [
-            "d1", "d2"]
+            "d1",
+            "d2",
+        ]
 
 
 def test_two_stage_prefetch_limits_candidates(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -462,10 +479,12 @@ def test_two_stage_prefetch_limits_candidates(tmp_path: Path, rng: np.random.Gen
 
 
 @pytest.mark.parametrize(("datatype", "quantization", "atol"), [("float16", None, 3e-3), ("float32", "int8", 1e-4)])
-def test_storage_options_keep_results(tmp_path: Path, rng: np.random.Generator, datatype: str,
-                                      quantization: str | None, atol: float) -> None:
-    cfg = QdrantCollectionConfig(dim=32, datatype=datatype, quantization=quantization, on_disk=True,
-                                 payload_indexes={"color": "keyword"})
+def test_storage_options_keep_results(
+    tmp_path: Path, rng: np.random.Generator, datatype: str, quantization: str | None, atol: float
+) -> None:
+    cfg = QdrantCollectionConfig(
+        dim=32, datatype=datatype, quantization=quantization, on_disk=True, payload_indexes={"color": "keyword"}
+    )
     docs = _docs(rng, 300, dim=32, tokens=(5, 20))
     ids = [f"d{i}" for i in range(300)]
     metas = [{"color": ["red", "blue"][i % 2]} for i in range(300)]
@@ -522,7 +541,8 @@ def test_copy_edge_to_local_mode(tmp_path: Path, rng: np.random.Generator) -> No
             assert dst.count() == 49 and dst.model_id == "enc-x" and dst.dim == DIM
             after = dst.search(q, k=10, mode="exact", filter={"color": "red"})
             assert [(h.id, h.text, dict(h.metadata)) for h in after] == [
-                (h.id, h.text, dict(h.metadata)) for h in before]
+                (h.id, h.text, dict(h.metadata)) for h in before
+            ]
             np.testing.assert_allclose([h.score for h in after], [h.score for h in before], atol=1e-5)
             (rec,) = dst.get(["doc-7"], with_vectors=True)
             np.testing.assert_allclose(rec.vectors, docs[7], atol=1e-6)

@@ -44,8 +44,20 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path)
 
 def test_setup_info_and_schema_mismatch(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     loc = str(tmp_path / "edge")
-    code, out, _ = _run(capsys, "qdrant", "setup", loc, "--dim", "8", "--datatype", "float16",
-                        "--payload-index", "source:keyword", "--model-id", "enc-1")
+    code, out, _ = _run(
+        capsys,
+        "qdrant",
+        "setup",
+        loc,
+        "--dim",
+        "8",
+        "--datatype",
+        "float16",
+        "--payload-index",
+        "source:keyword",
+        "--model-id",
+        "enc-1",
+    )
     assert code == 0
     info = json.loads(out)
     assert info["engine"] == "edge" and info["config"]["datatype"] == "float16" and info["model_id"] == "enc-1"
@@ -69,8 +81,17 @@ def test_export_edge_to_local_mode(capsys: pytest.CaptureFixture[str], tmp_path:
     ids = [f"d{i}" for i in range(30)]
     with QdrantBackend.edge(tmp_path / "edge", dim=8, model_id="enc-1") as src:
         src.upsert(ids, docs, texts=[f"t{i}" for i in range(30)], metadatas=[{"i": i} for i in range(30)])
-    code, out, err = _run(capsys, "qdrant", "export", str(tmp_path / "edge"), f"local:{tmp_path / 'local'}",
-                          "--to-collection", "docs", "--batch-points", "7")
+    code, out, err = _run(
+        capsys,
+        "qdrant",
+        "export",
+        str(tmp_path / "edge"),
+        f"local:{tmp_path / 'local'}",
+        "--to-collection",
+        "docs",
+        "--batch-points",
+        "7",
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["documents"] == 30 and report["target"]["count"] == 30
@@ -79,26 +100,38 @@ def test_export_edge_to_local_mode(capsys: pytest.CaptureFixture[str], tmp_path:
         hit = dst.search(docs[11], k=1)[0]
         assert (hit.id, hit.text, dict(hit.metadata)) == ("d11", "t11", {"i": 11})
     # Copying again replaces (same ids), and a target of another dimension is refused.
-    assert _run(capsys, "qdrant", "copy", str(tmp_path / "edge"), f"local:{tmp_path / 'local'}",
-                "--to-collection", "docs")[0] == 0
+    assert (
+        _run(
+            capsys, "qdrant", "copy", str(tmp_path / "edge"), f"local:{tmp_path / 'local'}", "--to-collection", "docs"
+        )[0]
+        == 0
+    )
     code, _, err = _run(capsys, "qdrant", "copy", str(tmp_path / "edge"), ":memory:", "--dim", "9")
     assert code == 2 and "differs" in err
 
 
 def test_console_script_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "colbert_adapters.cli", "qdrant", "--help"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "colbert_adapters.cli", "qdrant", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "setup" in out.stdout and "copy" in out.stdout
     # --help must not import the optional engines.
-    code = ("import sys; from colbert_adapters.cli import build_parser; build_parser(); "
-            "print([m for m in ('qdrant_client', 'qdrant_edge') if m in sys.modules])")
+    code = (
+        "import sys; from colbert_adapters.cli import build_parser; build_parser(); "
+        "print([m for m in ('qdrant_client', 'qdrant_edge') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]"
 
 
 def test_example_runs(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, str(root / "examples" / "qdrant_setup.py"), str(tmp_path)],
-                         capture_output=True, text=True, timeout=120, cwd=root)
+    out = subprocess.run(
+        [sys.executable, str(root / "examples" / "qdrant_setup.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
     assert out.returncode == 0, out.stderr
     assert "copied 4 documents" in out.stderr and "local mode top hit: dog" in out.stderr

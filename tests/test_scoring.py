@@ -222,13 +222,9 @@ def test_torch_list_and_padded_agree_with_numpy() -> None:
     for i, d in enumerate(docs):
         padded[i, : d.shape[0]] = torch.from_numpy(d)
         mask[i, : d.shape[0]] = True
-    np.testing.assert_allclose(
-        scoring.maxsim_torch(torch.from_numpy(q), padded, mask).numpy(), want, atol=1e-5
-    )
+    np.testing.assert_allclose(scoring.maxsim_torch(torch.from_numpy(q), padded, mask).numpy(), want, atol=1e-5)
     # An int 0/1 mask works too.
-    np.testing.assert_allclose(
-        scoring.maxsim_torch(torch.from_numpy(q), padded, mask.int()).numpy(), want, atol=1e-5
-    )
+    np.testing.assert_allclose(scoring.maxsim_torch(torch.from_numpy(q), padded, mask.int()).numpy(), want, atol=1e-5)
 
 
 def test_maxsim_padded_torch_matches_batch(monkeypatch: pytest.MonkeyPatch) -> None:

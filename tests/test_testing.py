@@ -87,9 +87,7 @@ def test_different_dims_and_seeds_differ() -> None:
 def test_shared_words_score_higher() -> None:
     enc = FakeEncoder(dim=32)
     (q,) = enc.encode_queries(["solar panel efficiency"])
-    docs = enc.encode_documents(
-        ["efficiency of a solar panel", "panel discussion", "medieval castle architecture"]
-    )
+    docs = enc.encode_documents(["efficiency of a solar panel", "panel discussion", "medieval castle architecture"])
     s = maxsim(q, docs)
     assert s[0] > s[1] > s[2]
     assert s[0] == pytest.approx(4.0, abs=1e-5)  # [CLS] + 3 words all present

@@ -131,7 +131,11 @@ def test_unequal_segments_keep_the_recall_of_one(real_vectors: Any, tmp_path: Pa
     token that missed a document must not depend on its segment's size (a per-segment floor favoured the
     documents of the large segment and lost about 0.04 recall@10 here)."""
     opts: dict[str, Any] = {
-        "mutable_max_tokens": 500, "max_segments": 8, "k_token": 32, "n_rerank": 40, "num_threads": 1
+        "mutable_max_tokens": 500,
+        "max_segments": 8,
+        "k_token": 32,
+        "n_rerank": 40,
+        "num_threads": 1,
     }
     ids, docs = real_vectors.doc_ids, real_vectors.docs
     oracle = MemoryBackend()

@@ -251,9 +251,7 @@ def _map_error(exc: Exception, where: str, what: str) -> ColBERTError:
         status = exc.status_code
         detail = exc.content.decode("utf-8", "replace")[:500] if exc.content else exc.reason_phrase
         if status in (401, 403):
-            return QdrantRequestError(
-                f"Qdrant at {where} refused to {what} ({status}: {detail}); check the api_key"
-            )
+            return QdrantRequestError(f"Qdrant at {where} refused to {what} ({status}: {detail}); check the api_key")
         if status == 413:
             return QdrantRequestError(
                 f"Qdrant at {where} refused a request as too large while trying to {what} ({detail}); "
@@ -305,8 +303,9 @@ class _Engine:
     def upsert(self, points: Sequence[StoredPoint], spec_names: tuple[str, str]) -> None:
         raise NotImplementedError
 
-    def retrieve(self, pids: Sequence[str], *, with_payload: bool, with_vectors: bool,
-                 names: tuple[str, str]) -> list[StoredPoint]:
+    def retrieve(
+        self, pids: Sequence[str], *, with_payload: bool, with_vectors: bool, names: tuple[str, str]
+    ) -> list[StoredPoint]:
         raise NotImplementedError
 
     def delete(self, pids: Sequence[str]) -> None:
@@ -318,13 +317,24 @@ class _Engine:
     def count(self, flt: Any = None) -> int:
         raise NotImplementedError
 
-    def query(self, q: npt.NDArray[np.float32], summary: npt.NDArray[np.float32] | None, *, limit: int,
-              prefetch_limit: int, flt: Any, exact: bool, quantized: bool, oversampling: float,
-              names: tuple[str, str]) -> list[StoredPoint]:
+    def query(
+        self,
+        q: npt.NDArray[np.float32],
+        summary: npt.NDArray[np.float32] | None,
+        *,
+        limit: int,
+        prefetch_limit: int,
+        flt: Any,
+        exact: bool,
+        quantized: bool,
+        oversampling: float,
+        names: tuple[str, str],
+    ) -> list[StoredPoint]:
         raise NotImplementedError
 
-    def scroll(self, offset: Any, limit: int, names: tuple[str, str], *, flt: Any = None,
-               with_vectors: bool = True) -> tuple[list[StoredPoint], Any]:
+    def scroll(
+        self, offset: Any, limit: int, names: tuple[str, str], *, flt: Any = None, with_vectors: bool = True
+    ) -> tuple[list[StoredPoint], Any]:
         raise NotImplementedError
 
     def create_payload_index(self, key: str, kind: str) -> None:
@@ -347,9 +357,20 @@ _PAYLOAD_TYPES = ("keyword", "integer", "float", "bool", "text", "datetime", "uu
 class ClientEngine(_Engine):
     """A collection reached through ``qdrant_client.QdrantClient``."""
 
-    def __init__(self, client: Any, collection: str, *, where: str, owns_client: bool, grpc: bool,
-                 local: bool, max_retries: int, retry_backoff: float, timeout: float | None,
-                 shard_key: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        collection: str,
+        *,
+        where: str,
+        owns_client: bool,
+        grpc: bool,
+        local: bool,
+        max_retries: int,
+        retry_backoff: float,
+        timeout: float | None,
+        shard_key: str | None = None,
+    ) -> None:
         self.client = client
         self.collection = collection
         self.where = where
@@ -378,7 +399,13 @@ class ClientEngine(_Engine):
                     delay = self.retry_backoff * (2**attempt) * (1 + 0.25 * random.random())
                     logger.warning(
                         "Qdrant at %s: %s failed (%s: %s); retry %d/%d in %.1fs",
-                        self.where, what, type(exc).__name__, exc, attempt + 1, attempts - 1, delay,
+                        self.where,
+                        what,
+                        type(exc).__name__,
+                        exc,
+                        attempt + 1,
+                        attempts - 1,
+                        delay,
                     )
                     time.sleep(delay)
                     continue
@@ -391,10 +418,13 @@ class ClientEngine(_Engine):
     # ---- collection
 
     def exists(self) -> bool:
-        return bool(self.call(
-            f"check collection {self.collection!r}", lambda: self.client.collection_exists(self.collection),
-            retries=0,
-        ))
+        return bool(
+            self.call(
+                f"check collection {self.collection!r}",
+                lambda: self.client.collection_exists(self.collection),
+                retries=0,
+            )
+        )
 
     def create(self, spec: QdrantCollectionConfig, meta: dict[str, Any]) -> None:
         m = self.models
@@ -463,9 +493,7 @@ class ClientEngine(_Engine):
         self.call(f"delete collection {self.collection!r}", lambda: self.client.delete_collection(self.collection))
 
     def schema(self) -> Schema:
-        info = self.call(
-            f"read collection {self.collection!r}", lambda: self.client.get_collection(self.collection)
-        )
+        info = self.call(f"read collection {self.collection!r}", lambda: self.client.get_collection(self.collection))
         vectors = info.config.params.vectors
         out: dict[str, dict[str, Any]] = {}
         if isinstance(vectors, Mapping):
@@ -474,23 +502,18 @@ class ClientEngine(_Engine):
                     "size": p.size,
                     "distance": str(getattr(p.distance, "value", p.distance)).lower(),
                     "multivector": (
-                        str(getattr(p.multivector_config.comparator, "value", p.multivector_config.comparator))
-                        .lower()
+                        str(getattr(p.multivector_config.comparator, "value", p.multivector_config.comparator)).lower()
                         if p.multivector_config is not None
                         else None
                     ),
-                    "quantized": p.quantization_config is not None
-                    or info.config.quantization_config is not None,
+                    "quantized": p.quantization_config is not None or info.config.quantization_config is not None,
                 }
         elif vectors is not None:
-            out[""] = {"size": vectors.size, "distance": str(vectors.distance), "multivector": None,
-                       "quantized": False}
+            out[""] = {"size": vectors.size, "distance": str(vectors.distance), "multivector": None, "quantized": False}
         return Schema(vectors=out)
 
     def read_meta(self) -> dict[str, Any] | None:
-        info = self.call(
-            f"read collection {self.collection!r}", lambda: self.client.get_collection(self.collection)
-        )
+        info = self.call(f"read collection {self.collection!r}", lambda: self.client.get_collection(self.collection))
         meta = getattr(info.config, "metadata", None) or {}
         value = meta.get("colbert_adapters") if isinstance(meta, Mapping) else None
         return dict(value) if isinstance(value, Mapping) else None
@@ -521,12 +544,15 @@ class ClientEngine(_Engine):
             ),
         )
 
-    def retrieve(self, pids: Sequence[str], *, with_payload: bool, with_vectors: bool,
-                 names: tuple[str, str]) -> list[StoredPoint]:
+    def retrieve(
+        self, pids: Sequence[str], *, with_payload: bool, with_vectors: bool, names: tuple[str, str]
+    ) -> list[StoredPoint]:
         recs = self.call(
             f"retrieve {len(pids)} points",
             lambda: self.client.retrieve(
-                self.collection, ids=list(pids), with_payload=with_payload,
+                self.collection,
+                ids=list(pids),
+                with_payload=with_payload,
                 with_vectors=[names[0]] if with_vectors else False,
                 shard_key_selector=self._shard_selector(),
             ),
@@ -550,7 +576,9 @@ class ClientEngine(_Engine):
         self.call(
             f"delete {len(pids)} points",
             lambda: self.client.delete(
-                self.collection, points_selector=m.PointIdsList(points=list(pids)), wait=True,
+                self.collection,
+                points_selector=m.PointIdsList(points=list(pids)),
+                wait=True,
                 shard_key_selector=self._shard_selector(),
             ),
         )
@@ -560,7 +588,9 @@ class ClientEngine(_Engine):
         self.call(
             "delete points by filter",
             lambda: self.client.delete(
-                self.collection, points_selector=m.FilterSelector(filter=flt), wait=True,
+                self.collection,
+                points_selector=m.FilterSelector(filter=flt),
+                wait=True,
                 shard_key_selector=self._shard_selector(),
             ),
         )
@@ -574,9 +604,19 @@ class ClientEngine(_Engine):
         )
         return int(res.count)
 
-    def query(self, q: npt.NDArray[np.float32], summary: npt.NDArray[np.float32] | None, *, limit: int,
-              prefetch_limit: int, flt: Any, exact: bool, quantized: bool, oversampling: float,
-              names: tuple[str, str]) -> list[StoredPoint]:
+    def query(
+        self,
+        q: npt.NDArray[np.float32],
+        summary: npt.NDArray[np.float32] | None,
+        *,
+        limit: int,
+        prefetch_limit: int,
+        flt: Any,
+        exact: bool,
+        quantized: bool,
+        oversampling: float,
+        names: tuple[str, str],
+    ) -> list[StoredPoint]:
         m = self.models
         quant = None
         if quantized:
@@ -593,20 +633,34 @@ class ClientEngine(_Engine):
         res = self.call(
             "query points",
             lambda: self.client.query_points(
-                self.collection, query=q.tolist(), using=names[0], prefetch=prefetch, query_filter=flt,
-                limit=limit, with_payload=True, with_vectors=False, search_params=params,
-                shard_key_selector=self._shard_selector(), timeout=self.timeout,
+                self.collection,
+                query=q.tolist(),
+                using=names[0],
+                prefetch=prefetch,
+                query_filter=flt,
+                limit=limit,
+                with_payload=True,
+                with_vectors=False,
+                search_params=params,
+                shard_key_selector=self._shard_selector(),
+                timeout=self.timeout,
             ),
         )
         return [self._point(p, names, score=float(p.score)) for p in res.points]
 
-    def scroll(self, offset: Any, limit: int, names: tuple[str, str], *, flt: Any = None,
-               with_vectors: bool = True) -> tuple[list[StoredPoint], Any]:
+    def scroll(
+        self, offset: Any, limit: int, names: tuple[str, str], *, flt: Any = None, with_vectors: bool = True
+    ) -> tuple[list[StoredPoint], Any]:
         recs, nxt = self.call(
             "scroll points",
             lambda: self.client.scroll(
-                self.collection, scroll_filter=flt, offset=offset, limit=limit, with_payload=True,
-                with_vectors=list(names) if with_vectors else False, shard_key_selector=self._shard_selector(),
+                self.collection,
+                scroll_filter=flt,
+                offset=offset,
+                limit=limit,
+                with_payload=True,
+                with_vectors=list(names) if with_vectors else False,
+                shard_key_selector=self._shard_selector(),
             ),
         )
         return [self._point(r, names) for r in recs], nxt
@@ -694,8 +748,9 @@ class EdgeEngine(_Engine):
             hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
             datatype=qe.VectorStorageDatatype.Float16 if spec.datatype == "float16" else None,
             quantization_config=(
-                qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=spec.quantization_quantile,
-                                            always_ram=True)
+                qe.ScalarQuantizationConfig(
+                    type=qe.ScalarType.Int8, quantile=spec.quantization_quantile, always_ram=True
+                )
                 if spec.quantization == "int8"
                 else None
             ),
@@ -808,14 +863,14 @@ class EdgeEngine(_Engine):
         ]
         self._guard(f"upsert {len(batch)} points", lambda: shard.update(qe.UpdateOperation.upsert_points(batch)))
 
-    def retrieve(self, pids: Sequence[str], *, with_payload: bool, with_vectors: bool,
-                 names: tuple[str, str]) -> list[StoredPoint]:
+    def retrieve(
+        self, pids: Sequence[str], *, with_payload: bool, with_vectors: bool, names: tuple[str, str]
+    ) -> list[StoredPoint]:
         shard = self._open()
         recs = self._guard(
             f"retrieve {len(pids)} points",
             # Edge requires both flags, although its stub marks them optional.
-            lambda: shard.retrieve([self._pid(p) for p in pids], with_payload,
-                                   [names[0]] if with_vectors else False),
+            lambda: shard.retrieve([self._pid(p) for p in pids], with_payload, [names[0]] if with_vectors else False),
         )
         return [self._point(r, names) for r in recs]
 
@@ -840,17 +895,28 @@ class EdgeEngine(_Engine):
     def delete_filter(self, flt: Any) -> None:
         shard = self._open()
         ef = to_edge_filter(flt, self.qe)
-        self._guard("delete points by filter",
-                    lambda: shard.update(self.qe.UpdateOperation.delete_points_by_filter(ef)))
+        self._guard(
+            "delete points by filter", lambda: shard.update(self.qe.UpdateOperation.delete_points_by_filter(ef))
+        )
 
     def count(self, flt: Any = None) -> int:
         shard = self._open()
         ef = None if flt is None else to_edge_filter(flt, self.qe)
         return int(self._guard("count points", lambda: shard.count(self.qe.CountRequest(exact=True, filter=ef))))
 
-    def query(self, q: npt.NDArray[np.float32], summary: npt.NDArray[np.float32] | None, *, limit: int,
-              prefetch_limit: int, flt: Any, exact: bool, quantized: bool, oversampling: float,
-              names: tuple[str, str]) -> list[StoredPoint]:
+    def query(
+        self,
+        q: npt.NDArray[np.float32],
+        summary: npt.NDArray[np.float32] | None,
+        *,
+        limit: int,
+        prefetch_limit: int,
+        flt: Any,
+        exact: bool,
+        quantized: bool,
+        oversampling: float,
+        names: tuple[str, str],
+    ) -> list[StoredPoint]:
         qe = self.qe
         shard = self._open()
         ef = None if flt is None else to_edge_filter(flt, qe)
@@ -865,23 +931,35 @@ class EdgeEngine(_Engine):
         params = qe.SearchParams(exact=exact, quantization=quant)
         prefetches = []
         if summary is not None:
-            prefetches = [qe.Prefetch(limit=prefetch_limit, query=qe.Query.Nearest(summary, using=names[1]),
-                                      filter=ef)]
+            prefetches = [qe.Prefetch(limit=prefetch_limit, query=qe.Query.Nearest(summary, using=names[1]), filter=ef)]
         req = qe.QueryRequest(
-            prefetches=prefetches, query=qe.Query.Nearest(q, using=names[0]), limit=limit, filter=ef,
-            with_payload=True, with_vector=False, params=params,
+            prefetches=prefetches,
+            query=qe.Query.Nearest(q, using=names[0]),
+            limit=limit,
+            filter=ef,
+            with_payload=True,
+            with_vector=False,
+            params=params,
         )
         res = self._guard("query points", lambda: shard.query(req))
         return [self._point(p, names, score=float(p.score)) for p in res]
 
-    def scroll(self, offset: Any, limit: int, names: tuple[str, str], *, flt: Any = None,
-               with_vectors: bool = True) -> tuple[list[StoredPoint], Any]:
+    def scroll(
+        self, offset: Any, limit: int, names: tuple[str, str], *, flt: Any = None, with_vectors: bool = True
+    ) -> tuple[list[StoredPoint], Any]:
         shard = self._open()
         ef = None if flt is None else to_edge_filter(flt, self.qe)
         recs, nxt = self._guard(
             "scroll points",
-            lambda: shard.scroll(self.qe.ScrollRequest(offset=offset, limit=limit, filter=ef, with_payload=True,
-                                                       with_vector=list(names) if with_vectors else False)),
+            lambda: shard.scroll(
+                self.qe.ScrollRequest(
+                    offset=offset,
+                    limit=limit,
+                    filter=ef,
+                    with_payload=True,
+                    with_vector=list(names) if with_vectors else False,
+                )
+            ),
         )
         return [self._point(r, names) for r in recs], nxt
 

@@ -169,9 +169,7 @@ def _raw_tokens(model, texts, is_query, batch_size, do_query_expansion):
     PyLate pads on the right to the longest text of the batch; those positions have
     attention 0 and keep False.  With query expansion the 32 positions are the model's input
     (the [MASK] padding *is* the expansion), so nothing is trimmed."""
-    raw = model.encode(
-        texts, is_query=is_query, batch_size=batch_size, output_value=None, show_progress_bar=False
-    )
+    raw = model.encode(texts, is_query=is_query, batch_size=batch_size, output_value=None, show_progress_bar=False)
     ids, att, keep = [], [], []
     for i, a, k in zip(raw["input_ids"], raw["attention_mask"], raw["masks"], strict=True):
         i, a, k = np.asarray(i, np.int64), np.asarray(a, np.int64), np.asarray(k, bool)
@@ -294,9 +292,7 @@ def main() -> int:
         for name, (cname, kind, texts, overrides, encode_kwargs) in CASES.items():
             key = (cname, json.dumps(overrides, sort_keys=True))
             if key not in models_cache:
-                models_cache[key] = models.ColBERT(
-                    model_name_or_path=str(paths[cname]), device="cpu", **overrides
-                )
+                models_cache[key] = models.ColBERT(model_name_or_path=str(paths[cname]), device="cpu", **overrides)
             outputs[name] = run_case(
                 name,
                 models_cache[key],
