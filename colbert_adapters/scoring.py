@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 #: by the numpy paths: 2**24 float32 entries = 64 MiB.
 MAX_CHUNK_ENTRIES = 1 << 24
 #: Document token rows are scored in chunks of at most this many float32 bytes (float16 rows are widened chunk-wise).
-HALF_CHUNK_BYTES = 2 << 20
+ROW_CHUNK_BYTES = 2 << 20
 
 _FloatArray = npt.NDArray[np.float32]
 
@@ -262,7 +262,7 @@ def _maxsim_stacked(
     # Cache-sized chunks of rows (the products of a chunk stay in cache for the reductions); float16 rows are
     # widened a chunk at a time into one reused buffer instead of a full-size float32 copy.
     rows_per_chunk = max(
-        1, min(MAX_CHUNK_ENTRIES // max(1, n_q_tokens), HALF_CHUNK_BYTES // (4 * max(1, flat.shape[1])))
+        1, min(MAX_CHUNK_ENTRIES // max(1, n_q_tokens), ROW_CHUNK_BYTES // (4 * max(1, flat.shape[1])))
     )
     widen: _FloatArray | None = None
     if flat.dtype == np.float16:

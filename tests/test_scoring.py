@@ -377,7 +377,7 @@ def test_float16_tokens_scored_as_their_float32_values(
     offsets = np.concatenate([[0], np.cumsum([d.shape[0] for d in half])])
     q = unit_multivector(rng, 4, 8)
     if chunk_bytes is not None:
-        monkeypatch.setattr(scoring, "HALF_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(scoring, "ROW_CHUNK_BYTES", chunk_bytes)
     got = maxsim_flat(q, np.concatenate(half), offsets)
     want = [naive_maxsim(q, h.astype(np.float32)) for h in half]
     np.testing.assert_allclose(got, want, atol=1e-5)
