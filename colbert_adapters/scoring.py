@@ -24,8 +24,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -95,6 +96,8 @@ def maxsim_flat(
     offsets: npt.NDArray[np.integer[Any]] | Sequence[int],
     *,
     validate: bool = True,
+    row_scales: npt.NDArray[np.float32] | None = None,
+    num_threads: int | None = None,
 ) -> _FloatArray:
     """MaxSim of one query against documents whose token vectors are stacked in one matrix.
 
@@ -109,6 +112,12 @@ def maxsim_flat(
             one token), ending at ``n_total_tokens``.
         validate: check that ``flat_tokens`` is finite (an ``O(n_total_tokens * dim)`` pass). Backends that
             validated vectors on insert pass ``False``; shapes and offsets are always checked.
+        row_scales: float32 ``(n_total_tokens,)``: row ``j`` stands for ``flat_tokens[j] * row_scales[j]``
+            (quantised storage: ``flat_tokens`` may then be int8 codes). The scales multiply the similarities
+            after the product, so the codes are never dequantised in memory.
+        num_threads: torch intra-op threads for the products, in the calling thread only (restored after);
+            ``None`` keeps torch's setting. Callers that alternate with another thread pool (an HNSW search)
+            pass ``1``: idle OpenMP workers spin for a while after each product and slow the other pool down.
 
     Returns:
         float32 array ``(n_docs,)`` of MaxSim scores.
@@ -124,11 +133,25 @@ def maxsim_flat(
         [1.0, -1.0]
     """
     q = as_multivector(query, where="query")
-    flat = _check_flat(flat_tokens, q.shape[1], validate=validate)
+    flat = _check_flat(flat_tokens, q.shape[1], validate=validate, quantised=row_scales is not None)
     offs = _check_offsets(offsets, flat.shape[0])
+    scales = None
+    if row_scales is not None:
+        scales = np.asarray(row_scales, dtype=np.float32)
+        if scales.shape != (flat.shape[0],):
+            raise InvalidInputError(
+                f"row_scales must have shape ({flat.shape[0]},) (one scale per token row), got {scales.shape}"
+            )
+        if validate and not np.isfinite(scales).all():
+            raise InvalidInputError("row_scales contains NaN or inf values")
     if offs.shape[0] == 1:
         return np.zeros(0, dtype=np.float32)
-    scores: _FloatArray = _maxsim_stacked(q, np.array([0, q.shape[0]], dtype=np.int64), flat, offs)[0]
+    if num_threads is not None and (
+        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+    ):
+        raise InvalidInputError(f"num_threads must be a positive int or None, got {num_threads!r}")
+    with _torch_threads(num_threads):
+        scores: _FloatArray = _maxsim_stacked(q, np.array([0, q.shape[0]], dtype=np.int64), flat, offs, scales)[0]
     return scores
 
 
@@ -204,9 +227,11 @@ def _concat_documents(documents: Sequence[Any], dim: int | None) -> tuple[_Float
     return np.concatenate(docs), offsets
 
 
-def _check_flat(flat_tokens: Any, dim: int, *, validate: bool) -> _FloatArray | npt.NDArray[np.float16]:
+def _check_flat(flat_tokens: Any, dim: int, *, validate: bool, quantised: bool = False) -> npt.NDArray[Any]:
     arr = np.asarray(flat_tokens)
-    if arr.dtype != np.float16:  # float16 stays as it is: the kernel widens it chunk by chunk
+    if arr.dtype == np.int8 and not quantised:
+        raise InvalidInputError("int8 flat_tokens are quantisation codes: pass their row_scales too")
+    if arr.dtype not in (np.float16, np.int8):  # float16 / int8 stay as they are: the kernel widens chunk by chunk
         arr = arr.astype(np.float32, copy=False)
     if arr.ndim != 2:
         raise InvalidInputError(f"flat_tokens must be 2-D (n_total_tokens, dim), got shape {arr.shape}")
@@ -243,67 +268,119 @@ def _check_offsets(offsets: Any, n_rows: int) -> npt.NDArray[np.int64]:
 def _maxsim_stacked(
     q_all: _FloatArray,
     q_offsets: npt.NDArray[np.int64],
-    flat: _FloatArray | npt.NDArray[np.float16],
+    flat: npt.NDArray[Any],
     offsets: npt.NDArray[np.int64],
+    row_scales: _FloatArray | None = None,
 ) -> _FloatArray:
     """Core kernel, inputs already validated.
 
     ``q_all`` stacks the token vectors of several queries (``q_offsets`` splits them), ``flat`` those of the
-    documents. Returns ``(n_queries, n_docs)``. Document token rows are processed in chunks; a document that
-    straddles two chunks gets the maximum of its partial maxima.
+    documents (float32, float16, or int8 codes scaled by ``row_scales``). Returns ``(n_queries, n_docs)``.
+    Document token rows are processed in chunks; a document that straddles two chunks gets the maximum of its
+    partial maxima.
     """
     n_q_tokens = q_all.shape[0]
     n_docs = offsets.shape[0] - 1
     n_rows = flat.shape[0]
-    # (n_docs, n_q_tokens): document rows times the transposed queries is the faster BLAS orientation (the long
-    # axis is the row-major one), and the per-document maxima then reduce along axis 0.
-    best = np.full((n_docs, n_q_tokens), -np.inf, dtype=np.float32)
-    q_t = np.ascontiguousarray(q_all.T)
+    # (n_q_tokens, n_docs): queries times the transposed document rows put each query token's similarities in
+    # one contiguous row, so the per-document maxima are contiguous reductions along the last axis (about 5x
+    # faster than reducing the (rows, n_q_tokens) product along its first axis).
+    best = np.full((n_q_tokens, n_docs), -np.inf, dtype=np.float32)
     # Cache-sized chunks of rows (the products of a chunk stay in cache for the reductions); float16 rows are
     # widened a chunk at a time into one reused buffer instead of a full-size float32 copy.
     rows_per_chunk = max(
         1, min(MAX_CHUNK_ENTRIES // max(1, n_q_tokens), ROW_CHUNK_BYTES // (4 * max(1, flat.shape[1])))
     )
+    chunk = min(rows_per_chunk, n_rows)
     widen: _FloatArray | None = None
-    if flat.dtype == np.float16:
-        widen = np.empty((min(rows_per_chunk, n_rows), flat.shape[1]), dtype=np.float32)
+    if flat.dtype != np.float32:
+        widen = np.empty((chunk, flat.shape[1]), dtype=np.float32)
+    sims_buf = np.empty(n_q_tokens * chunk, dtype=np.float32)
+    product = _product_kernel(q_all)
     for r0 in range(0, n_rows, rows_per_chunk):
         r1 = min(n_rows, r0 + rows_per_chunk)
         rows = flat[r0:r1]
         if widen is not None:
             rows = _widen_half(rows, widen[: r1 - r0])
-        sims = rows @ q_t  # (r1 - r0, n_q_tokens)
+        sims = product(rows, sims_buf[: n_q_tokens * (r1 - r0)].reshape(n_q_tokens, r1 - r0))
+        if row_scales is not None:
+            sims *= row_scales[None, r0:r1]
         # Documents intersecting [r0, r1): from the one holding row r0 to the one holding row r1 - 1.
         first = int(np.searchsorted(offsets, r0, side="right")) - 1
         last = int(np.searchsorted(offsets, r1 - 1, side="right")) - 1
         starts = np.maximum(offsets[first : last + 1], r0) - r0
-        part = np.maximum.reduceat(sims, starts, axis=0)  # (last - first + 1, n_q_tokens)
-        np.maximum(best[first : last + 1], part, out=best[first : last + 1])
+        part = np.maximum.reduceat(sims, starts, axis=1)  # (n_q_tokens, last - first + 1)
+        np.maximum(best[:, first : last + 1], part, out=best[:, first : last + 1])
     # Accumulate the per-token maxima in float64 so long queries do not lose precision.
-    summed = np.add.reduceat(best.astype(np.float64), q_offsets[:-1], axis=1)  # (n_docs, n_queries)
-    return np.ascontiguousarray(summed.T, dtype=np.float32)
+    summed = np.add.reduceat(best.astype(np.float64), q_offsets[:-1], axis=0)  # (n_queries, n_docs)
+    return np.ascontiguousarray(summed, dtype=np.float32)
 
 
-_TORCH_WIDEN: Any = None
+_TORCH: Any = None
+
+
+def _torch_module() -> Any:
+    """torch (a core dependency, imported on first use), or ``False`` where it cannot be imported."""
+    global _TORCH
+    if _TORCH is None:
+        try:
+            import torch
+
+            _TORCH = torch
+        except ImportError:  # pragma: no cover - torch is a core dependency
+            _TORCH = False
+    return _TORCH
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run the block with ``num_threads`` torch intra-op threads in this thread (OpenMP settings are per thread)."""
+    torch: Any = _torch_module() if num_threads is not None else False
+    if torch is False:
+        yield
+        return
+    previous = torch.get_num_threads()
+    if previous == num_threads:
+        yield
+        return
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _product_kernel(q_all: _FloatArray) -> Any:
+    """A function ``(rows (r, dim), out (n_q, r)) -> out`` computing ``q_all @ rows.T`` into ``out``.
+
+    torch's CPU matrix product (MKL / oneDNN, using torch's intra-op threads) is 1.3x (one thread) to 2.8x (two)
+    faster than NumPy's OpenBLAS on these shapes; rows that torch cannot wrap without a copy (read-only or
+    non-contiguous arrays) go through NumPy. Both compute the same float32 products up to summation order.
+    """
+    torch = _torch_module()
+    q = np.array(q_all, dtype=np.float32, order="C")  # a small private copy torch may wrap (writeable)
+    tq = torch.from_numpy(q) if torch is not False else None
+
+    def product(rows: _FloatArray, out: _FloatArray) -> _FloatArray:
+        if tq is not None and rows.flags.writeable and rows.flags.c_contiguous and rows.dtype == np.float32:
+            torch.mm(tq, torch.from_numpy(rows).T, out=torch.from_numpy(out))
+        else:
+            np.matmul(q, rows.T, out=out)
+        return out
+
+    return product
 
 
 def _widen_half(src: npt.NDArray[Any], dst: _FloatArray) -> _FloatArray:
-    """Exact float16 -> float32 conversion of ``src`` into ``dst`` (same shape); returns ``dst``.
+    """Exact float16 (or int8) -> float32 conversion of ``src`` into ``dst`` (same shape); returns ``dst``.
 
     NumPy converts half floats one element at a time (~2.5 ns per value, more than the matrix product that
     follows); torch, a core dependency imported here on first use, converts with F16C / AVX-512 instructions
     (~8x faster). Both are exact, so the result does not depend on which one ran.
     """
-    global _TORCH_WIDEN
-    if _TORCH_WIDEN is None:
-        try:
-            import torch
-
-            _TORCH_WIDEN = torch
-        except ImportError:  # pragma: no cover - torch is a core dependency
-            _TORCH_WIDEN = False
-    if _TORCH_WIDEN is not False and src.flags.writeable and src.flags.c_contiguous:
-        _TORCH_WIDEN.from_numpy(dst).copy_(_TORCH_WIDEN.from_numpy(src))
+    torch = _torch_module()
+    if torch is not False and src.flags.writeable and all(st > 0 for st in src.strides):  # torch wraps strided views
+        torch.from_numpy(dst).copy_(torch.from_numpy(src))
     else:
         np.copyto(dst, src)
     return dst

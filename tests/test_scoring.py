@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import itertools
 from typing import Any
 
 import numpy as np
@@ -117,6 +118,60 @@ def test_chunking_gives_identical_results(monkeypatch: pytest.MonkeyPatch, budge
     monkeypatch.setattr(scoring, "MAX_CHUNK_ENTRIES", budget)
     np.testing.assert_allclose(maxsim(queries[1], docs), want_single, atol=1e-5)
     np.testing.assert_allclose(maxsim_batch(queries, docs), want_batch, atol=1e-5)
+
+
+@pytest.mark.parametrize("budget", [3, 1 << 24])
+def test_maxsim_flat_int8_codes_with_row_scales(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    """int8 codes scaled per row score exactly like the float32 rows they stand for (also across chunks)."""
+    rng = np.random.default_rng(4)
+    codes = rng.integers(-127, 128, size=(40, 6)).astype(np.int8)
+    scales = rng.uniform(0.001, 0.01, size=40).astype(F32)
+    offsets = np.array([0, 3, 4, 17, 30, 40])
+    q = unit_multivector(rng, 5, 6)
+    dequantised = codes.astype(F32) * scales[:, None]
+    monkeypatch.setattr(scoring, "MAX_CHUNK_ENTRIES", budget)
+    want = [naive_maxsim(q, dequantised[a:b]) for a, b in itertools.pairwise(offsets)]
+    np.testing.assert_allclose(maxsim_flat(q, codes, offsets, row_scales=scales), want, atol=1e-6)
+    # float16 rows take row scales too
+    half = dequantised.astype(np.float16)
+    ones = np.ones(40, dtype=F32)
+    np.testing.assert_allclose(
+        maxsim_flat(q, half, offsets, row_scales=ones), maxsim_flat(q, half.astype(F32), offsets), atol=1e-6
+    )
+    with pytest.raises(InvalidInputError, match="row_scales"):
+        maxsim_flat(q, codes, offsets)  # codes without their scales are not vectors
+    with pytest.raises(InvalidInputError, match=r"shape \(40,\)"):
+        maxsim_flat(q, codes, offsets, row_scales=scales[:-1])
+    bad = scales.copy()
+    bad[3] = np.inf
+    with pytest.raises(InvalidInputError, match="NaN or inf"):
+        maxsim_flat(q, codes, offsets, row_scales=bad)
+
+
+def test_maxsim_flat_num_threads_is_local_and_restored() -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    docs = _ragged(rng, 10, 4)
+    flat = np.concatenate(docs)
+    offsets = np.concatenate([[0], np.cumsum([d.shape[0] for d in docs])])
+    q = unit_multivector(rng, 3, 4)
+    before = torch.get_num_threads()
+    want = [naive_maxsim(q, d) for d in docs]
+    np.testing.assert_allclose(maxsim_flat(q, flat, offsets, num_threads=1), want, atol=1e-6)
+    assert torch.get_num_threads() == before
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="num_threads"):
+            maxsim_flat(q, flat, offsets, num_threads=bad)
+
+
+def test_maxsim_flat_read_only_rows_use_the_numpy_product() -> None:
+    rng = np.random.default_rng(5)
+    docs = _ragged(rng, 8, 4)
+    flat = np.concatenate(docs)
+    flat.setflags(write=False)  # e.g. np.frombuffer over bytes: torch cannot wrap it, NumPy computes it
+    offsets = np.concatenate([[0], np.cumsum([d.shape[0] for d in docs])])
+    q = unit_multivector(rng, 3, 4)
+    np.testing.assert_allclose(maxsim_flat(q, flat, offsets), [naive_maxsim(q, d) for d in docs], atol=1e-6)
 
 
 def test_maxsim_flat_empty_collection() -> None:
