@@ -353,7 +353,7 @@ class VoyagerBackend:
         self._mutable: dict[int, tuple[int, npt.NDArray[np.float32]]] = {}
         self._mutable_tokens = 0
         self._mutable_cache: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
-        #: All sealed documents as stored (see _stack) while the index is below exact_below_tokens.
+        #: All sealed documents, decoded to float32, while the index is below exact_below_tokens.
         self._sealed_cache: _Stacked | None = None
         self._filter_cache: dict[str, npt.NDArray[np.int64]] = {}
         self._n_docs = 0
@@ -1338,12 +1338,20 @@ class VoyagerBackend:
             return self._mutable_cache
 
     def _sealed_view(self, conn: sqlite3.Connection) -> _Stacked:
-        """Every sealed document, stacked as :meth:`_stack` does (cached until the next write)."""
+        """Every sealed document, stacked as :meth:`_stack` does but decoded to float32 (cached until the next write).
+
+        Decoded once rather than widened on every query: at the 100,000-token default limit the cache takes
+        ``400 * dim`` KB, and a query costs what the exact in-memory backend's does (measured 9 vs 16 ms).
+        """
         with self._cache_lock:
             if self._sealed_cache is None:
-                self._sealed_cache = self._stack(
+                seqs, flat, offsets, scales = self._stack(
                     conn.execute("SELECT seq, n_tokens, vectors FROM docs WHERE segment IS NOT NULL ORDER BY seq")
                 )
+                decoded = flat.astype(np.float32)
+                if scales is not None:
+                    decoded *= scales[:, None]
+                self._sealed_cache = (seqs, decoded, offsets, None)
             return self._sealed_cache
 
     def _stack(self, rows: Iterable[tuple[int, int, bytes]]) -> _Stacked:
