@@ -143,29 +143,32 @@ def _voyager_section(voy: dict[str, Any]) -> tuple[list[str], dict[str, list[tup
             if exact:
                 curves.setdefault(f"exact MaxSim (memory), {tag}", []).append((int(g["n_docs"]), float(exact)))
         out.append("")
-    py = voy.get("syn1k_pylate")
-    ours1k = voy.get("syn1k_ours")
-    if isinstance(py, dict) and isinstance(ours1k, dict):
-        p_py, p_ours = _p50_ms(py.get("query_times_s")), _p50_ms(ours1k.get("query_times_s"))
+    for py_key, ours_key in (("syn_pylate", "syn_ours"), ("syn1k_pylate", "syn1k_ours")):
+        py, ours = voy.get(py_key), voy.get(ours_key)
+        if not (isinstance(py, dict) and isinstance(ours, dict)):
+            continue
+        label = f"{py.get('n_docs', 0):,}"
+        p_py, p_ours = _p50_ms(py.get("query_times_s")), _p50_ms(ours.get("query_times_s"))
         out += [
-            "| 1,000 synthetic docs | bulk add s | query p50 ms | recall@10 | disk bytes |",
+            f"| {label} synthetic docs | bulk add s | query p50 ms | recall@10 | disk bytes |",
             "|---|---|---|---|---|",
-            f"| ours | {_f(ours1k.get('bulk_add_s'))} | {_f(p_ours)} | {_f(ours1k.get('recall_at_10'), 3)} | "
-            f"{ours1k.get('disk_bytes', 0):,} |",
+            f"| ours | {_f(ours.get('bulk_add_s'))} | {_f(p_ours)} | {_f(ours.get('recall_at_10'), 3)} | "
+            f"{ours.get('disk_bytes', 0):,} |",
             f"| PyLate | {_f(py.get('bulk_add_s'))} | {_f(p_py)} | {_f(py.get('recall_at_10'), 3)} | "
             f"{py.get('disk_bytes', 0):,} |",
         ]
-        if p_py and p_ours and ours1k.get("bulk_add_s"):
+        if p_py and p_ours and ours.get("bulk_add_s"):
             out.append(
-                f"\nRatios (PyLate / ours): bulk add {py['bulk_add_s'] / ours1k['bulk_add_s']:.1f}x, "
-                f"query p50 {p_py / p_ours:.1f}x."
+                f"\nRatios (PyLate / ours): bulk add {py['bulk_add_s'] / ours['bulk_add_s']:.1f}x, "
+                f"query p50 {p_py / p_ours:.1f}x, disk "
+                f"{ours.get('disk_bytes', 0) / max(1, py.get('disk_bytes', 1)):.0%} of PyLate's."
             )
             curves.setdefault("PyLate Voyager, synthetic 100 tok/doc", []).append(
                 (int(py.get("n_docs", 1000)), float(p_py))
             )
         out.append("")
     out += ["Details and targets: [results/voyager.md](results/voyager.md).", ""]
-    return out, curves
+    return out, {name: sorted(points) for name, points in curves.items()}
 
 
 def _qdrant_section(qd: dict[str, Any]) -> tuple[list[str], dict[str, list[tuple[int, float]]]]:

@@ -1,8 +1,8 @@
 """Voyager backend: a durable, incremental multi-vector index on disk (token-level HNSW + SQLite).
 
 Every document token vector goes into a Voyager HNSW graph (cosine space) under an integer *label*; the
-documents themselves (id, text, JSON metadata, int8 or float16 token vectors) live in one SQLite database, which is
-the source of truth. A search asks the graphs for each query token's nearest tokens, turns them into
+documents themselves (id, text, JSON metadata, token vectors in int8, float16 or float32) live in one SQLite
+database, which is the source of truth. A search asks the graphs for each query token's nearest tokens, turns them into
 candidate documents with a cheap approximate score, and reranks the best candidates with the exact MaxSim
 of :func:`colbert_adapters.scoring.maxsim_flat` on their stored vectors.
 
@@ -134,8 +134,8 @@ CREATE INDEX docs_segment ON docs(segment);
 """
 
 
-#: (seqs ``(m,)``, stored rows ``(T, dim)`` (float16, or int8 codes), offsets ``(m + 1,)``, row scales ``(T,)``
-#: for int8 else ``None``): stacked documents, ready for :func:`~colbert_adapters.scoring.maxsim_flat`.
+#: (seqs ``(m,)``, stored rows ``(T, dim)`` (float16 / float32, or int8 codes), offsets ``(m + 1,)``, row scales
+#: ``(T,)`` for int8 else ``None``): stacked documents, ready for :func:`~colbert_adapters.scoring.maxsim_flat`.
 _Stacked = tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64], npt.NDArray[np.float32] | None]
 
 
@@ -223,7 +223,8 @@ class VoyagerBackend:
 
     #: Default HNSW out-degree (level 0 keeps ``2 * M`` links per token).
     DEFAULT_M = 16
-    #: Default HNSW construction beam.
+    #: Default HNSW construction beam. 40 builds 1.5x faster than 64 at the same recall up to ~1M tokens per
+    #: segment; at 2M tokens 64 keeps recall@10 0.987 where 40 gives 0.92-0.94 (benchmarks/README.md).
     DEFAULT_EF_CONSTRUCTION = 40
     #: Default storage of vectors inside the HNSW graph.
     DEFAULT_STORAGE = "float8"
@@ -450,7 +451,7 @@ class VoyagerBackend:
             ids: ``n`` unique, non-empty ids. An existing id is replaced completely (its old tokens are
                 dropped from search at once and reclaimed by compaction).
             vectors: ``n`` array-likes of shape ``(n_tokens_i, dim)``, finite (rows are expected L2-normalised);
-                stored in the index's ``vector_dtype`` (int8 with a per-token scale, or float16).
+                stored in the index's ``vector_dtype`` (int8 with a per-token scale, float16 or float32).
             texts: ``n`` texts (``str`` or ``None``), or ``None``.
             metadatas: ``n`` JSON-serialisable dicts (or ``None`` entries), or ``None``.
 
@@ -532,7 +533,7 @@ class VoyagerBackend:
         Args:
             ids: ids to fetch.
             with_vectors: include each document's float32 ``(n_tokens, dim)`` vectors as stored (int8-quantised
-                or float16-rounded, see ``vector_dtype``).
+                float16-rounded or exact, see ``vector_dtype``).
 
         Returns:
             One :class:`~colbert_adapters.backends.base.Record` per known id.
@@ -1358,7 +1359,7 @@ class VoyagerBackend:
         """Stack ``(seq, n_tokens, vectors blob)`` rows as stored, without decoding them.
 
         Returns:
-            (seqs ``(m,)``, flat float16 or int8 rows ``(T, dim)``, offsets ``(m + 1,)``, int8 row scales
+            (seqs ``(m,)``, flat float16, float32 or int8 rows ``(T, dim)``, offsets ``(m + 1,)``, int8 row scales
             ``(T,)`` or ``None``): the arguments of :func:`~colbert_adapters.scoring.maxsim_flat`.
         """
         dim = self._dim or 0
@@ -1384,7 +1385,8 @@ class VoyagerBackend:
         # Mutable segment: exact over all of it.
         mseqs, mflat, moffs = self._mutable_view()
         if mseqs.size:
-            exact = maxsim_flat(q, mflat, moffs, validate=False)
+            # One torch thread, as in _exact: a graph search usually follows (see there).
+            exact = maxsim_flat(q, mflat, moffs, validate=False, num_threads=1)
             keep = np.ones(mseqs.size, dtype=bool)
             if flt is not None:
                 keep = self._match(conn, mseqs, flt)
