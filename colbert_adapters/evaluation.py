@@ -82,6 +82,23 @@ def _ws(text: str) -> str:
     return " ".join(text.split())
 
 
+def _judged(
+    name: str,
+    corpus: dict[str, dict[str, str]],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    fmt: str,
+) -> Dataset:
+    """A :class:`Dataset` keeping only the queries that have both a text and relevance judgments."""
+    return Dataset(
+        name,
+        corpus,
+        {q: queries[q] for q in qrels if q in queries},
+        {q: r for q, r in qrels.items() if q in queries},
+        fmt,
+    )
+
+
 def document_text(doc: Mapping[str, str]) -> str:
     """``title + " " + text`` (what BEIR and MTEB encode), whitespace-normalised."""
     return _ws(f"{doc.get('title', '') or ''} {doc.get('text', '') or ''}")
@@ -114,13 +131,7 @@ def load_beir(folder: str | os.PathLike[str], split: str = "test") -> Dataset:
             qid, did, score = row[0], row[1], int(row[2])
             if score > 0:
                 qrels.setdefault(qid, {})[did] = score
-    return Dataset(
-        root.name,
-        corpus,
-        {q: queries[q] for q in qrels if q in queries},
-        {q: r for q, r in qrels.items() if q in queries},
-        "beir",
-    )
+    return _judged(root.name, corpus, queries, qrels, "beir")
 
 
 _TREC_DOC = re.compile(r"<DOC>\s*<DOCNO>\s*(.*?)\s*</DOCNO>(.*?)</DOC>", re.S)
@@ -140,13 +151,7 @@ def load_trec(folder: str | os.PathLike[str]) -> Dataset:
             p = line.split()
             if len(p) == 4 and int(p[3]) > 0:
                 qrels.setdefault(p[0], {})[p[2]] = int(p[3])
-    return Dataset(
-        root.name,
-        corpus,
-        {q: queries[q] for q in qrels if q in queries},
-        {q: r for q, r in qrels.items() if q in queries},
-        "trec",
-    )
+    return _judged(root.name, corpus, queries, qrels, "trec")
 
 
 def _smart(path: Path) -> list[dict[str, list[str]]]:
@@ -187,13 +192,7 @@ def load_cranfield(folder: str | os.PathLike[str]) -> Dataset:
             if len(p) < 3 or int(p[2]) == -1:
                 continue
             qrels.setdefault(p[0], {})[p[1]] = 5 - int(p[2])
-    return Dataset(
-        root.name,
-        corpus,
-        {q: queries[q] for q in qrels if q in queries},
-        {q: r for q, r in qrels.items() if q in queries},
-        "cranfield",
-    )
+    return _judged(root.name, corpus, queries, qrels, "cranfield")
 
 
 def load_cisi(folder: str | os.PathLike[str]) -> Dataset:
@@ -207,13 +206,7 @@ def load_cisi(folder: str | os.PathLike[str]) -> Dataset:
             p = line.split()
             if len(p) >= 2:
                 qrels.setdefault(p[0], {})[p[1]] = 1
-    return Dataset(
-        root.name,
-        corpus,
-        {q: queries[q] for q in qrels if q in queries},
-        {q: r for q, r in qrels.items() if q in queries},
-        "cisi",
-    )
+    return _judged(root.name, corpus, queries, qrels, "cisi")
 
 
 FORMATS = ("beir", "trec", "cranfield", "cisi")
