@@ -43,6 +43,7 @@ __all__ = [
     "maxsim",
     "maxsim_batch",
     "maxsim_flat",
+    "maxsim_int8_estimate",
     "maxsim_padded_torch",
     "maxsim_torch",
     "rerank",
@@ -152,6 +153,82 @@ def maxsim_flat(
         raise InvalidInputError(f"num_threads must be a positive int or None, got {num_threads!r}")
     with _torch_threads(num_threads):
         scores: _FloatArray = _maxsim_stacked(q, np.array([0, q.shape[0]], dtype=np.int64), flat, offs, scales)[0]
+    return scores
+
+
+def maxsim_int8_estimate(
+    query: MultiVector | Any,
+    codes: npt.NDArray[np.int8],
+    row_scales: npt.NDArray[np.float32],
+    offsets: npt.NDArray[np.integer[Any]] | Sequence[int],
+    *,
+    num_threads: int | None = None,
+) -> _FloatArray:
+    """Approximate MaxSim against int8-quantised documents, with the query quantised to int8 as well.
+
+    Document ``i`` owns rows ``codes[offsets[i]:offsets[i + 1]]``; row ``j`` stands for ``codes[j] * row_scales[j]``
+    (the layout :func:`maxsim_flat` takes with ``row_scales``). Each query token is rounded to int8 with its own
+    scale ``s_i = max|query_i| / 127`` and the products are exact integer products (``torch._int_mm``: VNNI / AMX
+    instructions, no float copy of the codes), so the one difference from :func:`maxsim_flat` on the same codes
+    is the query's rounding: each similarity moves by at most ``s_i / 2 * row_scales[j] * sum(|codes[j]|)``.
+    Meant for choosing which candidates to score exactly (about 3x cheaper than the exact product on 384-d
+    codes here); where torch or its int8 product is unavailable the exact :func:`maxsim_flat` scores are returned.
+
+    Args:
+        query: float32 array-like ``(n_query_tokens, dim)``, finite.
+        codes: int8 array ``(n_total_tokens, dim)`` (row-strided views are used without a copy when writable).
+        row_scales: float32 ``(n_total_tokens,)``.
+        offsets: int array ``(n_docs + 1,)`` as for :func:`maxsim_flat`.
+        num_threads: torch intra-op threads for the products, as for :func:`maxsim_flat`.
+
+    Returns:
+        float32 array ``(n_docs,)`` of estimated MaxSim scores.
+
+    Raises:
+        InvalidInputError: malformed offsets or scales, codes that are not int8.
+        DimensionMismatchError: ``codes`` and ``query`` have different dimensions.
+    """
+    q = as_multivector(query, where="query")
+    arr = np.asarray(codes)
+    if arr.dtype != np.int8:
+        raise InvalidInputError(f"codes must be an int8 array, got dtype {arr.dtype}")
+    flat = _check_flat(arr, q.shape[1], validate=False, quantised=True)
+    offs = _check_offsets(offsets, flat.shape[0])
+    scales = np.asarray(row_scales, dtype=np.float32)
+    if scales.shape != (flat.shape[0],):
+        raise InvalidInputError(
+            f"row_scales must have shape ({flat.shape[0]},) (one scale per token row), got {scales.shape}"
+        )
+    n_docs = offs.shape[0] - 1
+    if n_docs == 0:
+        return np.zeros(0, dtype=np.float32)
+    torch = _torch_module()
+    if torch is False or not hasattr(torch, "_int_mm"):  # pragma: no cover - torch >= 2.4 has it
+        return maxsim_flat(q, flat, offs, validate=False, row_scales=scales, num_threads=num_threads)
+    q_scales = (np.abs(q).max(axis=1) / 127.0).astype(np.float32)
+    safe = np.where(q_scales > 0, q_scales, np.float32(1.0))
+    q_codes = torch.from_numpy(np.clip(np.rint(q / safe[:, None]), -127, 127).astype(np.int8))
+    if not flat.flags.writeable:
+        flat = np.array(flat)  # torch wraps writable memory only
+    best = np.empty((q.shape[0], n_docs), dtype=np.float32)
+    # Documents in groups of about rows_per_chunk rows (a document longer than that is a group of its own),
+    # bounding the (n_query_tokens, rows) int32 products and their float32 copy.
+    rows_per_chunk = max(1, MAX_CHUNK_ENTRIES // 4 // q.shape[0])
+    d0 = 0
+    with _torch_threads(num_threads):
+        while d0 < n_docs:
+            d1 = max(d0 + 1, int(np.searchsorted(offs, offs[d0] + rows_per_chunk, side="right")) - 1)
+            r0, r1 = int(offs[d0]), int(offs[d1])
+            try:
+                prod = torch._int_mm(q_codes, torch.from_numpy(flat[r0:r1]).T).numpy()
+            except RuntimeError:  # pragma: no cover - a torch build without the CPU int8 product
+                return maxsim_flat(q, flat, offs, validate=False, row_scales=scales, num_threads=num_threads)
+            sims = prod.astype(np.float32)
+            sims *= scales[None, r0:r1]
+            best[:, d0:d1] = np.maximum.reduceat(sims, offs[d0:d1] - r0, axis=1)
+            d0 = d1
+    best *= q_scales[:, None]
+    scores: _FloatArray = best.sum(axis=0, dtype=np.float64).astype(np.float32)
     return scores
 
 

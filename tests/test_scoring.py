@@ -12,7 +12,7 @@ from contract import naive_maxsim, unit_multivector
 
 import colbert_adapters.scoring as scoring
 from colbert_adapters.errors import DimensionMismatchError, InvalidInputError
-from colbert_adapters.scoring import maxsim, maxsim_batch, maxsim_flat, rerank
+from colbert_adapters.scoring import maxsim, maxsim_batch, maxsim_flat, maxsim_int8_estimate, rerank
 from colbert_adapters.types import Hit
 
 F32 = np.float32
@@ -146,6 +146,79 @@ def test_maxsim_flat_int8_codes_with_row_scales(monkeypatch: pytest.MonkeyPatch,
     bad[3] = np.inf
     with pytest.raises(InvalidInputError, match="NaN or inf"):
         maxsim_flat(q, codes, offsets, row_scales=bad)
+
+
+def _rounded_query(q: np.ndarray) -> np.ndarray:
+    """The query as maxsim_int8_estimate sees it: each token rounded to int8 with its own max|x| / 127 scale."""
+    s = np.abs(q).max(axis=1) / 127.0
+    return (np.rint(q / s[:, None]) * s[:, None]).astype(np.float64)
+
+
+@pytest.mark.parametrize("budget", [4 * 5 * 3, 1 << 24])
+def test_maxsim_int8_estimate_is_maxsim_of_the_rounded_query(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    """The estimate is exact MaxSim between the int8-rounded query and the dequantised codes (also when the
+    documents are processed in groups of a few rows, a long document on its own), within the stated bound of
+    the exact scores, on the store's strided record layout and on read-only codes."""
+    rng = np.random.default_rng(8)
+    dim = 24
+    offsets = np.array([0, 3, 4, 17, 30, 40, 41])
+    rec = np.empty(41, dtype=np.dtype([("scale", "<f4"), ("codes", np.int8, (dim,))]))
+    rec["codes"] = rng.integers(-127, 128, size=(41, dim))
+    rec["scale"] = rng.uniform(0.001, 0.01, size=41)
+    codes, scales = rec["codes"], rec["scale"]  # strided views, as the Voyager store hands them over
+    q = unit_multivector(rng, 5, dim)
+    deq = codes.astype(np.float64) * scales[:, None].astype(np.float64)
+    monkeypatch.setattr(scoring, "MAX_CHUNK_ENTRIES", budget)
+    got = maxsim_int8_estimate(q, codes, scales, offsets)
+    assert got.dtype == F32 and got.shape == (6,)
+    rq = _rounded_query(q)
+    want = [float((rq @ deq[a:b].T).max(axis=1).sum()) for a, b in itertools.pairwise(offsets)]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    exact = maxsim_flat(q, codes, offsets, row_scales=scales)
+    q_step = np.abs(q).max(axis=1) / 127.0
+    row_l1 = scales * np.abs(codes.astype(np.float32)).sum(axis=1)
+    bound = [(q_step / 2).sum() * row_l1[a:b].max() for a, b in itertools.pairwise(offsets)]
+    assert (np.abs(got - exact) <= np.array(bound) + 1e-6).all()
+    assert not np.allclose(got, exact, atol=1e-7)  # the query really is rounded
+    frozen = np.array(codes)
+    frozen.setflags(write=False)
+    np.testing.assert_array_equal(maxsim_int8_estimate(q, frozen, scales, offsets), got)
+
+
+def test_maxsim_int8_estimate_ranks_like_exact_maxsim() -> None:
+    """On int8-quantised unit vectors the estimate keeps every exact top-10 document within its top 20."""
+    rng = np.random.default_rng(9)
+    docs = [unit_multivector(rng, int(rng.integers(5, 40)), 64) for _ in range(400)]
+    flat = np.concatenate(docs)
+    offsets = np.concatenate([[0], np.cumsum([d.shape[0] for d in docs])])
+    scales = (np.abs(flat).max(axis=1) / 127.0).astype(F32)
+    codes = np.rint(flat / scales[:, None]).astype(np.int8)
+    for _ in range(10):
+        q = unit_multivector(rng, 8, 64)
+        exact = maxsim_flat(q, codes, offsets, row_scales=scales)
+        est = maxsim_int8_estimate(q, codes, scales, offsets, num_threads=1)
+        assert np.abs(est - exact).max() < 1e-2
+        assert set(np.argsort(-exact)[:10]) <= set(np.argsort(-est)[:20])
+
+
+def test_maxsim_int8_estimate_edge_cases_and_errors() -> None:
+    rng = np.random.default_rng(10)
+    codes = rng.integers(-127, 128, size=(6, 4)).astype(np.int8)
+    scales = np.full(6, 0.01, dtype=F32)
+    q = unit_multivector(rng, 2, 4)
+    assert maxsim_int8_estimate(q, codes[:0], scales[:0], [0]).shape == (0,)
+    zero_token = np.vstack([q, np.zeros((1, 4), dtype=F32)])  # a zero query token adds 0
+    np.testing.assert_allclose(
+        maxsim_int8_estimate(zero_token, codes, scales, [0, 2, 6]), maxsim_int8_estimate(q, codes, scales, [0, 2, 6])
+    )
+    with pytest.raises(InvalidInputError, match="int8"):
+        maxsim_int8_estimate(q, codes.astype(F32), scales, [0, 6])
+    with pytest.raises(InvalidInputError, match=r"shape \(6,\)"):
+        maxsim_int8_estimate(q, codes, scales[:-1], [0, 6])
+    with pytest.raises(InvalidInputError, match="offsets"):
+        maxsim_int8_estimate(q, codes, scales, [0, 5])
+    with pytest.raises(DimensionMismatchError, match="dimension"):
+        maxsim_int8_estimate(unit_multivector(rng, 2, 5), codes, scales, [0, 6])
 
 
 def test_maxsim_flat_num_threads_is_local_and_restored() -> None:

@@ -440,6 +440,50 @@ def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.Mon
         backend.close()
 
 
+def test_int8_rerank_scores_the_estimated_best_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graph path, int8 store: candidates are ranked by the int8 estimate, the best 2 k + 8 of them scored
+    exactly; with every document a candidate the hits are the exact top k on the stored vectors, also for a
+    filter and for the exhaustive fallback."""
+    import colbert_adapters.backends.voyager as voyager_module
+
+    ids, vecs = _corpus(200, 16, seed=4)
+    metas = [{"parity": i % 2} for i in range(len(ids))]
+    backend = VoyagerBackend(
+        tmp_path / "index", k_token=64, ef_search=128, n_rerank=500, exact_below_tokens=0, mutable_max_tokens=64
+    )
+    estimated: list[int] = []
+    original = voyager_module.maxsim_int8_estimate
+
+    def spy(q: Any, codes: Any, scales: Any, offsets: Any, **kwargs: Any) -> Any:
+        estimated.append(len(offsets) - 1)
+        return original(q, codes, scales, offsets, **kwargs)
+
+    monkeypatch.setattr(voyager_module, "maxsim_int8_estimate", spy)
+    try:
+        backend.upsert(ids, vecs, metadatas=metas)
+        assert backend.stats()["segments"], "the corpus should be sealed into a graph segment"
+        oracle = MemoryBackend()  # the stored (int8) vectors, scored exactly
+        oracle.upsert(ids, [r.vectors for r in backend.get(ids, with_vectors=True)], metadatas=metas)
+        rng = np.random.default_rng(12)
+        for _ in range(5):
+            q = unit_multivector(rng, 4, 16)
+            for flt in (None, {"parity": 0}):
+                estimated.clear()
+                got = backend.search(q, k=5, filter=flt)
+                want = oracle.search(q, k=5, filter=flt)
+                assert [h.id for h in got] == [h.id for h in want]
+                np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
+                assert estimated and max(estimated) > 2 * 5 + 8  # more candidates than are scored exactly
+        backend.k_token, backend.n_rerank = 1, 1  # too few candidates: the exhaustive fallback, still estimated
+        q = unit_multivector(rng, 4, 16)
+        estimated.clear()
+        got = backend.search(q, k=40)
+        assert [h.id for h in got] == [h.id for h in oracle.search(q, k=40)]
+        assert estimated
+    finally:
+        backend.close()
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "100"])
 def test_exact_below_tokens_is_validated(tmp_path: Path, bad: Any) -> None:
     with pytest.raises(InvalidInputError, match="exact_below_tokens"):

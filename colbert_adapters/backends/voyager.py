@@ -81,7 +81,7 @@ from .._validation import (
     match_filter,
 )
 from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
-from ..scoring import maxsim_flat
+from ..scoring import maxsim_flat, maxsim_int8_estimate
 from ..types import Filter, Hit, Metadata, MultiVector
 from ._locks import FileWriteLock, RWLock
 from .base import Record
@@ -200,7 +200,8 @@ class VoyagerBackend:
             :attr:`DEFAULT_VECTOR_DTYPE`. Measured in ``benchmarks/results/voyager.md``.
         ef_search: HNSW search beam (at least ``k_token`` is used).
         k_token: nearest token vectors retrieved per query token and segment.
-        n_rerank: candidates reranked exactly (at least ``k``).
+        n_rerank: candidates reranked (at least ``k``): with the int8 store they are ranked by an int8 estimate
+            of MaxSim and the best ``2 k + 8`` scored exactly; with float16 / float32 all are scored exactly.
         exact_below_tokens: while the sealed segments hold at most this many live tokens, searches score every
             document exactly instead of going through the graph (faster there, and exact); ``0`` always uses
             the graph. ``None``: :attr:`DEFAULT_EXACT_BELOW_TOKENS`.
@@ -232,10 +233,13 @@ class VoyagerBackend:
     DEFAULT_VECTOR_DTYPE = "int8"
     #: Default HNSW search beam.
     DEFAULT_EF_SEARCH = 64
-    #: Default nearest tokens per query token and segment.
-    DEFAULT_K_TOKEN = 32
-    #: Default number of candidates reranked exactly.
-    DEFAULT_N_RERANK = 160
+    #: Default nearest tokens per query token and segment. With the int8 estimate ahead of the exact rerank,
+    #: retrieving more per token and reranking fewer documents is both faster and better: k_token / n_rerank
+    #: 64 / 128 vs 32 / 160 measured p50 8.4 vs 9.1 ms, recall@10 0.997 vs 0.988 (1,000 MiniLM documents, 384-d)
+    #: and 6.8 vs 7.1 ms, 0.989 vs 0.988 (10,000 synthetic documents x 100 tokens, 128-d).
+    DEFAULT_K_TOKEN = 64
+    #: Default number of candidates reranked (int8 estimate, then exact scores for the best; see k_token).
+    DEFAULT_N_RERANK = 128
     #: Default size below which searches skip the graph and score every document exactly (on vectors cached in
     #: memory until the next write), in live sealed tokens. Measured (128-d, 32 query tokens, int8 store,
     #: synthetic clustered vectors, p50 / recall@10): 50k tokens exact 7.7 ms / 0.990 vs graph 13 ms / 0.939;
@@ -1382,6 +1386,7 @@ class VoyagerBackend:
         """Exact MaxSim of the selected documents: ``{seq: score}`` (shared lock held)."""
         scores: dict[int, float] = {}
         n_rerank = max(self.n_rerank, k)
+        n_exact = 2 * k + 8  # documents of a reranked batch scored exactly after the int8 estimate (see _exact)
         # Mutable segment: exact over all of it.
         mseqs, mflat, moffs = self._mutable_view()
         if mseqs.size:
@@ -1412,7 +1417,7 @@ class VoyagerBackend:
             cand, approx = cand[keep], approx[keep]
         if cand.size:
             best = cand[np.argsort(-approx, kind="stable")[:n_rerank]]
-            scores.update(self._exact(conn, q, best))
+            scores.update(self._exact(conn, q, best, n_exact))
         # Exhaustive fallbacks: a selective filter, too few candidates for k, or an unsearchable segment.
         rest: npt.NDArray[np.int64] | None = None
         if flt is not None and cand.size < n_rerank and n_sealed_docs > cand.size:
@@ -1426,7 +1431,7 @@ class VoyagerBackend:
         if rest is not None and rest.size:
             todo = rest[~np.isin(rest, np.fromiter(scores.keys(), dtype=np.int64, count=len(scores)))]
             for start in range(0, todo.size, _FETCH_CHUNK):
-                scores.update(self._exact(conn, q, todo[start : start + _FETCH_CHUNK]))
+                scores.update(self._exact(conn, q, todo[start : start + _FETCH_CHUNK], n_exact))
         return scores
 
     @staticmethod
@@ -1499,9 +1504,22 @@ class VoyagerBackend:
         return seqs_all[order], approx_all[order], unsearched
 
     def _exact(
-        self, conn: sqlite3.Connection, q: npt.NDArray[np.float32], seqs: npt.NDArray[np.int64]
+        self,
+        conn: sqlite3.Connection,
+        q: npt.NDArray[np.float32],
+        seqs: npt.NDArray[np.int64],
+        keep: int | None = None,
     ) -> dict[int, float]:
-        """Exact MaxSim of documents ``seqs`` on their stored vectors."""
+        """Exact MaxSim of documents ``seqs`` on their stored vectors: ``{seq: score}``.
+
+        With ``keep`` and int8 vectors, only the ``keep`` documents with the best
+        :func:`~colbert_adapters.scoring.maxsim_int8_estimate` (the query rounded to int8 as well) are scored
+        exactly and returned. The estimate differs from the exact scores on the stored vectors by the query's
+        rounding only: on 1,000 documents and 100 queries (MiniLM and the synthetic benchmark set) at most 1.1e-2
+        and 1.6e-2 (the int8 store itself is off float32 by up to 4.3e-2 and 2.0e-2), and no document of an
+        exact top 10 ranked below 11th by the estimate, so ``keep = 2 k + 8`` leaves a wide margin. A rerank of
+        160 candidates then costs 10.5 instead of 14.0 ms (p50, 1,000 MiniLM documents, same recall).
+        """
         if seqs.size == 0:
             return {}
         got, flat, offsets, row_scales = self._stack(
@@ -1512,6 +1530,15 @@ class VoyagerBackend:
         )
         if got.size == 0:
             return {}
+        if keep is not None and row_scales is not None and got.size > keep:
+            estimate = maxsim_int8_estimate(q, flat, row_scales, offsets, num_threads=1)
+            sel = np.sort(np.argsort(-estimate, kind="stable")[:keep])
+            lens = offsets[sel + 1] - offsets[sel]
+            sub_offsets = np.zeros(sel.size + 1, dtype=np.int64)
+            np.cumsum(lens, out=sub_offsets[1:])
+            # Row indices of the kept documents: each document's start, then +1 along its rows.
+            rows = np.repeat(offsets[sel] - sub_offsets[:-1], lens) + np.arange(int(sub_offsets[-1]))
+            got, flat, offsets, row_scales = got[sel], flat[rows], sub_offsets, row_scales[rows]
         # One torch thread: the product alternates with Voyager's search threads, which spinning OpenMP workers
         # would slow down (measured p50 13.7 vs 19.9 ms at 10k docs with two threads on 2 cores).
         exact = maxsim_flat(q, flat, offsets, validate=False, row_scales=row_scales, num_threads=1)
