@@ -200,8 +200,9 @@ class VoyagerBackend:
             :attr:`DEFAULT_VECTOR_DTYPE`. Measured in ``benchmarks/results/voyager.md``.
         ef_search: HNSW search beam (at least ``k_token`` is used).
         k_token: nearest token vectors retrieved per query token and segment.
-        n_rerank: candidates reranked (at least ``k``): with the int8 store they are ranked by an int8 estimate
-            of MaxSim and the best ``2 k + 8`` scored exactly; with float16 / float32 all are scored exactly.
+        n_rerank: candidates reranked (at least ``2 k + 8``): with the int8 store they are ranked by an int8
+            estimate of MaxSim and the best ``2 k + 8`` scored exactly; with float16 / float32 all are scored
+            exactly.
         exact_below_tokens: while the sealed segments hold at most this many live tokens, searches score every
             document exactly instead of going through the graph (faster there, and exact); ``0`` always uses
             the graph. ``None``: :attr:`DEFAULT_EXACT_BELOW_TOKENS`.
@@ -1385,8 +1386,10 @@ class VoyagerBackend:
     ) -> dict[int, float]:
         """Exact MaxSim of the selected documents: ``{seq: score}`` (shared lock held)."""
         scores: dict[int, float] = {}
-        n_rerank = max(self.n_rerank, k)
         n_exact = 2 * k + 8  # documents of a reranked batch scored exactly after the int8 estimate (see _exact)
+        # A large k reranks more candidates than n_rerank: top 100 of 1,000 MiniLM documents, recall@100 0.845
+        # from 208 candidates vs 0.739 from 128 (p50 21 vs 12 ms).
+        n_rerank = max(self.n_rerank, n_exact)
         # Mutable segment: exact over all of it.
         mseqs, mflat, moffs = self._mutable_view()
         if mseqs.size:
