@@ -55,8 +55,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from colbert_adapters.backends.memory import MemoryBackend  # noqa: E402
-from colbert_adapters.backends.voyager import VoyagerBackend, _quantise_int8  # noqa: E402
-from colbert_adapters.scoring import maxsim  # noqa: E402
+from colbert_adapters.backends.voyager import VoyagerBackend  # noqa: E402
+from colbert_adapters.scoring import maxsim, quantise_int8  # noqa: E402
 
 WORK = HERE / "_work" / "voyager"
 #: A lighter configuration measured next to the defaults (cheaper build and queries, lower recall margin).
@@ -343,7 +343,7 @@ def _stored_like(flat: np.ndarray, vector_dtype: str) -> np.ndarray:
     """The float32 vectors our document store gives back for ``flat`` under ``vector_dtype``."""
     if vector_dtype == "float16":
         return flat.astype(np.float16).astype(np.float32)
-    scales, codes = _quantise_int8(flat)
+    scales, codes = quantise_int8(flat)
     return codes.astype(np.float32) * scales[:, None]
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "maxsim_int8_estimate",
     "maxsim_padded_torch",
     "maxsim_torch",
+    "quantise_int8",
     "rerank",
 ]
 
@@ -136,15 +137,7 @@ def maxsim_flat(
     q = as_multivector(query, where="query")
     flat = _check_flat(flat_tokens, q.shape[1], validate=validate, quantised=row_scales is not None)
     offs = _check_offsets(offsets, flat.shape[0])
-    scales = None
-    if row_scales is not None:
-        scales = np.asarray(row_scales, dtype=np.float32)
-        if scales.shape != (flat.shape[0],):
-            raise InvalidInputError(
-                f"row_scales must have shape ({flat.shape[0]},) (one scale per token row), got {scales.shape}"
-            )
-        if validate and not np.isfinite(scales).all():
-            raise InvalidInputError("row_scales contains NaN or inf values")
+    scales = None if row_scales is None else _check_row_scales(row_scales, flat.shape[0], validate=validate)
     if offs.shape[0] == 1:
         return np.zeros(0, dtype=np.float32)
     if num_threads is not None and (
@@ -194,20 +187,15 @@ def maxsim_int8_estimate(
         raise InvalidInputError(f"codes must be an int8 array, got dtype {arr.dtype}")
     flat = _check_flat(arr, q.shape[1], validate=False, quantised=True)
     offs = _check_offsets(offsets, flat.shape[0])
-    scales = np.asarray(row_scales, dtype=np.float32)
-    if scales.shape != (flat.shape[0],):
-        raise InvalidInputError(
-            f"row_scales must have shape ({flat.shape[0]},) (one scale per token row), got {scales.shape}"
-        )
+    scales = _check_row_scales(row_scales, flat.shape[0], validate=False)
     n_docs = offs.shape[0] - 1
     if n_docs == 0:
         return np.zeros(0, dtype=np.float32)
     torch = _torch_module()
     if torch is False or not hasattr(torch, "_int_mm"):  # pragma: no cover - torch >= 2.4 has it
         return maxsim_flat(q, flat, offs, validate=False, row_scales=scales, num_threads=num_threads)
-    q_scales = (np.abs(q).max(axis=1) / 127.0).astype(np.float32)
-    safe = np.where(q_scales > 0, q_scales, np.float32(1.0))
-    q_codes = torch.from_numpy(np.clip(np.rint(q / safe[:, None]), -127, 127).astype(np.int8))
+    q_scales, q_int8 = quantise_int8(q)
+    q_codes = torch.from_numpy(q_int8)
     if not flat.flags.writeable:
         flat = np.array(flat)  # torch wraps writable memory only
     best = np.empty((q.shape[0], n_docs), dtype=np.float32)
@@ -230,6 +218,24 @@ def maxsim_int8_estimate(
     best *= q_scales[:, None]
     scores: _FloatArray = best.sum(axis=0, dtype=np.float64).astype(np.float32)
     return scores
+
+
+def quantise_int8(arr: npt.NDArray[np.floating[Any]]) -> tuple[_FloatArray, npt.NDArray[np.int8]]:
+    """Symmetric per-row int8 quantisation of ``arr`` ``(n, dim)``: (scales ``(n,)`` float32, codes ``(n, dim)``).
+
+    Row ``i`` is ``codes[i] * scales[i]`` within ``scales[i] / 2`` per component (``scales[i]`` is the row's
+    largest magnitude over 127; an all-zero row gets scale 0 and zero codes).
+
+    Example:
+        >>> import numpy as np
+        >>> scales, codes = quantise_int8(np.array([[0.5, -0.25]], dtype=np.float32))
+        >>> codes.tolist(), float(scales[0] * 127)
+        ([[127, -64]], 0.5)
+    """
+    scales = (np.abs(arr).max(axis=1) / 127.0).astype(np.float32)
+    safe = np.where(scales > 0, scales, np.float32(1.0))
+    codes = np.clip(np.rint(arr / safe[:, None]), -127, 127).astype(np.int8)
+    return scales, codes
 
 
 def maxsim_batch(queries: Sequence[MultiVector | Any], documents: Sequence[MultiVector | Any]) -> _FloatArray:
@@ -319,6 +325,15 @@ def _check_flat(flat_tokens: Any, dim: int, *, validate: bool, quantised: bool =
     if validate and not np.isfinite(arr).all():
         raise InvalidInputError("flat_tokens contains NaN or inf values; check the encoder output")
     return arr
+
+
+def _check_row_scales(row_scales: Any, n_rows: int, *, validate: bool) -> _FloatArray:
+    scales = np.asarray(row_scales, dtype=np.float32)
+    if scales.shape != (n_rows,):
+        raise InvalidInputError(f"row_scales must have shape ({n_rows},) (one scale per token row), got {scales.shape}")
+    if validate and not np.isfinite(scales).all():
+        raise InvalidInputError("row_scales contains NaN or inf values")
+    return scales
 
 
 def _check_offsets(offsets: Any, n_rows: int) -> npt.NDArray[np.int64]:

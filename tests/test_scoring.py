@@ -12,7 +12,7 @@ from contract import naive_maxsim, unit_multivector
 
 import colbert_adapters.scoring as scoring
 from colbert_adapters.errors import DimensionMismatchError, InvalidInputError
-from colbert_adapters.scoring import maxsim, maxsim_batch, maxsim_flat, maxsim_int8_estimate, rerank
+from colbert_adapters.scoring import maxsim, maxsim_batch, maxsim_flat, maxsim_int8_estimate, quantise_int8, rerank
 from colbert_adapters.types import Hit
 
 F32 = np.float32
@@ -146,6 +146,16 @@ def test_maxsim_flat_int8_codes_with_row_scales(monkeypatch: pytest.MonkeyPatch,
     bad[3] = np.inf
     with pytest.raises(InvalidInputError, match="NaN or inf"):
         maxsim_flat(q, codes, offsets, row_scales=bad)
+
+
+def test_quantise_int8_bound_and_zero_rows() -> None:
+    rng = np.random.default_rng(7)
+    x = np.vstack([rng.standard_normal((20, 16)), np.zeros((1, 16))]).astype(F32)
+    scales, codes = quantise_int8(x)
+    assert scales.dtype == F32 and codes.dtype == np.int8 and codes.shape == x.shape
+    assert (np.abs(codes.astype(F32) * scales[:, None] - x) <= scales[:, None] / 2 + 1e-7).all()
+    assert (np.abs(codes[:-1]).max(axis=1) == 127).all()  # each row's largest component uses the full range
+    assert scales[-1] == 0 and not codes[-1].any()
 
 
 def _rounded_query(q: np.ndarray) -> np.ndarray:

@@ -81,7 +81,7 @@ from .._validation import (
     match_filter,
 )
 from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
-from ..scoring import maxsim_flat, maxsim_int8_estimate
+from ..scoring import maxsim_flat, maxsim_int8_estimate, quantise_int8
 from ..types import Filter, Hit, Metadata, MultiVector
 from ._locks import FileWriteLock, RWLock
 from .base import Record
@@ -1587,18 +1587,6 @@ class VoyagerBackend:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _quantise_int8(arr: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int8]]:
-    """Symmetric per-row int8 quantisation of ``arr`` ``(n, dim)``: (scales ``(n,)``, codes ``(n, dim)``).
-
-    Row ``i`` is ``codes[i] * scales[i]`` within ``scales[i] / 2`` per component (``scales[i]`` is the row's
-    largest magnitude over 127).
-    """
-    scales = (np.abs(arr).max(axis=1) / 127.0).astype(np.float32)
-    safe = np.where(scales > 0, scales, np.float32(1.0))
-    codes = np.clip(np.rint(arr / safe[:, None]), -127, 127).astype(np.int8)
-    return scales, codes
-
-
 def _int8_record(dim: int) -> np.dtype[Any]:
     """One stored int8 token: its float32 scale, then its ``dim`` int8 codes (``4 + dim`` bytes, little-endian)."""
     return np.dtype([("scale", _F32), ("codes", np.int8, (dim,))])
@@ -1612,7 +1600,7 @@ def _encode_vectors(arr: npt.NDArray[np.float32], vector_dtype: str) -> tuple[by
     if vector_dtype == "float32":
         exact = np.ascontiguousarray(arr, dtype=_F32)
         return exact.tobytes(), exact.astype(np.float32)
-    scales, codes = _quantise_int8(arr)
+    scales, codes = quantise_int8(arr)
     rec = np.empty(arr.shape[0], dtype=_int8_record(arr.shape[1]))
     rec["scale"] = scales
     rec["codes"] = codes
