@@ -225,8 +225,9 @@ class VoyagerBackend:
 
     #: Default HNSW out-degree (level 0 keeps ``2 * M`` links per token).
     DEFAULT_M = 16
-    #: Default HNSW construction beam. 40 builds 1.5x faster than 64 at the same recall up to ~1M tokens per
-    #: segment; at 2M tokens 64 keeps recall@10 0.987 where 40 gives 0.92-0.94 (benchmarks/README.md).
+    #: Default HNSW construction beam. 40 builds 1.4x faster than 64 at the same recall up to ~1M tokens per
+    #: segment; past that pass 64: at 1.5M tokens (20-token documents) 64 gives recall@10 0.993 where 40 gives
+    #: 0.907, at 2M 0.987 vs 0.90-0.94 (benchmarks/README.md).
     DEFAULT_EF_CONSTRUCTION = 40
     #: Default storage of vectors inside the HNSW graph.
     DEFAULT_STORAGE = "float8"
