@@ -201,8 +201,7 @@ def test_maxsim_int8_estimate_ranks_like_exact_maxsim() -> None:
     docs = [unit_multivector(rng, int(rng.integers(5, 40)), 64) for _ in range(400)]
     flat = np.concatenate(docs)
     offsets = np.concatenate([[0], np.cumsum([d.shape[0] for d in docs])])
-    scales = (np.abs(flat).max(axis=1) / 127.0).astype(F32)
-    codes = np.rint(flat / scales[:, None]).astype(np.int8)
+    scales, codes = quantise_int8(flat)
     for _ in range(10):
         q = unit_multivector(rng, 8, 64)
         exact = maxsim_flat(q, codes, offsets, row_scales=scales)
