@@ -246,7 +246,11 @@ def ours_system(
         "segment_bytes_per_token": seg_bytes / n_tok,
         "sqlite_bytes_per_token": db_bytes / n_tok,
         "n_segments": len(stats["segments"]),
-        "settings": {k: stats[k] for k in ("M", "ef_construction", "storage_data_type", "vector_dtype")},
+        "settings": {
+            k: stats.get(k)
+            for k in ("M", "ef_construction", "ef_construction_large", "storage_data_type", "vector_dtype")
+        },
+        "segment_beams": sorted({int(s["ef_construction"]) for s in stats["segments"]}),
     }
     if rss_probe:
         out["rss"] = probe_rss(path, data)
@@ -496,6 +500,7 @@ def main() -> None:
             "ours_recall_at_10": recall(ours["results"], mem["results"]),
             "ours_bulk_add_vectors_per_s": n_docs * tokens / ours["bulk_add_s"],
             "ours_rss": ours.get("rss"),
+            "ours_segment_beams": ours.get("segment_beams"),
         }  # fmt: skip
         R["growth"].append(row)
         shutil.rmtree(WORK / f"growth_{n_docs}", ignore_errors=True)
@@ -608,7 +613,14 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
         f"{'/'.join(f'{x:.1f}' for x in R['machine']['load_end'])}; numpy BLAS threads for ours and the exact backend: "
         f"{R['machine'].get('blas_threads')}. PyLate {sp['versions'].get('pylate', '?')} "
         f"with voyager {sp['versions'].get('voyager', '?')} in its own venv; ours with the default settings "
-        f"(M={so['settings']['M']}, ef_construction={so['settings']['ef_construction']}, graph storage "
+        f"(M={so['settings']['M']}, ef_construction={so['settings']['ef_construction']}"
+        + (
+            f" ({so['settings']['ef_construction_large']} for segments over "
+            f"{VoyagerBackend.LARGE_SEGMENT_TOKENS:,} tokens)"
+            if so["settings"].get("ef_construction_large")
+            else ""
+        )
+        + ", graph storage "
         f"{so['settings']['storage_data_type']}, store vectors {so['settings'].get('vector_dtype', 'float16')}, "
         f"k_token={VoyagerBackend.DEFAULT_K_TOKEN}, ef_search={VoyagerBackend.DEFAULT_EF_SEARCH}, "
         f"n_rerank={VoyagerBackend.DEFAULT_N_RERANK}, exact_below_tokens={VoyagerBackend.DEFAULT_EXACT_BELOW_TOKENS:,}). "
@@ -683,11 +695,12 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
         "",
         "## Query latency growth (synthetic 128-d, 20 tokens per document, max(4096, docs/2) topics, 30 queries x 32 tokens, top 10)",
         "",
-        "| docs | vectors | ours p50 ms | ours p95 ms | exact p50 ms | exact p95 ms | ours recall@10 | ours bulk add vectors/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| docs | vectors | ours p50 ms | ours p95 ms | exact p50 ms | exact p95 ms | ours recall@10 | ours bulk add vectors/s | graph ef_construction |",
+        "|---|---|---|---|---|---|---|---|---|",
         *[
             f"| {g['n_docs']:,} | {g['n_vectors']:,} | {g['ours_p50_ms']:.1f} | {g['ours_p95_ms']:.1f} | {g['memory_p50_ms']:.1f} | "
-            f"{g['memory_p95_ms']:.1f} | {g['ours_recall_at_10']:.3f} | {g['ours_bulk_add_vectors_per_s']:,.0f} |"
+            f"{g['memory_p95_ms']:.1f} | {g['ours_recall_at_10']:.3f} | {g['ours_bulk_add_vectors_per_s']:,.0f} | "
+            f"{'/'.join(map(str, g.get('ours_segment_beams') or [])) or '-'} |"
             for g in R["growth"]
         ],
     ]

@@ -138,6 +138,52 @@ def test_small_writes_do_not_rewrite_a_large_segment_each_time(tmp_path: Path) -
         backend.close()
 
 
+def test_large_segments_get_the_larger_construction_beam(tmp_path: Path) -> None:
+    """With the default ef_construction, graphs above LARGE_SEGMENT_TOKENS are built with the larger beam (a
+    segment folded past the size is rebuilt with it, not extended); an explicit beam applies to every size and
+    replaces the default for good."""
+    rng = np.random.default_rng(7)
+
+    def docs(n: int, n_tok: int) -> list[Any]:
+        return [unit_multivector(rng, n_tok, 8) for _ in range(n)]
+
+    def beams(b: VoyagerBackend) -> list[tuple[int, int]]:
+        return sorted((s["n_tokens"], s["ef_construction"]) for s in b.stats()["segments"])
+
+    small, large = VoyagerBackend.DEFAULT_EF_CONSTRUCTION, VoyagerBackend.DEFAULT_EF_CONSTRUCTION_LARGE
+    assert large > small
+    path = tmp_path / "auto"
+    backend = VoyagerBackend(path, dim=8, mutable_max_tokens=50, max_segments=2)
+    backend.LARGE_SEGMENT_TOKENS = 300
+    backend.upsert([f"a{i}" for i in range(14)], docs(14, 20))  # 280 tokens: one segment, small beam
+    assert beams(backend) == [(280, small)]
+    backend.upsert(["b0", "b1", "b2"], docs(3, 20))  # a second segment of 60 tokens
+    assert beams(backend) == [(60, small), (280, small)]
+    backend.upsert(["c0", "c1", "c2"], docs(3, 20))  # a third: folding makes 400 tokens > 300, rebuilt
+    assert beams(backend) == [(400, large)]
+    backend.upsert([f"d{i}" for i in range(40)], docs(40, 10))  # another 400-token segment
+    assert beams(backend) == [(400, large), (400, large)]
+    stats = backend.stats()
+    assert (stats["ef_construction"], stats["ef_construction_large"]) == (small, large)
+    backend.close()
+    with VoyagerBackend(path, read_only=True) as reader:  # the size-dependent default is persisted
+        assert reader.stats()["ef_construction_large"] == large
+    with VoyagerBackend(path, ef_construction=48, mutable_max_tokens=50, max_segments=2) as explicit:
+        explicit.LARGE_SEGMENT_TOKENS = 300
+        assert explicit.stats()["ef_construction_large"] is None
+        explicit.upsert([f"e{i}" for i in range(40)], docs(40, 10))  # 3 segments: folded into one, rebuilt
+        assert beams(explicit) == [(1200, 48)]
+    with VoyagerBackend(path) as reopened:
+        stats = reopened.stats()
+        assert (stats["ef_construction"], stats["ef_construction_large"]) == (48, None)
+        assert reopened.count() == 14 + 3 + 3 + 40 + 40
+
+    with VoyagerBackend(tmp_path / "fixed", dim=8, ef_construction=50, mutable_max_tokens=50) as fixed:
+        fixed.LARGE_SEGMENT_TOKENS = 300
+        fixed.upsert([f"f{i}" for i in range(40)], docs(40, 10))
+        assert beams(fixed) == [(400, 50)]
+
+
 def test_unequal_segments_keep_the_recall_of_one(real_vectors: Any, tmp_path: Path) -> None:
     """A large and a small segment rank candidates as one segment would: the imputed similarity of a query
     token that missed a document must not depend on its segment's size (a per-segment floor favoured the

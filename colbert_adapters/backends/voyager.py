@@ -187,8 +187,10 @@ class VoyagerBackend:
         model_id: identifier of the encoder; recorded in the index, which then refuses another model.
         read_only: open without taking the write lock; writes raise :class:`ColBERTError`.
         M: HNSW out-degree of new segments (``None``: the index's setting, or :attr:`DEFAULT_M`).
-        ef_construction: HNSW build beam of new segments (``None``: the index's setting, or
-            :attr:`DEFAULT_EF_CONSTRUCTION`).
+        ef_construction: HNSW build beam of new segments, fixed for every segment size. ``None``: the index's
+            setting; a new index then builds segments of up to :attr:`LARGE_SEGMENT_TOKENS` tokens with
+            :attr:`DEFAULT_EF_CONSTRUCTION` (40) and larger ones with :attr:`DEFAULT_EF_CONSTRUCTION_LARGE` (64),
+            which large graphs need for their recall.
         storage_data_type: ``"float32"``, ``"float8"`` or ``"e4m3"``: how new segments store vectors inside
             the graph (the exact rerank always uses the document store's copy). ``None``: the index's setting,
             or ``"float8"``.
@@ -225,10 +227,16 @@ class VoyagerBackend:
 
     #: Default HNSW out-degree (level 0 keeps ``2 * M`` links per token).
     DEFAULT_M = 16
-    #: Default HNSW construction beam. 40 builds 1.4x faster than 64 at the same recall up to ~1M tokens per
-    #: segment; past that pass 64: at 1.5M tokens (20-token documents) 64 gives recall@10 0.993 where 40 gives
-    #: 0.907, at 2M 0.987 vs 0.90-0.94 (benchmarks/README.md).
+    #: Default HNSW construction beam of segments up to :attr:`LARGE_SEGMENT_TOKENS` tokens: 40 builds 1.4x
+    #: faster than 64 at the same recall there.
     DEFAULT_EF_CONSTRUCTION = 40
+    #: Default beam of larger segments (``ef_construction=None`` only; an explicit value applies to every size).
+    #: Past ~1M tokens a graph built with 40 loses recall that no search setting recovers: at 1.5M tokens
+    #: (20-token documents) 64 gives recall@10 0.993 where 40 gives 0.907, at 2M 0.987 vs 0.90-0.94, with
+    #: k_token / ef_search up to 64 / 128 (benchmarks/README.md).
+    DEFAULT_EF_CONSTRUCTION_LARGE = 64
+    #: Segments with more tokens than this are built with :attr:`DEFAULT_EF_CONSTRUCTION_LARGE` (see there).
+    LARGE_SEGMENT_TOKENS = 1_000_000
     #: Default storage of vectors inside the HNSW graph.
     DEFAULT_STORAGE = "float8"
     #: Default encoding of the stored token vectors used by the exact rerank (see ``vector_dtype``).
@@ -686,7 +694,8 @@ class VoyagerBackend:
 
         Returns:
             A dict with ``n_docs``, ``n_live_tokens``, ``n_dead_tokens``, ``mutable_tokens``, ``segments``
-            (one dict per sealed segment), ``generation``, ``disk_bytes`` and the HNSW settings.
+            (one dict per sealed segment, with the ``ef_construction`` its graph was built with), ``generation``,
+            ``disk_bytes`` and the HNSW settings.
         """
         self._check_open()
         self._refresh_if_stale()
@@ -698,6 +707,7 @@ class VoyagerBackend:
                     "n_tokens": s.n_tokens,
                     "n_live_tokens": s.n_live_tokens,
                     "n_docs": s.n_docs,
+                    "ef_construction": int(s.index.ef_construction),
                 }
                 for s in self._segments.values()
             ]
@@ -712,6 +722,7 @@ class VoyagerBackend:
                 "generation": self._generation,
                 "M": self._M,
                 "ef_construction": self._ef_construction,
+                "ef_construction_large": self._ef_construction_large,
                 "storage_data_type": self._storage,
                 "vector_dtype": self._vector_dtype,
             }
@@ -749,6 +760,10 @@ class VoyagerBackend:
                 "space": "cosine",
                 "M": str(M or self.DEFAULT_M),
                 "ef_construction": str(ef_construction or self.DEFAULT_EF_CONSTRUCTION),
+                # Absent (older indexes, or an explicit ef_construction): one beam for every segment size.
+                "ef_construction_large": None
+                if ef_construction is not None
+                else str(max(self.DEFAULT_EF_CONSTRUCTION_LARGE, self.DEFAULT_EF_CONSTRUCTION)),
                 "storage_data_type": (storage or self.DEFAULT_STORAGE).lower(),
                 "vector_dtype": (vector_dtype or self.DEFAULT_VECTOR_DTYPE).lower(),
                 "next_label": "0",
@@ -864,6 +879,8 @@ class VoyagerBackend:
         self._model_id = stored_model if stored_model is not None else model_id
         self._M = M or int(meta["M"])
         self._ef_construction = ef_construction or int(meta["ef_construction"])
+        large = meta.get("ef_construction_large")
+        self._ef_construction_large = int(large) if large and ef_construction is None else None
         self._storage = (storage or meta["storage_data_type"]).lower()
         if self.read_only:
             return
@@ -876,7 +893,12 @@ class VoyagerBackend:
             else None,
             "storage_data_type": self._storage if self._storage != meta["storage_data_type"] else None,
         }
-        stmts = [("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v)) for k, v in updates.items() if v is not None]
+        stmts: list[tuple[str, tuple[Any, ...]]] = [
+            ("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v)) for k, v in updates.items() if v is not None
+        ]
+        if ef_construction is not None and meta.get("ef_construction_large"):
+            # An explicit beam replaces the size-dependent default for good (as any explicit setting does).
+            stmts.append(("DELETE FROM meta WHERE key = ?", ("ef_construction_large",)))
         if stmts:
             self._execute_write(stmts)
 
@@ -1130,7 +1152,8 @@ class VoyagerBackend:
             while len(group) > 2 and self.FOLD_RATIO * sum(s.n_live_tokens for s in group[1:]) < group[0].n_live_tokens:
                 group = group[1:]
             base = group[0]
-            self._merge([s.id for s in group], into=base.id if self._extendable(base) else None)
+            n_new = sum(s.n_live_tokens for s in group[1:])
+            self._merge([s.id for s in group], into=base.id if self._extendable(base, n_new) else None)
 
     def _storage_type(self) -> Any:
         voyager = self._voyager
@@ -1140,12 +1163,20 @@ class VoyagerBackend:
             "e4m3": voyager.StorageDataType.E4M3,
         }[self._storage]
 
-    def _extendable(self, seg: _Segment) -> bool:
-        """Whether new tokens may be added to ``seg``'s graph: it was built with the current settings."""
+    def _beam(self, n_tokens: int) -> int:
+        """HNSW construction beam of a segment that will hold ``n_tokens`` tokens."""
+        if self._ef_construction_large is not None and n_tokens > self.LARGE_SEGMENT_TOKENS:
+            return self._ef_construction_large
+        return self._ef_construction
+
+    def _extendable(self, seg: _Segment, n_new: int) -> bool:
+        """Whether ``n_new`` tokens may be added to ``seg``'s graph: it was built with the settings that a graph
+        of the resulting size gets (a segment growing past :attr:`LARGE_SEGMENT_TOKENS` is rebuilt once with the
+        larger beam)."""
         index = seg.index
         return bool(
             index.M == self._M
-            and index.ef_construction == self._ef_construction
+            and index.ef_construction == self._beam(seg.n_tokens + n_new)
             and index.storage_data_type == self._storage_type()
         )
 
@@ -1165,7 +1196,7 @@ class VoyagerBackend:
                 voyager.Space.Cosine,
                 num_dimensions=flat.shape[1],
                 M=self._M,
-                ef_construction=self._ef_construction,
+                ef_construction=self._beam(flat.shape[0]),
                 max_elements=max(1, flat.shape[0]),
                 storage_data_type=self._storage_type(),
             )
@@ -1322,6 +1353,7 @@ class VoyagerBackend:
             "space": "cosine",
             "M": self._M,
             "ef_construction": self._ef_construction,
+            "ef_construction_large": self._ef_construction_large,
             "storage_data_type": self._storage,
             "vector_dtype": self._vector_dtype,
             "segments": [{"id": s.id, "file": s.file, "n_tokens": s.n_tokens} for s in self._segments.values()],
