@@ -227,8 +227,9 @@ class VoyagerBackend:
 
     #: Default HNSW out-degree (level 0 keeps ``2 * M`` links per token).
     DEFAULT_M = 16
-    #: Default HNSW construction beam of segments up to :attr:`LARGE_SEGMENT_TOKENS` tokens: 40 builds 1.4x
-    #: faster than 64 at the same recall there.
+    #: Default HNSW construction beam of segments up to :attr:`LARGE_SEGMENT_TOKENS` tokens: 40 builds 1.4-1.9x
+    #: faster than 64 and loses little recall there (1M tokens: 0.990 with 100-token documents, ceiling 0.991;
+    #: 0.983 vs 0.997 with 20-token documents).
     DEFAULT_EF_CONSTRUCTION = 40
     #: Default beam of larger segments (``ef_construction=None`` only; an explicit value applies to every size).
     #: Past ~1M tokens a graph built with 40 loses recall that no search setting recovers: at 1.5M tokens
@@ -763,7 +764,7 @@ class VoyagerBackend:
                 # Absent (older indexes, or an explicit ef_construction): one beam for every segment size.
                 "ef_construction_large": None
                 if ef_construction is not None
-                else str(max(self.DEFAULT_EF_CONSTRUCTION_LARGE, self.DEFAULT_EF_CONSTRUCTION)),
+                else str(self.DEFAULT_EF_CONSTRUCTION_LARGE),
                 "storage_data_type": (storage or self.DEFAULT_STORAGE).lower(),
                 "vector_dtype": (vector_dtype or self.DEFAULT_VECTOR_DTYPE).lower(),
                 "next_label": "0",
