@@ -443,7 +443,10 @@ def test_k_hits_when_candidates_run_short(tmp_path: Path) -> None:
 
 @pytest.mark.voyager_default_exact
 def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Below exact_below_tokens live sealed tokens the graph is skipped and every document is scored exactly."""
+    """Below exact_below_tokens live sealed tokens the graph is skipped: every (matching) document is ranked by
+    the int8 estimate and the best 2 k + 8 scored exactly, so the hits are the exact scan's."""
+    import colbert_adapters.backends.voyager as voyager_module
+
     ids, vecs = _corpus(300, 16)
     metas = [{"parity": i % 2} for i in range(len(ids))]
     backend = VoyagerBackend(tmp_path / "index", k_token=1, n_rerank=1, mutable_max_tokens=64)
@@ -461,16 +464,29 @@ def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.Mon
         return original(self, q)
 
     monkeypatch.setattr(VoyagerBackend, "_candidates", spy)
+    estimated: list[int] = []
+    original_estimate = voyager_module.maxsim_int8_estimate
+
+    def estimate_spy(q: Any, codes: Any, scales: Any, offsets: Any, **kwargs: Any) -> Any:
+        estimated.append(len(offsets) - 1)
+        return original_estimate(q, codes, scales, offsets, **kwargs)
+
+    monkeypatch.setattr(voyager_module, "maxsim_int8_estimate", estimate_spy)
     try:
         backend.upsert(ids, vecs, metadatas=metas)
         assert backend.stats()["segments"], "the corpus should be sealed into a graph segment"
+        mutable = backend.stats()["mutable_tokens"] // 16
         backend.delete(ids[:10])
         oracle.delete(ids[:10])
         rng = np.random.default_rng(11)
         for _ in range(5):
             q = unit_multivector(rng, 4, 16)
             for flt in (None, {"parity": 1}):
+                estimated.clear()
                 got = backend.search(q, k=20, filter=flt)
+                # One estimate over every live sealed document matching the filter (the deleted ones are gone).
+                n_sealed = len(ids) - 10 - mutable
+                assert estimated == [n_sealed if flt is None else pytest.approx(n_sealed / 2, abs=mutable + 5)]
                 want = oracle.search(q, k=20, filter=flt)
                 # Exact on the stored vectors: the same hits and scores as the oracle, up to float32 rounding.
                 np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-4)

@@ -205,9 +205,12 @@ class VoyagerBackend:
         n_rerank: candidates reranked (at least ``2 k + 8``): with the int8 store they are ranked by an int8
             estimate of MaxSim and the best ``2 k + 8`` scored exactly; with float16 / float32 all are scored
             exactly.
-        exact_below_tokens: while the sealed segments hold at most this many live tokens, searches score every
-            document exactly instead of going through the graph (faster there, and exact); ``0`` always uses
-            the graph. ``None``: :attr:`DEFAULT_EXACT_BELOW_TOKENS`.
+        exact_below_tokens: while the sealed segments hold at most this many live tokens, searches skip the
+            graph and score every document, on vectors cached in memory until the next write: with the int8
+            store every document is ranked by the int8 estimate and the best ``2 k + 8`` are scored exactly (the
+            hits agreed with an exact scan of the stored vectors on every query measured), with float16 / float32
+            every document is scored exactly. ``0`` always uses the graph. ``None``:
+            :attr:`DEFAULT_EXACT_BELOW_TOKENS`.
         mutable_max_tokens: seal the mutable segment into an HNSW segment once it holds this many tokens.
         max_segments: when there are more sealed segments than this, the smaller ones are folded into a
             larger one: its graph is extended with their tokens (the file is rewritten, the graph is not
@@ -251,11 +254,13 @@ class VoyagerBackend:
     DEFAULT_K_TOKEN = 64
     #: Default number of candidates reranked (int8 estimate, then exact scores for the best; see k_token).
     DEFAULT_N_RERANK = 128
-    #: Default size below which searches skip the graph and score every document exactly (on vectors cached in
-    #: memory until the next write), in live sealed tokens. Measured (128-d, 32 query tokens, int8 store,
-    #: synthetic clustered vectors, p50 / recall@10): 50k tokens exact 7.7 ms / 0.990 vs graph 13 ms / 0.939;
-    #: 100k tokens exact 15 ms / 0.997 vs graph 13 ms / 0.974. Above it the graph is faster (10k documents:
-    #: exact scan 160 ms).
+    #: Default size below which searches skip the graph and score every document (see ``exact_below_tokens``),
+    #: in live sealed tokens. Measured (128-d, 32 query tokens, int8 store, synthetic clustered vectors, p50 /
+    #: recall@10): 50k tokens scan 7.7 ms / 0.990 vs graph 13 ms / 0.939; 100k tokens scan 15 ms / 0.997 vs graph
+    #: 13 ms / 0.974. Above it the graph is faster (10k documents: scan 160 ms). Ranking the scan by the int8
+    #: estimate (instead of scoring every document in float32) keeps it as fast at 128-d (100k tokens: 9.0 vs
+    #: 8.4 ms), is 1.7x faster at 384-d (110k MiniLM tokens: 11.3 vs 18.8 ms) and caches a quarter of the bytes
+    #: (41 vs 161 MiB there); on 100 queries of either set its top 10 / 50 / 100 equalled the exact scan's.
     DEFAULT_EXACT_BELOW_TOKENS = 100_000
     #: Default size of the exactly searched mutable segment, in tokens.
     DEFAULT_MUTABLE_MAX_TOKENS = 8192
@@ -369,7 +374,7 @@ class VoyagerBackend:
         self._mutable: dict[int, tuple[int, npt.NDArray[np.float32]]] = {}
         self._mutable_tokens = 0
         self._mutable_cache: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
-        #: All sealed documents, decoded to float32, while the index is below exact_below_tokens.
+        #: All sealed documents as the full scan reads them (see _sealed_view), while below exact_below_tokens.
         self._sealed_cache: _Stacked | None = None
         self._filter_cache: dict[str, npt.NDArray[np.int64]] = {}
         self._n_docs = 0
@@ -1378,20 +1383,23 @@ class VoyagerBackend:
             return self._mutable_cache
 
     def _sealed_view(self, conn: sqlite3.Connection) -> _Stacked:
-        """Every sealed document, stacked as :meth:`_stack` does but decoded to float32 (cached until the next write).
+        """Every sealed document as the full scan scores it, stacked as :meth:`_stack` does (cached until the next
+        write).
 
-        Decoded once rather than widened on every query: at the 100,000-token default limit the cache takes
-        ``400 * dim`` KB, and a query costs what the exact in-memory backend's does (measured 9 vs 16 ms).
+        An int8 store keeps its codes and row scales (contiguous copies, ``dim + 4`` bytes per token: 44 MB at
+        110,000 384-d tokens), which the scan ranks by :func:`~colbert_adapters.scoring.maxsim_int8_estimate`;
+        float16 / float32 stores are decoded to float32 once rather than widened on every query (measured 9 vs
+        16 ms at 100,000 tokens).
         """
         with self._cache_lock:
             if self._sealed_cache is None:
                 seqs, flat, offsets, scales = self._stack(
                     conn.execute("SELECT seq, n_tokens, vectors FROM docs WHERE segment IS NOT NULL ORDER BY seq")
                 )
-                decoded = flat.astype(np.float32)
                 if scales is not None:
-                    decoded *= scales[:, None]
-                self._sealed_cache = (seqs, decoded, offsets, None)
+                    self._sealed_cache = (seqs, np.ascontiguousarray(flat), offsets, np.ascontiguousarray(scales))
+                else:
+                    self._sealed_cache = (seqs, flat.astype(np.float32), offsets, None)
             return self._sealed_cache
 
     def _stack(self, rows: Iterable[tuple[int, int, bytes]]) -> _Stacked:
@@ -1440,11 +1448,12 @@ class VoyagerBackend:
             # the next write, is cheaper than the graph search.
             sseqs, sflat, soffs, sscales = self._sealed_view(conn)
             if sseqs.size:
-                exact = maxsim_flat(q, sflat, soffs, validate=False, row_scales=sscales)
                 if flt is not None:
-                    keep = np.isin(sseqs, self._filtered_seqs(conn, flt))
-                    sseqs, exact = sseqs[keep], exact[keep]
-                scores.update(zip(sseqs.tolist(), exact.tolist(), strict=True))
+                    sseqs, sflat, soffs, sscales = _take_docs(
+                        (sseqs, sflat, soffs, sscales), np.flatnonzero(np.isin(sseqs, self._filtered_seqs(conn, flt)))
+                    )
+                # Every document ranked by the int8 estimate (both cores), the best n_exact scored exactly.
+                scores.update(_score_stacked(q, (sseqs, sflat, soffs, sscales), n_exact, estimate_threads=None))
             return scores
         # Sealed segments: approximate candidates, then exact rerank of the best.
         cand, approx, unsearched = self._candidates(q)
@@ -1547,15 +1556,10 @@ class VoyagerBackend:
         seqs: npt.NDArray[np.int64],
         keep: int | None = None,
     ) -> dict[int, float]:
-        """Exact MaxSim of documents ``seqs`` on their stored vectors: ``{seq: score}``.
+        """Exact MaxSim of documents ``seqs`` on their stored vectors: ``{seq: score}``, fetched from the store.
 
-        With ``keep`` and int8 vectors, only the ``keep`` documents with the best
-        :func:`~colbert_adapters.scoring.maxsim_int8_estimate` (the query rounded to int8 as well) are scored
-        exactly and returned. The estimate differs from the exact scores on the stored vectors by the query's
-        rounding only: on 1,000 documents and 100 queries (MiniLM and the synthetic benchmark set) at most 1.1e-2
-        and 1.6e-2 (the int8 store itself is off float32 by up to 4.3e-2 and 2.0e-2), and no document of an
-        exact top 10 ranked below 11th by the estimate, so ``keep = 2 k + 8`` leaves a wide margin. A rerank of
-        160 candidates then costs 10.5 instead of 14.0 ms (p50, 1,000 MiniLM documents, same recall).
+        With ``keep`` and int8 vectors, only the ``keep`` documents with the best int8 estimate are scored exactly
+        and returned (see :func:`_score_stacked`).
         """
         if seqs.size == 0:
             return {}
@@ -1567,19 +1571,7 @@ class VoyagerBackend:
         )
         if got.size == 0:
             return {}
-        if keep is not None and row_scales is not None and got.size > keep:
-            estimate = maxsim_int8_estimate(q, flat, row_scales, offsets, num_threads=1)
-            sel = np.sort(np.argsort(-estimate, kind="stable")[:keep])
-            lens = offsets[sel + 1] - offsets[sel]
-            sub_offsets = np.zeros(sel.size + 1, dtype=np.int64)
-            np.cumsum(lens, out=sub_offsets[1:])
-            # Row indices of the kept documents: each document's start, then +1 along its rows.
-            rows = np.repeat(offsets[sel] - sub_offsets[:-1], lens) + np.arange(int(sub_offsets[-1]))
-            got, flat, offsets, row_scales = got[sel], flat[rows], sub_offsets, row_scales[rows]
-        # One torch thread: the product alternates with Voyager's search threads, which spinning OpenMP workers
-        # would slow down (measured p50 13.7 vs 19.9 ms at 10k docs with two threads on 2 cores).
-        exact = maxsim_flat(q, flat, offsets, validate=False, row_scales=row_scales, num_threads=1)
-        return dict(zip(got.tolist(), exact.tolist(), strict=True))
+        return _score_stacked(q, (got, flat, offsets, row_scales), keep, estimate_threads=1)
 
     def _match(
         self, conn: sqlite3.Connection, seqs: npt.NDArray[np.int64], flt: dict[str, list[Any]]
@@ -1619,6 +1611,41 @@ class VoyagerBackend:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _take_docs(stacked: _Stacked, sel: npt.NDArray[np.int64]) -> _Stacked:
+    """The documents at positions ``sel`` (ascending) of ``stacked``, their rows gathered into new arrays."""
+    seqs, flat, offsets, row_scales = stacked
+    lens = offsets[sel + 1] - offsets[sel]
+    sub_offsets = np.zeros(sel.size + 1, dtype=np.int64)
+    np.cumsum(lens, out=sub_offsets[1:])
+    # Row indices of the kept documents: each document's start, then +1 along its rows.
+    rows = np.repeat(offsets[sel] - sub_offsets[:-1], lens) + np.arange(int(sub_offsets[-1]))
+    return seqs[sel], flat[rows], sub_offsets, None if row_scales is None else row_scales[rows]
+
+
+def _score_stacked(
+    q: npt.NDArray[np.float32], stacked: _Stacked, keep: int | None, *, estimate_threads: int | None
+) -> dict[int, float]:
+    """Exact MaxSim of stacked documents (see :meth:`VoyagerBackend._stack`): ``{seq: score}``.
+
+    With ``keep`` and int8 rows, only the ``keep`` documents with the best
+    :func:`~colbert_adapters.scoring.maxsim_int8_estimate` (the query rounded to int8 as well, ``estimate_threads``
+    torch threads) are scored exactly and returned. The estimate differs from the exact scores on the stored
+    vectors by the query's rounding only: on 1,000 documents and 100 queries (MiniLM and the synthetic benchmark
+    set) at most 1.1e-2 and 1.6e-2 (the int8 store itself is off float32 by up to 4.3e-2 and 2.0e-2), and no
+    document of an exact top 10 ranked below 11th by the estimate, so ``keep = 2 k + 8`` leaves a wide margin. A
+    rerank of 160 candidates then costs 10.5 instead of 14.0 ms (p50, 1,000 MiniLM documents, same recall).
+    """
+    seqs, flat, offsets, row_scales = stacked
+    if keep is not None and row_scales is not None and seqs.size > keep:
+        estimate = maxsim_int8_estimate(q, flat, row_scales, offsets, num_threads=estimate_threads)
+        sel = np.sort(np.argsort(-estimate, kind="stable")[:keep])
+        seqs, flat, offsets, row_scales = _take_docs(stacked, sel)
+    # One torch thread: the product alternates with Voyager's search threads, which spinning OpenMP workers
+    # would slow down (measured p50 13.7 vs 19.9 ms at 10k docs with two threads on 2 cores).
+    exact = maxsim_flat(q, flat, offsets, validate=False, row_scales=row_scales, num_threads=1)
+    return dict(zip(seqs.tolist(), exact.tolist(), strict=True))
 
 
 def _int8_record(dim: int) -> np.dtype[Any]:
