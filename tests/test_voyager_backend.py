@@ -441,12 +441,25 @@ def test_k_hits_when_candidates_run_short(tmp_path: Path) -> None:
         backend.close()
 
 
+def _spy_on_int8_estimate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of documents of every int8 estimate the Voyager backend computes (a list, appended to)."""
+    import colbert_adapters.backends.voyager as voyager_module
+
+    estimated: list[int] = []
+    original = voyager_module.maxsim_int8_estimate
+
+    def spy(q: Any, codes: Any, scales: Any, offsets: Any, **kwargs: Any) -> Any:
+        estimated.append(len(offsets) - 1)
+        return original(q, codes, scales, offsets, **kwargs)
+
+    monkeypatch.setattr(voyager_module, "maxsim_int8_estimate", spy)
+    return estimated
+
+
 @pytest.mark.voyager_default_exact
 def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Below exact_below_tokens live sealed tokens the graph is skipped: every (matching) document is ranked by
     the int8 estimate and the best 2 k + 8 scored exactly, so the hits are the exact scan's."""
-    import colbert_adapters.backends.voyager as voyager_module
-
     ids, vecs = _corpus(300, 16)
     metas = [{"parity": i % 2} for i in range(len(ids))]
     backend = VoyagerBackend(tmp_path / "index", k_token=1, n_rerank=1, mutable_max_tokens=64)
@@ -464,14 +477,7 @@ def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.Mon
         return original(self, q)
 
     monkeypatch.setattr(VoyagerBackend, "_candidates", spy)
-    estimated: list[int] = []
-    original_estimate = voyager_module.maxsim_int8_estimate
-
-    def estimate_spy(q: Any, codes: Any, scales: Any, offsets: Any, **kwargs: Any) -> Any:
-        estimated.append(len(offsets) - 1)
-        return original_estimate(q, codes, scales, offsets, **kwargs)
-
-    monkeypatch.setattr(voyager_module, "maxsim_int8_estimate", estimate_spy)
+    estimated = _spy_on_int8_estimate(monkeypatch)
     try:
         backend.upsert(ids, vecs, metadatas=metas)
         assert backend.stats()["segments"], "the corpus should be sealed into a graph segment"
@@ -506,21 +512,12 @@ def test_int8_rerank_scores_the_estimated_best_exactly(tmp_path: Path, monkeypat
     """Graph path, int8 store: candidates are ranked by the int8 estimate, the best 2 k + 8 of them scored
     exactly; with every document a candidate the hits are the exact top k on the stored vectors, also for a
     filter and for the exhaustive fallback."""
-    import colbert_adapters.backends.voyager as voyager_module
-
     ids, vecs = _corpus(200, 16, seed=4)
     metas = [{"parity": i % 2} for i in range(len(ids))]
     backend = VoyagerBackend(
         tmp_path / "index", k_token=64, ef_search=128, n_rerank=500, exact_below_tokens=0, mutable_max_tokens=64
     )
-    estimated: list[int] = []
-    original = voyager_module.maxsim_int8_estimate
-
-    def spy(q: Any, codes: Any, scales: Any, offsets: Any, **kwargs: Any) -> Any:
-        estimated.append(len(offsets) - 1)
-        return original(q, codes, scales, offsets, **kwargs)
-
-    monkeypatch.setattr(voyager_module, "maxsim_int8_estimate", spy)
+    estimated = _spy_on_int8_estimate(monkeypatch)
     try:
         backend.upsert(ids, vecs, metadatas=metas)
         assert backend.stats()["segments"], "the corpus should be sealed into a graph segment"
