@@ -75,6 +75,17 @@ class TestVoyagerBackendFloat16(TestVoyagerBackend):
     options = {"vector_dtype": "float16", "mutable_max_tokens": 16, "max_segments": 3}  # noqa: RUF012
 
 
+class TestVoyagerBackendProjected(TestVoyagerBackend):
+    """The contract with graphs over half-dimension projections (``graph_dim``), segmented."""
+
+    options = {"mutable_max_tokens": 16, "max_segments": 3}  # noqa: RUF012
+
+    def make_backend(self, tmp_path: Path, dim: int) -> Backend:
+        backend = VoyagerBackend(tmp_path / "index", dim=dim, graph_dim=max(1, dim // 2), **self.options)
+        assert backend.stats()["graph_dim"] == max(1, dim // 2)
+        return backend
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 
 
@@ -182,6 +193,66 @@ def test_large_segments_get_the_larger_construction_beam(tmp_path: Path) -> None
         fixed.LARGE_SEGMENT_TOKENS = 300
         fixed.upsert([f"f{i}" for i in range(40)], docs(40, 10))
         assert beams(fixed) == [(400, 50)]
+
+
+def test_projected_graphs(real_vectors: Any, tmp_path: Path) -> None:
+    """graph_dim: each new segment's graph indexes its tokens' leading principal directions (the projection is
+    stored with the segment, format version 3), the rerank scores the full vectors, and recall stays that of a
+    full-dimension graph; folding keeps the base's projection, a changed graph_dim rebuilds."""
+    ids, docs = real_vectors.doc_ids, real_vectors.docs
+    dim = docs[0].shape[1]
+    oracle = MemoryBackend()
+    oracle.upsert(ids, docs)
+    truth = [oracle.search(q, k=10) for q in real_vectors.queries]
+    opts: dict[str, Any] = {"exact_below_tokens": 0, "mutable_max_tokens": 4000, "max_segments": 2}
+
+    def recall(b: VoyagerBackend) -> float:
+        return float(np.mean([_recall(b.search(q, k=10), t) for q, t in zip(real_vectors.queries, truth, strict=True)]))
+
+    with VoyagerBackend(tmp_path / "full", **opts) as full:
+        full.upsert(ids, docs)
+        rec_full = recall(full)
+        assert full.stats()["format_version"] == 2 and full.stats()["graph_dim"] is None
+        with sqlite3.connect(tmp_path / "full" / "store.sqlite") as db:
+            assert not db.execute("SELECT name FROM sqlite_master WHERE name = 'projections'").fetchall()
+    path = tmp_path / "projected"
+    backend = VoyagerBackend(path, graph_dim=dim // 3, **opts)
+    try:
+        backend.upsert(ids[:300], docs[:300])
+        segs = backend.stats()["segments"]
+        assert segs and all(s["graph_dim"] == dim // 3 for s in segs)
+        backend.upsert(ids[300:], docs[300:])  # more segments: folded into the first, extended with its projection
+        stats = backend.stats()
+        assert stats["format_version"] == 3 and all(s["graph_dim"] == dim // 3 for s in stats["segments"])
+        rec_proj = recall(backend)
+        assert rec_proj >= rec_full - 0.03, (rec_full, rec_proj)
+        with sqlite3.connect(path / "store.sqlite") as db:
+            assert db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone() == ("3",)
+            rows = db.execute("SELECT segment, length(matrix) FROM projections").fetchall()
+        assert sorted(r[0] for r in rows) == sorted(s["id"] for s in stats["segments"])
+        assert all(n == 4 * dim * (dim // 3) for _, n in rows)
+        want = [[(h.id, h.score) for h in backend.search(q, k=5)] for q in real_vectors.queries[:5]]
+    finally:
+        backend.close()
+    with VoyagerBackend(path, read_only=True) as reader:  # the projections and the setting persist
+        assert reader.stats()["graph_dim"] == dim // 3
+        got = [[(h.id, h.score) for h in reader.search(q, k=5)] for q in real_vectors.queries[:5]]
+        assert got == want
+    with VoyagerBackend(path, graph_dim=dim, **opts) as changed:  # back to full graphs: a fold rebuilds
+        assert changed.stats()["graph_dim"] is None
+        changed.upsert([f"x{i}" for i in range(60)], docs[:60])
+        changed.delete([f"x{i}" for i in range(60)])
+        changed.compact()
+        assert [s["graph_dim"] for s in changed.stats()["segments"]] == [dim]
+        with sqlite3.connect(path / "store.sqlite") as db:
+            assert db.execute("SELECT count(*) FROM projections").fetchone() == (0,)
+        assert recall(changed) >= rec_full - 0.03
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "64"])
+def test_graph_dim_is_validated(tmp_path: Path, bad: Any) -> None:
+    with pytest.raises(InvalidInputError, match="graph_dim"):
+        VoyagerBackend(tmp_path / "index", dim=4, graph_dim=bad)
 
 
 def test_unequal_segments_keep_the_recall_of_one(real_vectors: Any, tmp_path: Path) -> None:
