@@ -23,10 +23,12 @@ BACKENDS = ("voyager", "qdrant-edge")
 
 def open_backend(kind: str, path: str) -> Any:
     """The backend under test, opened for writing on ``path``."""
-    if kind == "voyager":
+    if kind.startswith("voyager"):
         from colbert_adapters.backends.voyager import VoyagerBackend
 
-        return VoyagerBackend(path, dim=DIM, **OPTIONS)
+        # voyager-projected: graphs over half-dimension projections (projections committed with their segments).
+        graph_dim = DIM // 2 if kind == "voyager-projected" else None
+        return VoyagerBackend(path, dim=DIM, graph_dim=graph_dim, **OPTIONS)
     from colbert_adapters.backends.qdrant import QdrantBackend
 
     # optimize_every: Edge's optimizer runs inside the write stream too (segment merges at random kill points).
@@ -36,7 +38,7 @@ def open_backend(kind: str, path: str) -> Any:
 def stored_vectors(kind: str, v: np.ndarray) -> np.ndarray:
     """What ``get(..., with_vectors=True)`` returns for ``v``: Voyager its default encoding (int8 codes times a
     per-token scale), Edge float32. (This test is about durability; the encoding has its own tests.)"""
-    if kind != "voyager":
+    if not kind.startswith("voyager"):
         return v
     from colbert_adapters.backends.voyager import VoyagerBackend, _encode_vectors
 
@@ -83,7 +85,7 @@ def main() -> None:
             backend.upsert(op[1], op[2], texts=op[3], metadatas=op[4])
         elif op[0] == "delete":
             backend.delete(op[1])
-        elif kind == "voyager":
+        elif kind.startswith("voyager"):
             backend.compact()
         else:
             backend.optimize()

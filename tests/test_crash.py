@@ -53,7 +53,7 @@ def _per_document(state: State, before: State, after: State) -> bool:
 
 def _check_consistent(kind: str, backend: Any, model: State, path: Path) -> None:
     assert backend.count() == len(model)
-    if kind == "voyager":
+    if kind.startswith("voyager"):
         stats = backend.stats()
         assert stats["n_live_tokens"] == sum(v[2].shape[0] for v in model.values())
         # No orphan segment files, no temporary files left behind by the killed writer.
@@ -137,14 +137,14 @@ def _run_kills(kind: str, tmp_path: Path, n_kills: int, seed: int) -> None:
     assert partial <= n_kills // 2  # a torn write is the exception, not the rule
 
 
-@pytest.mark.parametrize("kind", ["voyager", "qdrant-edge"])
+@pytest.mark.parametrize("kind", ["voyager", "voyager-projected", "qdrant-edge"])
 def test_kill_writer_at_random_points(kind: str, tmp_path: Path) -> None:
-    pytest.importorskip("voyager" if kind == "voyager" else "qdrant_edge")
+    pytest.importorskip("voyager" if kind.startswith("voyager") else "qdrant_edge")
     _run_kills(kind, tmp_path, n_kills=18, seed=7)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["voyager", "qdrant-edge"])
+@pytest.mark.parametrize("kind", ["voyager", "voyager-projected", "qdrant-edge"])
 def test_kill_writer_many_times(kind: str, tmp_path: Path) -> None:
-    pytest.importorskip("voyager" if kind == "voyager" else "qdrant_edge")
+    pytest.importorskip("voyager" if kind.startswith("voyager") else "qdrant_edge")
     _run_kills(kind, tmp_path, n_kills=120, seed=11)
