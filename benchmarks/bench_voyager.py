@@ -59,6 +59,8 @@ from colbert_adapters.backends.voyager import VoyagerBackend  # noqa: E402
 from colbert_adapters.scoring import maxsim, quantise_int8  # noqa: E402
 
 WORK = HERE / "_work" / "voyager"
+#: graph_dim measured next to the defaults, by vector dimension (a half of 128, a third of 384).
+PROJ_DIMS = {128: 64, 384: 128}
 #: A lighter configuration measured next to the defaults (cheaper build and queries, lower recall margin).
 LIGHT: dict[str, Any] = {"M": 12, "ef_construction": 32, "k_token": 16, "ef_search": 32, "n_rerank": 96}
 RESULTS = HERE / "results"
@@ -431,6 +433,10 @@ def main() -> None:
     for vdt in ("int8", "float16"):
         log(f"exact MaxSim on {vdt}-stored vectors, 10k docs")
         R[f"syn_check_{vdt}"] = storage_check(syn, queries, truth, vdt)
+    log("ours, 10k docs, graphs over 64-d projections (graph_dim=64)")
+    R["syn_ours_proj"] = ours_system(syn, queries, WORK / "ours_10k_proj", single_adds=1, graph_dim=PROJ_DIMS[128])
+    R["syn_ours_proj"]["recall_at_10"] = recall(R["syn_ours_proj"]["results"], truth)
+    shutil.rmtree(WORK / "ours_10k_proj", ignore_errors=True)
     log("ours, 10k docs, light settings")
     R["syn_ours_light"] = ours_system(syn, queries, WORK / "ours_10k_light", **LIGHT)
     R["syn_ours_light"]["recall_at_10"] = recall(R["syn_ours_light"]["results"], truth)
@@ -481,6 +487,10 @@ def main() -> None:
     log("ours on real vectors, light settings")
     R["real_ours_light"] = ours_system(real, rq, WORK / "ours_real_light", **LIGHT)
     R["real_ours_light"]["recall_at_10"] = recall(R["real_ours_light"]["results"], rtruth)
+    log("ours on real vectors, graphs over 128-d projections (graph_dim=128)")
+    R["real_ours_proj"] = ours_system(real, rq, WORK / "ours_real_proj", graph_dim=PROJ_DIMS[384])
+    R["real_ours_proj"]["recall_at_10"] = recall(R["real_ours_proj"]["results"], rtruth)
+    shutil.rmtree(WORK / "ours_real_proj", ignore_errors=True)
     log("PyLate on real vectors")
     R["real_pylate"] = pylate_system(real, n_real, n_real_q, a.pylate_python, "real")
     R["real_pylate"]["recall_at_10"] = recall(R["real_pylate"]["results"], rtruth)
@@ -656,6 +666,13 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
             if fp16
             else []
         ),
+        *(
+            [
+                f"| ours, graphs over {PROJ_DIMS[128]}-d projections (graph_dim={PROJ_DIMS[128]}) | {nt_big // 100:,} | {nt_big:,} | {pj['bulk_add_s']:.1f} | {nt_big / pj['bulk_add_s']:,.0f} | {float(np.median(pj['single_add_s'])) * 1e3:.1f} | {pct(pj['query_times_s'], 50):.1f} | {pct(pj['query_times_s'], 95):.1f} | {pj['recall_at_10']:.3f} | {pj['disk_bytes'] / nt_big:,.0f} |"
+            ]
+            if (pj := R.get("syn_ours_proj"))
+            else []
+        ),
         f"| ours, light settings ({_light()}) | {nt_big // 100:,} | {nt_big:,} | {R['syn_ours_light']['bulk_add_s']:.1f} | {nt_big / R['syn_ours_light']['bulk_add_s']:,.0f} | {float(np.median(R['syn_ours_light']['single_add_s'])) * 1e3:.1f} | {pct(R['syn_ours_light']['query_times_s'], 50):.1f} | {pct(R['syn_ours_light']['query_times_s'], 95):.1f} | {R['syn_ours_light']['recall_at_10']:.3f} | {R['syn_ours_light']['disk_bytes'] / nt_big:,.0f} |",
         f"| exact MemoryBackend | {nt_big // 100:,} | {nt_big:,} | {sm['bulk_add_s']:.1f} | {nt_big / sm['bulk_add_s']:,.0f} | - | {pct(sm['query_times_s'], 50):.1f} | {pct(sm['query_times_s'], 95):.1f} | 1.000 | (memory only, {sm['bytes_per_token_mem']} B/token) |",
         f"| PyLate Voyager | {nt_big // 100:,} | {nt_big:,} | {sp['bulk_add_s']:.1f} | {py_vps:,.0f} | {py_single * 1e3:,.0f} | {py_p50:,.0f} | {py_p95:,.0f} | {sp['recall_at_10']:.3f} | {py_bpt:,.0f} |",
@@ -681,6 +698,8 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
     if "real_ours_fp16" in R:
         variants.append(("float8", "", R["real_ours_fp16"]))
     variants += [("float32", "", R["real_ours_float32"]), ("e4m3", "", R["real_ours_e4m3"])]
+    if "real_ours_proj" in R:
+        variants.append(("float8", f", graph_dim={PROJ_DIMS[384]}", R["real_ours_proj"]))
     variants.append(("float8", f", light settings ({_light()})", R["real_ours_light"]))
     for i, (storage, note, r) in enumerate(variants):
         lines.append(
