@@ -954,15 +954,23 @@ class VoyagerBackend:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         seg_rows = conn.execute("SELECT id, file, n_tokens, n_live_tokens, n_docs FROM segments ORDER BY id").fetchall()
         dim = int(meta["dim"]) if meta.get("dim") else self._dim
-        projections: dict[int, npt.NDArray[np.float32]] = {}
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projections'").fetchone():
+        projections: dict[int, npt.NDArray[np.float32] | None] = {}
+        files = {r[0]: r[1] for r in seg_rows}
+        known = {sid: seg for sid, seg in self._segments.items() if files.get(sid) == seg.file}
+        if (
+            len(known) < len(seg_rows)
+            and conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projections'").fetchone()
+        ):
+            # Only segments not loaded yet: a loaded segment keeps its graph and projection (files are immutable).
             for sid, blob in conn.execute("SELECT segment, matrix FROM projections"):
-                projections[sid] = np.frombuffer(blob, dtype=_F32).reshape(-1, dim or 1).copy()
+                if sid not in known:
+                    projections[sid] = np.frombuffer(blob, dtype=_F32).reshape(-1, dim or 1).copy()
         segments: dict[int, _Segment] = {}
         for sid, file, n_tok, n_live, n_docs in seg_rows:
-            old = self._segments.get(sid)
-            if old is not None and old.file == file:
+            old = known.get(sid)
+            if old is not None:
                 index = old.index
+                projections[sid] = old.proj
             else:
                 seg_path = self._root / file
                 try:
@@ -1218,7 +1226,7 @@ class VoyagerBackend:
         larger beam)."""
         index = seg.index
         return bool(
-            self._graph_dims(seg.proj) == self._target_graph_dim()
+            (None if seg.proj is None else int(seg.proj.shape[0])) == self._target_graph_dim()
             and index.M == self._M
             and index.ef_construction == self._beam(seg.n_tokens + n_new)
             and index.storage_data_type == self._storage_type()
@@ -1275,10 +1283,6 @@ class VoyagerBackend:
         if self._graph_dim is None or self._dim is None or self._graph_dim >= self._dim:
             return None
         return self._graph_dim
-
-    @staticmethod
-    def _graph_dims(proj: npt.NDArray[np.float32] | None) -> int | None:
-        return None if proj is None else int(proj.shape[0])
 
     def _fit_projection(self, flat: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
         """The ``(graph_dim, dim)`` projection of a new segment over ``flat``: its tokens' ``graph_dim`` principal
