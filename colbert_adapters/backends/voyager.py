@@ -65,7 +65,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -113,7 +113,10 @@ _F16 = np.dtype("<f2")
 _F16_MAX = float(np.finfo(np.float16).max)
 _F32 = np.dtype("<f4")
 #: Encodings of the stored token vectors (the ``vectors`` blobs): see :class:`VoyagerBackend` ``vector_dtype``.
-_VECTOR_DTYPES = ("int8", "float16", "float32")
+_VECTOR_DTYPES = ("int14", "int8", "float16", "float32")
+#: int14: the residual of each component after its int8 code is kept in ``2 * _RESIDUAL_LEVELS + 1`` (63) steps,
+#: 6 bits (see :func:`_quantise_int14`).
+_RESIDUAL_LEVELS = 31
 # A write of at least this many vector bytes checkpoints the WAL right away (keeps the WAL small).
 _CHECKPOINT_BYTES = 8 << 20
 # Rows fetched per SQLite round trip when scanning many documents.
@@ -136,15 +139,26 @@ CREATE TABLE docs (
     n_tokens INTEGER NOT NULL,
     first_label INTEGER NOT NULL,
     segment INTEGER,
-    vectors BLOB NOT NULL
+    vectors BLOB NOT NULL,
+    residual BLOB
 );
 CREATE INDEX docs_segment ON docs(segment);
 """
 
 
+#: An int14 store's residual planes of stacked tokens: nibbles ``(T, d' / 2)`` and high bits ``(T, d' / 4)``
+#: (see :func:`_quantise_int14`).
+_Planes = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
 #: (seqs ``(m,)``, stored rows ``(T, dim)`` (float16 / float32, or int8 codes), offsets ``(m + 1,)``, row scales
-#: ``(T,)`` for int8 else ``None``): stacked documents, ready for :func:`~colbert_adapters.scoring.maxsim_flat`.
-_Stacked = tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64], npt.NDArray[np.float32] | None]
+#: ``(T,)`` for int8 / int14 else ``None``, the residual planes when they were read with the rows else ``None``):
+#: stacked documents as stored (see :func:`_score_stacked`).
+_Stacked = tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[Any],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32] | None,
+    _Planes | None,
+]
 
 
 @dataclass(slots=True)
@@ -262,7 +276,7 @@ class VoyagerBackend:
     #: Default storage of vectors inside the HNSW graph.
     DEFAULT_STORAGE = "float8"
     #: Default encoding of the stored token vectors used by the exact rerank (see ``vector_dtype``).
-    DEFAULT_VECTOR_DTYPE = "int8"
+    DEFAULT_VECTOR_DTYPE = "int14"
     #: Default HNSW search beam.
     DEFAULT_EF_SEARCH = 64
     #: Default nearest tokens per query token and segment. With the int8 estimate ahead of the exact rerank,
@@ -510,7 +524,7 @@ class VoyagerBackend:
         with self._write_mutex:
             self._check_writable()
             dim = self._dim
-            encoded: list[tuple[bytes, npt.NDArray[np.float32]]] = []
+            encoded: list[tuple[bytes, bytes | None, npt.NDArray[np.float32]]] = []
             for i, v in enumerate(vectors):
                 try:
                     arr = as_multivector(v, dim=dim, where=f"vectors[{i}]")
@@ -532,7 +546,7 @@ class VoyagerBackend:
                 return
             assert dim is not None
             self._write_docs(id_list, encoded, text_list, meta_json, dim)
-            if sum(len(blob) for blob, _ in encoded) >= _CHECKPOINT_BYTES:
+            if sum(len(blob) + len(res or b"") for blob, res, _ in encoded) >= _CHECKPOINT_BYTES:
                 self._checkpoint()
             self._maintain()
 
@@ -588,7 +602,7 @@ class VoyagerBackend:
         self._refresh_if_stale()
         with self._rw.read(), self._reader() as conn:
             self._check_open()
-            cols = "id, text, metadata, n_tokens, vectors" if with_vectors else "id, text, metadata"
+            cols = f"id, text, metadata, n_tokens, {self._vector_cols}" if with_vectors else "id, text, metadata"
             found: dict[str, tuple[Any, ...]] = {}
             unique = list(dict.fromkeys(id_list))
             for start in range(0, len(unique), _FETCH_CHUNK):
@@ -605,7 +619,7 @@ class VoyagerBackend:
                 continue
             vecs = None
             if with_vectors:
-                vecs = _decode_vectors(row[4], row[3], dim, self._vector_dtype)
+                vecs = _decode_vectors(row[4], row[3], dim, self._vector_dtype, row[5])
             out.append(Record(id=doc_id, text=row[1], metadata=json.loads(row[2]), vectors=vecs))
         return out
 
@@ -634,20 +648,26 @@ class VoyagerBackend:
             self._check_open()
             if self._n_docs == 0:
                 return []
-            scores = self._score(conn, q, k, flt)
-            if not scores:
-                return []
-            seqs = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
-            vals = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
-            order = np.lexsort((seqs, -vals))[:k]
-            top = seqs[order].tolist()
-            rows = {
-                r[0]: r
-                for r in conn.execute(
-                    "SELECT seq, id, text, metadata FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
-                    (json.dumps(top),),
-                )
-            }
+            # One read transaction: the search's reads (vectors, then residuals, then texts) see one snapshot even
+            # while another process writes.
+            conn.execute("BEGIN")
+            try:
+                scores = self._score(conn, q, k, flt)
+                if not scores:
+                    return []
+                seqs = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
+                vals = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+                order = np.lexsort((seqs, -vals))[:k]
+                top = seqs[order].tolist()
+                rows = {
+                    r[0]: r
+                    for r in conn.execute(
+                        "SELECT seq, id, text, metadata FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+                        (json.dumps(top),),
+                    )
+                }
+            finally:
+                _rollback(conn)
         return [
             Hit(id=rows[s][1], score=float(scores[s]), text=rows[s][2], metadata=json.loads(rows[s][3]))
             for s in top
@@ -895,6 +915,8 @@ class VoyagerBackend:
                 f"given; open it with vector_dtype=None (or {stored_vdt!r}), or use a new directory"
             )
         self._vector_dtype = stored_vdt
+        #: The stored columns a document's vectors decode from (the residual column exists since int14).
+        self._vector_cols = "vectors, residual" if stored_vdt == "int14" else "vectors, NULL"
         self._format_version = int(meta["format_version"])
         stored_model = meta.get("model_id")
         if dim is not None and stored_dim is not None and dim != stored_dim:
@@ -989,10 +1011,10 @@ class VoyagerBackend:
             label_seq[labels] = np.repeat(seqs, counts)
         mutable: dict[int, tuple[int, npt.NDArray[np.float32]]] = {}
         mutable_tokens = 0
-        for seq, first, n_tok, blob in conn.execute(
-            "SELECT seq, first_label, n_tokens, vectors FROM docs WHERE segment IS NULL ORDER BY seq"
+        for seq, first, n_tok, blob, residual in conn.execute(
+            f"SELECT seq, first_label, n_tokens, {self._vector_cols} FROM docs WHERE segment IS NULL ORDER BY seq"
         ):
-            mutable[seq] = (first, _decode_vectors(blob, n_tok, dim or 0, self._vector_dtype))
+            mutable[seq] = (first, _decode_vectors(blob, n_tok, dim or 0, self._vector_dtype, residual))
             mutable_tokens += n_tok
         self._segments = segments
         self._label_seq = label_seq
@@ -1136,7 +1158,7 @@ class VoyagerBackend:
     def _write_docs(
         self,
         ids: list[str],
-        encoded: list[tuple[bytes, npt.NDArray[np.float32]]],
+        encoded: list[tuple[bytes, bytes | None, npt.NDArray[np.float32]]],
         texts: list[str | None],
         metas: list[str],
         dim: int,
@@ -1149,11 +1171,13 @@ class VoyagerBackend:
             self._delete_rows(conn, list(old.values()))
             new: list[tuple[int, int, npt.NDArray[np.float32]]] = []
             label = first
-            for doc_id, (blob, decoded), text, meta in zip(ids, encoded, texts, metas, strict=True):
+            # The residual column exists in indexes created since int14 (the only ones that store residuals).
+            cols, marks = ("vectors, residual", "?, ?") if self._vector_dtype == "int14" else ("vectors", "?")
+            for doc_id, (blob, residual, decoded), text, meta in zip(ids, encoded, texts, metas, strict=True):
                 cur = conn.execute(
-                    "INSERT INTO docs (id, text, metadata, n_tokens, first_label, segment, vectors) "
-                    "VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                    (doc_id, text, meta, decoded.shape[0], label, blob),
+                    f"INSERT INTO docs (id, text, metadata, n_tokens, first_label, segment, {cols}) "
+                    f"VALUES (?, ?, ?, ?, ?, NULL, {marks})",
+                    (doc_id, text, meta, decoded.shape[0], label, blob, *(() if residual is None else (residual,))),
                 )
                 assert cur.lastrowid is not None
                 new.append((cur.lastrowid, label, decoded))
@@ -1365,12 +1389,12 @@ class VoyagerBackend:
         labels: list[npt.NDArray[np.int64]] = []
         n_docs = 0
         dim = self._dim or 0
-        for first, n_tok, blob in conn.execute(
-            "SELECT first_label, n_tokens, vectors FROM docs WHERE segment IN (SELECT value FROM json_each(?)) "
-            "ORDER BY seq",
+        for first, n_tok, blob, residual in conn.execute(
+            f"SELECT first_label, n_tokens, {self._vector_cols} FROM docs "
+            "WHERE segment IN (SELECT value FROM json_each(?)) ORDER BY seq",
             (read_json,),
         ):
-            arrays.append(_decode_vectors(blob, n_tok, dim, self._vector_dtype))
+            arrays.append(_decode_vectors(blob, n_tok, dim, self._vector_dtype, residual))
             labels.append(np.arange(first, first + n_tok, dtype=np.int64))
             n_docs += 1
         new: _Segment | None = None
@@ -1478,28 +1502,42 @@ class VoyagerBackend:
         """Every sealed document as the full scan scores it, stacked as :meth:`_stack` does (cached until the next
         write).
 
-        An int8 store keeps its codes and row scales (contiguous copies, ``dim + 4`` bytes per token: 44 MB at
-        110,000 384-d tokens), which the scan ranks by :func:`~colbert_adapters.scoring.maxsim_int8_estimate`;
+        An int8 / int14 store keeps its codes and row scales (contiguous copies, ``dim + 4`` bytes per token: 44 MB
+        at 110,000 384-d tokens; int14 also its residuals, ``0.75 dim`` bytes), which the scan ranks by
+        :func:`~colbert_adapters.scoring.maxsim_int8_estimate`;
         float16 / float32 stores are decoded to float32 once rather than widened on every query (measured 9 vs
         16 ms at 100,000 tokens).
         """
         with self._cache_lock:
             if self._sealed_cache is None:
-                seqs, flat, offsets, scales = self._stack(
+                seqs, flat, offsets, scales, _ = self._stack(
                     conn.execute("SELECT seq, n_tokens, vectors FROM docs WHERE segment IS NOT NULL ORDER BY seq")
                 )
                 if scales is not None:
-                    self._sealed_cache = (seqs, np.ascontiguousarray(flat), offsets, np.ascontiguousarray(scales))
+                    residual = None
+                    if self._vector_dtype == "int14":
+                        residual = self._residual_planes(
+                            conn.execute("SELECT seq, n_tokens, residual FROM docs WHERE segment IS NOT NULL"),
+                            seqs,
+                            offsets,
+                        )
+                    self._sealed_cache = (
+                        seqs,
+                        np.ascontiguousarray(flat),
+                        offsets,
+                        np.ascontiguousarray(scales),
+                        residual,
+                    )
                 else:
-                    self._sealed_cache = (seqs, flat.astype(np.float32), offsets, None)
+                    self._sealed_cache = (seqs, flat.astype(np.float32), offsets, None, None)
             return self._sealed_cache
 
     def _stack(self, rows: Iterable[tuple[int, int, bytes]]) -> _Stacked:
         """Stack ``(seq, n_tokens, vectors blob)`` rows as stored, without decoding them.
 
         Returns:
-            (seqs ``(m,)``, flat float16, float32 or int8 rows ``(T, dim)``, offsets ``(m + 1,)``, int8 row scales
-            ``(T,)`` or ``None``): the arguments of :func:`~colbert_adapters.scoring.maxsim_flat`.
+            (seqs ``(m,)``, flat float16, float32 or int8 rows ``(T, dim)``, offsets ``(m + 1,)``, int8 / int14 row
+            scales ``(T,)`` or ``None``, packed int14 residuals or ``None``): see :func:`_score_stacked`.
         """
         dim = self._dim or 0
         fetched = list(rows)
@@ -1513,7 +1551,34 @@ class VoyagerBackend:
                 f"stored vectors of {self._root} hold {flat.shape[0]} tokens where {int(offsets[-1])} were recorded; "
                 "the index is damaged"
             )
-        return np.array([r[0] for r in fetched], dtype=np.int64), flat, offsets, row_scales
+        return np.array([r[0] for r in fetched], dtype=np.int64), flat, offsets, row_scales, None
+
+    def _residual_planes(
+        self,
+        rows: Iterable[tuple[int, int, bytes]],
+        seqs: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+    ) -> _Planes:
+        """The int14 residual planes of stacked documents ``seqs`` (rows ``offsets``), from ``(seq, n_tokens,
+        residual blob)`` rows in any order: nibbles ``(T, d' / 2)`` and high bits ``(T, d' / 4)``, contiguous."""
+        half, quarter = _residual_widths(self._dim or 0)
+        n_rows = int(offsets[-1])
+        nibbles = np.empty((n_rows, half), dtype=np.uint8)
+        two = np.empty((n_rows, quarter), dtype=np.uint8)
+        where = {int(s): i for i, s in enumerate(seqs.tolist())}
+        filled = 0
+        for seq, n_tok, blob in rows:
+            i = where.get(seq)
+            if i is None:
+                continue
+            r0, r1 = int(offsets[i]), int(offsets[i + 1])
+            if r1 - r0 != n_tok:
+                raise CollectionConfigError(f"stored vectors of {self._root} disagree with their residuals; damaged")
+            nibbles[r0:r1], two[r0:r1] = _residual_planes(blob, n_tok, self._dim or 0)
+            filled += 1
+        if filled != seqs.size:
+            raise CollectionConfigError(f"residuals of {seqs.size - filled} documents of {self._root} are missing")
+        return nibbles, two
 
     def _score(
         self, conn: sqlite3.Connection, q: npt.NDArray[np.float32], k: int, flt: dict[str, list[Any]] | None
@@ -1538,14 +1603,12 @@ class VoyagerBackend:
         if 0 < sealed_live <= self.exact_below_tokens:
             # A small index: scoring every (matching) sealed document exactly, on vectors cached in memory until
             # the next write, is cheaper than the graph search.
-            sseqs, sflat, soffs, sscales = self._sealed_view(conn)
-            if sseqs.size:
+            sealed = self._sealed_view(conn)
+            if sealed[0].size:
                 if flt is not None:
-                    sseqs, sflat, soffs, sscales = _take_docs(
-                        (sseqs, sflat, soffs, sscales), np.flatnonzero(np.isin(sseqs, self._filtered_seqs(conn, flt)))
-                    )
+                    sealed = _take_docs(sealed, np.flatnonzero(np.isin(sealed[0], self._filtered_seqs(conn, flt))))
                 # Every document ranked by the int8 estimate (both cores), the best n_exact scored exactly.
-                scores.update(_score_stacked(q, (sseqs, sflat, soffs, sscales), n_exact, estimate_threads=None))
+                scores.update(_score_stacked(q, sealed, n_exact, estimate_threads=None))
             return scores
         # Sealed segments: approximate candidates, then exact rerank of the best.
         cand, approx, unsearched = self._candidates(q)
@@ -1651,20 +1714,33 @@ class VoyagerBackend:
     ) -> dict[int, float]:
         """Exact MaxSim of documents ``seqs`` on their stored vectors: ``{seq: score}``, fetched from the store.
 
-        With ``keep`` and int8 vectors, only the ``keep`` documents with the best int8 estimate are scored exactly
-        and returned (see :func:`_score_stacked`).
+        With ``keep`` and int8 / int14 vectors, only the ``keep`` documents with the best int8 estimate are scored
+        exactly and returned (see :func:`_score_stacked`).
         """
         if seqs.size == 0:
             return {}
-        got, flat, offsets, row_scales = self._stack(
+        stacked = self._stack(
             conn.execute(
                 "SELECT seq, n_tokens, vectors FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
                 (json.dumps(seqs.tolist()),),
             )
         )
-        if got.size == 0:
+        if stacked[0].size == 0:
             return {}
-        return _score_stacked(q, (got, flat, offsets, row_scales), keep, estimate_threads=1)
+
+        def residuals(kept: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]) -> _Planes:
+            return self._residual_planes(
+                conn.execute(
+                    "SELECT seq, n_tokens, residual FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+                    (json.dumps(kept.tolist()),),
+                ),
+                kept,
+                offsets,
+            )
+
+        return _score_stacked(
+            q, stacked, keep, estimate_threads=1, residuals=residuals if self._vector_dtype == "int14" else None
+        )
 
     def _match(
         self, conn: sqlite3.Connection, seqs: npt.NDArray[np.int64], flt: dict[str, list[Any]]
@@ -1708,33 +1784,52 @@ class VoyagerBackend:
 
 def _take_docs(stacked: _Stacked, sel: npt.NDArray[np.int64]) -> _Stacked:
     """The documents at positions ``sel`` (ascending) of ``stacked``, their rows gathered into new arrays."""
-    seqs, flat, offsets, row_scales = stacked
+    seqs, flat, offsets, row_scales, residual = stacked
     lens = offsets[sel + 1] - offsets[sel]
     sub_offsets = np.zeros(sel.size + 1, dtype=np.int64)
     np.cumsum(lens, out=sub_offsets[1:])
     # Row indices of the kept documents: each document's start, then +1 along its rows.
     rows = np.repeat(offsets[sel] - sub_offsets[:-1], lens) + np.arange(int(sub_offsets[-1]))
-    return seqs[sel], flat[rows], sub_offsets, None if row_scales is None else row_scales[rows]
+    return (
+        seqs[sel],
+        flat[rows],
+        sub_offsets,
+        None if row_scales is None else row_scales[rows],
+        None if residual is None else (residual[0][rows], residual[1][rows]),
+    )
 
 
 def _score_stacked(
-    q: npt.NDArray[np.float32], stacked: _Stacked, keep: int | None, *, estimate_threads: int | None
+    q: npt.NDArray[np.float32],
+    stacked: _Stacked,
+    keep: int | None,
+    *,
+    estimate_threads: int | None,
+    residuals: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], _Planes] | None = None,
 ) -> dict[int, float]:
     """Exact MaxSim of stacked documents (see :meth:`VoyagerBackend._stack`): ``{seq: score}``.
 
-    With ``keep`` and int8 rows, only the ``keep`` documents with the best
+    With ``keep`` and int8 / int14 rows, only the ``keep`` documents with the best
     :func:`~colbert_adapters.scoring.maxsim_int8_estimate` (the query rounded to int8 as well, ``estimate_threads``
-    torch threads) are scored exactly and returned. The estimate differs from the exact scores on the stored
-    vectors by the query's rounding only: on 1,000 documents and 100 queries (MiniLM and the synthetic benchmark
-    set) at most 1.1e-2 and 1.6e-2 (the int8 store itself is off float32 by up to 4.3e-2 and 2.0e-2), and no
+    torch threads) are scored exactly and returned. An int14 store is estimated on its int8 codes alone and the
+    kept documents are scored on their codes plus residuals: the planes in ``stacked``, or else those that
+    ``residuals(seqs, offsets)`` reads for the kept documents (so a rerank reads the residuals of ``keep``
+    documents only). The estimate differs from the exact scores on the int8
+    codes by the query's rounding only: on 1,000 documents and 100 queries (MiniLM and the synthetic benchmark
+    set) at most 1.1e-2 and 1.6e-2 (the int8 codes themselves are off float32 by up to 4.3e-2 and 2.0e-2), and no
     document of an exact top 10 ranked below 11th by the estimate, so ``keep = 2 k + 8`` leaves a wide margin. A
     rerank of 160 candidates then costs 10.5 instead of 14.0 ms (p50, 1,000 MiniLM documents, same recall).
     """
-    seqs, flat, offsets, row_scales = stacked
+    seqs, flat, offsets, row_scales, residual = stacked
     if keep is not None and row_scales is not None and seqs.size > keep:
         estimate = maxsim_int8_estimate(q, flat, row_scales, offsets, num_threads=estimate_threads)
         sel = np.sort(np.argsort(-estimate, kind="stable")[:keep])
-        seqs, flat, offsets, row_scales = _take_docs(stacked, sel)
+        seqs, flat, offsets, row_scales, residual = _take_docs(stacked, sel)
+    if residual is None and residuals is not None:
+        residual = residuals(seqs, offsets)
+    if residual is not None:
+        assert row_scales is not None
+        flat, row_scales = _dequantise_int14(flat, row_scales, *residual), None
     # One torch thread: the product alternates with Voyager's search threads, which spinning OpenMP workers
     # would slow down (measured p50 13.7 vs 19.9 ms at 10k docs with two threads on 2 cores).
     exact = maxsim_flat(q, flat, offsets, validate=False, row_scales=row_scales, num_threads=1)
@@ -1746,39 +1841,132 @@ def _int8_record(dim: int) -> np.dtype[Any]:
     return np.dtype([("scale", _F32), ("codes", np.int8, (dim,))])
 
 
-def _encode_vectors(arr: npt.NDArray[np.float32], vector_dtype: str) -> tuple[bytes, npt.NDArray[np.float32]]:
-    """The ``vectors`` blob of one document ``(n, dim)`` and the float32 vectors it decodes to."""
+def _residual_widths(dim: int) -> tuple[int, int]:
+    """Bytes per token of an int14 residual's two planes: ``(nibbles, two-bit)`` = ``(d' / 2, d' / 4)``, where
+    ``d'`` is ``dim`` rounded up to a multiple of 4."""
+    padded = -(-dim // 4) * 4
+    return padded // 2, padded // 4
+
+
+def _quantise_int14(arr: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int8], bytes]:
+    """int8 codes of ``arr`` ``(n, dim)`` plus each component's rounded remainder: (scales ``(n,)``, codes
+    ``(n, dim)``, residual blob).
+
+    The remainder of component ``i`` after its code, in units of the row scale (within +-0.5), is rounded to a
+    multiple of ``1 / (2 L)`` (``L`` = ``_RESIDUAL_LEVELS`` = 31) and kept as the 6-bit value ``v_i = L + that
+    multiple`` (0 .. 62). The blob holds two planes, token-major: ``n * d' / 2`` bytes of low nibbles (byte ``i``
+    of a token: ``v_i & 15`` in its low half, ``v_{i + d'/2} & 15`` in its high half), then ``n * d' / 4`` bytes of
+    high bits (byte ``i``: ``v_{i + j d'/4} >> 4`` in bits ``2 j, 2 j + 1``), ``d'`` being ``dim`` rounded up to a
+    multiple of 4 (padding values 0). A token then decodes to ``(codes + (v - L) / (2 L)) * scale``, within
+    ``scale / (4 L)`` = ``max|x| / 15,748`` of ``arr`` per component (:func:`_dequantise_int14`).
+    """
+    n, dim = arr.shape
+    scales, codes = quantise_int8(arr)
+    safe = np.where(scales > 0, scales, np.float32(1.0))
+    half, quarter = _residual_widths(dim)
+    values = np.zeros((n, 2 * half), dtype=np.uint8)
+    # Codes are the rounded quotients (clipping at +-127 never bites: the largest quotient is 127), so each
+    # remainder is within +-0.5 and each value within 0 .. 2 L.
+    steps = np.rint((arr / safe[:, None] - codes) * (2 * _RESIDUAL_LEVELS))
+    values[:, :dim] = np.clip(steps, -_RESIDUAL_LEVELS, _RESIDUAL_LEVELS) + _RESIDUAL_LEVELS
+    nibbles = (values[:, :half] & 15) | ((values[:, half:] & 15) << 4)
+    high = values >> 4
+    two = high[:, :quarter] | (high[:, quarter : 2 * quarter] << 2)
+    two |= (high[:, 2 * quarter : 3 * quarter] << 4) | (high[:, 3 * quarter :] << 6)
+    return scales, codes, nibbles.tobytes() + two.tobytes()
+
+
+def _residual_planes(
+    blob: bytes | bytearray, n_tokens: int, dim: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """The nibble ``(n_tokens, d' / 2)`` and two-bit ``(n_tokens, d' / 4)`` planes of one residual blob (views)."""
+    half, quarter = _residual_widths(dim)
+    buf = np.frombuffer(blob, dtype=np.uint8)
+    if buf.size != n_tokens * (half + quarter):
+        raise CollectionConfigError(
+            f"a stored residual holds {buf.size} bytes where {n_tokens} tokens need {n_tokens * (half + quarter)}; "
+            "the index is damaged"
+        )
+    return buf[: n_tokens * half].reshape(n_tokens, half), buf[n_tokens * half :].reshape(n_tokens, quarter)
+
+
+def _dequantise_int14(
+    codes: npt.NDArray[np.int8],
+    scales: npt.NDArray[np.float32],
+    nibbles: npt.NDArray[np.uint8],
+    two: npt.NDArray[np.uint8],
+) -> npt.NDArray[np.float32]:
+    """float32 rows ``(n, dim)`` of int14-stored tokens (see :func:`_quantise_int14`) from their codes ``(n, dim)``,
+    scales ``(n,)`` and residual planes ``(n, d' / 2)``, ``(n, d' / 4)``."""
+    n, dim = codes.shape
+    half, quarter = _residual_widths(dim)
+    values = np.empty((n, 2 * half), dtype=np.uint8)
+    np.bitwise_and(nibbles, 15, out=values[:, :half])
+    np.right_shift(nibbles, 4, out=values[:, half:])
+    bits = np.empty(two.shape, dtype=np.uint8)
+    for j in range(4):
+        np.right_shift(two, 2 * j, out=bits)
+        np.bitwise_and(bits, 3, out=bits)
+        np.left_shift(bits, 4, out=bits)
+        values[:, j * quarter : (j + 1) * quarter] += bits
+    out = codes.astype(np.float32)
+    out *= np.float32(2 * _RESIDUAL_LEVELS)
+    out += values[:, :dim]
+    out -= np.float32(_RESIDUAL_LEVELS)
+    out *= (scales / np.float32(2 * _RESIDUAL_LEVELS))[:, None]
+    return out
+
+
+def _encode_vectors(
+    arr: npt.NDArray[np.float32], vector_dtype: str
+) -> tuple[bytes, bytes | None, npt.NDArray[np.float32]]:
+    """The ``vectors`` blob of one document ``(n, dim)``, its ``residual`` blob (int14) or ``None``, and the float32
+    vectors they decode to."""
     if vector_dtype == "float16":
         half = arr.astype(_F16)
-        return half.tobytes(), half.astype(np.float32)
+        return half.tobytes(), None, half.astype(np.float32)
     if vector_dtype == "float32":
         exact = np.ascontiguousarray(arr, dtype=_F32)
-        return exact.tobytes(), exact.astype(np.float32)
-    scales, codes = quantise_int8(arr)
+        return exact.tobytes(), None, exact.astype(np.float32)
+    residual: bytes | None = None
+    if vector_dtype == "int14":
+        scales, codes, residual = _quantise_int14(arr)
+        decoded = _dequantise_int14(codes, scales, *_residual_planes(residual, arr.shape[0], arr.shape[1]))
+    else:
+        scales, codes = quantise_int8(arr)
+        decoded = codes.astype(np.float32) * scales[:, None]
     rec = np.empty(arr.shape[0], dtype=_int8_record(arr.shape[1]))
     rec["scale"] = scales
     rec["codes"] = codes
-    return rec.tobytes(), codes.astype(np.float32) * scales[:, None]
+    return rec.tobytes(), residual, decoded
 
 
 def _blob_parts(
     blob: bytes | bytearray, dim: int, vector_dtype: str
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32] | None]:
     """Views of ``vectors`` blobs (one, or several joined): (float16 / float32 rows ``(n, dim)`` and ``None``, or
-    int8 codes ``(n, dim)`` and their row scales ``(n,)``; the int8 views are strided)."""
+    int8 codes ``(n, dim)`` and their row scales ``(n,)`` for int8 / int14; the int8 views are strided)."""
     if vector_dtype in ("float16", "float32"):
         return np.frombuffer(blob, dtype=_F16 if vector_dtype == "float16" else _F32).reshape(-1, dim), None
     rec = np.frombuffer(blob, dtype=_int8_record(dim))
     return rec["codes"], rec["scale"]
 
 
-def _decode_vectors(blob: bytes, n_tokens: int, dim: int, vector_dtype: str) -> npt.NDArray[np.float32]:
-    """The float32 ``(n_tokens, dim)`` vectors a ``vectors`` blob stands for."""
+def _decode_vectors(
+    blob: bytes, n_tokens: int, dim: int, vector_dtype: str, residual: bytes | None = None
+) -> npt.NDArray[np.float32]:
+    """The float32 ``(n_tokens, dim)`` vectors a ``vectors`` blob (and, for int14, its ``residual`` blob) stands
+    for."""
     rows, scales = _blob_parts(blob, dim, vector_dtype)
     if rows.shape[0] != n_tokens:
         raise CollectionConfigError(
             f"a stored document has {rows.shape[0]} token vectors where {n_tokens} were recorded; the index is damaged"
         )
+    if vector_dtype == "int14":
+        if residual is None:
+            raise CollectionConfigError("a stored int14 document has no residual; the index is damaged")
+        assert scales is not None
+        return _dequantise_int14(rows, scales, *_residual_planes(residual, n_tokens, dim))
     out = rows.astype(np.float32)
     if scales is not None:
         out *= scales[:, None]
