@@ -36,8 +36,8 @@ def open_backend(kind: str, path: str) -> Any:
 
 
 def stored_vectors(kind: str, v: np.ndarray) -> np.ndarray:
-    """What ``get(..., with_vectors=True)`` returns for ``v``: Voyager its default encoding (int14: int8 codes
-    plus 6-bit residuals, times a per-token scale), Edge float32. (This test is about durability; the encoding has its own tests.)"""
+    """What ``get(..., with_vectors=True)`` returns for ``v``: Voyager its default encoding (int8 codes times a
+    per-token scale), Edge float32. (This test is about durability; the encoding has its own tests.)"""
     if not kind.startswith("voyager"):
         return v
     from colbert_adapters.backends.voyager import VoyagerBackend, _encode_vectors
