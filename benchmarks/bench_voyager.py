@@ -55,7 +55,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from colbert_adapters.backends.memory import MemoryBackend  # noqa: E402
-from colbert_adapters.backends.voyager import VoyagerBackend  # noqa: E402
+from colbert_adapters.backends.voyager import VoyagerBackend, _encode_vectors  # noqa: E402
 from colbert_adapters.scoring import maxsim, quantise_int8  # noqa: E402
 
 WORK = HERE / "_work" / "voyager"
@@ -63,6 +63,12 @@ WORK = HERE / "_work" / "voyager"
 PROJ_DIMS = {128: 64, 384: 128}
 #: A lighter configuration measured next to the defaults (cheaper build and queries, lower recall margin).
 LIGHT: dict[str, Any] = {"M": 12, "ef_construction": 32, "k_token": 16, "ef_search": 32, "n_rerank": 96}
+#: The opt-in int14 profile measured next to the defaults: int8 codes plus 6-bit residuals in the store (scores
+#: within max|x| / 15,748 per component of float32), graphs over PROJ_DIMS projections (which pay for the residual
+#: bytes), and a deeper candidate search (k_token / ef_search 96).
+INT14: dict[str, Any] = {"vector_dtype": "int14", "k_token": 96, "ef_search": 96}
+#: Store encodings whose recall ceiling (exact MaxSim on the stored vectors vs float32) is reported.
+CHECKED_DTYPES = ("int8", "int14", "float16")
 RESULTS = HERE / "results"
 
 
@@ -349,6 +355,8 @@ def _stored_like(flat: np.ndarray, vector_dtype: str) -> np.ndarray:
     """The float32 vectors our document store gives back for ``flat`` under ``vector_dtype``."""
     if vector_dtype == "float16":
         return flat.astype(np.float16).astype(np.float32)
+    if vector_dtype == "int14":
+        return np.concatenate([_encode_vectors(part, "int14")[2] for part in np.array_split(flat, 64)])
     scales, codes = quantise_int8(flat)
     return codes.astype(np.float32) * scales[:, None]
 
@@ -430,13 +438,19 @@ def main() -> None:
     R["syn_ours_fp16"] = ours_system(syn, queries, WORK / "ours_10k_fp16", single_adds=1, vector_dtype="float16")
     R["syn_ours_fp16"]["recall_at_10"] = recall(R["syn_ours_fp16"]["results"], truth)
     shutil.rmtree(WORK / "ours_10k_fp16", ignore_errors=True)
-    for vdt in ("int8", "float16"):
+    for vdt in CHECKED_DTYPES:
         log(f"exact MaxSim on {vdt}-stored vectors, 10k docs")
         R[f"syn_check_{vdt}"] = storage_check(syn, queries, truth, vdt)
     log("ours, 10k docs, graphs over 64-d projections (graph_dim=64)")
     R["syn_ours_proj"] = ours_system(syn, queries, WORK / "ours_10k_proj", single_adds=1, graph_dim=PROJ_DIMS[128])
     R["syn_ours_proj"]["recall_at_10"] = recall(R["syn_ours_proj"]["results"], truth)
     shutil.rmtree(WORK / "ours_10k_proj", ignore_errors=True)
+    log("ours, 10k docs, int14 profile")
+    R["syn_ours_int14"] = ours_system(
+        syn, queries, WORK / "ours_10k_int14", single_adds=1, graph_dim=PROJ_DIMS[128], **INT14
+    )
+    R["syn_ours_int14"]["recall_at_10"] = recall(R["syn_ours_int14"]["results"], truth)
+    shutil.rmtree(WORK / "ours_10k_int14", ignore_errors=True)
     log("ours, 10k docs, light settings")
     R["syn_ours_light"] = ours_system(syn, queries, WORK / "ours_10k_light", **LIGHT)
     R["syn_ours_light"]["recall_at_10"] = recall(R["syn_ours_light"]["results"], truth)
@@ -452,6 +466,12 @@ def main() -> None:
     log("ours, 1k docs")
     R["syn1k_ours"] = ours_system(small, queries, WORK / "ours_1k")
     R["syn1k_ours"]["recall_at_10"] = recall(R["syn1k_ours"]["results"], truth1k)
+    log("ours, 1k docs, int14 profile")
+    R["syn1k_ours_int14"] = ours_system(
+        small, queries, WORK / "ours_1k_int14", single_adds=1, graph_dim=PROJ_DIMS[128], **INT14
+    )
+    R["syn1k_ours_int14"]["recall_at_10"] = recall(R["syn1k_ours_int14"]["results"], truth1k)
+    shutil.rmtree(WORK / "ours_1k_int14", ignore_errors=True)
     log("PyLate, 10k docs")
     R["syn_pylate"] = pylate_system(syn, n_big, n_q, a.pylate_python, "syn", name="syn10k")
     R["syn_pylate"]["recall_at_10"] = recall(R["syn_pylate"]["results"], truth)
@@ -472,7 +492,7 @@ def main() -> None:
     }
     R["real_memory"] = memory_system(real, rq)
     rtruth = R["real_memory"]["results"]
-    for vdt in ("int8", "float16"):
+    for vdt in CHECKED_DTYPES:
         R[f"real_check_{vdt}"] = storage_check(real, rq, rtruth, vdt)
     log("ours on real vectors, float16 vectors in the store")
     R["real_ours_fp16"] = ours_system(real, rq, WORK / "ours_real_fp16", vector_dtype="float16")
@@ -491,6 +511,10 @@ def main() -> None:
     R["real_ours_proj"] = ours_system(real, rq, WORK / "ours_real_proj", graph_dim=PROJ_DIMS[384])
     R["real_ours_proj"]["recall_at_10"] = recall(R["real_ours_proj"]["results"], rtruth)
     shutil.rmtree(WORK / "ours_real_proj", ignore_errors=True)
+    log("ours on real vectors, int14 profile")
+    R["real_ours_int14"] = ours_system(real, rq, WORK / "ours_real_int14", graph_dim=PROJ_DIMS[384], **INT14)
+    R["real_ours_int14"]["recall_at_10"] = recall(R["real_ours_int14"]["results"], rtruth)
+    shutil.rmtree(WORK / "ours_real_int14", ignore_errors=True)
     log("PyLate on real vectors")
     R["real_pylate"] = pylate_system(real, n_real, n_real_q, a.pylate_python, "real")
     R["real_pylate"]["recall_at_10"] = recall(R["real_pylate"]["results"], rtruth)
@@ -532,6 +556,40 @@ def _anon_note(rss: dict[str, Any]) -> str:
         f"{rss['file_after_queries_kib'] / 1024:,.0f} MiB file-backed: the memory-mapped SQLite store and shared "
         "libraries, i.e. shared, reclaimable page cache)"
     )
+
+
+def _int14(dim: int) -> str:
+    return ", ".join(f"{k}={v}" for k, v in {**INT14, "graph_dim": PROJ_DIMS[dim]}.items())
+
+
+def _int14_lines(R: dict[str, Any], nt_big: int, nt_small: int, real_nt: int) -> list[str]:
+    """The targets that the opt-in int14 profile changes ((c), (d), (e)), against the same PyLate runs."""
+    rows = [
+        ("10k docs", R.get("syn_ours_int14"), R["syn_pylate"], nt_big),
+        ("1k docs", R.get("syn1k_ours_int14"), R["syn1k_pylate"], nt_small),
+        ("real MiniLM", R.get("real_ours_int14"), R["real_pylate"], real_nt),
+    ]
+    out = [
+        "The opt-in int14 profile (`vector_dtype='int14'`, `graph_dim` = "
+        f"{PROJ_DIMS[128]} of 128 / {PROJ_DIMS[384]} of 384, `k_token=96`, `ef_search=96`) against the same PyLate runs:",
+        "",
+        "| data | query p50 (p95) ms | (c) ratio | recall@10 (PyLate) | (d) | disk B/token (PyLate) | (e) | bulk add vectors/s (a) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, ours, py, nt in rows:
+        if not ours:
+            continue
+        o50, p50 = pct(ours["query_times_s"], 50), pct(py["query_times_s"], 50)
+        rec, prec = ours["recall_at_10"], py["recall_at_10"]
+        bpt, pbpt = ours["disk_bytes"] / nt, py["disk_bytes"] / nt
+        out.append(
+            f"| {name} | {o50:.1f} ({pct(ours['query_times_s'], 95):.1f}) | {p50 / o50:.0f}x "
+            f"({'met' if p50 / o50 >= 20 else 'not met'}) | {rec:.3f} ({prec:.3f}) | "
+            f"{'met' if rec >= 0.95 and rec >= prec else 'not met'} | {bpt:,.0f} ({pbpt:,.0f}) | {bpt / pbpt:.0%} "
+            f"({'met' if bpt / pbpt <= 0.5 else 'not met'}) | {nt / ours['bulk_add_s']:,.0f} "
+            f"({nt / ours['bulk_add_s'] / (nt / py['bulk_add_s']):.1f}x) |"
+        )
+    return [*out, ""] if len(out) > 4 else []
 
 
 def _light() -> str:
@@ -610,7 +668,7 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
     checks = [
         (f"{where}, {vdt}", R[f"{key}_check_{vdt}"])
         for where, key in ((f"synthetic {nt_big // 100:,} docs", "syn"), ("real MiniLM", "real"))
-        for vdt in ("int8", "float16")
+        for vdt in CHECKED_DTYPES
         if f"{key}_check_{vdt}" in R
     ]
     fp16 = R.get("syn_ours_fp16")
@@ -654,6 +712,7 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
             for name, c in checks
         ],
         "",
+        *_int14_lines(R, nt_big, nt_small, real_nt),
         "## Synthetic 128-d (clustered random unit vectors), 100 queries x 32 tokens, top 10",
         "",
         "| system | docs | vectors | bulk add s | vectors/s | add 1 doc ms | query p50 ms | p95 ms | recall@10 | disk B/token |",
@@ -664,6 +723,13 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
                 f"| ours, float16 vectors in the store | {nt_big // 100:,} | {nt_big:,} | {fp16['bulk_add_s']:.1f} | {nt_big / fp16['bulk_add_s']:,.0f} | {float(np.median(fp16['single_add_s'])) * 1e3:.1f} | {pct(fp16['query_times_s'], 50):.1f} | {pct(fp16['query_times_s'], 95):.1f} | {fp16['recall_at_10']:.3f} | {fp16['disk_bytes'] / nt_big:,.0f} |"
             ]
             if fp16
+            else []
+        ),
+        *(
+            [
+                f"| ours, int14 profile ({_int14(128)}) | {nt_big // 100:,} | {nt_big:,} | {x['bulk_add_s']:.1f} | {nt_big / x['bulk_add_s']:,.0f} | {float(np.median(x['single_add_s'])) * 1e3:.1f} | {pct(x['query_times_s'], 50):.1f} | {pct(x['query_times_s'], 95):.1f} | {x['recall_at_10']:.3f} | {x['disk_bytes'] / nt_big:,.0f} |"
+            ]
+            if (x := R.get("syn_ours_int14"))
             else []
         ),
         *(
@@ -700,6 +766,8 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
     variants += [("float32", "", R["real_ours_float32"]), ("e4m3", "", R["real_ours_e4m3"])]
     if "real_ours_proj" in R:
         variants.append(("float8", f", graph_dim={PROJ_DIMS[384]}", R["real_ours_proj"]))
+    if "real_ours_int14" in R:
+        variants.append(("float8", f", int14 profile ({_int14(384)})", R["real_ours_int14"]))
     variants.append(("float8", f", light settings ({_light()})", R["real_ours_light"]))
     for i, (storage, note, r) in enumerate(variants):
         lines.append(

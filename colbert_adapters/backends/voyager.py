@@ -1,7 +1,7 @@
 """Voyager backend: a durable, incremental multi-vector index on disk (token-level HNSW + SQLite).
 
 Every document token vector goes into a Voyager HNSW graph (cosine space) under an integer *label*; the
-documents themselves (id, text, JSON metadata, token vectors in int8, float16 or float32) live in one SQLite
+documents themselves (id, text, JSON metadata, token vectors in int8, int14, float16 or float32) live in one SQLite
 database, which is the source of truth. A search asks the graphs for each query token's nearest tokens, turns them into
 candidate documents with a cheap approximate score, and reranks the best candidates with the exact MaxSim
 of :func:`colbert_adapters.scoring.maxsim_flat` on their stored vectors.
@@ -18,11 +18,14 @@ SQLite tables (inspect them with ``sqlite3 store.sqlite``)::
     meta(key, value)                         format, format_version, dim, model_id, HNSW settings, vector_dtype,
                                              next_label, next_segment, generation
     docs(seq, id, text, metadata, n_tokens,  one row per live document: ``seq`` orders insertions, labels
-         first_label, segment, vectors)      ``first_label .. first_label + n_tokens - 1`` are its tokens in
-                                             segment ``segment`` (NULL: the mutable segment); ``vectors`` is
-                                             a little-endian blob of ``n_tokens`` rows: vector_dtype int8:
-                                             per token a float32 scale then ``dim`` int8 codes (the vector
-                                             is codes * scale); float16 / float32: ``dim`` values per token
+         first_label, segment, vectors,      ``first_label .. first_label + n_tokens - 1`` are its tokens in
+         residual)                           segment ``segment`` (NULL: the mutable segment); ``vectors`` is
+                                             a little-endian blob of ``n_tokens`` rows: vector_dtype int8 and
+                                             int14: per token a float32 scale then ``dim`` int8 codes (the
+                                             vector is codes * scale); float16 / float32: ``dim`` values per
+                                             token. ``residual`` (int14 only, else NULL; indexes created before
+                                             int14 lack the column): 6-bit remainders of the codes, 0.75 byte
+                                             per component (layout: ``_quantise_int14``)
     segments(id, file, n_tokens,             the sealed segments and how many of their tokens are still live
              n_live_tokens, n_docs)
     projections(segment, matrix)             only with ``graph_dim``: the float32 ``(graph_dim, dim)`` projection
@@ -223,9 +226,14 @@ class VoyagerBackend:
         vector_dtype: how the document store keeps the token vectors that the exact rerank scores and
             :meth:`get` returns, fixed when the index is created: ``"int8"`` (per-token symmetric scale, 1 byte
             per component + 4 per token; each component within half a quantisation step, i.e. ``max|x| / 254``),
-            ``"float16"`` (2 bytes per component, relative error ``2**-11``) or ``"float32"`` (4 bytes, exact:
-            rankings identical to float32 MaxSim, near-ties included). ``None``: the index's setting, or
-            :attr:`DEFAULT_VECTOR_DTYPE`. Measured in ``benchmarks/results/voyager.md``.
+            ``"int14"`` (the int8 codes plus a 6-bit remainder per component, 1.75 bytes per component + 4 per
+            token, each component within ``max|x| / 15,748``: the candidates' int8 estimate reads the codes only,
+            the final exact scores read the remainders of the ``2 k + 8`` best), ``"float16"`` (2 bytes per
+            component, relative error ``2**-11``) or ``"float32"`` (4 bytes, exact: rankings identical to float32
+            MaxSim, near-ties included). Top-10 agreement of an exact scan on the stored vectors with float32 on
+            the benchmark's near-tie synthetic set: int8 0.991, int14 1.000, float16 0.999 (real MiniLM vectors:
+            1.000 for all). ``None``: the index's setting, or :attr:`DEFAULT_VECTOR_DTYPE`. Measured in
+            ``benchmarks/results/voyager.md``.
         graph_dim: build new segments' graphs over a projection of the token vectors on their first
             ``graph_dim`` principal directions (uncentred PCA fitted on up to 100,000 of the segment's tokens
             and stored with it); the int8 estimate and the exact rerank still score the full stored vectors.
@@ -236,12 +244,12 @@ class VoyagerBackend:
             An index with a projected segment is written in format version 3, which older versions refuse.
         ef_search: HNSW search beam (at least ``k_token`` is used).
         k_token: nearest token vectors retrieved per query token and segment.
-        n_rerank: candidates reranked (at least ``2 k + 8``): with the int8 store they are ranked by an int8
-            estimate of MaxSim and the best ``2 k + 8`` scored exactly; with float16 / float32 all are scored
+        n_rerank: candidates reranked (at least ``2 k + 8``): with the int8 / int14 store they are ranked by an
+            int8 estimate of MaxSim and the best ``2 k + 8`` scored exactly; with float16 / float32 all are scored
             exactly.
         exact_below_tokens: while the sealed segments hold at most this many live tokens, searches skip the
-            graph and score every document, on vectors cached in memory until the next write: with the int8
-            store every document is ranked by the int8 estimate and the best ``2 k + 8`` are scored exactly (the
+            graph and score every document, on vectors cached in memory until the next write: with the int8 /
+            int14 store every document is ranked by the int8 estimate and the best ``2 k + 8`` are scored exactly (the
             hits agreed with an exact scan of the stored vectors on every query measured), with float16 / float32
             every document is scored exactly. ``0`` always uses the graph. ``None``:
             :attr:`DEFAULT_EXACT_BELOW_TOKENS`.
@@ -510,7 +518,7 @@ class VoyagerBackend:
             ids: ``n`` unique, non-empty ids. An existing id is replaced completely (its old tokens are
                 dropped from search at once and reclaimed by compaction).
             vectors: ``n`` array-likes of shape ``(n_tokens_i, dim)``, finite (rows are expected L2-normalised);
-                stored in the index's ``vector_dtype`` (int8 with a per-token scale, float16 or float32).
+                stored in the index's ``vector_dtype`` (int8 or int14 with a per-token scale, float16 or float32).
             texts: ``n`` texts (``str`` or ``None``), or ``None``.
             metadatas: ``n`` JSON-serialisable dicts (or ``None`` entries), or ``None``.
 
@@ -591,8 +599,8 @@ class VoyagerBackend:
 
         Args:
             ids: ids to fetch.
-            with_vectors: include each document's float32 ``(n_tokens, dim)`` vectors as stored (int8-quantised
-                float16-rounded or exact, see ``vector_dtype``).
+            with_vectors: include each document's float32 ``(n_tokens, dim)`` vectors as stored (int8- or
+                int14-quantised, float16-rounded or exact, see ``vector_dtype``).
 
         Returns:
             One :class:`~colbert_adapters.backends.base.Record` per known id.
