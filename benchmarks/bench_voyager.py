@@ -59,13 +59,13 @@ from colbert_adapters.backends.voyager import VoyagerBackend, _encode_vectors  #
 from colbert_adapters.scoring import maxsim, quantise_int8  # noqa: E402
 
 WORK = HERE / "_work" / "voyager"
-#: graph_dim measured next to the defaults, by vector dimension (a half of 128, a third of 384).
-PROJ_DIMS = {128: 64, 384: 128}
+#: The default graphs index projections (VoyagerBackend.default_graph_dim: 64 of 128, 128 of 384 dimensions);
+#: full-dimension graphs (graph_dim=dim) are measured next to them.
 #: A lighter configuration measured next to the defaults (cheaper build and queries, lower recall margin).
 LIGHT: dict[str, Any] = {"M": 12, "ef_construction": 32, "k_token": 16, "ef_search": 32, "n_rerank": 96}
 #: The opt-in int14 profile measured next to the defaults: int8 codes plus 6-bit residuals in the store (scores
-#: within max|x| / 15,748 per component of float32), graphs over PROJ_DIMS projections (which pay for the residual
-#: bytes), and a deeper candidate search (k_token / ef_search 96).
+#: within max|x| / 15,748 per component of float32; the default projected graphs pay for the residual bytes), and a
+#: deeper candidate search (k_token / ef_search 96).
 INT14: dict[str, Any] = {"vector_dtype": "int14", "k_token": 96, "ef_search": 96}
 #: Store encodings whose recall ceiling (exact MaxSim on the stored vectors vs float32) is reported.
 CHECKED_DTYPES = ("int8", "int14", "float16")
@@ -256,7 +256,7 @@ def ours_system(
         "n_segments": len(stats["segments"]),
         "settings": {
             k: stats.get(k)
-            for k in ("M", "ef_construction", "ef_construction_large", "storage_data_type", "vector_dtype")
+            for k in ("M", "ef_construction", "ef_construction_large", "storage_data_type", "vector_dtype", "graph_dim")
         },
         "segment_beams": sorted({int(s["ef_construction"]) for s in stats["segments"]}),
     }
@@ -441,14 +441,12 @@ def main() -> None:
     for vdt in CHECKED_DTYPES:
         log(f"exact MaxSim on {vdt}-stored vectors, 10k docs")
         R[f"syn_check_{vdt}"] = storage_check(syn, queries, truth, vdt)
-    log("ours, 10k docs, graphs over 64-d projections (graph_dim=64)")
-    R["syn_ours_proj"] = ours_system(syn, queries, WORK / "ours_10k_proj", single_adds=1, graph_dim=PROJ_DIMS[128])
-    R["syn_ours_proj"]["recall_at_10"] = recall(R["syn_ours_proj"]["results"], truth)
+    log("ours, 10k docs, full-dimension graphs (graph_dim=128)")
+    R["syn_ours_full"] = ours_system(syn, queries, WORK / "ours_10k_proj", single_adds=1, graph_dim=128)
+    R["syn_ours_full"]["recall_at_10"] = recall(R["syn_ours_full"]["results"], truth)
     shutil.rmtree(WORK / "ours_10k_proj", ignore_errors=True)
     log("ours, 10k docs, int14 profile")
-    R["syn_ours_int14"] = ours_system(
-        syn, queries, WORK / "ours_10k_int14", single_adds=1, graph_dim=PROJ_DIMS[128], **INT14
-    )
+    R["syn_ours_int14"] = ours_system(syn, queries, WORK / "ours_10k_int14", single_adds=1, **INT14)
     R["syn_ours_int14"]["recall_at_10"] = recall(R["syn_ours_int14"]["results"], truth)
     shutil.rmtree(WORK / "ours_10k_int14", ignore_errors=True)
     log("ours, 10k docs, light settings")
@@ -467,9 +465,7 @@ def main() -> None:
     R["syn1k_ours"] = ours_system(small, queries, WORK / "ours_1k")
     R["syn1k_ours"]["recall_at_10"] = recall(R["syn1k_ours"]["results"], truth1k)
     log("ours, 1k docs, int14 profile")
-    R["syn1k_ours_int14"] = ours_system(
-        small, queries, WORK / "ours_1k_int14", single_adds=1, graph_dim=PROJ_DIMS[128], **INT14
-    )
+    R["syn1k_ours_int14"] = ours_system(small, queries, WORK / "ours_1k_int14", single_adds=1, **INT14)
     R["syn1k_ours_int14"]["recall_at_10"] = recall(R["syn1k_ours_int14"]["results"], truth1k)
     shutil.rmtree(WORK / "ours_1k_int14", ignore_errors=True)
     log("PyLate, 10k docs")
@@ -507,12 +503,12 @@ def main() -> None:
     log("ours on real vectors, light settings")
     R["real_ours_light"] = ours_system(real, rq, WORK / "ours_real_light", **LIGHT)
     R["real_ours_light"]["recall_at_10"] = recall(R["real_ours_light"]["results"], rtruth)
-    log("ours on real vectors, graphs over 128-d projections (graph_dim=128)")
-    R["real_ours_proj"] = ours_system(real, rq, WORK / "ours_real_proj", graph_dim=PROJ_DIMS[384])
-    R["real_ours_proj"]["recall_at_10"] = recall(R["real_ours_proj"]["results"], rtruth)
+    log("ours on real vectors, full-dimension graphs (graph_dim=384)")
+    R["real_ours_full"] = ours_system(real, rq, WORK / "ours_real_proj", graph_dim=384)
+    R["real_ours_full"]["recall_at_10"] = recall(R["real_ours_full"]["results"], rtruth)
     shutil.rmtree(WORK / "ours_real_proj", ignore_errors=True)
     log("ours on real vectors, int14 profile")
-    R["real_ours_int14"] = ours_system(real, rq, WORK / "ours_real_int14", graph_dim=PROJ_DIMS[384], **INT14)
+    R["real_ours_int14"] = ours_system(real, rq, WORK / "ours_real_int14", **INT14)
     R["real_ours_int14"]["recall_at_10"] = recall(R["real_ours_int14"]["results"], rtruth)
     shutil.rmtree(WORK / "ours_real_int14", ignore_errors=True)
     log("PyLate on real vectors")
@@ -558,8 +554,8 @@ def _anon_note(rss: dict[str, Any]) -> str:
     )
 
 
-def _int14(dim: int) -> str:
-    return ", ".join(f"{k}={v}" for k, v in {**INT14, "graph_dim": PROJ_DIMS[dim]}.items())
+def _int14() -> str:
+    return ", ".join(f"{k}={v}" for k, v in INT14.items())
 
 
 def _int14_lines(R: dict[str, Any], nt_big: int, nt_small: int, real_nt: int) -> list[str]:
@@ -570,8 +566,8 @@ def _int14_lines(R: dict[str, Any], nt_big: int, nt_small: int, real_nt: int) ->
         ("real MiniLM", R.get("real_ours_int14"), R["real_pylate"], real_nt),
     ]
     out = [
-        "The opt-in int14 profile (`vector_dtype='int14'`, `graph_dim` = "
-        f"{PROJ_DIMS[128]} of 128 / {PROJ_DIMS[384]} of 384, `k_token=96`, `ef_search=96`) against the same PyLate runs:",
+        "The opt-in int14 profile (`vector_dtype='int14'`, `k_token=96`, `ef_search=96`, default graphs) against "
+        "the same PyLate runs:",
         "",
         "| data | query p50 (p95) ms | (c) ratio | recall@10 (PyLate) | (d) | disk B/token (PyLate) | (e) | bulk add vectors/s (a) |",
         "|---|---|---|---|---|---|---|---|",
@@ -688,7 +684,8 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
             if so["settings"].get("ef_construction_large")
             else ""
         )
-        + ", graph storage "
+        + f", graphs over {so['settings'].get('graph_dim') or 'all'} of 128 dimensions (real vectors: "
+        f"{R['real_ours_float8']['settings'].get('graph_dim') or 'all'} of 384), graph storage "
         f"{so['settings']['storage_data_type']}, store vectors {so['settings'].get('vector_dtype', 'float16')}, "
         f"k_token={VoyagerBackend.DEFAULT_K_TOKEN}, ef_search={VoyagerBackend.DEFAULT_EF_SEARCH}, "
         f"n_rerank={VoyagerBackend.DEFAULT_N_RERANK}, exact_below_tokens={VoyagerBackend.DEFAULT_EXACT_BELOW_TOKENS:,}). "
@@ -727,16 +724,16 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
         ),
         *(
             [
-                f"| ours, int14 profile ({_int14(128)}) | {nt_big // 100:,} | {nt_big:,} | {x['bulk_add_s']:.1f} | {nt_big / x['bulk_add_s']:,.0f} | {float(np.median(x['single_add_s'])) * 1e3:.1f} | {pct(x['query_times_s'], 50):.1f} | {pct(x['query_times_s'], 95):.1f} | {x['recall_at_10']:.3f} | {x['disk_bytes'] / nt_big:,.0f} |"
+                f"| ours, int14 profile ({_int14()}) | {nt_big // 100:,} | {nt_big:,} | {x['bulk_add_s']:.1f} | {nt_big / x['bulk_add_s']:,.0f} | {float(np.median(x['single_add_s'])) * 1e3:.1f} | {pct(x['query_times_s'], 50):.1f} | {pct(x['query_times_s'], 95):.1f} | {x['recall_at_10']:.3f} | {x['disk_bytes'] / nt_big:,.0f} |"
             ]
             if (x := R.get("syn_ours_int14"))
             else []
         ),
         *(
             [
-                f"| ours, graphs over {PROJ_DIMS[128]}-d projections (graph_dim={PROJ_DIMS[128]}) | {nt_big // 100:,} | {nt_big:,} | {pj['bulk_add_s']:.1f} | {nt_big / pj['bulk_add_s']:,.0f} | {float(np.median(pj['single_add_s'])) * 1e3:.1f} | {pct(pj['query_times_s'], 50):.1f} | {pct(pj['query_times_s'], 95):.1f} | {pj['recall_at_10']:.3f} | {pj['disk_bytes'] / nt_big:,.0f} |"
+                f"| ours, full-dimension graphs (graph_dim=128) | {nt_big // 100:,} | {nt_big:,} | {pj['bulk_add_s']:.1f} | {nt_big / pj['bulk_add_s']:,.0f} | {float(np.median(pj['single_add_s'])) * 1e3:.1f} | {pct(pj['query_times_s'], 50):.1f} | {pct(pj['query_times_s'], 95):.1f} | {pj['recall_at_10']:.3f} | {pj['disk_bytes'] / nt_big:,.0f} |"
             ]
-            if (pj := R.get("syn_ours_proj"))
+            if (pj := R.get("syn_ours_full"))
             else []
         ),
         f"| ours, light settings ({_light()}) | {nt_big // 100:,} | {nt_big:,} | {R['syn_ours_light']['bulk_add_s']:.1f} | {nt_big / R['syn_ours_light']['bulk_add_s']:,.0f} | {float(np.median(R['syn_ours_light']['single_add_s'])) * 1e3:.1f} | {pct(R['syn_ours_light']['query_times_s'], 50):.1f} | {pct(R['syn_ours_light']['query_times_s'], 95):.1f} | {R['syn_ours_light']['recall_at_10']:.3f} | {R['syn_ours_light']['disk_bytes'] / nt_big:,.0f} |",
@@ -764,10 +761,10 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
     if "real_ours_fp16" in R:
         variants.append(("float8", "", R["real_ours_fp16"]))
     variants += [("float32", "", R["real_ours_float32"]), ("e4m3", "", R["real_ours_e4m3"])]
-    if "real_ours_proj" in R:
-        variants.append(("float8", f", graph_dim={PROJ_DIMS[384]}", R["real_ours_proj"]))
+    if "real_ours_full" in R:
+        variants.append(("float8", ", full-dimension graphs (graph_dim=384)", R["real_ours_full"]))
     if "real_ours_int14" in R:
-        variants.append(("float8", f", int14 profile ({_int14(384)})", R["real_ours_int14"]))
+        variants.append(("float8", f", int14 profile ({_int14()})", R["real_ours_int14"]))
     variants.append(("float8", f", light settings ({_light()})", R["real_ours_light"]))
     for i, (storage, note, r) in enumerate(variants):
         lines.append(

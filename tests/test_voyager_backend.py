@@ -218,7 +218,7 @@ def test_projected_graphs(real_vectors: Any, tmp_path: Path) -> None:
     def recall(b: VoyagerBackend) -> float:
         return float(np.mean([_recall(b.search(q, k=10), t) for q, t in zip(real_vectors.queries, truth, strict=True)]))
 
-    with VoyagerBackend(tmp_path / "full", **opts) as full:
+    with VoyagerBackend(tmp_path / "full", graph_dim=dim, **opts) as full:
         full.upsert(ids, docs)
         rec_full = recall(full)
         assert full.stats()["format_version"] == 2 and full.stats()["graph_dim"] is None
@@ -256,6 +256,39 @@ def test_projected_graphs(real_vectors: Any, tmp_path: Path) -> None:
         with sqlite3.connect(path / "store.sqlite") as db:
             assert db.execute("SELECT count(*) FROM projections").fetchone() == (0,)
         assert recall(changed) >= rec_full - 0.03
+
+
+def test_new_indexes_get_the_default_graph_dim(tmp_path: Path) -> None:
+    """A new index projects its graphs by default (max(64, dim // 3) dimensions), whether its dimension is given
+    or comes with the first upsert; an index written before that default (no setting, documents already in it)
+    keeps full-dimension graphs; small dimensions keep them too."""
+    assert [VoyagerBackend.default_graph_dim(d) for d in (8, 64, 96, 128, 384, 768)] == [64, 64, 64, 64, 128, 256]
+    rng = np.random.default_rng(5)
+    docs = [unit_multivector(rng, 8, 128) for _ in range(40)]
+    ids = [f"d{i}" for i in range(40)]
+    opts: dict[str, Any] = {"mutable_max_tokens": 100}
+    with VoyagerBackend(tmp_path / "given", dim=128, **opts) as given:
+        assert given.stats()["graph_dim"] == 64
+        given.upsert(ids, docs)
+        assert [s["graph_dim"] for s in given.stats()["segments"]] == [64] * len(given.stats()["segments"])
+    with VoyagerBackend(tmp_path / "later", **opts) as later:
+        assert later.stats()["graph_dim"] is None  # no dimension yet
+        later.upsert(ids, docs)
+        assert later.stats()["graph_dim"] == 64 and later.stats()["segments"][0]["graph_dim"] == 64
+    with VoyagerBackend(tmp_path / "later", read_only=True) as reader:  # persisted with the first upsert
+        assert reader.stats()["graph_dim"] == 64
+    old = tmp_path / "old"
+    with VoyagerBackend(old, dim=128, graph_dim=128, **opts) as backend:
+        backend.upsert(ids[:20], docs[:20])
+    with sqlite3.connect(old / "store.sqlite") as db:  # as written before the default existed
+        db.execute("DELETE FROM meta WHERE key = 'graph_dim'")
+    db.close()
+    with VoyagerBackend(old, **opts) as backend:
+        assert backend.stats()["graph_dim"] is None
+        backend.upsert(ids[20:], docs[20:])
+        assert all(s["graph_dim"] == 128 for s in backend.stats()["segments"])
+    with VoyagerBackend(tmp_path / "small", dim=32) as small:
+        assert small.stats()["graph_dim"] is None  # 64 >= 32: full-dimension graphs
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "64"])
@@ -372,8 +405,9 @@ def test_storage_data_types(real_vectors: Any, tmp_path: Path, storage: str) -> 
         assert stats["storage_data_type"] == storage
         (seg,) = stats["segments"]
         seg_bytes = (backend.path / seg["file"]).stat().st_size / seg["n_tokens"]
-        # float32 keeps 4 bytes per dimension in the graph, float8 / e4m3 one.
-        assert seg_bytes > 4 * 384 if storage == "float32" else seg_bytes < 2 * 384
+        # float32 keeps 4 bytes per graph dimension (128 of 384 by default), float8 / e4m3 one.
+        assert seg["graph_dim"] == 128
+        assert seg_bytes > 4 * 128 if storage == "float32" else seg_bytes < 2 * 128 + 160
         oracle = MemoryBackend()
         oracle.upsert(real_vectors.doc_ids[:150], real_vectors.docs[:150])
         recalls = [_recall(backend.search(q, k=10), oracle.search(q, k=10)) for q in real_vectors.queries[:20]]

@@ -237,11 +237,12 @@ class VoyagerBackend:
         graph_dim: build new segments' graphs over a projection of the token vectors on their first
             ``graph_dim`` principal directions (uncentred PCA fitted on up to 100,000 of the segment's tokens
             and stored with it); the int8 estimate and the exact rerank still score the full stored vectors.
-            Smaller graphs build faster and take fewer bytes (10,000 synthetic 128-d documents, 64 dimensions:
-            1.4x the insert rate, 357 instead of 421 B/token, recall@10 0.987 vs 0.982; ``benchmarks/README.md``).
-            A fold extends a graph with its own projection; rebuilds and :meth:`compact` refit it. ``None``: the
-            index's setting, or the full dimension; a value of at least ``dim`` also means the full dimension.
-            An index with a projected segment is written in format version 3, which older versions refuse.
+            Smaller graphs build faster, query faster and take fewer bytes at the same recall (see
+            :attr:`DEFAULT_GRAPH_DIM_MIN`). A fold extends a graph with its own projection; rebuilds and
+            :meth:`compact` refit it. ``None``: the index's setting; a new index gets
+            :meth:`default_graph_dim` (64 of 128 dimensions, 128 of 384), an index created before this default
+            keeps full-dimension graphs. A value of at least ``dim`` means full-dimension graphs. An index with a
+            projected segment is written in format version 3, which older versions refuse.
         ef_search: HNSW search beam (at least ``k_token`` is used).
         k_token: nearest token vectors retrieved per query token and segment.
         n_rerank: candidates reranked (at least ``2 k + 8``): with the int8 / int14 store they are ranked by an
@@ -306,6 +307,12 @@ class VoyagerBackend:
     DEFAULT_EXACT_BELOW_TOKENS = 100_000
     #: Default size of the exactly searched mutable segment, in tokens.
     DEFAULT_MUTABLE_MAX_TOKENS = 8192
+    #: Smallest default graph dimension (see :meth:`default_graph_dim`): graphs over projections build faster,
+    #: query faster and take fewer bytes at the same recall (two full benchmark runs, 10k synthetic 128-d documents
+    #: with 64 dimensions: 20,147-20,304 vs 10,033-12,833 vectors/s, p50 6.4-7.5 vs 9.1-11.3 ms, recall@10
+    #: 0.985-0.988 vs 0.981, 357 vs 421 B/token; 1k real MiniLM documents with 128 of 384: 19,311-23,870 vs
+    #: 18,078 vectors/s, 7.4-10.9 vs 9.3-10.6 ms, 0.996-0.997 vs 0.996-0.998, 697 vs 951 B/token).
+    DEFAULT_GRAPH_DIM_MIN = 64
     #: Default maximum number of sealed segments before the smaller ones are folded into a larger one.
     DEFAULT_MAX_SEGMENTS = 4
     #: A segment is extended with the smaller ones once they hold 1/FOLD_RATIO of its tokens (see ``max_segments``).
@@ -425,6 +432,7 @@ class VoyagerBackend:
         self._n_docs = 0
         self._dim: int | None = dim
         self._graph_dim: int | None = None  # set from graph_dim / the index by _apply_graph_dim
+        self._graph_dim_pending = False  # a new index without a dimension yet: the default is set with it
         self._model_id: str | None = model_id
         self._readers: list[sqlite3.Connection] = []
         self._all_conns: list[sqlite3.Connection] = []
@@ -967,11 +975,30 @@ class VoyagerBackend:
             self._execute_write(stmts)
 
     def _apply_graph_dim(self, meta: dict[str, str], graph_dim: int | None) -> None:
-        """Take ``graph_dim`` (or the index's stored setting) for new segments; persist an explicit one."""
+        """Take ``graph_dim`` (or the index's stored setting) for new segments; persist an explicit one.
+
+        An index that has never held a document and has no setting gets :meth:`default_graph_dim` of its
+        dimension, persisted (at once when the dimension is known, else with the first upsert, see
+        :meth:`_write_docs`); an older index without the setting keeps full-dimension graphs.
+        """
         stored = int(meta["graph_dim"]) if meta.get("graph_dim") else None
         self._graph_dim = graph_dim if graph_dim is not None else stored
-        if not self.read_only and graph_dim is not None and graph_dim != stored:
+        self._graph_dim_pending = False
+        if self.read_only:
+            return
+        if graph_dim is None and stored is None and meta.get("next_label") == "0":
+            if self._dim is None:
+                self._graph_dim_pending = True
+                return
+            graph_dim = self._graph_dim = self.default_graph_dim(self._dim)
+        if graph_dim is not None and graph_dim != stored:
             self._execute_write([("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("graph_dim", str(graph_dim)))])
+
+    @classmethod
+    def default_graph_dim(cls, dim: int) -> int:
+        """Graph dimensions of a new index of ``dim``-d vectors: ``max(DEFAULT_GRAPH_DIM_MIN, dim // 3)`` (64 of
+        128, 128 of 384; a value of at least ``dim``, i.e. ``dim <= 64``, means full-dimension graphs)."""
+        return max(cls.DEFAULT_GRAPH_DIM_MIN, dim // 3)
 
     def _load_state(self) -> None:
         """(Re)build the in-memory state from SQLite: segments, label map, mutable segment."""
@@ -1195,6 +1222,9 @@ class VoyagerBackend:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_label', ?)", (str(label),))
             if self._dim is None:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(dim),))
+            pending_graph_dim = self.default_graph_dim(dim) if self._graph_dim_pending else None
+            if pending_graph_dim is not None:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('graph_dim', ?)", (str(pending_graph_dim),))
             with self._rw.write():
                 conn.execute("COMMIT")
                 self._apply_removed(list(old.values()))
@@ -1213,6 +1243,8 @@ class VoyagerBackend:
                 self._filter_cache = {}
                 if self._dim is None:
                     self._dim = dim
+                if pending_graph_dim is not None:
+                    self._graph_dim, self._graph_dim_pending = pending_graph_dim, False
         except BaseException:
             _rollback(conn)
             raise
