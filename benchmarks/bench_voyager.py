@@ -386,6 +386,16 @@ def storage_check(
     }
 
 
+def variant(
+    data: dict[str, Any], queries: list[np.ndarray], truth: list[list[str]], name: str, **options: Any
+) -> dict[str, Any]:
+    """:func:`ours_system` with ``options`` in ``WORK / name`` (deleted after), with its recall@10 against ``truth``."""
+    out = ours_system(data, queries, WORK / name, **options)
+    out["recall_at_10"] = recall(out["results"], truth)
+    shutil.rmtree(WORK / name, ignore_errors=True)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -435,24 +445,16 @@ def main() -> None:
     R["syn_ours"] = ours_system(syn, queries, WORK / "ours_10k", rss_probe=True)
     R["syn_ours"]["recall_at_10"] = recall(R["syn_ours"]["results"], truth)
     log("ours, 10k docs, float16 vectors in the store")
-    R["syn_ours_fp16"] = ours_system(syn, queries, WORK / "ours_10k_fp16", single_adds=1, vector_dtype="float16")
-    R["syn_ours_fp16"]["recall_at_10"] = recall(R["syn_ours_fp16"]["results"], truth)
-    shutil.rmtree(WORK / "ours_10k_fp16", ignore_errors=True)
+    R["syn_ours_fp16"] = variant(syn, queries, truth, "ours_10k_fp16", single_adds=1, vector_dtype="float16")
     for vdt in CHECKED_DTYPES:
         log(f"exact MaxSim on {vdt}-stored vectors, 10k docs")
         R[f"syn_check_{vdt}"] = storage_check(syn, queries, truth, vdt)
     log("ours, 10k docs, full-dimension graphs (graph_dim=128)")
-    R["syn_ours_full"] = ours_system(syn, queries, WORK / "ours_10k_proj", single_adds=1, graph_dim=128)
-    R["syn_ours_full"]["recall_at_10"] = recall(R["syn_ours_full"]["results"], truth)
-    shutil.rmtree(WORK / "ours_10k_proj", ignore_errors=True)
+    R["syn_ours_full"] = variant(syn, queries, truth, "ours_10k_proj", single_adds=1, graph_dim=128)
     log("ours, 10k docs, int14 profile")
-    R["syn_ours_int14"] = ours_system(syn, queries, WORK / "ours_10k_int14", single_adds=1, **INT14)
-    R["syn_ours_int14"]["recall_at_10"] = recall(R["syn_ours_int14"]["results"], truth)
-    shutil.rmtree(WORK / "ours_10k_int14", ignore_errors=True)
+    R["syn_ours_int14"] = variant(syn, queries, truth, "ours_10k_int14", single_adds=1, **INT14)
     log("ours, 10k docs, light settings")
-    R["syn_ours_light"] = ours_system(syn, queries, WORK / "ours_10k_light", **LIGHT)
-    R["syn_ours_light"]["recall_at_10"] = recall(R["syn_ours_light"]["results"], truth)
-    shutil.rmtree(WORK / "ours_10k_light", ignore_errors=True)
+    R["syn_ours_light"] = variant(syn, queries, truth, "ours_10k_light", **LIGHT)
     log("ours, 10k docs written in upserts of 100 documents")
     R["syn_ours_incremental"] = incremental_system(syn, queries, WORK / "ours_10k_incremental", batch=100)
     R["syn_ours_incremental"]["recall_at_10"] = recall(R["syn_ours_incremental"]["results"], truth)
@@ -465,9 +467,7 @@ def main() -> None:
     R["syn1k_ours"] = ours_system(small, queries, WORK / "ours_1k")
     R["syn1k_ours"]["recall_at_10"] = recall(R["syn1k_ours"]["results"], truth1k)
     log("ours, 1k docs, int14 profile")
-    R["syn1k_ours_int14"] = ours_system(small, queries, WORK / "ours_1k_int14", single_adds=1, **INT14)
-    R["syn1k_ours_int14"]["recall_at_10"] = recall(R["syn1k_ours_int14"]["results"], truth1k)
-    shutil.rmtree(WORK / "ours_1k_int14", ignore_errors=True)
+    R["syn1k_ours_int14"] = variant(small, queries, truth1k, "ours_1k_int14", single_adds=1, **INT14)
     log("PyLate, 10k docs")
     R["syn_pylate"] = pylate_system(syn, n_big, n_q, a.pylate_python, "syn", name="syn10k")
     R["syn_pylate"]["recall_at_10"] = recall(R["syn_pylate"]["results"], truth)
@@ -504,13 +504,9 @@ def main() -> None:
     R["real_ours_light"] = ours_system(real, rq, WORK / "ours_real_light", **LIGHT)
     R["real_ours_light"]["recall_at_10"] = recall(R["real_ours_light"]["results"], rtruth)
     log("ours on real vectors, full-dimension graphs (graph_dim=384)")
-    R["real_ours_full"] = ours_system(real, rq, WORK / "ours_real_proj", graph_dim=384)
-    R["real_ours_full"]["recall_at_10"] = recall(R["real_ours_full"]["results"], rtruth)
-    shutil.rmtree(WORK / "ours_real_proj", ignore_errors=True)
+    R["real_ours_full"] = variant(real, rq, rtruth, "ours_real_proj", graph_dim=384)
     log("ours on real vectors, int14 profile")
-    R["real_ours_int14"] = ours_system(real, rq, WORK / "ours_real_int14", **INT14)
-    R["real_ours_int14"]["recall_at_10"] = recall(R["real_ours_int14"]["results"], rtruth)
-    shutil.rmtree(WORK / "ours_real_int14", ignore_errors=True)
+    R["real_ours_int14"] = variant(real, rq, rtruth, "ours_real_int14", **INT14)
     log("PyLate on real vectors")
     R["real_pylate"] = pylate_system(real, n_real, n_real_q, a.pylate_python, "real")
     R["real_pylate"]["recall_at_10"] = recall(R["real_pylate"]["results"], rtruth)
