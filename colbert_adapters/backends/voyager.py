@@ -1552,17 +1552,14 @@ class VoyagerBackend:
         """
         with self._cache_lock:
             if self._sealed_cache is None:
-                seqs, flat, offsets, scales, _ = self._stack(
-                    conn.execute("SELECT seq, n_tokens, vectors FROM docs WHERE segment IS NOT NULL ORDER BY seq")
-                )
+                rows = conn.execute(
+                    f"SELECT seq, n_tokens, {self._vector_cols} FROM docs WHERE segment IS NOT NULL ORDER BY seq"
+                ).fetchall()  # one read for the vectors and (int14) the residuals
+                seqs, flat, offsets, scales, _ = self._stack((r[0], r[1], r[2]) for r in rows)
                 if scales is not None:
                     residual = None
                     if self._vector_dtype == "int14":
-                        residual = self._residual_planes(
-                            conn.execute("SELECT seq, n_tokens, residual FROM docs WHERE segment IS NOT NULL"),
-                            seqs,
-                            offsets,
-                        )
+                        residual = self._gather_residuals(((r[0], r[1], r[3]) for r in rows), seqs, offsets)
                     self._sealed_cache = (
                         seqs,
                         np.ascontiguousarray(flat),
@@ -1579,7 +1576,8 @@ class VoyagerBackend:
 
         Returns:
             (seqs ``(m,)``, flat float16, float32 or int8 rows ``(T, dim)``, offsets ``(m + 1,)``, int8 / int14 row
-            scales ``(T,)`` or ``None``, packed int14 residuals or ``None``): see :func:`_score_stacked`.
+            scales ``(T,)`` or ``None``, and ``None``: residuals are read separately, see
+            :meth:`_gather_residuals`): the arguments of :func:`_score_stacked`.
         """
         dim = self._dim or 0
         fetched = list(rows)
@@ -1595,7 +1593,7 @@ class VoyagerBackend:
             )
         return np.array([r[0] for r in fetched], dtype=np.int64), flat, offsets, row_scales, None
 
-    def _residual_planes(
+    def _gather_residuals(
         self,
         rows: Iterable[tuple[int, int, bytes]],
         seqs: npt.NDArray[np.int64],
@@ -1771,7 +1769,7 @@ class VoyagerBackend:
             return {}
 
         def residuals(kept: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]) -> _Planes:
-            return self._residual_planes(
+            return self._gather_residuals(
                 conn.execute(
                     "SELECT seq, n_tokens, residual FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
                     (json.dumps(kept.tolist()),),
