@@ -6,6 +6,7 @@ Recall is measured against the exact :class:`MemoryBackend` on real all-MiniLM-L
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -559,6 +560,61 @@ def test_int14_vectors_on_real_vectors(real_vectors: Any, tmp_path: Path) -> Non
                 truth = {h.id: h.score for h in oracle.search(q, k=200)}
                 diffs += [abs(h.score - truth[h.id]) for h in backend.search(q, k=10)]
         assert 0 < max(diffs) < 1e-3
+
+
+@pytest.mark.parametrize("dim", [30, 256, 384])
+def test_int14_scores_equal_maxsim_of_the_decoded_tokens(monkeypatch: pytest.MonkeyPatch, dim: int) -> None:
+    """The int14 exact stage (decoded below 256 dimensions; from there pruned tokens and int8 query parts) equals
+    float64 MaxSim of the decoded tokens to float32 rounding: near-duplicate tokens (the pruning keeps several per
+    document), a one-token document, an all-zero token, documents split across row groups."""
+    from colbert_adapters.backends import voyager as vmod
+
+    monkeypatch.setattr(vmod, "_INT14_ROWS", 300)  # several groups, a document longer than a group
+    rng = np.random.default_rng(dim)
+    docs = []
+    for n in [1, 5, 40, 120, 400, 77, 3, 250]:
+        base = rng.standard_normal((n, dim)).astype(np.float32)
+        base[n // 2 :] = base[: n - n // 2] + 1e-3 * rng.standard_normal((n - n // 2, dim)).astype(np.float32)
+        docs.append(base / np.linalg.norm(base, axis=1, keepdims=True))
+    docs[2][7] = 0.0
+    flat = np.concatenate(docs)
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)
+    scales, codes, blob = vmod._quantise_int14(flat)
+    planes = vmod._residual_planes(blob, flat.shape[0], dim)
+    decoded = vmod._dequantise_int14(codes, scales, *planes).astype(np.float64)
+    for n_q in (1, 5, 32):
+        q = unit_multivector(rng, n_q, dim)
+        q[0] = 0.0 if n_q > 1 else q[0]  # an all-zero query token: scale 0
+        bounds = offsets.tolist()
+        want = [float((q.astype(np.float64) @ decoded[a:b].T).max(axis=1).sum()) for a, b in itertools.pairwise(bounds)]
+        got = vmod._maxsim_int14(q, codes, scales, planes, offsets)
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+
+
+def test_int14_query_parts_and_residual_columns() -> None:
+    """The pieces of the int14 product: three int8 query parts reconstruct the query within max|q| / 16.4e6, and the
+    un-interleaved residual columns sum, per component, to the 6-bit values."""
+    from colbert_adapters.backends import voyager as vmod
+
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((7, 30)).astype(np.float32)
+    q[3] = 0.0
+    scales, parts = vmod._split_query(q, 3)
+    n = q.shape[0]
+    back = sum(parts[p * n : (p + 1) * n].astype(np.float64) / 254.0**p for p in range(3)) * scales[:, None]
+    bound = np.abs(q).max(axis=1, keepdims=True) / 127 / (2 * 254.0**2)
+    assert (np.abs(back - q) <= bound * 1.0001 + 1e-12).all()
+    np.testing.assert_array_equal(back[3], 0.0)
+    x = rng.standard_normal((50, 30)).astype(np.float32)
+    _, _, blob = vmod._quantise_int14(x)
+    nib, two = vmod._residual_planes(blob, 50, 30)
+    values = vmod._residual_values(nib, two).astype(np.int64)  # (50, 32): the padded components
+    columns = vmod._residual_columns(nib, two).astype(np.int64)
+    order = vmod._residual_order(30)
+    summed = np.zeros_like(values)
+    for col, comp in enumerate(order):
+        summed[:, comp] += columns[:, col]
+    np.testing.assert_array_equal(summed, values)
 
 
 def test_float16_vectors_on_real_vectors(real_vectors: Any, tmp_path: Path) -> None:
