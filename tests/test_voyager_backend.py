@@ -617,6 +617,19 @@ def test_int14_query_parts_and_residual_columns() -> None:
     np.testing.assert_array_equal(summed, values)
 
 
+def test_query_projection_equals_the_matrix_product() -> None:
+    """A projected segment's query tokens (torch, one thread) equal ``q @ proj.T``, read-only projections too."""
+    from colbert_adapters.backends import voyager as vmod
+
+    rng = np.random.default_rng(8)
+    q = unit_multivector(rng, 32, 384)
+    proj = np.ascontiguousarray(rng.standard_normal((128, 384)).astype(np.float32))
+    want = q.astype(np.float64) @ proj.T.astype(np.float64)
+    np.testing.assert_allclose(vmod._project(q, proj), want, rtol=0, atol=1e-5)
+    proj.flags.writeable = False
+    np.testing.assert_allclose(vmod._project(q[:3], proj), want[:3], rtol=0, atol=1e-5)
+
+
 def test_float16_vectors_on_real_vectors(real_vectors: Any, tmp_path: Path) -> None:
     """vector_dtype='float16': scores within 5e-3 of the float32 oracle on real vectors."""
     with VoyagerBackend(tmp_path / "index", vector_dtype="float16", exact_below_tokens=0) as backend:
