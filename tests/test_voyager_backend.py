@@ -630,6 +630,34 @@ def test_query_projection_equals_the_matrix_product() -> None:
     np.testing.assert_allclose(vmod._project(q[:3], proj), want[:3], rtol=0, atol=1e-5)
 
 
+def test_scan_codes_are_requantised_per_document() -> None:
+    """The small-index scan's cache: each document's int8 tokens requantised with its largest token scale, every
+    component within half a document step of the stored value (an all-zero document stays zero); its estimate is
+    the int8 MaxSim of those codes with the query rounded to int8."""
+    from colbert_adapters.backends import voyager as vmod
+    from colbert_adapters.scoring import quantise_int8
+
+    rng = np.random.default_rng(5)
+    lens = [3, 1, 40, 7, 2]
+    flat = rng.standard_normal((sum(lens), 24)).astype(np.float32) * rng.uniform(0.1, 3, (sum(lens), 1))
+    flat = flat.astype(np.float32)
+    flat[3] = 0.0  # the one-token document
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    scales, codes = quantise_int8(flat)
+    stored = codes.astype(np.float64) * scales[:, None]
+    doc_codes, doc_scales = vmod._doc_scale_codes(codes, scales, offsets)
+    assert doc_codes.dtype == np.int8 and doc_scales.shape == (len(lens),)
+    per_row = np.repeat(doc_scales, lens).astype(np.float64)
+    np.testing.assert_allclose(doc_scales, [scales[a:b].max() for a, b in itertools.pairwise(offsets.tolist())])
+    assert (np.abs(doc_codes * per_row[:, None] - stored) <= per_row[:, None] / 2 * 1.0001 + 1e-12).all()
+    np.testing.assert_array_equal(doc_codes[3], 0)
+    q = rng.standard_normal((6, 24)).astype(np.float32)
+    q_scales, q_codes = quantise_int8(q)
+    q8 = q_codes.astype(np.float64) * q_scales[:, None]
+    want = [(q8 @ (doc_codes[a:b] * per_row[a:b, None]).T).max(axis=1).sum() for a, b in itertools.pairwise(offsets)]
+    np.testing.assert_allclose(vmod._doc_scale_estimate(q, doc_codes, doc_scales, offsets), want, rtol=1e-5)
+
+
 def test_float16_vectors_on_real_vectors(real_vectors: Any, tmp_path: Path) -> None:
     """vector_dtype='float16': scores within 5e-3 of the float32 oracle on real vectors."""
     with VoyagerBackend(tmp_path / "index", vector_dtype="float16", exact_below_tokens=0) as backend:
@@ -698,10 +726,26 @@ def _spy_on_int8_estimate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return estimated
 
 
+def _spy_on_scan_estimate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of documents of every estimate the small-index scan computes (a list, appended to)."""
+    import colbert_adapters.backends.voyager as voyager_module
+
+    estimated: list[int] = []
+    original = voyager_module._doc_scale_estimate
+
+    def spy(q: Any, codes: Any, doc_scales: Any, offsets: Any) -> Any:
+        estimated.append(len(offsets) - 1)
+        return original(q, codes, doc_scales, offsets)
+
+    monkeypatch.setattr(voyager_module, "_doc_scale_estimate", spy)
+    return estimated
+
+
 @pytest.mark.voyager_default_exact
 def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Below exact_below_tokens live sealed tokens the graph is skipped: every (matching) document is ranked by
-    the int8 estimate and the best 2 k + 8 scored exactly, so the hits are the exact scan's."""
+    an int8 estimate (codes requantised per document, cached) and the best 2 k + 8 read from the store and scored
+    exactly, so the hits are the exact scan's."""
     ids, vecs = _corpus(300, 16)
     metas = [{"parity": i % 2} for i in range(len(ids))]
     backend = VoyagerBackend(tmp_path / "index", k_token=1, n_rerank=1, mutable_max_tokens=64)
@@ -719,7 +763,8 @@ def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.Mon
         return original(self, q)
 
     monkeypatch.setattr(VoyagerBackend, "_candidates", spy)
-    estimated = _spy_on_int8_estimate(monkeypatch)
+    estimated = _spy_on_scan_estimate(monkeypatch)
+    reranked = _spy_on_int8_estimate(monkeypatch)
     try:
         backend.upsert(ids, vecs, metadatas=metas)
         assert backend.stats()["segments"], "the corpus should be sealed into a graph segment"
@@ -732,9 +777,9 @@ def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.Mon
             for flt in (None, {"parity": 1}):
                 estimated.clear()
                 got = backend.search(q, k=20, filter=flt)
-                # One estimate over every live sealed document matching the filter (the deleted ones are gone).
-                n_sealed = len(ids) - 10 - mutable
-                assert estimated == [n_sealed if flt is None else pytest.approx(n_sealed / 2, abs=mutable + 5)]
+                # One estimate over every live sealed document (the deleted ones are gone), none of the rerank's
+                # own (the documents kept are scored exactly as they are).
+                assert estimated == [len(ids) - 10 - mutable] and reranked == []
                 want = oracle.search(q, k=20, filter=flt)
                 # Exact on the stored vectors: the same hits and scores as the oracle, up to float32 rounding.
                 np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
