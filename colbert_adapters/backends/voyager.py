@@ -159,15 +159,9 @@ CREATE INDEX docs_segment ON docs(segment);
 #: (see :func:`_quantise_int14`).
 _Planes = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
 #: (seqs ``(m,)``, stored rows ``(T, dim)`` (float16 / float32, or int8 codes), offsets ``(m + 1,)``, row scales
-#: ``(T,)`` for int8 / int14 else ``None``, the residual planes when they were read with the rows else ``None``):
-#: stacked documents as stored (see :func:`_score_stacked`).
-_Stacked = tuple[
-    npt.NDArray[np.int64],
-    npt.NDArray[Any],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float32] | None,
-    _Planes | None,
-]
+#: ``(T,)`` for int8 / int14 else ``None``): stacked documents as stored (see :func:`_score_stacked`; an int14
+#: store's residuals are read for the documents scored exactly only).
+_Stacked = tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64], npt.NDArray[np.float32] | None]
 
 
 @dataclass(slots=True)
@@ -1561,7 +1555,7 @@ class VoyagerBackend:
                 rows = conn.execute(
                     "SELECT seq, n_tokens, vectors FROM docs WHERE segment IS NOT NULL ORDER BY seq"
                 ).fetchall()
-                seqs, flat, offsets, scales, _ = self._stack(rows)
+                seqs, flat, offsets, scales = self._stack(rows)
                 del rows
                 if scales is not None:
                     codes, doc_scales = _doc_scale_codes(flat, scales, offsets)
@@ -1575,8 +1569,8 @@ class VoyagerBackend:
 
         Returns:
             (seqs ``(m,)``, flat float16, float32 or int8 rows ``(T, dim)``, offsets ``(m + 1,)``, int8 / int14 row
-            scales ``(T,)`` or ``None``, and ``None``: residuals are read separately, see
-            :meth:`_gather_residuals`): the arguments of :func:`_score_stacked`.
+            scales ``(T,)`` or ``None``): the arguments of :func:`_score_stacked` (int14 residuals are read
+            separately, see :meth:`_gather_residuals`).
         """
         dim = self._dim or 0
         fetched = list(rows)
@@ -1594,7 +1588,7 @@ class VoyagerBackend:
                 f"stored vectors of {self._root} hold {flat.shape[0]} tokens where {int(offsets[-1])} were recorded; "
                 "the index is damaged"
             )
-        return np.array([r[0] for r in fetched], dtype=np.int64), flat, offsets, row_scales, None
+        return np.array([r[0] for r in fetched], dtype=np.int64), flat, offsets, row_scales
 
     def _gather_residuals(
         self,
@@ -1651,7 +1645,7 @@ class VoyagerBackend:
             if flt is not None:
                 sel = np.flatnonzero(np.isin(view.seqs, self._filtered_seqs(conn, flt)))
             if view.rows is not None:  # float16 / float32: every (matching) document exactly
-                stacked: _Stacked = (view.seqs, view.rows, view.offsets, None, None)
+                stacked: _Stacked = (view.seqs, view.rows, view.offsets, None)
                 if sel.size < view.seqs.size:
                     stacked = _take_docs(stacked, sel)
                 if sel.size:
@@ -1925,19 +1919,13 @@ def _doc_scale_estimate(
 
 def _take_docs(stacked: _Stacked, sel: npt.NDArray[np.int64]) -> _Stacked:
     """The documents at positions ``sel`` (ascending) of ``stacked``, their rows gathered into new arrays."""
-    seqs, flat, offsets, row_scales, residual = stacked
+    seqs, flat, offsets, row_scales = stacked
     lens = offsets[sel + 1] - offsets[sel]
     sub_offsets = np.zeros(sel.size + 1, dtype=np.int64)
     np.cumsum(lens, out=sub_offsets[1:])
     # Row indices of the kept documents: each document's start, then +1 along its rows.
     rows = np.repeat(offsets[sel] - sub_offsets[:-1], lens) + np.arange(int(sub_offsets[-1]))
-    return (
-        seqs[sel],
-        flat[rows],
-        sub_offsets,
-        None if row_scales is None else row_scales[rows],
-        None if residual is None else (residual[0][rows], residual[1][rows]),
-    )
+    return seqs[sel], flat[rows], sub_offsets, None if row_scales is None else row_scales[rows]
 
 
 def _score_stacked(
@@ -1953,24 +1941,22 @@ def _score_stacked(
     With ``keep`` and int8 / int14 rows, only the ``keep`` documents with the best
     :func:`~colbert_adapters.scoring.maxsim_int8_estimate` (the query rounded to int8 as well, ``estimate_threads``
     torch threads) are scored exactly and returned. An int14 store is estimated on its int8 codes alone and the
-    kept documents are scored on their codes plus residuals: the planes in ``stacked``, or else those that
-    ``residuals(seqs, offsets)`` reads for the kept documents (so a rerank reads the residuals of ``keep``
-    documents only). The estimate differs from the exact scores on the int8
+    documents scored exactly are scored on their codes plus the residuals that ``residuals(seqs, offsets)`` reads
+    for them (so a rerank reads the residuals of ``keep`` documents only). The estimate differs from the exact
+    scores on the int8
     codes by the query's rounding only: on 1,000 documents and 100 queries (MiniLM and the synthetic benchmark
     set) at most 1.1e-2 and 1.6e-2 (the int8 codes themselves are off float32 by up to 4.3e-2 and 2.0e-2), and no
     document of an exact top 10 ranked below 11th by the estimate, so ``keep = 2 k + 8`` leaves a wide margin. A
     rerank of 160 candidates then costs 10.5 instead of 14.0 ms (p50, 1,000 MiniLM documents, same recall).
     """
-    seqs, flat, offsets, row_scales, residual = stacked
+    seqs, flat, offsets, row_scales = stacked
     if keep is not None and row_scales is not None and seqs.size > keep:
         estimate = maxsim_int8_estimate(q, flat, row_scales, offsets, num_threads=estimate_threads)
         sel = np.sort(np.argsort(-estimate, kind="stable")[:keep])
-        seqs, flat, offsets, row_scales, residual = _take_docs(stacked, sel)
-    if residual is None and residuals is not None:
-        residual = residuals(seqs, offsets)
-    if residual is not None:
+        seqs, flat, offsets, row_scales = _take_docs(stacked, sel)
+    if residuals is not None:
         assert row_scales is not None
-        exact14 = _maxsim_int14(q, flat, row_scales, residual, offsets)
+        exact14 = _maxsim_int14(q, flat, row_scales, residuals(seqs, offsets), offsets)
         return dict(zip(seqs.tolist(), exact14.tolist(), strict=True))
     # One torch thread: the product alternates with Voyager's search threads, which spinning OpenMP workers
     # would slow down (measured p50 13.7 vs 19.9 ms at 10k docs with two threads on 2 cores).
