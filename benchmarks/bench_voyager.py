@@ -15,7 +15,7 @@ x 32 tokens, top-10, p50/p95; (d) recall@10 against exact MaxSim; (e) bytes per 
 resident memory; query latency growth from 1k to 10k to 100k documents against the exact backend.
 PyLate is measured at the issue's size (10,000 synthetic documents; ~12-15 minutes of its inserts), on the
 first 1,000 of them, and on the 1,000 real documents; every comparison says which size it comes from.
-Also measured: what the document store's vector encoding (int8 by default, float16) costs in recall and
+Also measured: what the document store's vector encoding (int14 by default, int8, float16) costs in recall and
 score error against float32, with exact MaxSim over every document.
 
 PyLate runs in its own virtualenv (``--pylate-python``, default ``/work/venvs/pylate/bin/python``) through
@@ -63,10 +63,10 @@ WORK = HERE / "_work" / "voyager"
 #: full-dimension graphs (graph_dim=dim) are measured next to them.
 #: A lighter configuration measured next to the defaults (cheaper build and queries, lower recall margin).
 LIGHT: dict[str, Any] = {"M": 12, "ef_construction": 32, "k_token": 16, "ef_search": 32, "n_rerank": 96}
-#: The opt-in int14 profile measured next to the defaults: int8 codes plus 6-bit residuals in the store (scores
-#: within max|x| / 15,748 per component of float32; the default projected graphs pay for the residual bytes), and a
-#: deeper candidate search (k_token / ef_search 96).
-INT14: dict[str, Any] = {"vector_dtype": "int14", "k_token": 96, "ef_search": 96}
+#: The int8 profile measured next to the defaults (int14 store, k_token / ef_search 96): the former defaults, an
+#: int8 store (no residuals: fewer bytes, scores within max|x| / 254 per component of float32, which near ties
+#: feel) and a shallower candidate search (k_token / ef_search 64).
+INT8: dict[str, Any] = {"vector_dtype": "int8", "k_token": 64, "ef_search": 64}
 #: Store encodings whose recall ceiling (exact MaxSim on the stored vectors vs float32) is reported.
 CHECKED_DTYPES = ("int8", "int14", "float16")
 RESULTS = HERE / "results"
@@ -451,8 +451,8 @@ def main() -> None:
         R[f"syn_check_{vdt}"] = storage_check(syn, queries, truth, vdt)
     log("ours, 10k docs, full-dimension graphs (graph_dim=128)")
     R["syn_ours_full"] = variant(syn, queries, truth, "ours_10k_proj", single_adds=1, graph_dim=128)
-    log("ours, 10k docs, int14 profile")
-    R["syn_ours_int14"] = variant(syn, queries, truth, "ours_10k_int14", single_adds=1, **INT14)
+    log("ours, 10k docs, int8 profile")
+    R["syn_ours_int8"] = variant(syn, queries, truth, "ours_10k_int8", single_adds=1, **INT8)
     log("ours, 10k docs, light settings")
     R["syn_ours_light"] = variant(syn, queries, truth, "ours_10k_light", **LIGHT)
     log("ours, 10k docs written in upserts of 100 documents")
@@ -466,8 +466,8 @@ def main() -> None:
     log("ours, 1k docs")
     R["syn1k_ours"] = ours_system(small, queries, WORK / "ours_1k")
     R["syn1k_ours"]["recall_at_10"] = recall(R["syn1k_ours"]["results"], truth1k)
-    log("ours, 1k docs, int14 profile")
-    R["syn1k_ours_int14"] = variant(small, queries, truth1k, "ours_1k_int14", single_adds=1, **INT14)
+    log("ours, 1k docs, int8 profile")
+    R["syn1k_ours_int8"] = variant(small, queries, truth1k, "ours_1k_int8", single_adds=1, **INT8)
     log("PyLate, 10k docs")
     R["syn_pylate"] = pylate_system(syn, n_big, n_q, a.pylate_python, "syn", name="syn10k")
     R["syn_pylate"]["recall_at_10"] = recall(R["syn_pylate"]["results"], truth)
@@ -505,8 +505,8 @@ def main() -> None:
     R["real_ours_light"]["recall_at_10"] = recall(R["real_ours_light"]["results"], rtruth)
     log("ours on real vectors, full-dimension graphs (graph_dim=384)")
     R["real_ours_full"] = variant(real, rq, rtruth, "ours_real_proj", graph_dim=384)
-    log("ours on real vectors, int14 profile")
-    R["real_ours_int14"] = variant(real, rq, rtruth, "ours_real_int14", **INT14)
+    log("ours on real vectors, int8 profile")
+    R["real_ours_int8"] = variant(real, rq, rtruth, "ours_real_int8", **INT8)
     log("PyLate on real vectors")
     R["real_pylate"] = pylate_system(real, n_real, n_real_q, a.pylate_python, "real")
     R["real_pylate"]["recall_at_10"] = recall(R["real_pylate"]["results"], rtruth)
@@ -550,20 +550,20 @@ def _anon_note(rss: dict[str, Any]) -> str:
     )
 
 
-def _int14() -> str:
-    return ", ".join(f"{k}={v}" for k, v in INT14.items())
+def _int8() -> str:
+    return ", ".join(f"{k}={v}" for k, v in INT8.items())
 
 
-def _int14_lines(R: dict[str, Any], nt_big: int, nt_small: int, real_nt: int) -> list[str]:
-    """The targets that the opt-in int14 profile changes ((c), (d), (e)), against the same PyLate runs."""
+def _int8_lines(R: dict[str, Any], nt_big: int, nt_small: int, real_nt: int) -> list[str]:
+    """The targets under the int8 profile (the former defaults), against the same PyLate runs."""
     rows = [
-        ("10k docs", R.get("syn_ours_int14"), R["syn_pylate"], nt_big),
-        ("1k docs", R.get("syn1k_ours_int14"), R["syn1k_pylate"], nt_small),
-        ("real MiniLM", R.get("real_ours_int14"), R["real_pylate"], real_nt),
+        ("10k docs", R.get("syn_ours_int8"), R["syn_pylate"], nt_big),
+        ("1k docs", R.get("syn1k_ours_int8"), R["syn1k_pylate"], nt_small),
+        ("real MiniLM", R.get("real_ours_int8"), R["real_pylate"], real_nt),
     ]
     out = [
-        "The opt-in int14 profile (`vector_dtype='int14'`, `k_token=96`, `ef_search=96`, default graphs) against "
-        "the same PyLate runs:",
+        "The int8 profile (the former defaults: `vector_dtype='int8'`, `k_token=64`, `ef_search=64`, default graphs) "
+        "against the same PyLate runs:",
         "",
         "| data | query p50 (p95) ms | (c) ratio | recall@10 (PyLate) | (d) | disk B/token (PyLate) | (e) | bulk add vectors/s (a) |",
         "|---|---|---|---|---|---|---|---|",
@@ -705,7 +705,7 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
             for name, c in checks
         ],
         "",
-        *_int14_lines(R, nt_big, nt_small, real_nt),
+        *_int8_lines(R, nt_big, nt_small, real_nt),
         "## Synthetic 128-d (clustered random unit vectors), 100 queries x 32 tokens, top 10",
         "",
         "| system | docs | vectors | bulk add s | vectors/s | add 1 doc ms | query p50 ms | p95 ms | recall@10 | disk B/token |",
@@ -720,9 +720,9 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
         ),
         *(
             [
-                f"| ours, int14 profile ({_int14()}) | {nt_big // 100:,} | {nt_big:,} | {x['bulk_add_s']:.1f} | {nt_big / x['bulk_add_s']:,.0f} | {float(np.median(x['single_add_s'])) * 1e3:.1f} | {pct(x['query_times_s'], 50):.1f} | {pct(x['query_times_s'], 95):.1f} | {x['recall_at_10']:.3f} | {x['disk_bytes'] / nt_big:,.0f} |"
+                f"| ours, int8 profile ({_int8()}) | {nt_big // 100:,} | {nt_big:,} | {x['bulk_add_s']:.1f} | {nt_big / x['bulk_add_s']:,.0f} | {float(np.median(x['single_add_s'])) * 1e3:.1f} | {pct(x['query_times_s'], 50):.1f} | {pct(x['query_times_s'], 95):.1f} | {x['recall_at_10']:.3f} | {x['disk_bytes'] / nt_big:,.0f} |"
             ]
-            if (x := R.get("syn_ours_int14"))
+            if (x := R.get("syn_ours_int8"))
             else []
         ),
         *(
@@ -759,8 +759,8 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
     variants += [("float32", "", R["real_ours_float32"]), ("e4m3", "", R["real_ours_e4m3"])]
     if "real_ours_full" in R:
         variants.append(("float8", ", full-dimension graphs (graph_dim=384)", R["real_ours_full"]))
-    if "real_ours_int14" in R:
-        variants.append(("float8", f", int14 profile ({_int14()})", R["real_ours_int14"]))
+    if "real_ours_int8" in R:
+        variants.append(("float8", f", int8 profile ({_int8()})", R["real_ours_int8"]))
     variants.append(("float8", f", light settings ({_light()})", R["real_ours_light"]))
     for i, (storage, note, r) in enumerate(variants):
         lines.append(

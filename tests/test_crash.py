@@ -137,14 +137,14 @@ def _run_kills(kind: str, tmp_path: Path, n_kills: int, seed: int) -> None:
     assert partial <= n_kills // 2  # a torn write is the exception, not the rule
 
 
-@pytest.mark.parametrize("kind", ["voyager", "voyager-int14-projected", "qdrant-edge"])
+@pytest.mark.parametrize("kind", ["voyager", "voyager-int8-projected", "qdrant-edge"])
 def test_kill_writer_at_random_points(kind: str, tmp_path: Path) -> None:
     pytest.importorskip("voyager" if kind.startswith("voyager") else "qdrant_edge")
     _run_kills(kind, tmp_path, n_kills=18, seed=7)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["voyager", "voyager-int14-projected", "qdrant-edge"])
+@pytest.mark.parametrize("kind", ["voyager", "voyager-int8-projected", "qdrant-edge"])
 def test_kill_writer_many_times(kind: str, tmp_path: Path) -> None:
     pytest.importorskip("voyager" if kind.startswith("voyager") else "qdrant_edge")
     _run_kills(kind, tmp_path, n_kills=120, seed=11)

@@ -425,8 +425,8 @@ def test_int8_vectors_bound_and_layout(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     ids, vecs = _corpus(40, 32)
     vecs[0] = np.zeros((2, 32), dtype=np.float32)  # an all-zero row quantises to zeros (scale 0)
-    with VoyagerBackend(tmp_path / "index", dim=32) as backend:
-        assert backend.stats()["vector_dtype"] == "int8" == VoyagerBackend.DEFAULT_VECTOR_DTYPE
+    with VoyagerBackend(tmp_path / "index", dim=32, vector_dtype="int8") as backend:
+        assert backend.stats()["vector_dtype"] == "int8"
         backend.upsert(ids, vecs)
         for rec, v in zip(backend.get(ids, with_vectors=True), vecs, strict=True):
             step = np.abs(v).max(axis=1, keepdims=True) / 127
@@ -742,15 +742,18 @@ def _spy_on_scan_estimate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.voyager_default_exact
-def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("vector_dtype", ["int14", "int8"])
+def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vector_dtype: str) -> None:
     """Below exact_below_tokens live sealed tokens the graph is skipped: every (matching) document is ranked by
     an int8 estimate (codes requantised per document, cached) and the best 2 k + 8 read from the store and scored
     exactly, so the hits are the exact scan's."""
     ids, vecs = _corpus(300, 16)
     metas = [{"parity": i % 2} for i in range(len(ids))]
-    backend = VoyagerBackend(tmp_path / "index", k_token=1, n_rerank=1, mutable_max_tokens=64)
-    oracle = MemoryBackend()  # over the vectors as stored (int8): exact scores then agree to float32 rounding
-    stored = VoyagerBackend(tmp_path / "stored", vector_dtype="int8")
+    backend = VoyagerBackend(
+        tmp_path / "index", k_token=1, n_rerank=1, mutable_max_tokens=64, vector_dtype=vector_dtype
+    )
+    oracle = MemoryBackend()  # over the vectors as stored: exact scores then agree to float32 rounding
+    stored = VoyagerBackend(tmp_path / "stored", vector_dtype=vector_dtype)
     stored.upsert(ids, vecs)
     oracle.upsert(ids, [r.vectors for r in stored.get(ids, with_vectors=True)], metadatas=metas)
     stored.close()
@@ -888,8 +891,9 @@ def test_store_is_readable_with_plain_sqlite(tmp_path: Path) -> None:
         row = conn.execute(
             "SELECT id, text, metadata, n_tokens, length(vectors), length(residual) FROM docs"
         ).fetchone()
-        # int8: per token a float32 scale and 4 int8 codes; no residual (int14 only)
-        assert row == ("a", "hello", '{"lang":"en"}', 2, 2 * (4 + 4), None)
+        # int14 (the default): per token a float32 scale and 4 int8 codes, then the 6-bit residuals of its 4
+        # components (a nibble plane, 2 bytes per token, and a bit-pair plane, 1 byte per token)
+        assert row == ("a", "hello", '{"lang":"en"}', 2, 2 * (4 + 4), 2 * (2 + 1))
         meta = dict(conn.execute("SELECT key, value FROM meta"))
         assert meta["format"] == "colbert-adapters/voyager-index" and meta["dim"] == "4"
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

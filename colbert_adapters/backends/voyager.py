@@ -230,7 +230,7 @@ class VoyagerBackend:
             component, relative error ``2**-11``) or ``"float32"`` (4 bytes, exact: rankings identical to float32
             MaxSim, near-ties included). Top-10 agreement of an exact scan on the stored vectors with float32 on
             the benchmark's near-tie synthetic set: int8 0.991, int14 1.000, float16 0.999 (real MiniLM vectors:
-            1.000 for all). ``None``: the index's setting, or :attr:`DEFAULT_VECTOR_DTYPE`. Measured in
+            1.000 for all). ``None``: the index's setting, or :attr:`DEFAULT_VECTOR_DTYPE` (int14). Measured in
             ``benchmarks/results/voyager.md``.
         graph_dim: build new segments' graphs over a projection of the token vectors on their first
             ``graph_dim`` principal directions (uncentred PCA fitted on up to 100,000 of the segment's tokens
@@ -285,15 +285,23 @@ class VoyagerBackend:
     LARGE_SEGMENT_TOKENS = 1_000_000
     #: Default storage of vectors inside the HNSW graph.
     DEFAULT_STORAGE = "float8"
-    #: Default encoding of the stored token vectors used by the exact rerank (see ``vector_dtype``).
-    DEFAULT_VECTOR_DTYPE = "int8"
-    #: Default HNSW search beam.
-    DEFAULT_EF_SEARCH = 64
+    #: Default encoding of the stored token vectors used by the exact rerank (see ``vector_dtype``): int14, whose
+    #: top 10 equals float32's where int8's does not (near ties: 1.000 vs 0.991 on the benchmark's synthetic set)
+    #: at 47-48% of PyLate's bytes per token with the default graphs. With :attr:`DEFAULT_K_TOKEN` 96 it reached
+    #: recall@10 1.000 / 0.999 where int8 with k_token 64 reached 0.990 / 0.996 (10,000 synthetic 128-d
+    #: documents / 1,000 MiniLM 384-d ones, same graphs, 100 queries), for p50 8.2 vs 6.7 ms and 9.8-10.5 vs
+    #: 8.5-8.8 ms (interleaved in one process); the small-index scan 6.0 vs 4.5 ms (1,000 synthetic documents).
+    DEFAULT_VECTOR_DTYPE = "int14"
+    #: Default HNSW search beam (at least k_token is used).
+    DEFAULT_EF_SEARCH = 96
     #: Default nearest tokens per query token and segment. With the int8 estimate ahead of the exact rerank,
     #: retrieving more per token and reranking fewer documents is both faster and better: k_token / n_rerank
     #: 64 / 128 vs 32 / 160 measured p50 8.4 vs 9.1 ms, recall@10 0.997 vs 0.988 (1,000 MiniLM documents, 384-d)
-    #: and 6.8 vs 7.1 ms, 0.989 vs 0.988 (10,000 synthetic documents x 100 tokens, 128-d).
-    DEFAULT_K_TOKEN = 64
+    #: and 6.8 vs 7.1 ms, 0.989 vs 0.988 (10,000 synthetic documents x 100 tokens, 128-d). 96 instead of 64 puts
+    #: the exact top 10 among the 128 candidates reranked in 1.000 / 0.999 of cases instead of 0.993 / 0.996
+    #: (same sets; no better approximate score was found: a missing token counted as 0.5-1x the last similarity
+    #: retrieved ranked them no better) for ~1 ms more graph search.
+    DEFAULT_K_TOKEN = 96
     #: Default number of candidates reranked (int8 estimate, then exact scores for the best; see k_token).
     DEFAULT_N_RERANK = 128
     #: Default size below which searches skip the graph and score every document (see ``exact_below_tokens``),
