@@ -199,14 +199,11 @@ def maxsim_int8_estimate(
     if not flat.flags.writeable:
         flat = np.array(flat)  # torch wraps writable memory only
     best = np.empty((q.shape[0], n_docs), dtype=np.float32)
-    # Documents in groups of about rows_per_chunk rows (a document longer than that is a group of its own),
-    # bounding the (n_query_tokens, rows) int32 products and their float32 copy.
+    # Documents in groups of about rows_per_chunk rows, bounding the (n_query_tokens, rows) int32 products and
+    # their float32 copy.
     rows_per_chunk = max(1, MAX_CHUNK_ENTRIES // 4 // q.shape[0])
-    d0 = 0
     with _torch_threads(num_threads):
-        while d0 < n_docs:
-            d1 = max(d0 + 1, int(np.searchsorted(offs, offs[d0] + rows_per_chunk, side="right")) - 1)
-            r0, r1 = int(offs[d0]), int(offs[d1])
+        for d0, d1, r0, r1 in _doc_groups(offs, rows_per_chunk):
             try:
                 prod = torch._int_mm(q_codes, torch.from_numpy(flat[r0:r1]).T).numpy()
             except RuntimeError:  # pragma: no cover - a torch build without the CPU int8 product
@@ -214,10 +211,21 @@ def maxsim_int8_estimate(
             sims = prod.astype(np.float32)
             sims *= scales[None, r0:r1]
             best[:, d0:d1] = np.maximum.reduceat(sims, offs[d0:d1] - r0, axis=1)
-            d0 = d1
     best *= q_scales[:, None]
     scores: _FloatArray = best.sum(axis=0, dtype=np.float64).astype(np.float32)
     return scores
+
+
+def _doc_groups(offsets: npt.NDArray[np.integer[Any]], max_rows: int) -> Iterator[tuple[int, int, int, int]]:
+    """Consecutive groups of documents (rows ``offsets``, ``(n_docs + 1,)``) of about ``max_rows`` rows each: yields
+    ``(d0, d1, r0, r1)``, documents ``d0:d1`` on rows ``r0:r1``; a document longer than ``max_rows`` is a group of
+    its own."""
+    n_docs = offsets.shape[0] - 1
+    d0 = 0
+    while d0 < n_docs:
+        d1 = max(d0 + 1, int(np.searchsorted(offsets, offsets[d0] + max_rows, side="right")) - 1)
+        yield d0, d1, int(offsets[d0]), int(offsets[d1])
+        d0 = d1
 
 
 def quantise_int8(arr: npt.NDArray[np.floating[Any]]) -> tuple[_FloatArray, npt.NDArray[np.int8]]:

@@ -589,6 +589,8 @@ def test_int14_scores_equal_maxsim_of_the_decoded_tokens(monkeypatch: pytest.Mon
         want = [float((q.astype(np.float64) @ decoded[a:b].T).max(axis=1).sum()) for a, b in itertools.pairwise(bounds)]
         got = vmod._maxsim_int14(q, codes, scales, planes, offsets)
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+        fallback = vmod._maxsim_int14(q, codes, scales, planes, offsets, decode=True)  # decoded, any dim
+        np.testing.assert_allclose(fallback, want, rtol=0, atol=2e-6)
 
 
 def test_int14_query_parts_and_residual_columns() -> None:

@@ -87,7 +87,7 @@ from .._validation import (
     match_filter,
 )
 from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
-from ..scoring import _torch_module, _torch_threads, maxsim_flat, maxsim_int8_estimate, quantise_int8
+from ..scoring import _doc_groups, _torch_module, _torch_threads, maxsim_flat, maxsim_int8_estimate, quantise_int8
 from ..types import Filter, Hit, Metadata, MultiVector
 from ._locks import FileWriteLock, RWLock
 from .base import Record
@@ -1910,15 +1910,10 @@ def _doc_scale_estimate(
         rows = np.repeat(doc_scales, np.diff(offsets))
         return maxsim_flat(q, codes.astype(np.float32), offsets, validate=False, row_scales=rows)
     tq = torch.from_numpy(q_codes)
-    rows_per_chunk = max(1, (1 << 24) // 4 // q.shape[0])
-    d0 = 0
     with _torch_threads(None):
-        while d0 < n_docs:
-            d1 = max(d0 + 1, int(np.searchsorted(offsets, offsets[d0] + rows_per_chunk, side="right")) - 1)
-            r0, r1 = int(offsets[d0]), int(offsets[d1])
+        for d0, d1, r0, r1 in _doc_groups(offsets, max(1, (1 << 22) // q.shape[0])):
             prod = torch._int_mm(tq, torch.from_numpy(codes[r0:r1]).T).numpy()
             best[:, d0:d1] = np.maximum.reduceat(prod, offsets[d0:d1] - r0, axis=1)
-            d0 = d1
     best *= doc_scales[None, :]
     best *= q_scales[:, None]
     estimate: npt.NDArray[np.float32] = best.sum(axis=0, dtype=np.float64).astype(np.float32)
@@ -2118,13 +2113,16 @@ def _maxsim_int14(
     scales: npt.NDArray[np.float32],
     planes: _Planes,
     offsets: npt.NDArray[np.int64],
+    *,
+    decode: bool = False,
 ) -> npt.NDArray[np.float32]:
     """MaxSim of ``q`` ``(n_q, dim)`` against int14-stored documents (rows ``offsets``): ``(n_docs,)`` float32.
 
-    A token stands for ``(codes + (v - L) / (2 L)) * scale`` (:func:`_quantise_int14`). Below
-    ``_INT14_WINDOW_MIN_DIM`` dimensions the tokens are decoded to float32 and scored by
-    :func:`~colbert_adapters.scoring.maxsim_flat` (:func:`_maxsim_int14_decoded`). From there on, documents in groups
-    of about ``_INT14_ROWS`` rows, with int8 products (``torch._int_mm``, one thread, see :func:`_score_stacked`):
+    A token stands for ``(codes + (v - L) / (2 L)) * scale`` (:func:`_quantise_int14`). With ``decode``, below
+    ``_INT14_WINDOW_MIN_DIM`` dimensions, or without torch's int8 product, the tokens are decoded to float32 and
+    scored by :func:`~colbert_adapters.scoring.maxsim_flat` on one thread, documents in groups of about
+    ``_INT14_ROWS`` rows. Otherwise, in such groups, with int8 products (``torch._int_mm``, one thread, see
+    :func:`_score_stacked`):
 
     1. ``q . codes`` for every token with the query as two int8 parts (:func:`_split_query`);
     2. a token's final similarity lies within ``scale * reach_i`` of that product (the third query part: at most
@@ -2141,8 +2139,12 @@ def _maxsim_int14(
     n_q, dim = q.shape
     n_docs = offsets.shape[0] - 1
     torch = _torch_module()
-    if dim < _INT14_WINDOW_MIN_DIM or torch is False or not hasattr(torch, "_int_mm"):
-        return _maxsim_int14_decoded(q, codes, scales, planes, offsets)
+    if decode or dim < _INT14_WINDOW_MIN_DIM or torch is False or not hasattr(torch, "_int_mm"):
+        exact = np.empty(n_docs, dtype=np.float32)
+        for d0, d1, r0, r1 in _doc_groups(offsets, _INT14_ROWS):
+            decoded = _dequantise_int14(codes[r0:r1], scales[r0:r1], planes[0][r0:r1], planes[1][r0:r1])
+            exact[d0:d1] = maxsim_flat(q, decoded, offsets[d0 : d1 + 1] - r0, validate=False, num_threads=1)
+        return exact
     q_scales, parts = _split_query(q, 3)
     safe = np.where(q_scales > 0, q_scales, np.float32(1.0))
     # How far a token's final similarity can lie from its two-part product with the codes, per query token, in
@@ -2162,12 +2164,9 @@ def _maxsim_int14(
     best = np.empty((n_q, n_docs), dtype=np.float32)
     if not codes.flags.writeable:
         codes = np.array(codes)  # torch wraps writable memory only
-    d0 = 0
     try:
         with _torch_threads(1):
-            while d0 < n_docs:
-                d1 = max(d0 + 1, int(np.searchsorted(offsets, offsets[d0] + _INT14_ROWS, side="right")) - 1)
-                r0, r1 = int(offsets[d0]), int(offsets[d1])
+            for d0, d1, r0, r1 in _doc_groups(offsets, _INT14_ROWS):
                 local = offsets[d0:d1] - r0
                 row_scales = scales[r0:r1]
                 prod = torch._int_mm(t_coarse, torch.from_numpy(codes[r0:r1]).T).numpy()
@@ -2194,32 +2193,10 @@ def _maxsim_int14(
                 kept = np.zeros(d1 - d0 + 1, dtype=np.int64)
                 np.cumsum(np.add.reduceat(maybe, local), out=kept[1:])
                 best[:, d0:d1] = np.maximum.reduceat(fine, kept[:-1], axis=1)
-                d0 = d1
     except RuntimeError:  # pragma: no cover - a torch build without the CPU int8 product
-        return _maxsim_int14_decoded(q, codes, scales, planes, offsets)
+        return _maxsim_int14(q, codes, scales, planes, offsets, decode=True)
     best *= q_scales[:, None]
     scores: npt.NDArray[np.float32] = best.sum(axis=0, dtype=np.float64).astype(np.float32)
-    return scores
-
-
-def _maxsim_int14_decoded(
-    q: npt.NDArray[np.float32],
-    codes: npt.NDArray[np.int8],
-    scales: npt.NDArray[np.float32],
-    planes: _Planes,
-    offsets: npt.NDArray[np.int64],
-) -> npt.NDArray[np.float32]:
-    """:func:`_maxsim_int14` on float32 decoded tokens (:func:`_dequantise_int14`, then
-    :func:`~colbert_adapters.scoring.maxsim_flat` on one thread), documents in groups of about ``_INT14_ROWS`` rows."""
-    n_docs = offsets.shape[0] - 1
-    scores = np.empty(n_docs, dtype=np.float32)
-    d0 = 0
-    while d0 < n_docs:
-        d1 = max(d0 + 1, int(np.searchsorted(offsets, offsets[d0] + _INT14_ROWS, side="right")) - 1)
-        r0, r1 = int(offsets[d0]), int(offsets[d1])
-        rows = _dequantise_int14(codes[r0:r1], scales[r0:r1], planes[0][r0:r1], planes[1][r0:r1])
-        scores[d0:d1] = maxsim_flat(q, rows, offsets[d0 : d1 + 1] - r0, validate=False, num_threads=1)
-        d0 = d1
     return scores
 
 
