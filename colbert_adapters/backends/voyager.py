@@ -1843,8 +1843,8 @@ def _project(q: npt.NDArray[np.float32], proj: npt.NDArray[np.float32]) -> npt.N
     """``q @ proj.T``: query tokens ``(n_q, dim)`` on a segment's principal directions ``(graph_dim, dim)``.
 
     On one torch thread, not NumPy's: OpenBLAS would run this small product on every core and leave its threads
-    spinning after it, on the core that Voyager's search and the rerank need next (measured p50 9.8 vs 7.8 ms per
-    query, and twice the CPU time, 1,000 MiniLM documents).
+    spinning after it, on the core that Voyager's search and the rerank need next (measured p50 9.8 vs 8.5-8.8 ms
+    per query and CPU time 17.7 vs 10.3 ms, 1,000 MiniLM documents, in a process without OPENBLAS_NUM_THREADS=1).
     """
     torch = _torch_module()
     if torch is False or not proj.flags.writeable:  # pragma: no cover - torch is a core dependency; proj a copy
