@@ -804,9 +804,11 @@ def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.Mon
 def test_int8_rerank_scores_the_estimated_best_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vector_dtype: str
 ) -> None:
-    """Graph path, int8 / int14 store: candidates are ranked by the int8 estimate, the best 2 k + 8 of them scored
-    exactly (int14: on the codes plus residuals); with every document a candidate the hits are the exact top k on
-    the stored vectors, also for a filter and for the exhaustive fallback."""
+    """Graph path, int8 / int14 store: candidates are ranked by the int8 estimate, the best k + max(8, k // 4) of
+    them scored exactly (int14: on the codes plus residuals); with every document a candidate the hits are the exact
+    top k on the stored vectors, also for a filter and for the exhaustive fallback."""
+    import colbert_adapters.backends.voyager as voyager_module
+
     ids, vecs = _corpus(200, 16, seed=4)
     metas = [{"parity": i % 2} for i in range(len(ids))]
     backend = VoyagerBackend(
@@ -819,6 +821,15 @@ def test_int8_rerank_scores_the_estimated_best_exactly(
         vector_dtype=vector_dtype,
     )
     estimated = _spy_on_int8_estimate(monkeypatch)
+    scored: list[int] = []  # documents per exact scoring call
+    exact_name = "_maxsim_int14" if vector_dtype == "int14" else "maxsim_flat"
+    exact_fn = getattr(voyager_module, exact_name)
+
+    def exact_spy(q: Any, flat: Any, *args: Any, **kwargs: Any) -> Any:
+        scored.append(len(args[-1] if vector_dtype == "int14" else args[0]) - 1)
+        return exact_fn(q, flat, *args, **kwargs)
+
+    monkeypatch.setattr(voyager_module, exact_name, exact_spy)
     try:
         backend.upsert(ids, vecs, metadatas=metas)
         assert backend.stats()["segments"], "the corpus should be sealed into a graph segment"
@@ -829,11 +840,18 @@ def test_int8_rerank_scores_the_estimated_best_exactly(
             q = unit_multivector(rng, 4, 16)
             for flt in (None, {"parity": 0}):
                 estimated.clear()
+                scored.clear()
                 got = backend.search(q, k=5, filter=flt)
                 want = oracle.search(q, k=5, filter=flt)
                 assert [h.id for h in got] == [h.id for h in want]
                 np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
-                assert estimated and max(estimated) > 2 * 5 + 8  # more candidates than are scored exactly
+                assert estimated and max(estimated) > 5 + 8  # more candidates than are scored exactly
+                assert max(scored) == 5 + 8  # the mutable segment (scored separately) holds fewer documents
+        for k in (1, 40):
+            scored.clear()
+            got = backend.search(q, k=k)
+            assert [h.id for h in got] == [h.id for h in oracle.search(q, k=k)]
+            assert max(scored) == k + max(8, k // 4)
         backend.k_token, backend.n_rerank = 1, 1  # too few candidates: the exhaustive fallback, still estimated
         q = unit_multivector(rng, 4, 16)
         estimated.clear()
@@ -848,6 +866,134 @@ def test_int8_rerank_scores_the_estimated_best_exactly(
 def test_exact_below_tokens_is_validated(tmp_path: Path, bad: Any) -> None:
     with pytest.raises(InvalidInputError, match="exact_below_tokens"):
         VoyagerBackend(tmp_path / "index", dim=4, exact_below_tokens=bad)
+
+
+# ---------------------------------------------------------------------------------------------- blob cache
+
+
+def test_blob_cache_serves_from_memory_within_its_budget(tmp_path: Path) -> None:
+    """The cache returns a document's blob without the store once read, evicts least recently used entries past
+    its budget, forgets discarded seqs, and ``remember=False`` / a zero budget read through without keeping."""
+    from colbert_adapters.backends.voyager import _BlobCache
+
+    conn = sqlite3.connect(tmp_path / "docs.sqlite", isolation_level=None)
+    conn.execute("CREATE TABLE docs (seq INTEGER PRIMARY KEY, n_tokens INTEGER, vectors BLOB, residual BLOB)")
+    blobs = {seq: bytes([seq]) * (10 * seq) for seq in range(1, 9)}
+    for seq, blob in blobs.items():
+        conn.execute("INSERT INTO docs VALUES (?, ?, ?, ?)", (seq, seq, blob, blob[:seq]))
+    cache = _BlobCache(max_bytes=150)
+    assert cache.fetch(conn, "vectors", [3, 1, 5]) == [(s, s, blobs[s]) for s in (1, 3, 5)]
+    assert len(cache) == 3 and cache.nbytes == 90
+    conn.execute("DELETE FROM docs WHERE seq IN (1, 3)")  # a cached entry never reads the store again
+    assert cache.fetch(conn, "vectors", [1, 3, 7]) == [(s, s, blobs[s]) for s in (1, 3, 7)]
+    # 160 bytes > 150: the least recently used (5) went first; 1, 3, 7 stay.
+    assert cache.nbytes == 110 and cache.fetch(conn, "vectors", [5]) == [(5, 5, blobs[5])]
+    assert cache.nbytes <= 150 and cache.fetch(conn, "vectors", [1]) == []  # 1 was evicted, and is gone
+    assert cache.fetch(conn, "residual", [2]) == [(2, 2, blobs[2][:2])]  # columns are cached apart
+    cache.discard([2, 5, 7])
+    assert cache.fetch(conn, "vectors", [8], remember=False) == [(8, 8, blobs[8])]
+    assert len(cache) == 0 and cache.nbytes == 0
+    conn.execute("DELETE FROM docs WHERE seq = 8")
+    assert cache.fetch(conn, "vectors", [8]) == []
+    off = _BlobCache(max_bytes=0)
+    assert off.fetch(conn, "vectors", [2, 4]) == [(2, 2, blobs[2]), (4, 4, blobs[4])] and len(off) == 0
+    conn.close()
+
+
+@pytest.mark.parametrize("vector_dtype", ["int14", "float16"])
+def test_blob_cache_gives_the_uncached_results(tmp_path: Path, vector_dtype: str) -> None:
+    """A backend reading reranked documents through the cache returns what one without it returns, through
+    deletes, re-added ids (new vectors), compaction and a reopen; its memory stays within cache_bytes, deleted
+    documents leave it, and an exhaustive fallback does not fill it."""
+    ids, vecs = _corpus(160, 16, seed=6)
+    _, other = _corpus(160, 16, seed=7)
+    opts: dict[str, Any] = {"k_token": 16, "exact_below_tokens": 0, "mutable_max_tokens": 64}
+    budget = 40 * 16 * 40  # ~40 documents' blobs of either store
+    cached = VoyagerBackend(tmp_path / "cached", vector_dtype=vector_dtype, cache_bytes=budget, **opts)
+    plain = VoyagerBackend(tmp_path / "plain", vector_dtype=vector_dtype, cache_bytes=0, **opts)
+    rng = np.random.default_rng(13)
+    queries = [unit_multivector(rng, 4, 16) for _ in range(6)]
+
+    def same() -> None:
+        for q in queries:
+            for k in (3, 10):
+                got, want = cached.search(q, k=k), plain.search(q, k=k)
+                assert [(h.id, h.score) for h in got] == [(h.id, h.score) for h in want]
+        stats = cached.stats()
+        assert 0 < stats["cache_bytes"] <= budget and stats["cache_entries"] > 0
+        assert plain.stats()["cache_bytes"] == 0
+
+    try:
+        for b in (cached, plain):
+            b.upsert(ids, vecs)
+        assert cached.stats()["segments"]
+        same()
+        for b in (cached, plain):
+            b.delete(ids[::3])
+            b.upsert(ids[1::3], [other[i] for i in range(1, 160, 3)])  # same ids, new vectors
+        same()
+        for b in (cached, plain):
+            b.compact()
+        same()
+        entries = cached.stats()["cache_entries"]
+        cached.delete(ids)
+        assert cached.stats()["cache_entries"] < entries and cached.stats()["cache_bytes"] == 0
+        cached.upsert(ids, vecs)
+        plain.delete(ids)
+        plain.upsert(ids, vecs)
+        same()
+        cached.close()
+        cached = VoyagerBackend(tmp_path / "cached", cache_bytes=budget, **opts)
+        assert cached.stats()["cache_entries"] == 0
+        same()
+        # Too few candidates for k: every document is scored, without pushing the reranked ones out.
+        fresh = VoyagerBackend(
+            tmp_path / "cached2", vector_dtype=vector_dtype, **{**opts, "k_token": 1}, n_rerank=1, cache_bytes=budget
+        )
+        try:
+            fresh.upsert(ids, vecs)
+            oracle = MemoryBackend()  # the stored vectors, scored exactly
+            oracle.upsert(ids, [r.vectors for r in fresh.get(ids, with_vectors=True)])
+            got = fresh.search(queries[0], k=40)
+            assert [h.id for h in got] == [h.id for h in oracle.search(queries[0], k=40)]
+            assert fresh.stats()["cache_entries"] <= 2 * (2 * 40 + 8)  # vectors and residuals of the reranked
+        finally:
+            fresh.close()
+    finally:
+        cached.close()
+        plain.close()
+
+
+def test_reader_cache_follows_another_process_writes(tmp_path: Path) -> None:
+    """A read-only backend that cached reranked documents sees another writer's deletes and re-added ids (new
+    vectors) on its next search: its hits equal the exact backend's on the stored vectors."""
+    ids, vecs = _corpus(120, 16, seed=8)
+    _, other = _corpus(120, 16, seed=9)
+    opts: dict[str, Any] = {"k_token": 120, "ef_search": 240, "exact_below_tokens": 0, "mutable_max_tokens": 64}
+    writer = VoyagerBackend(tmp_path / "index", vector_dtype="float32", **opts)
+    writer.upsert(ids, vecs)
+    reader = VoyagerBackend(tmp_path / "index", read_only=True, **opts)
+    rng = np.random.default_rng(14)
+    queries = [unit_multivector(rng, 4, 16) for _ in range(5)]
+    try:
+        for q in queries:
+            reader.search(q, k=10)
+        assert reader.stats()["cache_entries"] > 0
+        writer.delete(ids[:40])
+        writer.upsert(ids[40:80], other[40:80])
+        oracle = MemoryBackend()
+        oracle.upsert(ids[40:], [*other[40:80], *vecs[80:]])
+        for q in queries:
+            assert [h.id for h in reader.search(q, k=10)] == [h.id for h in oracle.search(q, k=10)]
+    finally:
+        reader.close()
+        writer.close()
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1"])
+def test_cache_bytes_is_validated(tmp_path: Path, bad: Any) -> None:
+    with pytest.raises(InvalidInputError, match="cache_bytes"):
+        VoyagerBackend(tmp_path / "index", dim=4, cache_bytes=bad)
 
 
 # ---------------------------------------------------------------------------------------------- persistence

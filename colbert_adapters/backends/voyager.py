@@ -68,6 +68,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +227,7 @@ class VoyagerBackend:
             per component + 4 per token; each component within half a quantisation step, i.e. ``max|x| / 254``),
             ``"int14"`` (the int8 codes plus a 6-bit remainder per component, 1.75 bytes per component + 4 per
             token, each component within ``max|x| / 15,748``: the candidates' int8 estimate reads the codes only,
-            the final exact scores read the remainders of the ``2 k + 8`` best), ``"float16"`` (2 bytes per
+            the final exact scores read the remainders of the ``k + max(8, k // 4)`` best), ``"float16"`` (2 bytes per
             component, relative error ``2**-11``) or ``"float32"`` (4 bytes, exact: rankings identical to float32
             MaxSim, near-ties included). Top-10 agreement of an exact scan on the stored vectors with float32 on
             the benchmark's near-tie synthetic set: int8 0.991, int14 1.000, float16 0.999 (real MiniLM vectors:
@@ -244,8 +245,9 @@ class VoyagerBackend:
         ef_search: HNSW search beam (at least ``k_token`` is used).
         k_token: nearest token vectors retrieved per query token and segment.
         n_rerank: candidates reranked (at least ``2 k + 8``): with the int8 / int14 store they are ranked by an
-            int8 estimate of MaxSim and the best ``2 k + 8`` scored exactly; with float16 / float32 all are scored
-            exactly.
+            int8 estimate of MaxSim and the best ``k + max(8, k // 4)`` scored exactly (the exact top k ranked at
+            most 3 places lower by the estimate on 1,225 queries); with float16 / float32 all are scored exactly.
+            Their stored vectors are read through a cache (``cache_bytes``).
         exact_below_tokens: while the sealed segments hold at most this many live tokens, searches skip the
             graph and score every document, on vectors cached in memory until the next write: with the int8 /
             int14 store every document is ranked by an int8 estimate (the codes requantised with one scale per
@@ -261,6 +263,10 @@ class VoyagerBackend:
         compact_deleted_ratio: rewrite a segment once this fraction of its tokens belongs to deleted or
             replaced documents.
         num_threads: threads Voyager uses to build and query (``-1``: one per CPU core).
+        cache_bytes: memory for the stored vectors of recently reranked documents (their blobs as read from
+            SQLite, least recently used first out; ``0`` reads every candidate from the store). Documents that
+            come up again skip SQLite's reassembly of their blobs. :attr:`DEFAULT_CACHE_BYTES` (256 MiB) holds a
+            million 128-d int14 tokens' int8 records plus the residuals of the documents scored exactly.
 
     Raises:
         CollectionConfigError: ``path`` is not an index (a file, or a non-empty directory without one), an
@@ -314,6 +320,8 @@ class VoyagerBackend:
     #: requantised per document then cut the scan from 7.1 to 4.5 ms (int8) and 8.0 to 6.0 ms (int14) at 100k
     #: 128-d tokens, same top 10 on all 100 queries.
     DEFAULT_EXACT_BELOW_TOKENS = 100_000
+    #: Default memory for the stored blobs of recently reranked documents (see ``cache_bytes``).
+    DEFAULT_CACHE_BYTES = 256 * 2**20
     #: Default size of the exactly searched mutable segment, in tokens.
     DEFAULT_MUTABLE_MAX_TOKENS = 8192
     #: Smallest default graph dimension (see :meth:`default_graph_dim`): graphs over projections build faster,
@@ -349,6 +357,7 @@ class VoyagerBackend:
         max_segments: int = DEFAULT_MAX_SEGMENTS,
         compact_deleted_ratio: float = DEFAULT_COMPACT_DELETED_RATIO,
         num_threads: int = -1,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self._voyager = require("voyager", extra="voyager")
         self._closed = True  # until fully opened: close() is then a no-op
@@ -396,6 +405,8 @@ class VoyagerBackend:
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads == 0 or num_threads < -1:
             raise InvalidInputError(f"num_threads must be -1 or a positive int, got {num_threads!r}")
         self.num_threads = num_threads
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise InvalidInputError(f"cache_bytes must be an int >= 0, got {cache_bytes!r}")
         self.read_only = bool(read_only)
 
         if path is None:
@@ -438,6 +449,8 @@ class VoyagerBackend:
         #: All sealed documents as the full scan reads them (see _sealed_view), while below exact_below_tokens.
         self._sealed_cache: _ScanView | None = None
         self._filter_cache: dict[str, npt.NDArray[np.int64]] = {}
+        #: Stored blobs of recently reranked documents (see _BlobCache).
+        self._blobs = _BlobCache(cache_bytes)
         self._n_docs = 0
         self._dim: int | None = dim
         self._graph_dim: int | None = None  # set from graph_dim / the index by _apply_graph_dim
@@ -771,7 +784,7 @@ class VoyagerBackend:
         Returns:
             A dict with ``n_docs``, ``n_live_tokens``, ``n_dead_tokens``, ``mutable_tokens``, ``segments``
             (one dict per sealed segment, with the ``ef_construction`` its graph was built with), ``generation``,
-            ``disk_bytes`` and the HNSW settings.
+            ``disk_bytes``, the HNSW settings, and the blob cache's ``cache_bytes`` / ``cache_entries`` (in use).
         """
         self._check_open()
         self._refresh_if_stale()
@@ -804,6 +817,8 @@ class VoyagerBackend:
                 "vector_dtype": self._vector_dtype,
                 "graph_dim": self._target_graph_dim(),
                 "format_version": self._format_version,
+                "cache_bytes": self._blobs.nbytes,
+                "cache_entries": len(self._blobs),
             }
         out["disk_bytes"] = sum(p.stat().st_size for p in self._root.iterdir() if p.is_file())
         return out
@@ -1072,6 +1087,7 @@ class VoyagerBackend:
         self._mutable_cache = None
         self._sealed_cache = None
         self._filter_cache = {}
+        self._blobs.clear()
         self._n_docs = len(rows)
         self._dim = dim
         if meta.get("model_id"):
@@ -1117,6 +1133,7 @@ class VoyagerBackend:
         self._mutable = {}
         self._mutable_cache = None
         self._sealed_cache = None
+        self._blobs.clear()
         if self._flock is not None:
             self._flock.release()
             self._flock = None
@@ -1200,6 +1217,7 @@ class VoyagerBackend:
         self._mutable_cache = None
         self._sealed_cache = None
         self._filter_cache = {}
+        self._blobs.discard(r.seq for r in rows)
 
     def _write_docs(
         self,
@@ -1630,10 +1648,15 @@ class VoyagerBackend:
     ) -> dict[int, float]:
         """Exact MaxSim of the selected documents: ``{seq: score}`` (shared lock held)."""
         scores: dict[int, float] = {}
-        n_exact = 2 * k + 8  # documents of a reranked batch scored exactly after the int8 estimate (see _exact)
+        # Documents of a reranked batch scored exactly after the int8 estimate (see _score_stacked): the estimate
+        # ranked the exact top k at most 3 places lower (k = 1 / 10 / 50, 1,000 synthetic and 225 MiniLM queries:
+        # worst 1 / 12 / 53 and 1 / 11 / 52 of 128 candidates).
+        n_exact = k + max(8, k // 4)
+        # The small-index scan ranks by a coarser estimate (one scale per document): worst rank 11-12 for a top 10.
+        n_scan_exact = 2 * k + 8
         # A large k reranks more candidates than n_rerank: top 100 of 1,000 MiniLM documents, recall@100 0.845
         # from 208 candidates vs 0.739 from 128 (p50 21 vs 12 ms).
-        n_rerank = max(self.n_rerank, n_exact)
+        n_rerank = max(self.n_rerank, 2 * k + 8)
         # Mutable segment: exact over all of it.
         mseqs, mflat, moffs = self._mutable_view()
         if mseqs.size:
@@ -1659,12 +1682,12 @@ class VoyagerBackend:
                 if sel.size:
                     scores.update(_score_stacked(q, stacked, None, estimate_threads=None))
             elif sel.size:
-                # int8 / int14: every (matching) document ranked by the int8 estimate (both cores), the best n_exact
-                # read from the store and scored exactly.
-                if sel.size > n_exact:
+                # int8 / int14: every (matching) document ranked by the int8 estimate (both cores), the best
+                # n_scan_exact read from the store and scored exactly.
+                if sel.size > n_scan_exact:
                     assert view.codes is not None and view.doc_scales is not None
                     estimate = _doc_scale_estimate(q, view.codes, view.doc_scales, view.offsets)[sel]
-                    sel = np.sort(sel[np.argsort(-estimate, kind="stable")[:n_exact]])
+                    sel = np.sort(sel[np.argsort(-estimate, kind="stable")[:n_scan_exact]])
                 scores.update(self._exact(conn, q, view.seqs[sel]))
             return scores
         # Sealed segments: approximate candidates, then exact rerank of the best.
@@ -1689,7 +1712,7 @@ class VoyagerBackend:
         if rest is not None and rest.size:
             todo = rest[~np.isin(rest, np.fromiter(scores.keys(), dtype=np.int64, count=len(scores)))]
             for start in range(0, todo.size, _FETCH_CHUNK):
-                scores.update(self._exact(conn, q, todo[start : start + _FETCH_CHUNK], n_exact))
+                scores.update(self._exact(conn, q, todo[start : start + _FETCH_CHUNK], n_exact, remember=False))
         return scores
 
     @staticmethod
@@ -1768,32 +1791,24 @@ class VoyagerBackend:
         q: npt.NDArray[np.float32],
         seqs: npt.NDArray[np.int64],
         keep: int | None = None,
+        *,
+        remember: bool = True,
     ) -> dict[int, float]:
-        """Exact MaxSim of documents ``seqs`` on their stored vectors: ``{seq: score}``, fetched from the store.
+        """Exact MaxSim of documents ``seqs`` on their stored vectors: ``{seq: score}``, read through the blob
+        cache (``remember``: keep what was read from the store there).
 
         With ``keep`` and int8 / int14 vectors, only the ``keep`` documents with the best int8 estimate are scored
         exactly and returned (see :func:`_score_stacked`).
         """
         if seqs.size == 0:
             return {}
-        stacked = self._stack(
-            conn.execute(
-                "SELECT seq, n_tokens, vectors FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
-                (json.dumps(seqs.tolist()),),
-            )
-        )
+        stacked = self._stack(self._blobs.fetch(conn, "vectors", seqs.tolist(), remember=remember))
         if stacked[0].size == 0:
             return {}
 
         def residuals(kept: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]) -> _Planes:
-            return self._gather_residuals(
-                conn.execute(
-                    "SELECT seq, n_tokens, residual FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
-                    (json.dumps(kept.tolist()),),
-                ),
-                kept,
-                offsets,
-            )
+            rows = self._blobs.fetch(conn, "residual", kept.tolist(), remember=remember)
+            return self._gather_residuals(rows, kept, offsets)
 
         return _score_stacked(
             q, stacked, keep, estimate_threads=1, residuals=residuals if self._vector_dtype == "int14" else None
@@ -1854,6 +1869,90 @@ def _project(q: npt.NDArray[np.float32], proj: npt.NDArray[np.float32]) -> npt.N
     with _torch_threads(1):
         torch.mm(tq, torch.from_numpy(proj).T, out=torch.from_numpy(out))
     return out
+
+
+class _BlobCache:
+    """Stored blobs of recently scored documents, least recently used first out past ``max_bytes``.
+
+    Keyed by (column, seq). A document's seq is never reused (``AUTOINCREMENT``; only committed rows are read) and
+    its ``vectors`` / ``residual`` blobs are never rewritten (merges and compaction change its ``segment`` only),
+    so an entry stays valid as long as the document lives; deleted documents are dropped by
+    :meth:`VoyagerBackend._apply_removed` (their seqs no longer come up as candidates anyway), and a reload of the
+    state from disk clears the cache. A hit skips SQLite's assembly of the blob from its overflow pages: 1.4 of
+    the 2.0 ms it takes to read 128 candidates' 42 KB int8 records (384-d MiniLM tokens), leaving their join.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, int], tuple[int, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of blobs held."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def fetch(
+        self, conn: sqlite3.Connection, column: str, seqs: Sequence[int], *, remember: bool = True
+    ) -> list[tuple[int, int, bytes]]:
+        """``(seq, n_tokens, blob)`` of the live documents among ``seqs``, ascending by seq: from the cache where
+        held, the rest from ``conn`` (kept for later unless ``remember`` is false: an exhaustive scan would only
+        push the frequently reranked documents out)."""
+        rows: list[tuple[int, int, bytes]] = []
+        missing: list[int] = []
+        if self.max_bytes > 0:
+            with self._lock:
+                entries = self._entries
+                for seq in seqs:
+                    key = (column, seq)
+                    hit = entries.get(key)
+                    if hit is None:
+                        missing.append(seq)
+                    else:
+                        entries.move_to_end(key)
+                        rows.append((seq, hit[0], hit[1]))
+        else:
+            missing = list(seqs)
+        if missing:
+            fetched: list[tuple[int, int, bytes]] = conn.execute(
+                f"SELECT seq, n_tokens, {column} FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+                (json.dumps(missing),),
+            ).fetchall()
+            if remember and self.max_bytes > 0:
+                with self._lock:
+                    for seq, n_tok, blob in fetched:
+                        if len(blob) <= self.max_bytes and (column, seq) not in self._entries:
+                            self._entries[(column, seq)] = (n_tok, blob)
+                            self._bytes += len(blob)
+                    while self._bytes > self.max_bytes:
+                        _, (_, old) = self._entries.popitem(last=False)
+                        self._bytes -= len(old)
+            if rows:
+                rows.extend(fetched)
+                rows.sort(key=lambda r: r[0])
+            else:
+                rows = fetched
+        elif len(rows) > 1:
+            rows.sort(key=lambda r: r[0])
+        return rows
+
+    def discard(self, seqs: Iterable[int]) -> None:
+        """Forget the blobs of documents ``seqs`` (deleted)."""
+        with self._lock:
+            for seq in seqs:
+                for column in ("vectors", "residual"):
+                    hit = self._entries.pop((column, seq), None)
+                    if hit is not None:
+                        self._bytes -= len(hit[1])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
 
 
 @dataclass(frozen=True)
@@ -1946,11 +2045,12 @@ def _score_stacked(
     torch threads) are scored exactly and returned. An int14 store is estimated on its int8 codes alone and the
     documents scored exactly are scored on their codes plus the residuals that ``residuals(seqs, offsets)`` reads
     for them (so a rerank reads the residuals of ``keep`` documents only). The estimate differs from the exact
-    scores on the int8
-    codes by the query's rounding only: on 1,000 documents and 100 queries (MiniLM and the synthetic benchmark
-    set) at most 1.1e-2 and 1.6e-2 (the int8 codes themselves are off float32 by up to 4.3e-2 and 2.0e-2), and no
-    document of an exact top 10 ranked below 11th by the estimate, so ``keep = 2 k + 8`` leaves a wide margin. A
-    rerank of 160 candidates then costs 10.5 instead of 14.0 ms (p50, 1,000 MiniLM documents, same recall).
+    scores on the int8 codes by the query's rounding only: on 1,000 documents and 100 queries (MiniLM and the
+    synthetic benchmark set) at most 1.1e-2 and 1.6e-2 (the int8 codes themselves are off float32 by up to 4.3e-2
+    and 2.0e-2). Among the 128 candidates of the default search, the estimate ranked no document of the exact top
+    1 / 10 / 50 below 1st / 12th / 53rd (1,000 synthetic and 225 MiniLM queries, int14 store), so the search's
+    ``keep = k + max(8, k // 4)`` leaves a margin of 5 or more. A rerank of 160 candidates costs 10.5 instead of
+    14.0 ms with the estimate (p50, 1,000 MiniLM documents, same recall).
     """
     seqs, flat, offsets, row_scales = stacked
     if keep is not None and row_scales is not None and seqs.size > keep:
