@@ -564,9 +564,9 @@ def test_int14_vectors_on_real_vectors(real_vectors: Any, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("dim", [30, 256, 384])
 def test_int14_scores_equal_maxsim_of_the_decoded_tokens(monkeypatch: pytest.MonkeyPatch, dim: int) -> None:
-    """The int14 exact stage (decoded below 256 dimensions; from there pruned tokens and int8 query parts) equals
-    float64 MaxSim of the decoded tokens to float32 rounding: near-duplicate tokens (the pruning keeps several per
-    document), a one-token document, an all-zero token, documents split across row groups."""
+    """The int14 exact stage (decoded below 256 dimensions; from there tokens pruned by an int8 product, the rest
+    decoded) equals float64 MaxSim of the decoded tokens to float32 rounding: near-duplicate tokens (the pruning
+    keeps several per document), a one-token document, an all-zero token, documents split across row groups."""
     from colbert_adapters.backends import voyager as vmod
 
     monkeypatch.setattr(vmod, "_INT14_ROWS", 300)  # several groups, a document longer than a group
@@ -593,30 +593,56 @@ def test_int14_scores_equal_maxsim_of_the_decoded_tokens(monkeypatch: pytest.Mon
         np.testing.assert_allclose(fallback, want, rtol=0, atol=2e-6)
 
 
-def test_int14_query_parts_and_residual_columns() -> None:
-    """The pieces of the int14 product: three int8 query parts reconstruct the query within max|q| / 16.4e6, and the
-    un-interleaved residual columns sum, per component, to the 6-bit values."""
+def test_int14_pruning_keeps_a_maximum_that_its_int8_codes_rank_lower() -> None:
+    """The int14 stage prunes tokens by their int8 products, so its bound must cover the residuals: a token A whose
+    residuals all lean towards the query (+0.48 of a code step) is the maximum although a token B whose codes sit
+    higher (by 0.6 |q|_1 code units, less than the residuals' reach of 0.97 |q|_1) has the larger int8 product.
+    A bound shrunk below 0.6 of the residuals' reach would prune A (checked: the test then fails)."""
+    from colbert_adapters.backends import voyager as vmod
+
+    rng = np.random.default_rng(21)
+    dim, scale = 384, 0.01
+    q = rng.standard_normal((1, dim)).astype(np.float32)
+    q[0, 0] = 0.0  # component 0 pins the token scale (code 127), outside the query
+    q /= np.linalg.norm(q)
+    sign = np.sign(q[0]).astype(np.int64)
+    base = rng.integers(-60, 61, size=dim)
+    base[0] = 127
+    order = np.argsort(-np.abs(q[0]))  # B: one code step towards q where |q| is largest, until 0.6 |q|_1
+    step = np.zeros(dim, dtype=np.int64)
+    picked = order[np.cumsum(np.abs(q[0, order])) <= 0.6 * np.abs(q[0]).sum()]
+    step[picked] = sign[picked]
+    codes_a, codes_b = base, base + step
+    v_a, v_b = 30 * sign, -30 * sign  # residual steps of 1/62 code
+    v_a[0] = v_b[0] = 0
+    tokens = np.stack([(codes_a + v_a / 62) * scale, (codes_b + v_b / 62) * scale]).astype(np.float32)
+    scales, codes, blob = vmod._quantise_int14(tokens)
+    np.testing.assert_array_equal(codes, np.stack([codes_a, codes_b]))  # the layout as designed
+    planes = vmod._residual_planes(blob, 2, dim)
+    decoded = vmod._dequantise_int14(codes, scales, *planes).astype(np.float64)
+    sims = decoded @ q[0].astype(np.float64)
+    assert sims[0] > sims[1] and codes[1] @ q[0] > codes[0] @ q[0]  # A is the maximum, B the larger int8 product
+    offsets = np.array([0, 2], dtype=np.int64)
+    got = vmod._maxsim_int14(q, codes, scales, planes, offsets)
+    np.testing.assert_allclose(got, [sims[0]], rtol=0, atol=2e-6)
+
+
+def test_int14_query_parts_reconstruct_the_query() -> None:
+    """Two int8 query parts (the int14 stage's coarse product) reconstruct the query within max|q| / 64,516 per
+    component, the bound its pruning relies on; an all-zero token stays zero."""
     from colbert_adapters.backends import voyager as vmod
 
     rng = np.random.default_rng(3)
     q = rng.standard_normal((7, 30)).astype(np.float32)
     q[3] = 0.0
-    scales, parts = vmod._split_query(q, 3)
-    n = q.shape[0]
-    back = sum(parts[p * n : (p + 1) * n].astype(np.float64) / 254.0**p for p in range(3)) * scales[:, None]
-    bound = np.abs(q).max(axis=1, keepdims=True) / 127 / (2 * 254.0**2)
-    assert (np.abs(back - q) <= bound * 1.0001 + 1e-12).all()
-    np.testing.assert_array_equal(back[3], 0.0)
-    x = rng.standard_normal((50, 30)).astype(np.float32)
-    _, _, blob = vmod._quantise_int14(x)
-    nib, two = vmod._residual_planes(blob, 50, 30)
-    values = vmod._residual_values(nib, two).astype(np.int64)  # (50, 32): the padded components
-    columns = vmod._residual_columns(nib, two).astype(np.int64)
-    order = vmod._residual_order(30)
-    summed = np.zeros_like(values)
-    for col, comp in enumerate(order):
-        summed[:, comp] += columns[:, col]
-    np.testing.assert_array_equal(summed, values)
+    for n_parts in (2, 3):
+        scales, parts = vmod._split_query(q, n_parts)
+        n = q.shape[0]
+        back = sum(parts[p * n : (p + 1) * n].astype(np.float64) / 254.0**p for p in range(n_parts)) * scales[:, None]
+        bound = np.abs(q).max(axis=1, keepdims=True) / 127 / (2 * 254.0 ** (n_parts - 1))
+        assert (np.abs(back - q) <= bound * 1.0001 + 1e-12).all()
+        assert (np.abs(back - q).max(axis=1, keepdims=True) > bound / 4)[[0, 1, 2, 4, 5, 6]].all()  # not loose
+        np.testing.assert_array_equal(back[3], 0.0)
 
 
 def test_query_projection_equals_the_matrix_product() -> None:
