@@ -928,9 +928,9 @@ def test_blob_cache_serves_from_memory_within_its_budget(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("vector_dtype", ["int14", "float16"])
 def test_blob_cache_gives_the_uncached_results(tmp_path: Path, vector_dtype: str) -> None:
-    """A backend reading reranked documents through the cache returns what one without it returns, through
-    deletes, re-added ids (new vectors), compaction and a reopen; its memory stays within cache_bytes, deleted
-    documents leave it, and an exhaustive fallback does not fill it."""
+    """A backend reading reranked documents through the cache (filled by its own writes too) returns what one
+    without it returns, through deletes, re-added ids (new vectors), compaction and a reopen; its memory stays
+    within cache_bytes, deleted documents leave it, and an exhaustive fallback does not fill it."""
     ids, vecs = _corpus(160, 16, seed=6)
     _, other = _corpus(160, 16, seed=7)
     opts: dict[str, Any] = {"k_token": 16, "exact_below_tokens": 0, "mutable_max_tokens": 64}
@@ -953,6 +953,9 @@ def test_blob_cache_gives_the_uncached_results(tmp_path: Path, vector_dtype: str
         for b in (cached, plain):
             b.upsert(ids, vecs)
         assert cached.stats()["segments"]
+        # Write-through: the documents just written are held before any search (the most recent, within budget).
+        written = cached.stats()
+        assert 0 < written["cache_bytes"] <= budget and written["cache_entries"] > 0
         same()
         for b in (cached, plain):
             b.delete(ids[::3])

@@ -263,8 +263,8 @@ class VoyagerBackend:
         compact_deleted_ratio: rewrite a segment once this fraction of its tokens belongs to deleted or
             replaced documents.
         num_threads: threads Voyager uses to build and query (``-1``: one per CPU core).
-        cache_bytes: memory for the stored vectors of recently reranked documents (their blobs as read from
-            SQLite, least recently used first out; ``0`` reads every candidate from the store). Documents that
+        cache_bytes: memory for the stored vectors of recently written or reranked documents (their blobs as
+            stored, least recently used first out; ``0`` reads every candidate from the store). Documents that
             come up again skip SQLite's reassembly of their blobs. :attr:`DEFAULT_CACHE_BYTES` (256 MiB) holds a
             million 128-d int14 tokens' int8 records plus the residuals of the documents scored exactly.
 
@@ -308,8 +308,11 @@ class VoyagerBackend:
     #: (same sets; no better approximate score was found: a missing token counted as 0.5-1x the last similarity
     #: retrieved ranked them no better) for ~1 ms more graph search.
     DEFAULT_K_TOKEN = 96
-    #: Default number of candidates reranked (int8 estimate, then exact scores for the best; see k_token).
-    DEFAULT_N_RERANK = 128
+    #: Default number of candidates reranked (int8 estimate, then exact scores for the best; see k_token). The
+    #: approximate score ranks less well on 384-d tokens searched through a 128-d projection: the whole exact top 10
+    #: lay within the best 128 candidates for 98.2-99.1% of 225 MiniLM queries (two graphs) and within 160 for
+    #: 99.1-100% (300 synthetic 128-d queries: 99.7% and 100%), for ~0.4 ms (128-d) to 1 ms (384-d) more per query.
+    DEFAULT_N_RERANK = 160
     #: Default size below which searches skip the graph and score every document (see ``exact_below_tokens``),
     #: in live sealed tokens. Measured (128-d, 32 query tokens, int8 store, synthetic clustered vectors, p50 /
     #: recall@10): 50k tokens scan 7.7 ms / 0.990 vs graph 13 ms / 0.939; 100k tokens scan 15 ms / 0.997 vs graph
@@ -1234,6 +1237,7 @@ class VoyagerBackend:
             old = self._lookup_rows(conn, ids)
             self._delete_rows(conn, list(old.values()))
             new: list[tuple[int, int, npt.NDArray[np.float32]]] = []
+            written: list[tuple[int, int, bytes]] = []  # (seq, n_tokens, vectors blob) for the blob cache
             label = first
             # The residual column exists in indexes created since int14 (the only ones that store residuals).
             cols, marks = ("vectors, residual", "?, ?") if self._vector_dtype == "int14" else ("vectors", "?")
@@ -1245,6 +1249,7 @@ class VoyagerBackend:
                 )
                 assert cur.lastrowid is not None
                 new.append((cur.lastrowid, label, decoded))
+                written.append((cur.lastrowid, decoded.shape[0], blob))
                 label += decoded.shape[0]
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_label', ?)", (str(label),))
             if self._dim is None:
@@ -1272,6 +1277,7 @@ class VoyagerBackend:
                     self._dim = dim
                 if pending_graph_dim is not None:
                     self._graph_dim, self._graph_dim_pending = pending_graph_dim, False
+                self._blobs.put("vectors", written)
         except BaseException:
             _rollback(conn)
             raise
@@ -1650,7 +1656,7 @@ class VoyagerBackend:
         scores: dict[int, float] = {}
         # Documents of a reranked batch scored exactly after the int8 estimate (see _score_stacked): the estimate
         # ranked the exact top k at most 3 places lower (k = 1 / 10 / 50, 1,000 synthetic and 225 MiniLM queries:
-        # worst 1 / 12 / 53 and 1 / 11 / 52 of 128 candidates).
+        # worst 1 / 12 / 53 and 1 / 11 / 52 of 128 or 160 candidates).
         n_exact = k + max(8, k // 4)
         # The small-index scan ranks by a coarser estimate (one scale per document): worst rank 11-12 for a top 10.
         n_scan_exact = 2 * k + 8
@@ -1872,14 +1878,15 @@ def _project(q: npt.NDArray[np.float32], proj: npt.NDArray[np.float32]) -> npt.N
 
 
 class _BlobCache:
-    """Stored blobs of recently scored documents, least recently used first out past ``max_bytes``.
+    """Stored blobs of recently written or scored documents, least recently used first out past ``max_bytes``.
 
     Keyed by (column, seq). A document's seq is never reused (``AUTOINCREMENT``; only committed rows are read) and
     its ``vectors`` / ``residual`` blobs are never rewritten (merges and compaction change its ``segment`` only),
     so an entry stays valid as long as the document lives; deleted documents are dropped by
     :meth:`VoyagerBackend._apply_removed` (their seqs no longer come up as candidates anyway), and a reload of the
-    state from disk clears the cache. A hit skips SQLite's assembly of the blob from its overflow pages: 1.4 of
-    the 2.0 ms it takes to read 128 candidates' 42 KB int8 records (384-d MiniLM tokens), leaving their join.
+    state from disk clears the cache. Writes put the ``vectors`` blobs they commit (write-through). A hit skips
+    SQLite's assembly of the blob from its overflow pages: reading and joining 128 candidates' 42 KB int8 records
+    (384-d MiniLM tokens) took 0.87 instead of 1.96 ms.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -1939,6 +1946,21 @@ class _BlobCache:
         elif len(rows) > 1:
             rows.sort(key=lambda r: r[0])
         return rows
+
+    def put(self, column: str, rows: Iterable[tuple[int, int, bytes]]) -> None:
+        """Keep ``(seq, n_tokens, blob)`` rows just committed to the store (write-through: a process that writes
+        documents and then searches them finds them here), within the budget."""
+        if self.max_bytes <= 0:
+            return
+        with self._lock:
+            for seq, n_tok, blob in rows:
+                key = (column, seq)
+                if len(blob) <= self.max_bytes and key not in self._entries:
+                    self._entries[key] = (n_tok, blob)
+                    self._bytes += len(blob)
+            while self._bytes > self.max_bytes:
+                _, (_, old) = self._entries.popitem(last=False)
+                self._bytes -= len(old)
 
     def discard(self, seqs: Iterable[int]) -> None:
         """Forget the blobs of documents ``seqs`` (deleted)."""
@@ -2047,7 +2069,7 @@ def _score_stacked(
     for them (so a rerank reads the residuals of ``keep`` documents only). The estimate differs from the exact
     scores on the int8 codes by the query's rounding only: on 1,000 documents and 100 queries (MiniLM and the
     synthetic benchmark set) at most 1.1e-2 and 1.6e-2 (the int8 codes themselves are off float32 by up to 4.3e-2
-    and 2.0e-2). Among the 128 candidates of the default search, the estimate ranked no document of the exact top
+    and 2.0e-2). Among the 128 (or 160) best candidates, the estimate ranked no document of the exact top
     1 / 10 / 50 below 1st / 12th / 53rd (1,000 synthetic and 225 MiniLM queries, int14 store), so the search's
     ``keep = k + max(8, k // 4)`` leaves a margin of 5 or more. A rerank of 160 candidates costs 10.5 instead of
     14.0 ms with the estimate (p50, 1,000 MiniLM documents, same recall).
