@@ -1929,27 +1929,15 @@ class _BlobCache:
                 f"SELECT seq, n_tokens, {column} FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
                 (json.dumps(missing),),
             ).fetchall()
-            if remember and self.max_bytes > 0:
-                with self._lock:
-                    for seq, n_tok, blob in fetched:
-                        if len(blob) <= self.max_bytes and (column, seq) not in self._entries:
-                            self._entries[(column, seq)] = (n_tok, blob)
-                            self._bytes += len(blob)
-                    while self._bytes > self.max_bytes:
-                        _, (_, old) = self._entries.popitem(last=False)
-                        self._bytes -= len(old)
-            if rows:
-                rows.extend(fetched)
-                rows.sort(key=lambda r: r[0])
-            else:
-                rows = fetched
-        elif len(rows) > 1:
-            rows.sort(key=lambda r: r[0])
+            if remember:
+                self.put(column, fetched)
+            rows.extend(fetched)
+        rows.sort(key=lambda r: r[0])
         return rows
 
     def put(self, column: str, rows: Iterable[tuple[int, int, bytes]]) -> None:
-        """Keep ``(seq, n_tokens, blob)`` rows just committed to the store (write-through: a process that writes
-        documents and then searches them finds them here), within the budget."""
+        """Keep ``(seq, n_tokens, blob)`` rows read from the store or just committed to it (write-through: a process
+        that writes documents and then searches them finds them here), within the budget."""
         if self.max_bytes <= 0:
             return
         with self._lock:
