@@ -888,6 +888,57 @@ def test_int8_rerank_scores_the_estimated_best_exactly(
         backend.close()
 
 
+@pytest.mark.parametrize("vector_dtype", ["int14", "int8", "float16"])
+@pytest.mark.parametrize("order", ["agrees", "reversed"])
+def test_rerank_reads_further_batches_while_deep_candidates_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vector_dtype: str, order: str
+) -> None:
+    """Candidates are reranked n_rerank at a time in approximate order; the next batch is read only while a
+    document in the lower half of the first batch (or anywhere in a later one) ranks among the best estimates.
+    An approximate score that agrees with the exact one stops after one batch; one that ranks the exact best
+    last reads every batch and still returns the exact top k."""
+    ids, vecs = _corpus(200, 16, seed=6)
+    backend = VoyagerBackend(
+        tmp_path / "index", n_rerank=40, exact_below_tokens=0, mutable_max_tokens=64, vector_dtype=vector_dtype
+    )
+    oracle = MemoryBackend()  # the stored vectors, scored exactly
+    batches: list[int] = []  # documents per batch stacked by the rerank
+    original_stack = VoyagerBackend._stack
+
+    def stack_spy(self: VoyagerBackend, rows: Any) -> Any:
+        out = original_stack(self, rows)
+        batches.append(int(out[0].size))
+        return out
+
+    try:
+        backend.upsert(ids, vecs)
+        oracle.upsert(ids, [r.vectors for r in backend.get(ids, with_vectors=True)])
+        with backend._reader() as conn:
+            seq_of = dict(conn.execute("SELECT id, seq FROM docs WHERE segment IS NOT NULL").fetchall())
+        sealed = np.array(sorted(seq_of.values()), dtype=np.int64)
+        assert sealed.size > 150
+        rng = np.random.default_rng(13)
+        q = unit_multivector(rng, 4, 16)
+        want = oracle.search(q, k=len(ids))
+        rank = {seq_of[h.id]: i for i, h in enumerate(want) if h.id in seq_of}
+        sign = -1.0 if order == "agrees" else 1.0  # higher approx = better: "reversed" puts the exact best last
+
+        def candidates(self: VoyagerBackend, q: Any) -> Any:  # every sealed document, in a chosen order
+            return sealed, np.array([sign * rank[int(s)] for s in sealed], dtype=np.float64), False
+
+        monkeypatch.setattr(VoyagerBackend, "_candidates", candidates)
+        monkeypatch.setattr(VoyagerBackend, "_stack", stack_spy)
+        got = backend.search(q, k=5)
+        assert [h.id for h in got] == [h.id for h in want[:5]]
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in want[:5]], atol=1e-4)
+        if order == "agrees":
+            assert batches == [40]
+        else:
+            assert batches == [40] * (sealed.size // 40) + ([sealed.size % 40] if sealed.size % 40 else [])
+    finally:
+        backend.close()
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "100"])
 def test_exact_below_tokens_is_validated(tmp_path: Path, bad: Any) -> None:
     with pytest.raises(InvalidInputError, match="exact_below_tokens"):

@@ -199,12 +199,13 @@ class VoyagerBackend:
 
     Search (knobs in parentheses): each query token asks every sealed segment for its ``k_token`` nearest
     token vectors (HNSW beam ``ef_search``). A candidate document's approximate score sums, over query
-    tokens, its best retrieved similarity (0 for a token that did not retrieve it). The ``n_rerank`` best
-    candidates, plus every
-    document of the mutable segment, are scored exactly with MaxSim on their stored vectors (``vector_dtype``).
-    A metadata filter is applied to the candidates before the rerank; when fewer than ``n_rerank``
-    candidates match, every matching document is scored exactly (so a selective filter returns exact
-    results, and ``k`` hits whenever ``k`` documents match).
+    tokens, its best retrieved similarity (0 for a token that did not retrieve it). The candidates are reranked
+    ``n_rerank`` at a time, best approximate score first: the next batch is read only while the approximate order
+    proves unreliable for the query (a document in the lower half of the first batch, or in a later batch, ranks
+    among the best by the int8 estimate). The best of them, plus every document of the mutable segment, are
+    scored exactly with MaxSim on their stored vectors (``vector_dtype``). A metadata filter is applied to the
+    candidates before the rerank; when fewer than ``n_rerank`` candidates match, every matching document is
+    scored exactly (so a selective filter returns exact results, and ``k`` hits whenever ``k`` documents match).
 
     Defaults were chosen by measurement (``benchmarks/results/voyager.md``).
 
@@ -244,10 +245,13 @@ class VoyagerBackend:
             projected segment is written in format version 3, which older versions refuse.
         ef_search: HNSW search beam (at least ``k_token`` is used).
         k_token: nearest token vectors retrieved per query token and segment.
-        n_rerank: candidates reranked (at least ``2 k + 8``): with the int8 / int14 store they are ranked by an
-            int8 estimate of MaxSim and the best ``k + max(8, k // 4)`` scored exactly (the exact top k ranked at
-            most 3 places lower by the estimate on 1,225 queries); with float16 / float32 all are scored exactly.
-            Their stored vectors are read through a cache (``cache_bytes``).
+        n_rerank: candidates reranked per batch (at least ``2 k + 8``), best approximate score first; a further
+            batch is read while documents ranked low by the approximate score still rank among the best by the
+            estimate, so a query whose approximate order is unreliable reads deeper. With the int8 / int14 store
+            the candidates read are ranked by an int8 estimate of MaxSim and the best ``k + max(8, k // 4)``
+            scored exactly (the exact top k ranked at most 3 places lower by the estimate on 1,225 queries); with
+            float16 / float32 all are scored exactly. Their stored vectors are read through a cache
+            (``cache_bytes``).
         exact_below_tokens: while the sealed segments hold at most this many live tokens, searches skip the
             graph and score every document, on vectors cached in memory until the next write: with the int8 /
             int14 store every document is ranked by an int8 estimate (the codes requantised with one scale per
@@ -308,11 +312,15 @@ class VoyagerBackend:
     #: (same sets; no better approximate score was found: a missing token counted as 0.5-1x the last similarity
     #: retrieved ranked them no better) for ~1 ms more graph search.
     DEFAULT_K_TOKEN = 96
-    #: Default number of candidates reranked (int8 estimate, then exact scores for the best; see k_token). The
-    #: approximate score ranks less well on 384-d tokens searched through a 128-d projection: the whole exact top 10
-    #: lay within the best 128 candidates for 98.2-99.1% of 225 MiniLM queries (two graphs) and within 160 for
-    #: 99.1-100% (300 synthetic 128-d queries: 99.7% and 100%), for ~0.4 ms (128-d) to 1 ms (384-d) more per query.
-    DEFAULT_N_RERANK = 160
+    #: Default number of candidates reranked per batch (int8 estimate, then exact scores for the best; see k_token
+    #: and ``n_rerank``). The approximate score ranks less well on 384-d tokens searched through a 128-d
+    #: projection: the whole exact top 10 lay within the best 128 candidates for 98.2-99.1% of 225 MiniLM queries
+    #: (two graphs). A fixed 160 candidates closed part of that tail for ~1 ms per query (384-d); batches of 128
+    #: that read on while the approximate order fails closed more of it at the same p50 (see ``_rerank``):
+    #: interleaved on the last benchmark's graphs (100 queries), recall@10 1.000 vs 0.999 (fixed 160) vs 0.997
+    #: (fixed 128) at p50 10.1 vs 10.0 vs 9.0 ms (MiniLM, 24% of queries read a second batch) and 8.2 vs 8.3 vs
+    #: 7.2 ms (10,000 synthetic documents, 33%).
+    DEFAULT_N_RERANK = 128
     #: Default size below which searches skip the graph and score every document (see ``exact_below_tokens``),
     #: in live sealed tokens. Measured (128-d, 32 query tokens, int8 store, synthetic clustered vectors, p50 /
     #: recall@10): 50k tokens scan 7.7 ms / 0.990 vs graph 13 ms / 0.939; 100k tokens scan 15 ms / 0.997 vs graph
@@ -1656,7 +1664,8 @@ class VoyagerBackend:
         scores: dict[int, float] = {}
         # Documents of a reranked batch scored exactly after the int8 estimate (see _score_stacked): the estimate
         # ranked the exact top k at most 3 places lower (k = 1 / 10 / 50, 1,000 synthetic and 225 MiniLM queries:
-        # worst 1 / 12 / 53 and 1 / 11 / 52 of 128 or 160 candidates).
+        # worst 1 / 12 / 53 and 1 / 11 / 52 of 128 or 160 candidates). The candidates are read in batches of
+        # n_rerank while deep ones keep winning (_rerank).
         n_exact = k + max(8, k // 4)
         # The small-index scan ranks by a coarser estimate (one scale per document): worst rank 11-12 for a top 10.
         n_scan_exact = 2 * k + 8
@@ -1703,8 +1712,7 @@ class VoyagerBackend:
             keep = self._match(conn, cand, flt)
             cand, approx = cand[keep], approx[keep]
         if cand.size:
-            best = cand[np.argsort(-approx, kind="stable")[:n_rerank]]
-            scores.update(self._exact(conn, q, best, n_exact))
+            scores.update(self._rerank(conn, q, cand[np.argsort(-approx, kind="stable")], n_rerank, n_exact))
         # Exhaustive fallbacks: a selective filter, too few candidates for k, or an unsearchable segment.
         rest: npt.NDArray[np.int64] | None = None
         if flt is not None and cand.size < n_rerank and n_sealed_docs > cand.size:
@@ -1791,6 +1799,86 @@ class VoyagerBackend:
         order = np.argsort(seqs_all, kind="stable")  # ties in the later stable sort keep insertion order
         return seqs_all[order], approx_all[order], unsearched
 
+    def _rerank(
+        self,
+        conn: sqlite3.Connection,
+        q: npt.NDArray[np.float32],
+        ordered: npt.NDArray[np.int64],
+        n_rerank: int,
+        keep: int,
+    ) -> dict[int, float]:
+        """Rerank candidates ``ordered`` (seqs ``(c,)``, best approximate score first), ``n_rerank`` at a time:
+        ``{seq: exact MaxSim}`` of the ``keep`` with the best int8 estimate (int8 / int14 store), or of every
+        candidate read (float16 / float32: each batch is scored exactly; the exact score serves as the estimate).
+
+        The first batch is read; the next one only while the approximate order proves unreliable for this query:
+        a document in the lower half of the first batch, or anywhere in a later batch, ranks among the ``keep``
+        best estimates so far. Most queries stop after one batch (their p50 cost is one batch's), and the rest
+        reach the documents that the approximate score ranked deep. Measured against exact MaxSim, 225 MiniLM
+        queries (1,000 Cranfield documents, 384-d tokens through 128-d graphs) on five graphs: recall@10 0.9987 /
+        0.9996 / 1.000 / 1.000 / 1.000 with batches of 128, where a fixed 160 candidates gave 0.9982 / 0.9991 /
+        1.000 / 1.000 / 1.000; 27-35% of queries read a second batch (mean 161-172 candidates, p95 256-361). On
+        100 synthetic 128-d queries (10,000 documents) 0.998 -> 1.000 on the benchmark's graph.
+        """
+        residuals = self._residual_reader(conn) if self._vector_dtype == "int14" else None
+        stacks: list[_Stacked] = []
+        estimates: list[npt.NDArray[np.float32]] = []
+        n_read = 0
+        start, tail_from = 0, n_rerank // 2
+        while start < ordered.size:
+            batch = ordered[start : start + n_rerank]
+            start += n_rerank
+            stacked = self._stack(self._blobs.fetch(conn, "vectors", batch.tolist()))
+            seqs, flat, offsets, row_scales = stacked
+            if seqs.size == 0:
+                continue
+            if row_scales is None:  # float16 / float32: exact scores
+                est = maxsim_flat(q, flat, offsets, validate=False, num_threads=1)
+            elif not stacks and start >= ordered.size and seqs.size <= keep:
+                return _exact_stacked(q, stacked, residuals)  # one batch, all of it kept: no estimate needed
+            else:
+                est = maxsim_int8_estimate(q, flat, row_scales, offsets, num_threads=1)
+            stacks.append(stacked)
+            estimates.append(est)
+            n_read += int(seqs.size)
+            if start >= ordered.size:
+                break
+            pooled = np.concatenate(estimates) if len(estimates) > 1 else est
+            threshold = np.partition(pooled, pooled.size - keep)[pooled.size - keep] if pooled.size > keep else -np.inf
+            tail = np.isin(seqs, batch[tail_from:]) if tail_from else np.ones(seqs.size, dtype=bool)
+            if not (est[tail] >= threshold).any():
+                break
+            tail_from = 0
+        if not stacks:
+            return {}
+        if stacks[0][3] is None:
+            return {
+                seq: score
+                for (seqs, *_), est in zip(stacks, estimates, strict=True)
+                for seq, score in zip(seqs.tolist(), est.tolist(), strict=True)
+            }
+        pooled = np.concatenate(estimates)
+        best = np.argsort(-pooled, kind="stable")[:keep]
+        parts: list[_Stacked] = []
+        base = 0
+        for stacked, est in zip(stacks, estimates, strict=True):
+            local = np.sort(best[(best >= base) & (best < base + est.size)] - base)
+            if local.size:
+                parts.append(stacked if local.size == est.size else _take_docs(stacked, local))
+            base += est.size
+        return _exact_stacked(q, parts[0] if len(parts) == 1 else _concat_stacked(parts), residuals)
+
+    def _residual_reader(
+        self, conn: sqlite3.Connection, *, remember: bool = True
+    ) -> Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], _Planes]:
+        """``residuals(seqs, offsets)``: the int14 residual planes of stacked documents, read through the cache."""
+
+        def residuals(kept: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]) -> _Planes:
+            rows = self._blobs.fetch(conn, "residual", kept.tolist(), remember=remember)
+            return self._gather_residuals(rows, kept, offsets)
+
+        return residuals
+
     def _exact(
         self,
         conn: sqlite3.Connection,
@@ -1811,14 +1899,8 @@ class VoyagerBackend:
         stacked = self._stack(self._blobs.fetch(conn, "vectors", seqs.tolist(), remember=remember))
         if stacked[0].size == 0:
             return {}
-
-        def residuals(kept: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]) -> _Planes:
-            rows = self._blobs.fetch(conn, "residual", kept.tolist(), remember=remember)
-            return self._gather_residuals(rows, kept, offsets)
-
-        return _score_stacked(
-            q, stacked, keep, estimate_threads=1, residuals=residuals if self._vector_dtype == "int14" else None
-        )
+        residuals = self._residual_reader(conn, remember=remember) if self._vector_dtype == "int14" else None
+        return _score_stacked(q, stacked, keep, estimate_threads=1, residuals=residuals)
 
     def _match(
         self, conn: sqlite3.Connection, seqs: npt.NDArray[np.int64], flt: dict[str, list[Any]]
@@ -2029,6 +2111,20 @@ def _doc_scale_estimate(
     return estimate
 
 
+def _concat_stacked(parts: Sequence[_Stacked]) -> _Stacked:
+    """Stacked documents of ``parts`` one after the other, in new arrays."""
+    lens = np.concatenate([np.diff(p[2]) for p in parts])
+    offsets = np.zeros(lens.size + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    scales = [p[3] for p in parts]
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        offsets,
+        None if any(s is None for s in scales) else np.concatenate(scales),  # type: ignore[arg-type]
+    )
+
+
 def _take_docs(stacked: _Stacked, sel: npt.NDArray[np.int64]) -> _Stacked:
     """The documents at positions ``sel`` (ascending) of ``stacked``, their rows gathered into new arrays."""
     seqs, flat, offsets, row_scales = stacked
@@ -2060,13 +2156,25 @@ def _score_stacked(
     and 2.0e-2). Among the 128 (or 160) best candidates, the estimate ranked no document of the exact top
     1 / 10 / 50 below 1st / 12th / 53rd (1,000 synthetic and 225 MiniLM queries, int14 store), so the search's
     ``keep = k + max(8, k // 4)`` leaves a margin of 5 or more. A rerank of 160 candidates costs 10.5 instead of
-    14.0 ms with the estimate (p50, 1,000 MiniLM documents, same recall).
+    14.0 ms with the estimate (p50, 1,000 MiniLM documents, same recall). The graph search's rerank does the same
+    over its batches (:meth:`VoyagerBackend._rerank`).
     """
     seqs, flat, offsets, row_scales = stacked
     if keep is not None and row_scales is not None and seqs.size > keep:
         estimate = maxsim_int8_estimate(q, flat, row_scales, offsets, num_threads=estimate_threads)
         sel = np.sort(np.argsort(-estimate, kind="stable")[:keep])
-        seqs, flat, offsets, row_scales = _take_docs(stacked, sel)
+        stacked = _take_docs(stacked, sel)
+    return _exact_stacked(q, stacked, residuals)
+
+
+def _exact_stacked(
+    q: npt.NDArray[np.float32],
+    stacked: _Stacked,
+    residuals: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], _Planes] | None,
+) -> dict[int, float]:
+    """Exact MaxSim of every stacked document: ``{seq: score}`` (int14: codes plus the residuals that
+    ``residuals(seqs, offsets)`` reads; otherwise the stored rows, int8 ones with their row scales)."""
+    seqs, flat, offsets, row_scales = stacked
     if residuals is not None:
         assert row_scales is not None
         exact14 = _maxsim_int14(q, flat, row_scales, residuals(seqs, offsets), offsets)
