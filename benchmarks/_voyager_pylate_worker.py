@@ -4,7 +4,8 @@
 Standard library + numpy + PyLate only: it must not import colbert_adapters. It reads precomputed token
 embeddings (``.npy``: flat ``(n_tokens, dim)`` float32 plus per-document lengths), builds PyLate's
 ``indexes.Voyager`` with its defaults, times the bulk add, a one-document add and per-query
-``retrieve.ColBERT.retrieve`` calls, and writes a JSON result.
+``retrieve.ColBERT.retrieve`` calls (after the warm-up queries, when given, answered the same way), and writes a
+JSON result.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> int:
     p.add_argument("--lens", required=True)
     p.add_argument("--queries", required=True)
     p.add_argument("--qlens", required=True)
+    p.add_argument("--warmup", help="warm-up queries (flat .npy), answered untimed before the timed ones")
+    p.add_argument("--wlens", help="token counts of the warm-up queries (.npy)")
     p.add_argument("--n-docs", type=int, required=True)
     p.add_argument("--n-queries", type=int, required=True)
     p.add_argument("--k", type=int, default=10)
@@ -67,6 +70,13 @@ def main() -> int:
     disk = _dir_bytes(folder)
 
     retriever = retrieve.ColBERT(index=index)
+    warm_times = []
+    if a.warmup:
+        wlens = np.load(a.wlens)
+        for q in np.split(np.load(a.warmup), np.cumsum(wlens)[:-1]):
+            t0 = time.perf_counter()
+            retriever.retrieve(queries_embeddings=[q], k=a.k)
+            warm_times.append(time.perf_counter() - t0)
     times, results = [], []
     for q in queries:
         t0 = time.perf_counter()
@@ -85,6 +95,7 @@ def main() -> int:
         "bulk_add_s": bulk_s,
         "single_add_s": single_s,
         "query_times_s": times,
+        "warmup_times_s": warm_times,
         "results": results,
         "disk_bytes": disk,
         "rss_kib": rss,

@@ -187,15 +187,48 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_queries(backend: Any, queries: list[np.ndarray], k: int = 10) -> tuple[list[float], list[list[str]]]:
+def warmup_queries(data: dict[str, Any], n: int, q_tokens: int = 32, seed: int = 7) -> list[np.ndarray]:
+    """``n`` queries of ``q_tokens`` token vectors drawn from random documents of ``data``.
+
+    Every system (ours, PyLate, the exact backend) answers them untimed right after indexing, before the timed
+    queries, so that (c) measures steady-state latency rather than the first touches of a freshly built index (CPU
+    caches, lazily loaded modules, store pages); their own latencies are reported as "first queries after indexing".
+    They are not the timed queries, so no system finds the timed queries' own results warm.
+    """
+    rng = np.random.default_rng(seed)
+    lens = np.asarray(data["lens"])
+    offs = np.concatenate([[0], np.cumsum(lens)])
+    out = []
+    for d in rng.choice(len(lens), size=n, replace=n > len(lens)):
+        n_tok = int(lens[d])
+        rows = offs[d] + rng.choice(n_tok, size=q_tokens, replace=n_tok < q_tokens)
+        out.append(np.ascontiguousarray(data["flat"][rows], dtype=np.float32))
+    return out
+
+
+def time_queries(backend: Any, queries: list[np.ndarray], k: int = 10) -> list[float]:
+    """Seconds per query, results discarded (the warm-up)."""
+    times = []
+    for q in queries:
+        t0 = time.perf_counter()
+        backend.search(q, k=k)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_queries(
+    backend: Any, queries: list[np.ndarray], k: int = 10, warmup: list[np.ndarray] | None = None
+) -> tuple[list[float], list[list[str]], list[float]]:
+    """Seconds per query and the hit ids of ``queries``, after ``warmup`` (their seconds are the third item)."""
     times, ids = [], []
+    warm_times = time_queries(backend, warmup, k) if warmup else []
     backend.search(queries[0], k=k)  # warm-up
     for q in queries:
         t0 = time.perf_counter()
         hits = backend.search(q, k=k)
         times.append(time.perf_counter() - t0)
         ids.append([h.id for h in hits])
-    return times, ids
+    return times, ids, warm_times
 
 
 def memory_system(data: dict[str, Any], queries: list[np.ndarray]) -> dict[str, Any]:
@@ -205,10 +238,11 @@ def memory_system(data: dict[str, Any], queries: list[np.ndarray]) -> dict[str, 
     t0 = time.perf_counter()
     mem.upsert(ids, docs)
     add_s = time.perf_counter() - t0
-    times, results = run_queries(mem, queries)
+    times, results, warm = run_queries(mem, queries, warmup=warmup_queries(data, len(queries)))
     out = {
         "bulk_add_s": add_s,
         "query_times_s": times,
+        "warmup_times_s": warm,
         "results": results,
         "bytes_per_token_mem": 4 * docs[0].shape[1] + 8,
     }
@@ -237,11 +271,12 @@ def ours_system(
     n_tok = int(data["lens"].sum())
     seg_bytes = sum((path / s["file"]).stat().st_size for s in stats["segments"])
     db_bytes = sum(p.stat().st_size for p in path.glob("store.sqlite*"))
-    times, results = run_queries(backend, queries)
+    warmup = warmup_queries(data, len(queries))
+    times, results, warm = run_queries(backend, queries, warmup=warmup)
     cold_times: list[float] | None = None
     if cache_off:  # the same queries through a reader without the blob cache: every candidate read from SQLite
         with VoyagerBackend(path, read_only=True, cache_bytes=0, **options) as cold:
-            cold_times, cold_results = run_queries(cold, queries)
+            cold_times, cold_results, _ = run_queries(cold, queries, warmup=warmup)
         if cold_results != results:
             print("WARNING: results with and without the blob cache differ", flush=True)
     singles = []
@@ -256,6 +291,7 @@ def ours_system(
         "bulk_add_s": add_s,
         "single_add_s": singles,
         "query_times_s": times,
+        "warmup_times_s": warm,
         "query_times_cache_off_s": cold_times,
         "cache_off_same_results": None if cold_times is None else cold_results == results,
         "results": results,
@@ -285,7 +321,7 @@ def incremental_system(data: dict[str, Any], queries: list[np.ndarray], path: Pa
         backend.upsert(ids[start : start + batch], docs[start : start + batch])
     add_s = time.perf_counter() - t0
     stats = backend.stats()
-    times, results = run_queries(backend, queries)
+    times, results, _ = run_queries(backend, queries, warmup=warmup_queries(data, len(queries)))
     backend.close()
     shutil.rmtree(path, ignore_errors=True)
     return {
@@ -342,12 +378,17 @@ def pylate_system(
     for key in ("flat", "lens", "qflat", "qlens"):
         files[key] = WORK / f"{tag}_{key}.npy"
         np.save(files[key], data[key])
+    warm = warmup_queries(subset(data, n_docs), n_queries)  # the same warm-up as ours on these documents
+    files["wflat"], files["wlens"] = WORK / f"{tag}_{n_docs}_wflat.npy", WORK / f"{tag}_{n_docs}_wlens.npy"
+    np.save(files["wflat"], np.concatenate(warm))
+    np.save(files["wlens"], np.array([w.shape[0] for w in warm], dtype=np.int64))
     name = name or tag
     out = WORK / f"{name}_pylate.json"
     cmd = [
         python, str(HERE / "_voyager_pylate_worker.py"),
         "--docs", str(files["flat"]), "--lens", str(files["lens"]),
         "--queries", str(files["qflat"]), "--qlens", str(files["qlens"]),
+        "--warmup", str(files["wflat"]), "--wlens", str(files["wlens"]),
         "--n-docs", str(n_docs), "--n-queries", str(n_queries),
         "--workdir", str(WORK / f"{name}_pylate_index"), "--out", str(out),
     ]  # fmt: skip
@@ -650,6 +691,11 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
         same = "" if run.get("cache_off_same_results") else ", RESULTS DIFFER"
         return f"; cache off {pct(cold, 50):.1f}{same}"
 
+    def first(run: dict[str, Any], digits: int = 1) -> str:
+        """The p50 of the warm-up queries answered right after indexing (before the timed ones)."""
+        warm = run.get("warmup_times_s")
+        return f"; first queries after indexing {pct(warm, 50):,.{digits}f}" if warm else ""
+
     def rec_ok(ours: float, theirs: float) -> bool:
         return ours >= 0.95 and ours >= theirs
 
@@ -660,12 +706,12 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
          ">= 100x and < 100 ms", met(py_single / ours_single >= 100 and ours_single < 0.1)),
         ("(b) same, 1k-doc index", f"{ours1k_single * 1e3:.1f} ms", f"{py1k_single * 1e3:,.0f} ms", f"{py1k_single / ours1k_single:,.0f}x",
          ">= 100x and < 100 ms", met(py1k_single / ours1k_single >= 100 and ours1k_single < 0.1)),
-        ("(c) query p50 (p95), 32 tokens, top 10, 10k docs", f"{ours_p50:.1f} ({ours_p95:.1f}) ms{off(so)}", f"{py_p50:,.0f} ({py_p95:,.0f}) ms",
+        ("(c) query p50 (p95), 32 tokens, top 10, 10k docs", f"{ours_p50:.1f} ({ours_p95:.1f}) ms{off(so)}{first(so)}", f"{py_p50:,.0f} ({py_p95:,.0f}) ms{first(sp, 0)}",
          f"{py_p50 / ours_p50:.0f}x", ">= 20x", met(py_p50 / ours_p50 >= 20)),
-        ("(c) same, 1k docs", f"{o1_p50:.1f} ({o1_p95:.1f}) ms{off(s1o)}", f"{py1_p50:,.0f} ({py1_p95:,.0f}) ms", f"{py1_p50 / o1_p50:.0f}x", ">= 20x",
+        ("(c) same, 1k docs", f"{o1_p50:.1f} ({o1_p95:.1f}) ms{off(s1o)}{first(s1o)}", f"{py1_p50:,.0f} ({py1_p95:,.0f}) ms{first(s1p, 0)}", f"{py1_p50 / o1_p50:.0f}x", ">= 20x",
          met(py1_p50 / o1_p50 >= 20)),
-        (f"(c) same, real MiniLM vectors, {R['real_info']['n_docs']:,} docs", f"{r_p50:.1f} ({pct(ro['query_times_s'], 95):.1f}) ms{off(ro)}",
-         f"{rp_p50:,.0f} ({pct(rp['query_times_s'], 95):,.0f}) ms", f"{rp_p50 / r_p50:.0f}x", ">= 20x", met(rp_p50 / r_p50 >= 20)),
+        (f"(c) same, real MiniLM vectors, {R['real_info']['n_docs']:,} docs", f"{r_p50:.1f} ({pct(ro['query_times_s'], 95):.1f}) ms{off(ro)}{first(ro)}",
+         f"{rp_p50:,.0f} ({pct(rp['query_times_s'], 95):,.0f}) ms{first(rp, 0)}", f"{rp_p50 / r_p50:.0f}x", ">= 20x", met(rp_p50 / r_p50 >= 20)),
         ("(d) recall@10 vs exact MaxSim, 10k docs", f"{so['recall_at_10']:.3f}", f"{sp['recall_at_10']:.3f}", "", ">= 0.95 and >= PyLate",
          met(rec_ok(so["recall_at_10"], sp["recall_at_10"]))),
         ("(d) same, 1k docs", f"{s1o['recall_at_10']:.3f}", f"{s1p['recall_at_10']:.3f}", "", ">= 0.95 and >= PyLate",
@@ -709,7 +755,8 @@ def write_report(R: dict[str, Any], out: Path, *, quick: bool) -> None:
         f"n_rerank={VoyagerBackend.DEFAULT_N_RERANK}, exact_below_tokens={VoyagerBackend.DEFAULT_EXACT_BELOW_TOKENS:,}). "
         "PyLate with its defaults (M=64, ef_construction=200, ef_search=200, k_token=100). Every system indexes the "
         "same precomputed vectors; PyLate is measured at the issue's size (10,000 documents x 100 tokens) and at "
-        "1,000 documents.",
+        "1,000 documents. Right after indexing, every system answers as many warm-up queries as are timed (token "
+        "vectors drawn from its own documents; reported as 'first queries after indexing'), then the timed queries.",
         "",
         "## Targets",
         "",
