@@ -1430,3 +1430,142 @@ def test_closed_backend_raises(tmp_path: Path) -> None:
         backend.upsert(["a"], [np.eye(4, dtype=np.float32)])
     with pytest.raises(ColBERTError, match="closed"):
         backend.search(np.eye(4, dtype=np.float32), k=1)
+
+
+# ------------------------------------------------------------------------------------------ centroids
+
+
+def _centroid_rows(path: Path) -> dict[int, tuple[bytes, bytes]]:
+    conn = sqlite3.connect(path / "store.sqlite")
+    try:
+        return {seq: (scales, codes) for seq, scales, codes in conn.execute("SELECT seq, scales, codes FROM centroids")}
+    finally:
+        conn.close()
+
+
+def _doc_seqs(path: Path) -> set[int]:
+    conn = sqlite3.connect(path / "store.sqlite")
+    try:
+        return {r[0] for r in conn.execute("SELECT seq FROM docs")}
+    finally:
+        conn.close()
+
+
+def test_doc_centroids_summarise_each_documents_tokens() -> None:
+    """Four well-separated clusters give four centroids on their directions; a document of fewer tokens than
+    centroids keeps its tokens (so the best centroid similarity is the exact MaxSim term); same input, same
+    output; non-unit tokens keep their mean norm."""
+    from colbert_adapters.backends.voyager import _doc_centroids
+
+    rng = np.random.default_rng(3)
+    dim = 32
+    centres = np.linalg.qr(rng.standard_normal((dim, 4)))[0].T.astype(np.float32)  # 4 orthonormal directions
+    clustered = np.concatenate([c + 0.05 * rng.standard_normal((10, dim)) for c in centres]).astype(np.float32)
+    clustered /= np.linalg.norm(clustered, axis=1, keepdims=True)
+    short = unit_multivector(rng, 2, dim)
+    scaled = 3.0 * unit_multivector(rng, 7, dim)
+    codes, scales = _doc_centroids([clustered, short, scaled])
+    assert codes.shape == (3, 4, dim) and codes.dtype == np.int8 and scales.shape == (3, 4)
+    cen = codes.astype(np.float32) * scales[..., None]
+    np.testing.assert_allclose(np.sort((cen[0] @ centres.T).max(axis=0)), np.ones(4), atol=0.02)
+    q = unit_multivector(rng, 5, dim)
+    np.testing.assert_allclose((q @ cen[1].T).max(axis=1), (q @ short.T).max(axis=1), atol=0.02)
+    np.testing.assert_allclose(np.linalg.norm(cen[2], axis=1), 3.0, rtol=0.2)
+    again = _doc_centroids([clustered, short, scaled])
+    assert np.array_equal(again[0], codes) and np.array_equal(again[1], scales)
+
+
+def test_centroids_are_written_and_removed_with_their_documents(tmp_path: Path) -> None:
+    """Each upsert stores its documents' centroids in the same transaction; replacing or deleting a document drops
+    its row; compaction keeps them; a reopened index loads the same table."""
+    path = tmp_path / "index"
+    ids, vecs = _corpus(60, 16, seed=2)
+    with VoyagerBackend(path, mutable_max_tokens=64) as backend:
+        backend.upsert(ids, vecs)
+        assert set(_centroid_rows(path)) == _doc_seqs(path)
+        backend.upsert(ids[:10], _corpus(10, 16, seed=9)[1])  # re-added ids: new seqs, new vectors
+        assert backend.delete(ids[10:20]) == 10
+        assert set(_centroid_rows(path)) == _doc_seqs(path) and len(_doc_seqs(path)) == 50
+        backend.compact()
+        rows = _centroid_rows(path)
+        assert set(rows) == _doc_seqs(path)
+        table = backend._centroids
+        assert table is not None
+        live = np.array(sorted(rows), dtype=np.int64)
+        held = table.rows(live)
+        assert held is not None
+    with VoyagerBackend(path, read_only=True) as reopened:
+        again = reopened._centroids
+        assert again is not None
+        pos = again.rows(live)
+        assert pos is not None
+        assert np.array_equal(again.codes[pos], table.codes[held])
+        assert np.array_equal(again.scales[pos], table.scales[held])
+
+
+def test_index_without_centroids_is_searched_then_backfilled(tmp_path: Path) -> None:
+    """An index written before centroids (the table dropped, as an older version leaves it): a read-only open
+    searches with the approximate score of retrieved similarities only; a writable open computes the missing
+    centroids (the same ones an upsert writes) and searches as before."""
+    path = tmp_path / "index"
+    ids, vecs = _corpus(120, 16, seed=4)
+    opts: dict[str, Any] = {"exact_below_tokens": 0, "mutable_max_tokens": 64, "n_rerank": 16}
+    rng = np.random.default_rng(5)
+    queries = [unit_multivector(rng, 4, 16) for _ in range(5)]
+    with VoyagerBackend(path, **opts) as backend:
+        backend.upsert(ids, vecs)
+        backend.compact()
+        before = [[(h.id, h.score) for h in backend.search(q, k=5)] for q in queries]
+    stored = _centroid_rows(path)
+    conn = sqlite3.connect(path / "store.sqlite")
+    conn.execute("DROP TABLE centroids")
+    conn.commit()
+    conn.close()
+    with VoyagerBackend(path, read_only=True, **opts) as old:
+        assert old._centroids is not None and old._centroids.n == 0
+        seqs, _approx, _ = old._candidates(queries[0])
+        assert seqs.size and old._centroids.rows(seqs) is None
+        assert all(old.search(q, k=5) for q in queries)
+    with VoyagerBackend(path, **opts) as backend:
+        assert _centroid_rows(path) == stored
+        assert [[(h.id, h.score) for h in backend.search(q, k=5)] for q in queries] == before
+
+
+def test_centroids_complete_the_approximate_score(tmp_path: Path) -> None:
+    """A document close to every query token but no token's nearest (its other tokens' neighbours are decoys)
+    is retrieved by one query token only. Counting a centroid similarity for the others ranks it first among
+    the candidates; without centroids it ties with the decoys."""
+    dim = 16
+    eye = np.eye(dim, dtype=np.float32)
+    ids, vecs = [], []
+    for i in range(4):  # decoys: a perfect match for query token i, nothing close to the other tokens
+        for j in range(3 if i else 1):
+            ids.append(f"decoy{i}-{j}")
+            vecs.append(np.stack([eye[i], eye[5 + (3 * i + j) % 10]]))
+    # Query token 0's second neighbour (its floor) is 0.95: the target's retrieved 1.0 counts above it.
+    vecs[0] = np.stack([0.95 * eye[0] + np.sqrt(1 - 0.95**2) * eye[14], eye[5]]).astype(np.float32)
+    close = np.sqrt(1 - 0.9**2)
+    target = np.stack([eye[0]] + [0.9 * eye[i] + close * eye[15] for i in (1, 2, 3)]).astype(np.float32)
+    ids.append("target")
+    vecs.append(target)
+    q = eye[:4].copy()
+    with VoyagerBackend(
+        tmp_path / "index", exact_below_tokens=0, k_token=2, ef_search=64, mutable_max_tokens=8
+    ) as backend:
+        backend.upsert(ids, vecs)
+        backend.compact()
+        with backend._reader() as conn:
+            seq_of = dict(conn.execute("SELECT id, seq FROM docs").fetchall())
+        seqs, approx, _ = backend._candidates(q)
+        score = dict(zip(seqs.tolist(), approx.tolist(), strict=True))
+        assert seq_of["target"] in score
+        assert max(score, key=score.__getitem__) == seq_of["target"]
+        assert score[seq_of["target"]] == pytest.approx(1.0 + 3 * 0.9, abs=0.02)
+        assert backend.search(q, k=1)[0].id == "target"
+        assert backend._centroids is not None
+        backend._centroids.n = 0  # as an index without centroids
+        seqs, approx, _ = backend._candidates(q)
+        score = dict(zip(seqs.tolist(), approx.tolist(), strict=True))
+        assert score[seq_of["target"]] == pytest.approx(1.0, abs=1e-5)
+        assert max(score.values()) == pytest.approx(1.0, abs=1e-5)
+        assert score[seq_of["decoy0-0"]] == pytest.approx(0.95, abs=0.01)
