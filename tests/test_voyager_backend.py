@@ -1569,3 +1569,41 @@ def test_centroids_complete_the_approximate_score(tmp_path: Path) -> None:
         assert score[seq_of["target"]] == pytest.approx(1.0, abs=1e-5)
         assert max(score.values()) == pytest.approx(1.0, abs=1e-5)
         assert score[seq_of["decoy0-0"]] == pytest.approx(0.95, abs=0.01)
+
+
+def test_centroids_follow_other_writers_and_stay_bounded(tmp_path: Path) -> None:
+    """A read-only reader adds the centroids of another writer's new documents to its table (only those), reloads
+    it whole after a backfill, and the writer's table drops the rows of replaced documents once they make up
+    half of it."""
+    path = tmp_path / "index"
+    ids, vecs = _corpus(30, 16, seed=11)
+    writer = VoyagerBackend(path, mutable_max_tokens=64)
+    try:
+        writer.upsert(ids[:20], vecs[:20])
+        reader = VoyagerBackend(path, read_only=True)
+        try:
+            table = reader._centroids
+            assert table is not None and table.n == 20
+            writer.upsert(ids[20:], vecs[20:])
+            assert reader.count() == 30  # refreshes
+            assert reader._centroids is table and table.n == 30  # the same table, 10 rows added
+            assert table.rows(np.array(sorted(_centroid_rows(path)), dtype=np.int64)) is not None
+            writer.close()
+            conn = sqlite3.connect(path / "store.sqlite")
+            conn.execute("DELETE FROM centroids WHERE seq IN (SELECT seq FROM docs ORDER BY seq LIMIT 5)")
+            conn.commit()
+            conn.close()
+            writer = VoyagerBackend(path, mutable_max_tokens=64)  # backfills the 5 rows
+            assert reader.count() == 30
+            assert reader._centroids is not table
+            assert reader._centroids.rows(np.array(sorted(_doc_seqs(path)), dtype=np.int64)) is not None
+        finally:
+            reader.close()
+        for i in range(110):  # 1,100 replaced documents' rows
+            writer.upsert(ids[:10], _corpus(10, 16, seed=100 + i)[1])
+        assert writer._centroids is not None and writer._centroids.n <= 2 * 30 + 1024
+        live = np.array(sorted(_doc_seqs(path)), dtype=np.int64)
+        assert writer._centroids.rows(live) is not None
+        assert writer.stats()["centroid_bytes"] == writer._centroids.nbytes > 0
+    finally:
+        writer.close()

@@ -218,7 +218,7 @@ class VoyagerBackend:
     (0 in an index written before centroids, until a writable open computes them). The candidates are reranked
     ``n_rerank`` at a time, best approximate score first: the next batch is read only while the approximate order
     proves unreliable for the query (a document in the lower half of the first batch, or in a later batch, ranks
-    among the best ``k + max(2, k // 4)`` by the int8 estimate). The best of them, plus every document of the
+    among the best ``k + max(8, k // 4)`` by the int8 estimate). The best of them, plus every document of the
     mutable segment, are scored exactly with MaxSim on their stored vectors (``vector_dtype``). A metadata filter
     is applied to the candidates before the rerank; when fewer than ``n_rerank`` candidates match, every matching
     document is scored exactly (so a selective filter returns exact results, and ``k`` hits whenever ``k``
@@ -330,12 +330,13 @@ class VoyagerBackend:
     #: retrieved ranked them no better) for ~1 ms more graph search.
     DEFAULT_K_TOKEN = 96
     #: Default number of candidates reranked per batch (int8 estimate, then exact scores for the best; see k_token
-    #: and ``n_rerank``). With the centroid-completed approximate score (``_candidates``), batches of 64 that read
-    #: on while the approximate order fails (``_rerank``) miss fewer hits than the former batches of 128 reading
-    #: half as many candidates (simulated: 2 vs 5 of 9,000 MiniLM top-10 hits, 78 vs 167 candidates read).
-    #: Interleaved on the last benchmark's graphs (100 queries) against batches of 128 without centroids: MiniLM
-    #: p50 8.7 vs 9.9 ms, recall@10 1.000 vs 0.999; 10,000 synthetic documents 8.1-8.7 vs 9.3-10.0 ms.
-    DEFAULT_N_RERANK = 64
+    #: and ``n_rerank``). With the centroid-completed approximate score (``_candidates``), batches of 96 that read
+    #: on while the approximate order fails (``_rerank``) miss fewer hits than the former batches of 128 without
+    #: centroids while reading fewer candidates (simulated on MiniLM: 3 of 18,000 top-10 hits on eight graphs vs
+    #: 5 of 9,000 on four, 119 vs 167 candidates read on average). Batches of 64 with a narrower trigger were
+    #: 1.1 ms faster (interleaved, 100 queries) but missed two hits of the benchmark's 2,000 (approximate ranks
+    #: 72 and 73) where 96 missed none.
+    DEFAULT_N_RERANK = 96
     #: Default size below which searches skip the graph and score every document (see ``exact_below_tokens``),
     #: in live sealed tokens. Measured (128-d, 32 query tokens, int8 store, synthetic clustered vectors, p50 /
     #: recall@10): 50k tokens scan 7.7 ms / 0.990 vs graph 13 ms / 0.939; 100k tokens scan 15 ms / 0.997 vs graph
@@ -813,7 +814,8 @@ class VoyagerBackend:
         Returns:
             A dict with ``n_docs``, ``n_live_tokens``, ``n_dead_tokens``, ``mutable_tokens``, ``segments``
             (one dict per sealed segment, with the ``ef_construction`` its graph was built with), ``generation``,
-            ``disk_bytes``, the HNSW settings, and the blob cache's ``cache_bytes`` / ``cache_entries`` (in use).
+            ``disk_bytes``, the HNSW settings, the blob cache's ``cache_bytes`` / ``cache_entries`` (in use), and
+            ``centroid_bytes``, the memory of the per-document centroids (see ``_candidates``).
         """
         self._check_open()
         self._refresh_if_stale()
@@ -848,6 +850,7 @@ class VoyagerBackend:
                 "format_version": self._format_version,
                 "cache_bytes": self._blobs.nbytes,
                 "cache_entries": len(self._blobs),
+                "centroid_bytes": self._centroids.nbytes if self._centroids is not None else 0,
             }
         out["disk_bytes"] = sum(p.stat().st_size for p in self._root.iterdir() if p.is_file())
         return out
@@ -1117,22 +1120,32 @@ class VoyagerBackend:
         self._sealed_cache = None
         self._filter_cache = {}
         self._blobs.clear()
-        self._centroids = self._read_centroids(conn, dim)
+        self._centroids = self._read_centroids(conn, dim, meta.get("centroids_epoch", "0"), len(rows))
         self._n_docs = len(rows)
         self._dim = dim
         if meta.get("model_id"):
             self._model_id = meta["model_id"]
         self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
 
-    def _read_centroids(self, conn: sqlite3.Connection, dim: int | None) -> _CentroidTable | None:
+    def _read_centroids(
+        self, conn: sqlite3.Connection, dim: int | None, epoch: str, n_docs: int
+    ) -> _CentroidTable | None:
         """The stored per-document centroids (an index written before them has none: the approximate score then
-        counts only retrieved similarities, see :meth:`_candidates`)."""
+        counts only retrieved similarities, see :meth:`_candidates`).
+
+        A reload after another process's commit reads only the rows added since (seqs only grow), unless a
+        backfill (``centroids_epoch``) added older ones, or rows of deleted documents make up half the table.
+        """
         if not dim:
             return None
-        table = _CentroidTable(dim)
+        old = self._centroids
+        incremental = old is not None and old.dim == dim and old.epoch == epoch and old.n <= 2 * n_docs + 1024
+        table = old if incremental and old is not None else _CentroidTable(dim)
+        table.epoch = epoch
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'centroids'").fetchone():
             return table
-        rows = conn.execute("SELECT seq, scales, codes FROM centroids ORDER BY seq").fetchall()
+        last = int(table.seqs[table.n - 1]) if table.n else -1
+        rows = conn.execute("SELECT seq, scales, codes FROM centroids WHERE seq > ? ORDER BY seq", (last,)).fetchall()
         if not rows:
             return table
         c = table.codes.shape[1]
@@ -1183,6 +1196,10 @@ class VoyagerBackend:
                     "INSERT INTO centroids VALUES (?, ?, ?)",
                     [(r[0], scales[i].tobytes(), codes[i].tobytes()) for i, r in enumerate(rows)],
                 )
+                # Rows below the newest seq: readers reload the whole table rather than what follows their last.
+                epoch = conn.execute("SELECT value FROM meta WHERE key = 'centroids_epoch'").fetchone()
+                bumped = str(int(epoch[0]) + 1 if epoch else 1)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('centroids_epoch', ?)", (bumped,))
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -1376,6 +1393,8 @@ class VoyagerBackend:
                 if self._centroids is None:
                     self._centroids = _CentroidTable(dim)
                 self._centroids.append(np.array([n[0] for n in new], dtype=np.int64), cent_codes, cent_scales)
+                if self._centroids.n > 2 * self._n_docs + 1024:  # mostly rows of replaced or deleted documents
+                    self._centroids.retain(np.unique(self._label_seq[self._label_seq >= 0]))
                 if pending_graph_dim is not None:
                     self._graph_dim, self._graph_dim_pending = pending_graph_dim, False
                 self._blobs.put("vectors", written)
@@ -1806,7 +1825,7 @@ class VoyagerBackend:
             cand, approx = cand[keep], approx[keep]
         if cand.size:
             ordered = cand[np.argsort(-approx, kind="stable")]
-            scores.update(self._rerank(conn, q, ordered, n_rerank, n_exact, k + max(2, k // 4)))
+            scores.update(self._rerank(conn, q, ordered, n_rerank, n_exact))
         # Exhaustive fallbacks: a selective filter, too few candidates for k, or an unsearchable segment.
         rest: npt.NDArray[np.int64] | None = None
         if flt is not None and cand.size < n_rerank and n_sealed_docs > cand.size:
@@ -1917,23 +1936,23 @@ class VoyagerBackend:
         ordered: npt.NDArray[np.int64],
         n_rerank: int,
         keep: int,
-        trigger: int,
     ) -> dict[int, float]:
         """Rerank candidates ``ordered`` (seqs ``(c,)``, best approximate score first), ``n_rerank`` at a time:
         ``{seq: exact MaxSim}`` of the ``keep`` with the best int8 estimate (int8 / int14 store), or of every
         candidate read (float16 / float32: each batch is scored exactly; the exact score serves as the estimate).
 
         The first batch is read; the next one only while the approximate order proves unreliable for this query:
-        a document in the lower half of the first batch, or anywhere in a later batch, ranks among the
-        ``trigger`` (k + max(2, k // 4)) best estimates so far. Most queries stop after one batch (their p50 cost
-        is one batch's), and the rest reach the documents that the approximate score ranked deep. Simulated
-        against exact MaxSim with the centroid-completed approximate score (see :meth:`_candidates`; exact scores
-        standing in for the estimate), 225 MiniLM queries (1,000 Cranfield documents, 384-d tokens through 128-d
-        graphs) on four graphs: batches of 64 with a trigger of 12 missed 2 of the 9,000 top-10 hits (one of them
-        a document no query token retrieved) reading 78 candidates on average (20% of queries read a second
-        batch); the former rule (batches of 128, trigger 18, the approximate score without centroids) missed 5
-        reading 167. On 300 synthetic 128-d queries (10,000 documents): 1 of 3,000 missed, 89 candidates read
-        (formerly 1, 160). A fixed 64 candidates missed 16 and 11; a trigger of 10, 10 and 2.
+        a document in the lower half of the first batch, or anywhere in a later batch, ranks among the ``keep``
+        best estimates so far. Most queries stop after one batch (their p50 cost is one batch's), and the rest
+        reach the documents that the approximate score ranked deep. Simulated against exact MaxSim with the
+        centroid-completed approximate score (see :meth:`_candidates`; exact scores standing in for the
+        estimate), 225 MiniLM queries (1,000 Cranfield documents, 384-d tokens through 128-d graphs) on eight
+        graphs: batches of 96 missed 3 of the 18,000 top-10 hits (one a document no query token retrieved),
+        reading 119 candidates on average (21% of queries read a second batch); batches of 64 missed 3 too but
+        read a second batch for 52% of queries (p50 128 candidates), and a narrower trigger (the best 12 instead
+        of ``keep``) missed 7 with batches of 64, 80 or 96. Without centroids, batches of 128 missed 5 of 9,000
+        (four of the graphs), reading 167. On 300 synthetic 128-d queries (10,000 documents, two graphs): none of
+        6,000 missed, 126 read (formerly 1 of 6,000, 160).
         """
         residuals = self._residual_reader(conn) if self._vector_dtype == "int14" else None
         stacks: list[_Stacked] = []
@@ -1957,9 +1976,7 @@ class VoyagerBackend:
             if start >= ordered.size:
                 break
             pooled = np.concatenate(estimates) if len(estimates) > 1 else est
-            threshold = (
-                np.partition(pooled, pooled.size - trigger)[pooled.size - trigger] if pooled.size > trigger else -np.inf
-            )
+            threshold = np.partition(pooled, pooled.size - keep)[pooled.size - keep] if pooled.size > keep else -np.inf
             tail = np.isin(seqs, batch[tail_from:]) if tail_from else np.ones(seqs.size, dtype=bool)
             if not (est[tail] >= threshold).any():
                 break
@@ -2288,6 +2305,8 @@ class _CentroidTable:
         self.seqs = np.zeros(0, dtype=np.int64)
         self.codes = np.zeros((0, n_centroids, dim), dtype=np.int8)
         self.scales = np.zeros((0, n_centroids), dtype=np.float32)
+        #: The index's ``centroids_epoch`` when the rows were read (see ``VoyagerBackend._read_centroids``).
+        self.epoch = "0"
 
     @property
     def nbytes(self) -> int:
@@ -2315,6 +2334,12 @@ class _CentroidTable:
         self.codes[self.n : self.n + m] = codes
         self.scales[self.n : self.n + m] = scales
         self.n += m
+
+    def retain(self, live: npt.NDArray[np.int64]) -> None:
+        """Keep the rows of seqs ``live (m,)`` only (frees those of deleted documents)."""
+        keep = np.flatnonzero(np.isin(self.seqs[: self.n], live))
+        self.seqs, self.codes, self.scales = self.seqs[keep], self.codes[keep], self.scales[keep]
+        self.n = keep.size
 
     def rows(self, seqs: npt.NDArray[np.int64]) -> npt.NDArray[np.int64] | None:
         """Row of each of ``seqs (u,)``, or ``None`` when any of them has no centroids."""
