@@ -1607,3 +1607,29 @@ def test_centroids_follow_other_writers_and_stay_bounded(tmp_path: Path) -> None
         assert writer.stats()["centroid_bytes"] == writer._centroids.nbytes > 0
     finally:
         writer.close()
+
+
+def test_doc_centroids_bound_their_memory_for_long_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups are cut by padded size: a long document among short ones is processed apart, and each document's
+    centroids are those it gets alone."""
+    import colbert_adapters.backends.voyager as voyager_module
+
+    rng = np.random.default_rng(8)
+    docs = [unit_multivector(rng, n, 8) for n in (3, 5, 400, 7, 2)]
+    alone = [voyager_module._doc_centroids([d]) for d in docs]
+    monkeypatch.setattr(voyager_module, "_CENTROID_GROUP_ENTRIES", 8 * 400)  # room for the long one alone
+    shapes: list[tuple[int, ...]] = []
+    real_zeros = np.zeros
+
+    def spy_zeros(shape: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(shape, tuple) and len(shape) == 3 and shape[2] == 8 and kwargs.get("dtype") is np.float32:
+            shapes.append(shape)
+        return real_zeros(shape, *args, **kwargs)
+
+    monkeypatch.setattr(voyager_module.np, "zeros", spy_zeros)
+    codes, scales = voyager_module._doc_centroids(docs)
+    monkeypatch.setattr(voyager_module.np, "zeros", real_zeros)
+    assert max(b * w * d for b, w, d in shapes) <= 8 * 400
+    assert (1, 400, 8) in shapes
+    for i, (c1, s1) in enumerate(alone):
+        np.testing.assert_allclose(codes[i].astype(np.float32) * scales[i][:, None], c1[0] * s1[0][:, None], atol=0.02)

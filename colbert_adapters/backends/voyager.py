@@ -140,6 +140,8 @@ _FETCH_CHUNK = 2048
 _N_CENTROIDS = 4
 #: Lloyd iterations of the per-document k-means.
 _CENTROID_ITERS = 6
+#: Padded components per group of documents in the k-means (bounds its memory: 64 MiB per float32 copy).
+_CENTROID_GROUP_ENTRIES = 1 << 24
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -2249,11 +2251,11 @@ def _doc_centroids(
     """Per-document centroids of token vectors, quantised to int8: ``(codes (n, C, dim), scales (n, C))``.
 
     Spherical k-means (``iters`` Lloyd steps) on each document's tokens ``(L_i, dim)``, started from ``C`` tokens
-    evenly spaced through the document (deterministic: the same tokens give the same centroids); each centroid is
-    the direction of its tokens' mean times their mean norm (unit-norm tokens give unit-norm centroids), kept as
-    int8 codes times a float32 scale. A document of fewer than ``C`` tokens repeats some (the maximum over them is
-    unchanged). Documents are processed in groups of similar length, padded: one batched product per step (about
-    1M 128-d tokens per second on one core).
+    evenly spaced through the document (no random state); each centroid is the direction of its tokens' mean
+    times their mean norm (unit-norm tokens give unit-norm centroids), kept as int8 codes times a float32 scale.
+    A document of fewer than ``C`` tokens repeats some (the maximum over them is unchanged). Documents are
+    processed in groups of similar length, padded (at most 256 documents and ``_CENTROID_GROUP_ENTRIES`` padded
+    components per group): one batched product per step, about 1M 128-d tokens per second on one core.
     """
     n = len(arrays)
     dim = arrays[0].shape[1] if n else 0
@@ -2262,9 +2264,19 @@ def _doc_centroids(
     scales = np.zeros((n, c), dtype=np.float32)
     lens = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=n)
     order = np.argsort(lens, kind="stable")
-    group = 256
-    for g in range(0, n, group):
-        idx = order[g : g + group]
+    # Groups of up to 256 documents and about _CENTROID_GROUP_ENTRIES padded components (64 MiB of float32 for
+    # each of the group's copies), so that long documents are processed a few at a time.
+    sorted_lens = lens[order].tolist()
+    groups: list[tuple[int, int]] = []
+    g0 = 0
+    while g0 < n:
+        g1 = g0 + 1  # lengths ascend: the group's last document sets its width
+        while g1 < n and g1 - g0 < 256 and (g1 + 1 - g0) * sorted_lens[g1] * dim <= _CENTROID_GROUP_ENTRIES:
+            g1 += 1
+        groups.append((g0, g1))
+        g0 = g1
+    for g0, g1 in groups:
+        idx = order[g0:g1]
         b, width = idx.size, int(lens[idx].max())
         x = np.zeros((b, width, dim), dtype=np.float32)
         mask = np.zeros((b, width), dtype=bool)
