@@ -156,6 +156,7 @@ def maxsim_int8_estimate(
     offsets: npt.NDArray[np.integer[Any]] | Sequence[int],
     *,
     num_threads: int | None = None,
+    query_int8: tuple[_FloatArray, npt.NDArray[np.int8]] | None = None,
 ) -> _FloatArray:
     """Approximate MaxSim against int8-quantised documents, with the query quantised to int8 as well.
 
@@ -173,6 +174,8 @@ def maxsim_int8_estimate(
         row_scales: float32 ``(n_total_tokens,)``.
         offsets: int array ``(n_docs + 1,)`` as for :func:`maxsim_flat`.
         num_threads: torch intra-op threads for the products, as for :func:`maxsim_flat`.
+        query_int8: ``quantise_int8(query)`` when the caller already has it (``(n_query_tokens,)`` scales and
+            ``(n_query_tokens, dim)`` codes), so that a query estimated against several batches is rounded once.
 
     Returns:
         float32 array ``(n_docs,)`` of estimated MaxSim scores.
@@ -191,24 +194,56 @@ def maxsim_int8_estimate(
     n_docs = offs.shape[0] - 1
     if n_docs == 0:
         return np.zeros(0, dtype=np.float32)
+    q_scales, q_int8 = quantise_int8(q) if query_int8 is None else query_int8
+    if q_int8.shape != q.shape or q_int8.dtype != np.int8 or q_scales.shape != (q.shape[0],):
+        raise InvalidInputError(
+            f"query_int8 must be quantise_int8(query): int8 codes {q.shape} and scales ({q.shape[0]},), got "
+            f"{q_int8.dtype} codes {q_int8.shape} and scales {q_scales.shape}"
+        )
+    estimate = _int8_estimate(q_scales, q_int8, flat, scales, offs, num_threads=num_threads)
+    if estimate is None:  # pragma: no cover - torch >= 2.4 has the int8 product
+        return maxsim_flat(q, flat, offs, validate=False, row_scales=scales, num_threads=num_threads)
+    return estimate
+
+
+def _int8_estimate(
+    q_scales: _FloatArray,
+    q_int8: npt.NDArray[np.int8],
+    flat: npt.NDArray[np.int8],
+    scales: _FloatArray,
+    offs: npt.NDArray[np.int64],
+    *,
+    num_threads: int | None,
+) -> _FloatArray | None:
+    """:func:`maxsim_int8_estimate` on checked arguments and a query already rounded to int8 (``quantise_int8``:
+    scales ``(n_q,)``, codes ``(n_q, dim)``); ``None`` where torch or its int8 product is unavailable.
+
+    The documents' codes are the product's left operand: ``(rows, dim) @ (dim, n_q)``, whose result is transposed
+    while it is converted to float32 (one pass). On 10,770 384-d rows (96 MiniLM documents) and 20 query tokens:
+    0.61 + 0.27 ms, where the query on the left (``(n_q, dim) @ (dim, rows)``, which repacks every document row as
+    the right operand) took 1.02 + 0.21 ms.
+    """
+    n_docs = offs.shape[0] - 1
+    if n_docs == 0:
+        return np.zeros(0, dtype=np.float32)
     torch = _torch_module()
     if torch is False or not hasattr(torch, "_int_mm"):  # pragma: no cover - torch >= 2.4 has it
-        return maxsim_flat(q, flat, offs, validate=False, row_scales=scales, num_threads=num_threads)
-    q_scales, q_int8 = quantise_int8(q)
-    q_codes = torch.from_numpy(q_int8)
+        return None
+    q_right = torch.from_numpy(np.ascontiguousarray(q_int8.T))  # (dim, n_q)
     if not flat.flags.writeable:
         flat = np.array(flat)  # torch wraps writable memory only
-    best = np.empty((q.shape[0], n_docs), dtype=np.float32)
-    # Documents in groups of about rows_per_chunk rows, bounding the (n_query_tokens, rows) int32 products and
+    n_q = q_int8.shape[0]
+    best = np.empty((n_q, n_docs), dtype=np.float32)
+    # Documents in groups of about rows_per_chunk rows, bounding the (rows, n_query_tokens) int32 products and
     # their float32 copy.
-    rows_per_chunk = max(1, MAX_CHUNK_ENTRIES // 4 // q.shape[0])
+    rows_per_chunk = max(1, MAX_CHUNK_ENTRIES // 4 // n_q)
     with _torch_threads(num_threads):
         for d0, d1, r0, r1 in _doc_groups(offs, rows_per_chunk):
             try:
-                prod = torch._int_mm(q_codes, torch.from_numpy(flat[r0:r1]).T).numpy()
+                prod = torch._int_mm(torch.from_numpy(flat[r0:r1]), q_right).numpy()
             except RuntimeError:  # pragma: no cover - a torch build without the CPU int8 product
-                return maxsim_flat(q, flat, offs, validate=False, row_scales=scales, num_threads=num_threads)
-            sims = prod.astype(np.float32)
+                return None
+            sims = np.ascontiguousarray(prod.T, dtype=np.float32)  # (n_q, rows)
             sims *= scales[None, r0:r1]
             best[:, d0:d1] = np.maximum.reduceat(sims, offs[d0:d1] - r0, axis=1)
     best *= q_scales[:, None]

@@ -193,6 +193,8 @@ def test_maxsim_int8_estimate_is_maxsim_of_the_rounded_query(monkeypatch: pytest
     frozen = np.array(codes)
     frozen.setflags(write=False)
     np.testing.assert_array_equal(maxsim_int8_estimate(q, frozen, scales, offsets), got)
+    # A query rounded by the caller (quantise_int8) gives the same estimate.
+    np.testing.assert_array_equal(maxsim_int8_estimate(q, codes, scales, offsets, query_int8=quantise_int8(q)), got)
 
 
 def test_maxsim_int8_estimate_ranks_like_exact_maxsim() -> None:
@@ -228,6 +230,13 @@ def test_maxsim_int8_estimate_edge_cases_and_errors() -> None:
         maxsim_int8_estimate(q, codes, scales, [0, 5])
     with pytest.raises(DimensionMismatchError, match="dimension"):
         maxsim_int8_estimate(unit_multivector(rng, 2, 5), codes, scales, [0, 6])
+    q_scales, q_codes = quantise_int8(q)
+    with pytest.raises(InvalidInputError, match="query_int8"):
+        maxsim_int8_estimate(q, codes, scales, [0, 6], query_int8=(q_scales, q_codes[:1]))
+    with pytest.raises(InvalidInputError, match="query_int8"):
+        maxsim_int8_estimate(q, codes, scales, [0, 6], query_int8=(q_scales[:1], q_codes))
+    with pytest.raises(InvalidInputError, match="query_int8"):
+        maxsim_int8_estimate(q, codes, scales, [0, 6], query_int8=(q_scales, q_codes.astype(np.int16)))
 
 
 def test_maxsim_flat_num_threads_is_local_and_restored() -> None:

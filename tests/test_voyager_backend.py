@@ -789,9 +789,9 @@ def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.Mon
     calls: list[int] = []
     original = VoyagerBackend._candidates
 
-    def spy(self: VoyagerBackend, q: Any) -> Any:
+    def spy(self: VoyagerBackend, q: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return original(self, q)
+        return original(self, q, **kwargs)
 
     monkeypatch.setattr(VoyagerBackend, "_candidates", spy)
     estimated = _spy_on_scan_estimate(monkeypatch)
@@ -923,7 +923,7 @@ def test_rerank_reads_further_batches_while_deep_candidates_win(
         rank = {seq_of[h.id]: i for i, h in enumerate(want) if h.id in seq_of}
         sign = -1.0 if order == "agrees" else 1.0  # higher approx = better: "reversed" puts the exact best last
 
-        def candidates(self: VoyagerBackend, q: Any) -> Any:  # every sealed document, in a chosen order
+        def candidates(self: VoyagerBackend, q: Any, **kwargs: Any) -> Any:  # every sealed document, in a chosen order
             return sealed, np.array([sign * rank[int(s)] for s in sealed], dtype=np.float64), False
 
         monkeypatch.setattr(VoyagerBackend, "_candidates", candidates)
