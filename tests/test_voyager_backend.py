@@ -905,8 +905,8 @@ def test_rerank_reads_further_batches_while_deep_candidates_win(
     batches: list[int] = []  # documents per batch stacked by the rerank
     original_stack = VoyagerBackend._stack
 
-    def stack_spy(self: VoyagerBackend, rows: Any) -> Any:
-        out = original_stack(self, rows)
+    def stack_spy(self: VoyagerBackend, rows: Any, **kwargs: Any) -> Any:
+        out = original_stack(self, rows, **kwargs)
         batches.append(int(out[0].size))
         return out
 
@@ -946,6 +946,64 @@ def test_exact_below_tokens_is_validated(tmp_path: Path, bad: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- blob cache
+
+
+def test_search_arena_hands_out_disjoint_regions_kept_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rerank stacks its batches into a per-thread arena: regions of one search never overlap (each batch's
+    views stay valid until the next search), a request that does not fit starts a new buffer without touching
+    views of the old one, a reset reuses the buffer, a request over the cap is not kept, and threads do not share."""
+    from colbert_adapters.backends import voyager as vmod
+
+    monkeypatch.setattr(vmod, "_ARENA_MAX_BYTES", 4 << 20)
+    arena = vmod._Arena()
+    a, b = arena.take(1000), arena.take(3000)
+    a[:] = b"a" * 1000
+    b[:] = b"b" * 3000
+    assert bytes(a) == b"a" * 1000  # disjoint
+    first = arena.buf
+    c = arena.take(3 << 20)  # does not fit the first buffer: a new one, the old views intact
+    c[:4] = b"cccc"
+    assert arena.buf is not first and bytes(a) == b"a" * 1000 and bytes(b) == b"b" * 3000
+    kept = arena.buf
+    arena.reset()
+    assert arena.take(10).obj is kept  # reused after a reset
+    big = arena.take(5 << 20)  # over the cap: a one-off buffer
+    assert big.obj is not arena.buf and len(big) == 5 << 20 and arena.buf is kept
+    seen: list[int] = []
+    worker = threading.Thread(target=lambda: seen.append(len(vmod._ARENA.buf)))
+    vmod._ARENA.take(100)
+    worker.start()
+    worker.join()
+    assert seen == [0]  # another thread starts with its own, empty arena
+
+
+def test_rerank_batches_stacked_in_the_arena_match_a_join(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stacking into the arena gives the same arrays as joining the blobs; searches that read several batches
+    into it (and searches after them, reusing it) return the exact top k."""
+    ids, vecs = _corpus(200, 16, seed=8)
+    backend = VoyagerBackend(tmp_path / "index", n_rerank=20, exact_below_tokens=0, mutable_max_tokens=64)
+    oracle = MemoryBackend()
+    try:
+        backend.upsert(ids, vecs)
+        oracle.upsert(ids, [r.vectors for r in backend.get(ids, with_vectors=True)])
+        from colbert_adapters.backends import voyager as vmod
+
+        with backend._reader() as conn:
+            seqs = [r[0] for r in conn.execute("SELECT seq FROM docs WHERE segment IS NOT NULL LIMIT 50")]
+            rows = backend._blobs.fetch(conn, "vectors", seqs)
+        arena = vmod._Arena()
+        joined, stacked = backend._stack(rows), backend._stack(rows, arena=arena)
+        for x, y in zip(joined, stacked, strict=True):
+            np.testing.assert_array_equal(x, y)
+        monkeypatch.setattr(vmod, "_ARENA_MAX_BYTES", 64 << 10)  # a few batches per buffer
+        rng = np.random.default_rng(2)
+        for _ in range(6):
+            q = unit_multivector(rng, 4, 16)
+            got, want = backend.search(q, k=5), oracle.search(q, k=5)
+            assert [h.id for h in got] == [h.id for h in want]
+            np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
+    finally:
+        backend.close()
 
 
 def test_blob_cache_serves_from_memory_within_its_budget(tmp_path: Path) -> None:
