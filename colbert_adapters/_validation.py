@@ -24,6 +24,7 @@ __all__ = [
     "check_texts",
     "check_upsert_batch",
     "match_filter",
+    "positive_int",
 ]
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -244,3 +245,14 @@ def check_upsert_batch(
     if len(vectors) != n:
         raise InvalidInputError(f"got {len(vectors)} vectors for {n} ids; pass one (n_tokens, dim) array per id")
     return id_list, check_doc_texts(texts, n), check_metadatas(metadatas, n)
+
+
+def positive_int(value: object, name: str) -> int:
+    """Return ``value`` as an ``int`` if it is a positive integer (``bool`` excluded), else raise.
+
+    Raises:
+        InvalidInputError: naming ``name`` and the value given.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
+    return int(value)

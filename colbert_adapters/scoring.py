@@ -1,4 +1,4 @@
-"""MaxSim late-interaction scoring: the one place where the ColBERT similarity is computed.
+"""MaxSim late-interaction scoring: the public API (checked inputs, then a kernel of :mod:`._kernels`).
 
 The score of a document for a query is the sum, over the query's token vectors, of the best dot product
 with any of the document's token vectors (``sum_i max_j <q_i, d_j>``). With L2-normalised rows this is a
@@ -24,14 +24,18 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from . import _kernels
+from ._codecs import quantise_int8
+from ._kernels import MAX_CHUNK_ENTRIES as MAX_CHUNK_ENTRIES
+from ._kernels import ROW_CHUNK_BYTES as ROW_CHUNK_BYTES
+from ._kernels import flat_maxsim, int8_estimate, maxsim_stacked
 from ._validation import as_multivector, check_ids, check_k
 from .errors import DimensionMismatchError, InvalidInputError
 from .types import Hit, Metadata, MultiVector
@@ -51,14 +55,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Upper bound on the number of similarity entries (query tokens x document tokens) materialised at once
-#: by the numpy paths: 2**24 float32 entries = 64 MiB.
-MAX_CHUNK_ENTRIES = 1 << 24
-#: Rows per int8 product of :func:`maxsim_int8_estimate` (documents are not split across products).
-_ESTIMATE_ROWS = 4096
-#: Document token rows are scored in chunks of at most this many float32 bytes (float16 rows are widened chunk-wise).
-ROW_CHUNK_BYTES = 2 << 20
 
 _FloatArray = npt.NDArray[np.float32]
 
@@ -90,7 +86,7 @@ def maxsim(query: MultiVector | Any, documents: Sequence[MultiVector | Any]) -> 
     flat, offsets = _concat_documents(documents, q.shape[1])
     if offsets.shape[0] == 1:
         return np.zeros(0, dtype=np.float32)
-    scores: _FloatArray = _maxsim_stacked(q, np.array([0, q.shape[0]], dtype=np.int64), flat, offsets)[0]
+    scores: _FloatArray = maxsim_stacked(q, np.array([0, q.shape[0]], dtype=np.int64), flat, offsets)[0]
     return scores
 
 
@@ -146,9 +142,7 @@ def maxsim_flat(
         isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
     ):
         raise InvalidInputError(f"num_threads must be a positive int or None, got {num_threads!r}")
-    with _torch_threads(num_threads):
-        scores: _FloatArray = _maxsim_stacked(q, np.array([0, q.shape[0]], dtype=np.int64), flat, offs, scales)[0]
-    return scores
+    return flat_maxsim(q, flat, offs, scales, num_threads=num_threads)
 
 
 def maxsim_int8_estimate(
@@ -167,8 +161,8 @@ def maxsim_int8_estimate(
     scale ``s_i = max|query_i| / 127`` and the products are exact integer products (``torch._int_mm``: VNNI / AMX
     instructions, no float copy of the codes), so the one difference from :func:`maxsim_flat` on the same codes
     is the query's rounding: each similarity moves by at most ``s_i / 2 * row_scales[j] * sum(|codes[j]|)``.
-    Meant for choosing which candidates to score exactly (about 3x cheaper than the exact product on 384-d
-    codes here); where torch or its int8 product is unavailable the exact :func:`maxsim_flat` scores are returned.
+    Meant for choosing which candidates to score exactly (cheaper than the exact product: integer products, no
+    widening); where torch or its int8 product is unavailable the exact :func:`maxsim_flat` scores are returned.
 
     Args:
         query: float32 array-like ``(n_query_tokens, dim)``, finite.
@@ -202,87 +196,10 @@ def maxsim_int8_estimate(
             f"query_int8 must be quantise_int8(query): int8 codes {q.shape} and scales ({q.shape[0]},), got "
             f"{q_int8.dtype} codes {q_int8.shape} and scales {q_scales.shape}"
         )
-    estimate = _int8_estimate(q_scales, q_int8, flat, scales, offs, num_threads=num_threads)
+    estimate = int8_estimate(q_scales, q_int8, flat, scales, offs, num_threads=num_threads)
     if estimate is None:  # pragma: no cover - torch >= 2.4 has the int8 product
         return maxsim_flat(q, flat, offs, validate=False, row_scales=scales, num_threads=num_threads)
     return estimate
-
-
-def _int8_estimate(
-    q_scales: _FloatArray,
-    q_int8: npt.NDArray[np.int8],
-    flat: npt.NDArray[np.int8],
-    scales: _FloatArray,
-    offs: npt.NDArray[np.int64],
-    *,
-    num_threads: int | None,
-) -> _FloatArray | None:
-    """:func:`maxsim_int8_estimate` on checked arguments and a query already rounded to int8 (``quantise_int8``:
-    scales ``(n_q,)``, codes ``(n_q, dim)``); ``None`` where torch or its int8 product is unavailable.
-
-    The documents' codes are the product's left operand: ``(rows, dim) @ (dim, n_q)``, whose result is transposed
-    while it is converted to float32 (one pass), in groups of about ``_ESTIMATE_ROWS`` rows so that the transpose
-    stays in cache. The query on the left (``(n_q, dim) @ (dim, rows)``) repacks every document row as the right
-    operand: 1.84 vs 1.20 ms on 10,800 random 384-d rows and 20 query tokens, 11.1 vs 8.4 ms on 100,000 128-d rows
-    and 32 tokens (one thread).
-    """
-    n_docs = offs.shape[0] - 1
-    if n_docs == 0:
-        return np.zeros(0, dtype=np.float32)
-    torch = _torch_module()
-    if torch is False or not hasattr(torch, "_int_mm"):  # pragma: no cover - torch >= 2.4 has it
-        return None
-    q_right = torch.from_numpy(np.ascontiguousarray(q_int8.T))  # (dim, n_q)
-    if not flat.flags.writeable:
-        flat = np.array(flat)  # torch wraps writable memory only
-    n_q = q_int8.shape[0]
-    best = np.empty((n_q, n_docs), dtype=np.float32)
-    # Documents in groups of about _ESTIMATE_ROWS rows (fewer if MAX_CHUNK_ENTRIES bounds the (rows,
-    # n_query_tokens) int32 products lower): the transposing copy stays in cache. One group of 100,000 rows took
-    # 26 ms where groups of 4,096 took 8 (128-d, 32 query tokens; the query on the left, as before: 8).
-    rows_per_chunk = max(1, min(_ESTIMATE_ROWS, MAX_CHUNK_ENTRIES // 4 // n_q))
-    with _torch_threads(num_threads):
-        for d0, d1, r0, r1 in _doc_groups(offs, rows_per_chunk):
-            try:
-                prod = torch._int_mm(torch.from_numpy(flat[r0:r1]), q_right).numpy()
-            except RuntimeError:  # pragma: no cover - a torch build without the CPU int8 product
-                return None
-            sims = np.ascontiguousarray(prod.T, dtype=np.float32)  # (n_q, rows)
-            sims *= scales[None, r0:r1]
-            best[:, d0:d1] = np.maximum.reduceat(sims, offs[d0:d1] - r0, axis=1)
-    best *= q_scales[:, None]
-    scores: _FloatArray = best.sum(axis=0, dtype=np.float64).astype(np.float32)
-    return scores
-
-
-def _doc_groups(offsets: npt.NDArray[np.integer[Any]], max_rows: int) -> Iterator[tuple[int, int, int, int]]:
-    """Consecutive groups of documents (rows ``offsets``, ``(n_docs + 1,)``) of about ``max_rows`` rows each: yields
-    ``(d0, d1, r0, r1)``, documents ``d0:d1`` on rows ``r0:r1``; a document longer than ``max_rows`` is a group of
-    its own."""
-    n_docs = offsets.shape[0] - 1
-    d0 = 0
-    while d0 < n_docs:
-        d1 = max(d0 + 1, int(np.searchsorted(offsets, offsets[d0] + max_rows, side="right")) - 1)
-        yield d0, d1, int(offsets[d0]), int(offsets[d1])
-        d0 = d1
-
-
-def quantise_int8(arr: npt.NDArray[np.floating[Any]]) -> tuple[_FloatArray, npt.NDArray[np.int8]]:
-    """Symmetric per-row int8 quantisation of ``arr`` ``(n, dim)``: (scales ``(n,)`` float32, codes ``(n, dim)``).
-
-    Row ``i`` is ``codes[i] * scales[i]`` within ``scales[i] / 2`` per component (``scales[i]`` is the row's
-    largest magnitude over 127; an all-zero row gets scale 0 and zero codes).
-
-    Example:
-        >>> import numpy as np
-        >>> scales, codes = quantise_int8(np.array([[0.5, -0.25]], dtype=np.float32))
-        >>> codes.tolist(), float(scales[0] * 127)
-        ([[127, -64]], 0.5)
-    """
-    scales = (np.abs(arr).max(axis=1) / 127.0).astype(np.float32)
-    safe = np.where(scales > 0, scales, np.float32(1.0))
-    codes = np.clip(np.rint(arr / safe[:, None]), -127, 127).astype(np.int8)
-    return scales, codes
 
 
 def maxsim_batch(queries: Sequence[MultiVector | Any], documents: Sequence[MultiVector | Any]) -> _FloatArray:
@@ -323,13 +240,13 @@ def maxsim_batch(queries: Sequence[MultiVector | Any], documents: Sequence[Multi
     start = 0
     while start < len(qs):
         stop, tokens = start, 0
-        while stop < len(qs) and (stop == start or (tokens + qs[stop].shape[0]) * n_docs <= MAX_CHUNK_ENTRIES):
+        while stop < len(qs) and (stop == start or (tokens + qs[stop].shape[0]) * n_docs <= _kernels.MAX_CHUNK_ENTRIES):
             tokens += qs[stop].shape[0]
             stop += 1
         group = qs[start:stop]
         q_offsets = np.zeros(len(group) + 1, dtype=np.int64)
         np.cumsum([g.shape[0] for g in group], out=q_offsets[1:])
-        out[start:stop] = _maxsim_stacked(np.concatenate(group), q_offsets, flat, offsets)
+        out[start:stop] = maxsim_stacked(np.concatenate(group), q_offsets, flat, offsets)
         start = stop
     return out
 
@@ -402,127 +319,6 @@ def _check_offsets(offsets: Any, n_rows: int) -> npt.NDArray[np.int64]:
             f"(offsets[{bad}]={int(offs[bad])}, offsets[{bad + 1}]={int(offs[bad + 1])})"
         )
     return offs
-
-
-def _maxsim_stacked(
-    q_all: _FloatArray,
-    q_offsets: npt.NDArray[np.int64],
-    flat: npt.NDArray[Any],
-    offsets: npt.NDArray[np.int64],
-    row_scales: _FloatArray | None = None,
-) -> _FloatArray:
-    """Core kernel, inputs already validated.
-
-    ``q_all`` stacks the token vectors of several queries (``q_offsets`` splits them), ``flat`` those of the
-    documents (float32, float16, or int8 codes scaled by ``row_scales``). Returns ``(n_queries, n_docs)``.
-    Document token rows are processed in chunks; a document that straddles two chunks gets the maximum of its
-    partial maxima.
-    """
-    n_q_tokens = q_all.shape[0]
-    n_docs = offsets.shape[0] - 1
-    n_rows = flat.shape[0]
-    # (n_q_tokens, n_docs): queries times the transposed document rows put each query token's similarities in
-    # one contiguous row, so the per-document maxima are contiguous reductions along the last axis (about 5x
-    # faster than reducing the (rows, n_q_tokens) product along its first axis).
-    best = np.full((n_q_tokens, n_docs), -np.inf, dtype=np.float32)
-    # Cache-sized chunks of rows (the products of a chunk stay in cache for the reductions); float16 rows are
-    # widened a chunk at a time into one reused buffer instead of a full-size float32 copy.
-    rows_per_chunk = max(
-        1, min(MAX_CHUNK_ENTRIES // max(1, n_q_tokens), ROW_CHUNK_BYTES // (4 * max(1, flat.shape[1])))
-    )
-    chunk = min(rows_per_chunk, n_rows)
-    widen: _FloatArray | None = None
-    if flat.dtype != np.float32:
-        widen = np.empty((chunk, flat.shape[1]), dtype=np.float32)
-    sims_buf = np.empty(n_q_tokens * chunk, dtype=np.float32)
-    product = _product_kernel(q_all)
-    for r0 in range(0, n_rows, rows_per_chunk):
-        r1 = min(n_rows, r0 + rows_per_chunk)
-        rows = flat[r0:r1]
-        if widen is not None:
-            rows = _widen_half(rows, widen[: r1 - r0])
-        sims = product(rows, sims_buf[: n_q_tokens * (r1 - r0)].reshape(n_q_tokens, r1 - r0))
-        if row_scales is not None:
-            sims *= row_scales[None, r0:r1]
-        # Documents intersecting [r0, r1): from the one holding row r0 to the one holding row r1 - 1.
-        first = int(np.searchsorted(offsets, r0, side="right")) - 1
-        last = int(np.searchsorted(offsets, r1 - 1, side="right")) - 1
-        starts = np.maximum(offsets[first : last + 1], r0) - r0
-        part = np.maximum.reduceat(sims, starts, axis=1)  # (n_q_tokens, last - first + 1)
-        np.maximum(best[:, first : last + 1], part, out=best[:, first : last + 1])
-    # Accumulate the per-token maxima in float64 so long queries do not lose precision.
-    summed = np.add.reduceat(best.astype(np.float64), q_offsets[:-1], axis=0)  # (n_queries, n_docs)
-    return np.ascontiguousarray(summed, dtype=np.float32)
-
-
-_TORCH: Any = None
-
-
-def _torch_module() -> Any:
-    """torch (a core dependency, imported on first use), or ``False`` where it cannot be imported."""
-    global _TORCH
-    if _TORCH is None:
-        try:
-            import torch
-
-            _TORCH = torch
-        except ImportError:  # pragma: no cover - torch is a core dependency
-            _TORCH = False
-    return _TORCH
-
-
-@contextlib.contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run the block with ``num_threads`` torch intra-op threads in this thread (OpenMP settings are per thread)."""
-    torch: Any = _torch_module() if num_threads is not None else False
-    if torch is False:
-        yield
-        return
-    previous = torch.get_num_threads()
-    if previous == num_threads:
-        yield
-        return
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _product_kernel(q_all: _FloatArray) -> Any:
-    """A function ``(rows (r, dim), out (n_q, r)) -> out`` computing ``q_all @ rows.T`` into ``out``.
-
-    torch's CPU matrix product (MKL / oneDNN, using torch's intra-op threads) is 1.3x (one thread) to 2.8x (two)
-    faster than NumPy's OpenBLAS on these shapes; rows that torch cannot wrap without a copy (read-only or
-    non-contiguous arrays) go through NumPy. Both compute the same float32 products up to summation order.
-    """
-    torch = _torch_module()
-    q = np.array(q_all, dtype=np.float32, order="C")  # a small private copy torch may wrap (writeable)
-    tq = torch.from_numpy(q) if torch is not False else None
-
-    def product(rows: _FloatArray, out: _FloatArray) -> _FloatArray:
-        if tq is not None and rows.flags.writeable and rows.flags.c_contiguous and rows.dtype == np.float32:
-            torch.mm(tq, torch.from_numpy(rows).T, out=torch.from_numpy(out))
-        else:
-            np.matmul(q, rows.T, out=out)
-        return out
-
-    return product
-
-
-def _widen_half(src: npt.NDArray[Any], dst: _FloatArray) -> _FloatArray:
-    """Exact float16 (or int8) -> float32 conversion of ``src`` into ``dst`` (same shape); returns ``dst``.
-
-    NumPy converts half floats one element at a time (~2.5 ns per value, more than the matrix product that
-    follows); torch, a core dependency imported here on first use, converts with F16C / AVX-512 instructions
-    (~8x faster). Both are exact, so the result does not depend on which one ran.
-    """
-    torch = _torch_module()
-    if torch is not False and src.flags.writeable and all(st > 0 for st in src.strides):  # torch wraps strided views
-        torch.from_numpy(dst).copy_(torch.from_numpy(src))
-    else:
-        np.copyto(dst, src)
-    return dst
 
 
 # --------------------------------------------------------------------------------------------------- torch
@@ -633,7 +429,7 @@ def maxsim_padded_torch(
         return out
     # Chunk over documents to bound the (n_q, chunk, s, t) similarity tensor.
     per_doc = max(1, n_q * s * t)
-    step = max(1, MAX_CHUNK_ENTRIES // per_doc)
+    step = max(1, _kernels.MAX_CHUNK_ENTRIES // per_doc)
     neg_inf = torch.tensor(float("-inf"), dtype=out.dtype, device=documents.device)
     for b0 in range(0, n_d, step):
         b1 = min(n_d, b0 + step)

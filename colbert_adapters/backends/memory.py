@@ -41,6 +41,7 @@ from .._validation import as_multivector, check_filter, check_ids, check_k, chec
 from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
 from ..scoring import maxsim_flat
 from ..types import Filter, Hit, Metadata, MultiVector
+from ._files import fsync_dir, write_atomic
 from .base import Record
 
 __all__ = ["MemoryBackend"]
@@ -339,14 +340,14 @@ class MemoryBackend:
                 "offsets": f"offsets.{gen}.npy",
                 "docs": f"docs.{gen}.json",
             }
-            _write_atomic(target / files["vectors"], lambda f: np.save(f, flat, allow_pickle=False))
-            _write_atomic(target / files["offsets"], lambda f: np.save(f, offsets, allow_pickle=False))
+            write_atomic(target / files["vectors"], lambda f: np.save(f, flat, allow_pickle=False))
+            write_atomic(target / files["offsets"], lambda f: np.save(f, offsets, allow_pickle=False))
             docs_json = {
                 "ids": order,
                 "texts": [self._docs[i].text for i in order],
                 "metadatas": [self._docs[i].metadata for i in order],
             }
-            _write_atomic(target / files["docs"], lambda f: f.write(_json_bytes(docs_json)))
+            write_atomic(target / files["docs"], lambda f: f.write(_json_bytes(docs_json)))
             manifest = {
                 "format": _FORMAT,
                 "format_version": _FORMAT_VERSION,
@@ -356,8 +357,8 @@ class MemoryBackend:
                 "model_id": self.model_id,
                 "files": files,
             }
-            _write_atomic(target / _MANIFEST, lambda f: f.write(_json_bytes(manifest)))
-            _fsync_dir(target)
+            write_atomic(target / _MANIFEST, lambda f: f.write(_json_bytes(manifest)))
+            fsync_dir(target)
             for name in old_files:
                 if name not in files.values():
                     with contextlib.suppress(FileNotFoundError):  # removed concurrently
@@ -472,27 +473,3 @@ def _top_k(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
 
 def _json_bytes(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write via a temporary sibling file, fsync it, then ``os.replace`` it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,20 +1,22 @@
-"""Locks used by the persistent backends: an in-process reader/writer lock and an OS-level write lock.
+"""Files of the persistent backends: atomic writes, directory fsync, the OS-level write lock, a reader/writer lock.
 
-Private module: the public behaviour is documented on :class:`~colbert_adapters.backends.voyager.VoyagerBackend`.
+Private module: the public behaviour is documented on the backends (``VoyagerBackend``, ``MemoryBackend.save``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ..errors import IndexLockedError
 
-__all__ = ["FileWriteLock", "RWLock"]
+__all__ = ["FileWriteLock", "RWLock", "fsync_dir", "is_temp", "write_atomic"]
 
 
 class RWLock:
@@ -119,3 +121,37 @@ else:  # pragma: no cover - Windows
     def _unlock(f: IO[bytes]) -> None:
         f.seek(0)
         msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """Write ``path`` through ``write(file)`` on a temporary sibling, fsync it, then ``os.replace`` it into place.
+
+    A reader (or a crash) sees the old file or the new one, never a partial one. The temporary name is
+    ``.<name>.<uuid>.tmp`` (see :func:`is_temp`), so a crash leaves a recognisable stray.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync directory ``path`` so that renames and creations in it are durable (a no-op outside POSIX)."""
+    if os.name != "posix":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_temp(name: str) -> bool:
+    """Whether ``name`` is a temporary file of an interrupted atomic write (``.<name>.<uuid>.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")

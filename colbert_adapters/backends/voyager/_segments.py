@@ -1,0 +1,329 @@
+"""Segment life: sealing the mutable segment into an HNSW graph, folding and rebuilding segments.
+
+Writes are segmented (a log-structured design): an upsert commits its rows to SQLite in one transaction and puts
+the documents in a small in-memory *mutable segment* that is searched exactly. When the mutable segment reaches
+``mutable_max_tokens`` tokens it is *sealed* (:func:`seal`): its vectors are built into a new HNSW file, and one
+SQLite transaction assigns the documents to it. When there are more than ``max_segments`` sealed segments, the
+smaller ones are *folded* into a larger one (:func:`maintain`): their tokens are added to a copy of its graph
+(HNSW inserts are incremental) and its file is rewritten. The target is the largest segment that the others are
+not negligible against (they hold 1/``fold_ratio`` of its tokens), so a token is inserted into a graph a number of
+times that grows only logarithmically with the number of writes, and a trickle of small writes does not rewrite a
+large file each time. A segment is rebuilt without its dead tokens once ``compact_deleted_ratio`` of them belong to
+deleted or replaced documents. Nothing ever rebuilds the whole index for a small write.
+
+A segment file is written under a temporary name, fsync'ed and renamed into place before the transaction that
+references it commits; files no committed state references are removed at the next writable open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..._codecs import F32, decode_vectors
+from .._files import fsync_dir
+from ._db import rollback
+from ._layout import PROJECTED_FORMAT_VERSION, remove_orphans, segment_name, write_manifest
+from ._state import IndexState, MaintenanceEvent, Segment
+
+__all__ = ["STORAGE_TYPES", "build_segment", "compact", "maintain", "merge", "seal", "target_graph_dim"]
+
+logger = logging.getLogger("colbert_adapters.backends.voyager")
+
+#: How a segment's graph stores its vectors (``storage_data_type``).
+STORAGE_TYPES = ("float32", "float8", "e4m3")
+#: Tokens sampled to fit a segment's projection.
+PROJECTION_SAMPLE = 100_000
+
+
+def maintain(st: IndexState) -> None:
+    """Automatic sealing and merging after a write (write mutex held)."""
+    if st.mutable_tokens >= st.tuning.mutable_max_tokens:
+        seal(st)
+    for s in list(st.segments.values()):
+        if s.n_live_tokens == 0 or (s.n_tokens - s.n_live_tokens) >= st.tuning.compact_deleted_ratio * s.n_tokens:
+            merge(st, [s.id])
+    if len(st.segments) > st.tuning.max_segments:
+        # Fold the smaller segments into the largest segment that they are not negligible against: its
+        # graph is extended, not rebuilt (HNSW work only for the folded tokens), and a big segment's file
+        # is rewritten only once 1/FOLD_RATIO of its size has accumulated beside it.
+        group = sorted(st.segments.values(), key=lambda s: (-s.n_live_tokens, s.id))
+        while (
+            len(group) > 2 and st.tuning.fold_ratio * sum(s.n_live_tokens for s in group[1:]) < group[0].n_live_tokens
+        ):
+            group = group[1:]
+        base = group[0]
+        n_new = sum(s.n_live_tokens for s in group[1:])
+        merge(st, [s.id for s in group], into=base.id if extendable(st, base, n_new) else None)
+
+
+def storage_type(st: IndexState) -> Any:
+    voyager = st.voyager
+    return {
+        "float32": voyager.StorageDataType.Float32,
+        "float8": voyager.StorageDataType.Float8,
+        "e4m3": voyager.StorageDataType.E4M3,
+    }[st.storage]
+
+
+def beam(st: IndexState, n_tokens: int) -> int:
+    """HNSW construction beam of a segment that will hold ``n_tokens`` tokens."""
+    if st.ef_construction_large is not None and n_tokens > st.tuning.large_segment_tokens:
+        return st.ef_construction_large
+    return st.ef_construction
+
+
+def extendable(st: IndexState, seg: Segment, n_new: int) -> bool:
+    """Whether ``n_new`` tokens may be added to ``seg``'s graph: it was built with the settings that a graph
+    of the resulting size gets (a segment growing past ``large_segment_tokens`` is rebuilt once with the
+    larger beam)."""
+    index = seg.index
+    return bool(
+        (None if seg.proj is None else int(seg.proj.shape[0])) == target_graph_dim(st)
+        and index.M == st.M
+        and index.ef_construction == beam(st, seg.n_tokens + n_new)
+        and index.storage_data_type == storage_type(st)
+    )
+
+
+def build_segment(
+    st: IndexState, flat: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], *, base: Segment | None = None
+) -> tuple[int, str, Any, npt.NDArray[np.float32] | None]:
+    """Build an HNSW graph over ``flat`` ``(n, dim)`` under ``labels`` ``(n,)`` and write it atomically.
+
+    With ``base``, the tokens are added to a private copy of ``base``'s graph (loaded from its file, so
+    readers keep searching the original) instead of a new, empty one, projected as its tokens were.
+
+    Returns:
+        (segment id, file name, the graph, the ``(graph_dim, dim)`` projection it indexes or ``None``).
+    """
+    voyager = st.voyager
+    if base is not None:
+        index = voyager.Index.load(str(st.root / base.file))
+        proj = base.proj
+    else:
+        proj = fit_projection(st, flat)
+    if proj is not None:
+        flat = flat @ proj.T
+    if base is None:
+        index = voyager.Index(
+            voyager.Space.Cosine,
+            num_dimensions=flat.shape[1],
+            M=st.M,
+            ef_construction=beam(st, flat.shape[0]),
+            max_elements=max(1, flat.shape[0]),
+            storage_data_type=storage_type(st),
+        )
+    t0 = time.perf_counter()
+    index.add_items(flat, ids=labels, num_threads=st.tuning.num_threads)
+    sid = st.next_segment
+    name = segment_name(sid)
+    target = st.root / name
+    tmp = st.root / f".{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        index.save(str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(st.root)
+    logger.debug("built segment %s: %d tokens in %.2fs", name, flat.shape[0], time.perf_counter() - t0)
+    return sid, name, index, proj
+
+
+def target_graph_dim(st: IndexState) -> int | None:
+    """Dimensions a new segment's graph indexes: ``graph_dim`` when it projects, else ``None`` (all)."""
+    if st.graph_dim is None or st.dim is None or st.graph_dim >= st.dim:
+        return None
+    return st.graph_dim
+
+
+def fit_projection(st: IndexState, flat: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
+    """The ``(graph_dim, dim)`` projection of a new segment over ``flat``: its tokens' ``graph_dim`` principal
+    directions (uncentred: the graph compares directions through the origin), or ``None`` (full vectors)."""
+    p = target_graph_dim(st)
+    if p is None:
+        return None
+    sample = flat
+    if flat.shape[0] > PROJECTION_SAMPLE:
+        rng = np.random.default_rng(flat.shape[0])
+        sample = flat[np.sort(rng.choice(flat.shape[0], PROJECTION_SAMPLE, replace=False))]
+    gram = sample.T.astype(np.float64) @ sample.astype(np.float64)
+    _, vecs = np.linalg.eigh(gram)  # ascending eigenvalues
+    return np.ascontiguousarray(vecs[:, ::-1][:, :p].T, dtype=np.float32)
+
+
+def store_projection(st: IndexState, conn: sqlite3.Connection, sid: int, proj: npt.NDArray[np.float32] | None) -> None:
+    """Record segment ``sid``'s projection in the open transaction (format version 3 from then on)."""
+    if proj is None:
+        return
+    conn.execute("CREATE TABLE IF NOT EXISTS projections (segment INTEGER PRIMARY KEY, matrix BLOB NOT NULL)")
+    conn.execute("INSERT OR REPLACE INTO projections VALUES (?, ?)", (sid, proj.astype(F32).tobytes()))
+    if st.format_version < PROJECTED_FORMAT_VERSION:
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('format_version', ?)", (str(PROJECTED_FORMAT_VERSION),))
+
+
+def seal(st: IndexState) -> None:
+    """Turn the mutable segment into a sealed HNSW segment (write mutex held)."""
+    seqs = sorted(st.mutable)
+    if not seqs:
+        return
+    t0 = time.perf_counter()
+    arrays = [st.mutable[s][1] for s in seqs]
+    labels = np.concatenate(
+        [
+            np.arange(st.mutable[s][0], st.mutable[s][0] + a.shape[0], dtype=np.int64)
+            for s, a in zip(seqs, arrays, strict=True)
+        ]
+    )
+    flat = np.concatenate(arrays)
+    sid, name, index, proj = build_segment(st, flat, labels)
+    conn = st.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE docs SET segment = ? WHERE segment IS NULL", (sid,))
+        conn.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?)", (sid, name, len(labels), len(labels), len(seqs)))
+        store_projection(st, conn, sid, proj)
+        bump_generation(st, conn, next_segment=sid + 1)
+        with st.rw.write():
+            conn.execute("COMMIT")
+            if proj is not None:
+                st.format_version = max(st.format_version, PROJECTED_FORMAT_VERSION)
+            segments = dict(st.segments)
+            segments[sid] = Segment(sid, name, index, len(labels), len(labels), len(seqs), proj)
+            st.segments = segments
+            st.next_segment = sid + 1
+            st.generation += 1
+            st.mutable = {}
+            st.mutable_tokens = 0
+            st.mutable_cache = None
+            st.sealed_cache = None
+    except BaseException:
+        rollback(conn)
+        raise
+    write_manifest(st)
+    st.maintenance.append(MaintenanceEvent("seal", name, 0, len(labels), time.perf_counter() - t0))
+    logger.info("sealed %d documents (%d tokens) into %s", len(seqs), len(labels), name)
+
+
+def merge(st: IndexState, seg_ids: list[int], *, into: int | None = None) -> None:
+    """Merge ``seg_ids`` into one new segment (write mutex held).
+
+    Without ``into``, the live tokens of every segment are rebuilt into a new graph (deleted tokens are
+    reclaimed). With ``into`` (one of ``seg_ids``), the live tokens of the others are added to a copy of
+    that segment's graph, which keeps its dead tokens (reclaimed later by its deleted-ratio rebuild or by
+    ``VoyagerBackend.compact``).
+    """
+    t0 = time.perf_counter()
+    conn = st.conn
+    seg_json = json.dumps(seg_ids)
+    base = st.segments[into] if into is not None else None
+    read_json = json.dumps([s for s in seg_ids if s != into])
+    arrays: list[npt.NDArray[np.float32]] = []
+    labels: list[npt.NDArray[np.int64]] = []
+    n_docs = 0
+    dim = st.dim or 0
+    for first, n_tok, blob, residual in conn.execute(
+        f"SELECT first_label, n_tokens, {st.vector_cols} FROM docs "
+        "WHERE segment IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        (read_json,),
+    ):
+        arrays.append(decode_vectors(blob, n_tok, dim, st.vector_dtype, residual))
+        labels.append(np.arange(first, first + n_tok, dtype=np.int64))
+        n_docs += 1
+    new: Segment | None = None
+    if base is not None and not arrays:
+        seg_ids = [s for s in seg_ids if s != into]  # nothing to add: just drop the empty segments
+        seg_json = read_json
+    elif arrays:
+        flat = np.concatenate(arrays)
+        lab = np.concatenate(labels)
+        del arrays
+        sid, name, index, proj = build_segment(st, flat, lab, base=base)
+        if base is None:
+            new = Segment(sid, name, index, len(lab), len(lab), n_docs, proj)
+        else:
+            new = Segment(
+                sid,
+                name,
+                index,
+                base.n_tokens + len(lab),
+                base.n_live_tokens + len(lab),
+                base.n_docs + n_docs,
+                proj,
+            )
+    old_files = [st.segments[s].file for s in seg_ids]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if new is not None:
+            conn.execute(
+                "UPDATE docs SET segment = ? WHERE segment IN (SELECT value FROM json_each(?))", (new.id, seg_json)
+            )
+            conn.execute(
+                "INSERT INTO segments VALUES (?, ?, ?, ?, ?)",
+                (new.id, new.file, new.n_tokens, new.n_live_tokens, new.n_docs),
+            )
+            store_projection(st, conn, new.id, new.proj)
+        conn.execute("DELETE FROM segments WHERE id IN (SELECT value FROM json_each(?))", (seg_json,))
+        if any(st.segments[s].proj is not None for s in seg_ids):
+            conn.execute("DELETE FROM projections WHERE segment IN (SELECT value FROM json_each(?))", (seg_json,))
+        next_segment = st.next_segment + (1 if new is not None else 0)
+        bump_generation(st, conn, next_segment=next_segment)
+        with st.rw.write():
+            conn.execute("COMMIT")
+            if new is not None and new.proj is not None:
+                st.format_version = max(st.format_version, PROJECTED_FORMAT_VERSION)
+            segments = {k: v for k, v in st.segments.items() if k not in seg_ids}
+            if new is not None:
+                segments[new.id] = new
+            st.segments = segments
+            st.next_segment = next_segment
+            st.generation += 1
+    except BaseException:
+        rollback(conn)
+        raise
+    for name in old_files:
+        with contextlib.suppress(FileNotFoundError):
+            (st.root / name).unlink()
+    st.db.checkpoint()
+    write_manifest(st)
+    if new is not None:
+        kind, base_tokens = ("rebuild", 0) if base is None else ("fold", base.n_tokens)
+        elapsed = time.perf_counter() - t0
+        st.maintenance.append(MaintenanceEvent(kind, new.file, base_tokens, new.n_tokens - base_tokens, elapsed))
+    logger.info(
+        "merged segments %s into %s (%d live tokens)",
+        seg_ids,
+        new.file if new is not None else "nothing",
+        new.n_tokens if new is not None else 0,
+    )
+
+
+def bump_generation(st: IndexState, conn: sqlite3.Connection, *, next_segment: int) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(st.generation + 1),))
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_segment', ?)", (str(next_segment),))
+
+
+def compact(st: IndexState) -> None:
+    """Seal the mutable segment, merge all segments into one without dead tokens, shrink the files (write mutex
+    held). Readers keep searching the old segments until the new one is committed; a crash leaves either state."""
+    if st.mutable:
+        seal(st)
+    segs = list(st.segments.values())
+    if len(segs) > 1 or any(s.n_live_tokens < s.n_tokens for s in segs):
+        merge(st, [s.id for s in segs])
+    conn = st.conn
+    conn.execute("PRAGMA incremental_vacuum")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    remove_orphans(st)
