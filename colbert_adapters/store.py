@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from ._validation import check_filter, check_ids, check_k, check_metadatas, check_texts
-from .backends import Backend, Record, backend_class
+from ._validation import as_multivector, check_filter, check_ids, check_k, check_metadatas, check_texts
+from .backends import Backend, Record, backend_factory, detect_backend, open_backend
 from .errors import CollectionConfigError, DimensionMismatchError, InvalidInputError
 from .types import Encoder, Filter, Hit, Metadata, MultiVector
 
@@ -38,7 +39,8 @@ class MultiVectorStore:
             :class:`~colbert_adapters.encoder.ColBERTEncoder` or
             :class:`~colbert_adapters.testing.FakeEncoder`.
         backend: a backend instance (preferred), or a registered name (``"memory"``, ``"voyager"``,
-            ``"qdrant"``; see :data:`colbert_adapters.backends.BACKENDS`).
+            ``"qdrant"``, ``"qdrant-edge"``, ``"qdrant-url"``, ``"qdrant-local"``; see
+            :data:`colbert_adapters.backends.OPENERS`).
         **backend_kwargs: constructor arguments when ``backend`` is a name. When the backend's constructor
             takes ``dim`` and it is not given, the encoder's ``dim`` is passed.
 
@@ -63,10 +65,10 @@ class MultiVectorStore:
                 f"encode_documents), got {type(encoder).__name__}"
             )
         if isinstance(backend, str):
-            cls = backend_class(backend)
-            if "dim" not in backend_kwargs and _accepts_kwarg(cls, "dim"):
+            factory = backend_factory(backend)
+            if "dim" not in backend_kwargs and _accepts_kwarg(factory, "dim"):
                 backend_kwargs["dim"] = encoder.dim
-            backend_obj = cls(**backend_kwargs)
+            backend_obj = factory(**backend_kwargs)
         else:
             if backend_kwargs:
                 raise InvalidInputError(
@@ -76,8 +78,8 @@ class MultiVectorStore:
             backend_obj = backend
         if not isinstance(backend_obj, Backend):
             raise InvalidInputError(
-                "backend must implement the Backend protocol (dim, upsert, delete, get, search, count, "
-                f"close), got {type(backend_obj).__name__}"
+                "backend must implement the Backend protocol (dim, upsert, delete, get, search, ids, clear, "
+                f"count, close, __enter__, __exit__), got {type(backend_obj).__name__}"
             )
         if backend_obj.dim is not None and backend_obj.dim != encoder.dim:
             raise DimensionMismatchError(
@@ -98,6 +100,67 @@ class MultiVectorStore:
         self._backend: Backend = backend_obj
         self._closed = False
 
+    @classmethod
+    def open(
+        cls,
+        location: str | os.PathLike[str],
+        encoder: Encoder | None = None,
+        *,
+        read_only: bool = False,
+        device: str | None = None,
+        **backend_kwargs: Any,
+    ) -> MultiVectorStore:
+        """Reopen an existing index: a directory made by ``colbert-adapters index``, a Voyager, Qdrant Edge or saved
+        MemoryBackend directory, or a Qdrant server URL (what it holds is detected from its files).
+
+        Args:
+            location: the index directory or ``http(s)://`` URL.
+            encoder: the encoder the index was built with. ``None``: load the model that a
+                ``colbert-adapters index`` directory records (other indexes record only a model id, so they
+                need one).
+            read_only: open without writing where the backend allows it (Voyager: no write lock).
+            device: device for an encoder loaded here.
+            **backend_kwargs: passed to the backend (e.g. ``collection_name=`` for a URL, ``k_token=``).
+
+        Returns:
+            The store; a saved memory index is loaded into memory (save it again with ``store.backend.save``).
+
+        Raises:
+            CollectionConfigError: ``location`` is not an index, or ``encoder`` is another model than the index's.
+            InvalidInputError: no encoder is given and the index does not record a loadable model.
+            MissingDependencyError: the backend's optional dependency is missing.
+
+        Example:
+            >>> import tempfile
+            >>> from colbert_adapters.testing import FakeEncoder
+            >>> path = tempfile.mkdtemp()
+            >>> with MultiVectorStore(FakeEncoder(dim=16)) as store:
+            ...     _ = store.add(["the cat sat"], ids=["cat"])
+            ...     _ = store.backend.save(path)
+            >>> with MultiVectorStore.open(path, FakeEncoder(dim=16)) as reopened:
+            ...     reopened.ids()
+            ['cat']
+        """
+        from . import _index_dir
+
+        manifest = _index_dir.read_manifest(location) if not _is_url(location) else None
+        if manifest is not None:
+            if encoder is None:
+                encoder = _index_dir.load_encoder(manifest["model"], manifest.get("settings", {}), device)
+            backend = _index_dir.open_backend(manifest, location, encoder.dim, read_only=read_only)
+        else:
+            if encoder is None:
+                raise InvalidInputError(
+                    f"{location} ({detect_backend(location)}) records only a model id, not a model to load; pass "
+                    "encoder= (the encoder the index was built with)"
+                )
+            backend = open_backend(location, read_only=read_only, **backend_kwargs)
+        try:
+            return cls(encoder, backend)
+        except BaseException:
+            backend.close()
+            raise
+
     @property
     def encoder(self) -> Encoder:
         """The encoder."""
@@ -116,6 +179,7 @@ class MultiVectorStore:
         *,
         batch_size: int = 32,
         show_progress: bool | None = None,
+        encode_texts: Sequence[str] | None = None,
     ) -> list[str]:
         """Encode documents and insert (or replace) them.
 
@@ -130,6 +194,9 @@ class MultiVectorStore:
             batch_size: encoder batch size.
             show_progress: show a tqdm progress bar; ``None`` shows one from
                 :attr:`PROGRESS_THRESHOLD` texts on.
+            encode_texts: one text per document to encode instead of the stored one (e.g. the content with its
+                metadata, as LlamaIndex embeds a node, while the text stored and returned stays the content);
+                ``None`` encodes ``texts``.
 
         Returns:
             The ids, in input order. An empty ``texts`` returns ``[]`` and does nothing.
@@ -148,6 +215,9 @@ class MultiVectorStore:
             if len(id_list) != n:
                 raise InvalidInputError(f"got {len(id_list)} ids for {n} texts; pass one id per text (or ids=None)")
         meta_list = check_metadatas(metadatas, n)
+        to_encode = text_list if encode_texts is None else check_texts(encode_texts, what="encode_texts")
+        if len(to_encode) != n:
+            raise InvalidInputError(f"got {len(to_encode)} encode_texts for {n} texts; pass one per text")
         if n == 0:
             return []
         self._check_open()
@@ -161,7 +231,7 @@ class MultiVectorStore:
         try:
             for start in range(0, n, chunk):
                 stop = min(n, start + chunk)
-                vectors = self._encoder.encode_documents(text_list[start:stop], batch_size=batch_size)
+                vectors = self._encoder.encode_documents(to_encode[start:stop], batch_size=batch_size)
                 self._check_encoded(vectors, stop - start)
                 self._backend.upsert(
                     id_list[start:stop], vectors, texts=text_list[start:stop], metadatas=meta_list[start:stop]
@@ -193,6 +263,41 @@ class MultiVectorStore:
                 f"query must be a str, got {type(query).__name__}; use search_batch() for several queries"
             )
         return self.search_batch([query], k=k, filter=filter)[0]
+
+    def encode_query(self, query: str) -> MultiVector:
+        """The query's token vectors, float32 ``(n_query_tokens, dim)`` (what :meth:`search` scores with).
+
+        Raises:
+            InvalidInputError: ``query`` is not a non-blank ``str``.
+        """
+        if not isinstance(query, str):
+            raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
+        if not query.strip():
+            raise InvalidInputError("the query is empty or blank; pass at least one word")
+        self._check_open()
+        vectors = self._encoder.encode_queries([query])
+        self._check_encoded(vectors, 1)
+        return vectors[0]
+
+    def search_by_vectors(self, query_vectors: MultiVector, k: int = 10, filter: Filter | None = None) -> list[Hit]:
+        """Search with query token vectors already encoded (e.g. by :meth:`encode_query`).
+
+        Args:
+            query_vectors: float32 ``(n_query_tokens, dim)``.
+            k: number of hits (>= 1).
+            filter: as for :meth:`search`.
+
+        Returns:
+            Up to ``k`` hits by descending MaxSim score.
+
+        Raises:
+            InvalidInputError: bad vectors, ``k`` or filter.
+            DimensionMismatchError: the vectors' dimension differs from the encoder's.
+        """
+        k = check_k(k)
+        check_filter(filter)
+        self._check_open()
+        return self._backend.search(as_multivector(query_vectors, dim=self._encoder.dim), k=k, filter=filter)
 
     def search_batch(
         self, queries: Sequence[str], k: int = 10, filter: Filter | None = None, *, batch_size: int = 32
@@ -234,6 +339,16 @@ class MultiVectorStore:
         """Stored documents in the order asked, skipping unknown ids (vectors only when ``with_vectors``)."""
         self._check_open()
         return self._backend.get(check_ids(ids, allow_duplicates=True), with_vectors=with_vectors)
+
+    def ids(self) -> list[str]:
+        """Every stored id (a snapshot)."""
+        self._check_open()
+        return list(self._backend.ids())
+
+    def clear(self) -> None:
+        """Remove every document; the backend keeps its configuration and recorded model."""
+        self._check_open()
+        self._backend.clear()
 
     def count(self) -> int:
         """Number of stored documents."""
@@ -285,9 +400,13 @@ def _check_batch_size(batch_size: object) -> None:
         raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
-def _accepts_kwarg(cls: type[Any], name: str) -> bool:
+def _is_url(location: str | os.PathLike[str]) -> bool:
+    return os.fspath(location).startswith(("http://", "https://"))
+
+
+def _accepts_kwarg(factory: Any, name: str) -> bool:
     try:
-        params = inspect.signature(cls).parameters
+        params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
         return False
     return name in params

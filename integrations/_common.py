@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -25,7 +24,6 @@ from ..types import Encoder, Filter, Hit, MultiVector
 __all__ = [
     "RerankResult",
     "check_query",
-    "delete_all",
     "normalized_relevance",
     "rerank_texts",
     "resolve_store",
@@ -112,8 +110,8 @@ def search_with_query_length(
     check_filter(filter)
     if store.count() == 0:
         return [], 0
-    (qv,) = store.encoder.encode_queries([query])
-    return store.backend.search(qv, k=k, filter=filter), int(qv.shape[0])
+    qv = store.encode_query(query)
+    return store.search_by_vectors(qv, k=k, filter=filter), int(qv.shape[0])
 
 
 def normalized_relevance(mean_token_score: float) -> float:
@@ -124,30 +122,6 @@ def normalized_relevance(mean_token_score: float) -> float:
     identical document token.
     """
     return float(min(1.0, max(0.0, (mean_token_score + 1.0) / 2.0)))
-
-
-def delete_all(store: MultiVectorStore) -> None:
-    """Remove every document from the store's backend.
-
-    Uses the backend's ``clear()`` when it has one, else deletes the ids listed by ``ids()``.
-
-    Raises:
-        InvalidInputError: the backend offers neither (the Backend protocol does not require them).
-    """
-    backend: Any = store.backend
-    clear = getattr(backend, "clear", None)
-    if callable(clear):
-        clear()
-        return
-    list_ids = getattr(backend, "ids", None)
-    if callable(list_ids):
-        ids = list(list_ids())
-        if ids:
-            store.delete(ids)
-        return
-    raise InvalidInputError(
-        f"{type(backend).__name__} cannot enumerate its documents (no clear() or ids()); delete by ids instead"
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,14 +140,14 @@ def rerank_texts(
     ids: Sequence[str | None],
     *,
     encoder: Encoder,
-    backend: Backend | None,
+    store: MultiVectorStore | None,
     top_n: int | None,
     batch_size: int = 32,
     stored_texts: Sequence[str] | None = None,
 ) -> RerankResult:
     """Score candidate texts against a query with exact MaxSim (``scoring.rerank``) and keep the best.
 
-    Token vectors are reused instead of re-encoding when ``backend`` holds a document with the same id *and*
+    Token vectors are reused instead of re-encoding when ``store`` holds a document with the same id *and*
     the same text (so a stale or foreign id never reuses wrong vectors). Every other text is encoded in
     one batched call. Candidates without an id are simply encoded.
 
@@ -182,7 +156,7 @@ def rerank_texts(
         texts: ``n`` candidate texts.
         ids: ``n`` ids (``None`` or ``""`` for unknown).
         encoder: encodes the query and the texts that cannot be reused.
-        backend: where stored vectors may be reused from, or ``None``.
+        store: where stored vectors may be reused from, or ``None``.
         top_n: keep the best ``top_n`` (``None``: all).
         batch_size: encoder batch size.
         stored_texts: the text each candidate is stored under, when it differs from the text to encode
@@ -201,10 +175,10 @@ def rerank_texts(
     if n == 0:
         return RerankResult([], 0, 0, 0)
     vectors: list[MultiVector | None] = [None] * n
-    if backend is not None:
+    if store is not None:
         known = [i for i in range(n) if ids[i]]
         if known:
-            records = backend.get(list(dict.fromkeys(str(ids[i]) for i in known)), with_vectors=True)
+            records = store.get(list(dict.fromkeys(str(ids[i]) for i in known)), with_vectors=True)
             by_id = {r.id: r for r in records}
             for i in known:
                 rec = by_id.get(str(ids[i]))

@@ -51,7 +51,6 @@ from ..store import MultiVectorStore  # noqa: E402
 from ..types import Encoder, Hit  # noqa: E402
 from ._common import (  # noqa: E402
     check_query,
-    delete_all,
     normalized_relevance,
     rerank_texts,
     resolve_store,
@@ -228,7 +227,7 @@ class ColBERTRerank(BaseDocumentCompressor):
             [d.page_content for d in docs],
             [d.id for d in docs],
             encoder=self.encoder,
-            backend=None if self.store is None else self.store.backend,
+            store=self.store,
             top_n=self.top_n,
             batch_size=self.batch_size,
         )
@@ -337,7 +336,7 @@ class ColBERTVectorStore(VectorStore):
             ``True``.
         """
         if ids is None:
-            delete_all(self._store)
+            self._store.clear()
         else:
             self._store.delete(list(ids))
         return True

@@ -76,7 +76,7 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict  # noqa: E402
 
 from .._validation import check_filter, check_k  # noqa: E402
-from ..backends import BACKENDS  # noqa: E402
+from ..backends import BACKENDS, open_backend  # noqa: E402
 from ..backends.base import Backend  # noqa: E402
 from ..errors import CollectionConfigError, InvalidInputError  # noqa: E402
 from ..store import MultiVectorStore  # noqa: E402
@@ -360,7 +360,7 @@ class ColBERTRerank(BaseNodePostprocessor):
                 [n.node.node_id for n in nodes],
                 stored_texts=[n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes],
                 encoder=self._encoder,
-                backend=None if self._store is None else self._store.backend,
+                store=self._store,
                 top_n=self.top_n,
                 batch_size=self.batch_size,
             )
@@ -407,9 +407,6 @@ class ColBERTIndex(BaseManagedIndex):
         >>> [n.node.get_content() for n in response.source_nodes]
         ['Paris is in France.']
     """
-
-    #: Texts encoded and written per step.
-    WRITE_CHUNK = 1024
 
     def __init__(
         self,
@@ -501,18 +498,15 @@ class ColBERTIndex(BaseManagedIndex):
 
     def _insert(self, nodes: Sequence[BaseNode], **insert_kwargs: Any) -> None:
         node_list = list(nodes)
-        encoder, backend = self._store.encoder, self._store.backend
-        for start in range(0, len(node_list), self.WRITE_CHUNK):
-            chunk = node_list[start : start + self.WRITE_CHUNK]
-            vectors = encoder.encode_documents(
-                [n.get_content(metadata_mode=MetadataMode.EMBED) for n in chunk], batch_size=self._batch_size
-            )
-            backend.upsert(
-                [n.node_id for n in chunk],
-                vectors,
-                texts=[n.get_content(metadata_mode=MetadataMode.NONE) for n in chunk],
-                metadatas=[node_to_metadata_dict(n, remove_text=True) for n in chunk],
-            )
+        # The node's content with its metadata is encoded (as LlamaIndex embeds it); its raw text is stored.
+        self._store.add(
+            [n.get_content(metadata_mode=MetadataMode.NONE) for n in node_list],
+            ids=[n.node_id for n in node_list],
+            metadatas=[node_to_metadata_dict(n, remove_text=True) for n in node_list],
+            encode_texts=[n.get_content(metadata_mode=MetadataMode.EMBED) for n in node_list],
+            batch_size=self._batch_size,
+            show_progress=False,
+        )
         logger.debug("ColBERTIndex: inserted %d nodes", len(node_list))
 
     def _delete_node(self, node_id: str, **delete_kwargs: Any) -> None:
@@ -635,9 +629,7 @@ class ColBERTIndex(BaseManagedIndex):
             target = manifest.get("backend")
             if target not in BACKENDS.values():  # never import an arbitrary class named in a file
                 raise CollectionConfigError(f"{manifest_path} names an unknown backend {target!r}; pass backend=")
-            module_name, _, class_name = str(target).partition(":")
-            backend_cls = getattr(__import__(module_name, fromlist=[class_name]), class_name)
-            backend = backend_cls.load(root / _BACKEND_DIR)
+            backend = open_backend(root / _BACKEND_DIR)
         storage_context = StorageContext.from_defaults(persist_dir=str(root))
         index_struct = storage_context.index_store.get_index_struct(manifest.get("index_id"))
         if not isinstance(index_struct, IndexDict):

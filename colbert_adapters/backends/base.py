@@ -15,13 +15,17 @@ Semantics every implementation follows:
 * ``search`` returns at most ``k`` hits sorted by descending score (higher is better); ties keep
   insertion order. A filter ``{"field": value}`` / ``{"field": [v1, v2]}`` restricts the candidates
   (AND across fields, membership within a list) and still returns ``k`` hits when ``k`` documents match.
-* ``count`` is the number of live documents; ``close`` releases files and locks (idempotent).
+* ``ids`` lists every stored id (a snapshot, insertion order where the backend keeps one); ``clear`` removes
+  every document but keeps the backend's configuration (dimension, recorded model).
+* ``count`` is the number of live documents; ``close`` releases files and locks (idempotent); every backend is a
+  context manager that closes on exit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from ..types import Filter, Hit, Metadata, MultiVector
@@ -77,10 +81,28 @@ class Backend(Protocol):
         """Top ``k`` documents by MaxSim against ``query_vectors`` (``(n_query_tokens, dim)``)."""
         ...
 
+    def ids(self) -> list[str]:
+        """Every stored id (a snapshot)."""
+        ...
+
+    def clear(self) -> None:
+        """Remove every document; the dimension and the recorded model stay."""
+        ...
+
     def count(self) -> int:
         """Number of live documents."""
         ...
 
     def close(self) -> None:
         """Flush and release resources. Idempotent."""
+        ...
+
+    def __enter__(self) -> Backend:
+        """Return the backend itself (``with`` closes it on exit)."""
+        ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Close the backend."""
         ...

@@ -29,9 +29,10 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -276,10 +277,10 @@ class MemoryBackend:
         with self._lock:
             return isinstance(doc_id, str) and doc_id in self._docs
 
-    def ids(self) -> Iterator[str]:
-        """Iterate over the stored ids in insertion order (a snapshot taken when called)."""
+    def ids(self) -> list[str]:
+        """The stored ids in insertion order (a snapshot taken when called)."""
         with self._lock:
-            return iter(list(self._docs))
+            return list(self._docs)
 
     def clear(self) -> None:
         """Remove every document. The dimension stays fixed."""
@@ -287,6 +288,14 @@ class MemoryBackend:
             self._check_open()
             self._docs.clear()
             self._cache = None
+
+    def __enter__(self) -> MemoryBackend:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"MemoryBackend(dim={self._dim}, count={len(self._docs)}, model_id={self.model_id!r})"

@@ -1,0 +1,125 @@
+"""Index directories made by ``colbert-adapters index``: a manifest naming the model and the backend, and the data.
+
+Layout::
+
+    colbert-index.json   {"format": 1, "model": hub id or absolute path, "model_id", "dim", "backend": an
+                         OPENERS name, "settings": {"document_length", "query_length"}, and for "qdrant-url"
+                         "url" and "collection"}
+    data/                the backend's own directory (Voyager, Qdrant Edge, a saved MemoryBackend); absent for a
+                         server collection
+
+The CLI writes and reads them; :meth:`colbert_adapters.store.MultiVectorStore.open` reads them. Backends are
+opened through the registry (:mod:`colbert_adapters.backends`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from .backends import OPENERS, Backend, MemoryBackend, resolve_backend
+from .errors import ColBERTError, CollectionConfigError
+
+__all__ = [
+    "DATA",
+    "MANIFEST",
+    "close_backend",
+    "load_encoder",
+    "model_ref",
+    "open_backend",
+    "read_manifest",
+    "write_manifest",
+]
+
+logger = logging.getLogger("colbert_adapters.cli")
+
+MANIFEST = "colbert-index.json"
+DATA = "data"
+
+
+def read_manifest(index_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest of ``index_dir``, or ``None`` when it has none.
+
+    Raises:
+        ColBERTError: the manifest is unreadable or not an index manifest.
+    """
+    path = os.path.join(index_dir, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ColBERTError(f"{path} is unreadable ({err}); it is not a colbert-adapters index") from err
+    if not isinstance(data, dict) or "backend" not in data:
+        raise ColBERTError(f"{path} is not a colbert-adapters index manifest")
+    return data
+
+
+def write_manifest(index_dir: str | os.PathLike[str], data: dict[str, Any]) -> None:
+    """Replace the manifest of ``index_dir`` (written to a temporary file, then renamed)."""
+    path = os.path.join(index_dir, MANIFEST)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def model_ref(model: str) -> str:
+    """How a model is recorded: a local checkpoint by absolute path (the index reopens from any working
+    directory), a hub id as given."""
+    return os.path.abspath(model) if os.path.isdir(model) else model
+
+
+def load_encoder(model: str, settings: dict[str, Any], device: str | None) -> Any:
+    """The :class:`~colbert_adapters.encoder.ColBERTEncoder` a manifest records (``settings``: its lengths)."""
+    from .encoder import ColBERTEncoder
+
+    kwargs = {k: settings[k] for k in ("document_length", "query_length") if settings.get(k) is not None}
+    logger.info("loading model %s", model)
+    return ColBERTEncoder.from_pretrained(model, device=device, **kwargs)
+
+
+def open_backend(
+    manifest: dict[str, Any], index_dir: str | os.PathLike[str], dim: int | None, *, read_only: bool = False
+) -> Backend:
+    """Open the backend a manifest names, on ``index_dir/data`` (or the server it records).
+
+    A memory index is loaded from its saved data when there is some, else created empty (``dim``).
+
+    Raises:
+        ColBERTError: the manifest names an unknown backend.
+        MissingDependencyError: the backend's optional dependency is missing.
+    """
+    kind = manifest["backend"]
+    opener = OPENERS.get(kind)
+    data = os.path.join(index_dir, DATA)
+    if opener is None:
+        raise ColBERTError(f"unknown backend {kind!r} in {os.path.join(index_dir, MANIFEST)}")
+    if opener.name == "memory":
+        if os.path.isfile(os.path.join(data, "manifest.json")):
+            return MemoryBackend.load(data)
+        return MemoryBackend(dim)
+    if opener.location == "url":
+        return resolve_backend(
+            kind,
+            url=manifest["url"],
+            dim=dim,
+            collection_name=manifest.get("collection", "colbert"),
+            api_key=os.environ.get("QDRANT_API_KEY") or None,
+        )
+    if opener.name == "voyager":
+        return resolve_backend(kind, path=data, dim=dim, read_only=read_only and os.path.isdir(data))
+    if opener.location == "directory":
+        return resolve_backend(kind, path=data, dim=dim)
+    raise CollectionConfigError(f"backend {kind!r} cannot back an index directory; use voyager, qdrant-edge or memory")
+
+
+def close_backend(manifest: dict[str, Any], index_dir: str | os.PathLike[str], backend: Any, *, save: bool) -> None:
+    """Close the backend of an index directory, saving a memory index's data first when ``save``."""
+    if save and manifest["backend"] == "memory":
+        backend.save(os.path.join(index_dir, DATA))
+    backend.close()
