@@ -1,0 +1,304 @@
+"""``colbert-adapters index | search | info``: index directories (see :mod:`colbert_adapters._index_dir`)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .._index_dir import (
+    MANIFEST,
+    close_backend,
+    load_encoder,
+    model_ref,
+    open_backend,
+    read_manifest,
+    write_manifest,
+)
+from ..backends import OPENERS
+from ..errors import ColBERTError, CollectionConfigError, InvalidInputError
+from ._common import (
+    DEFAULT_MODEL,
+    EXIT_ERROR,
+    EXIT_OK,
+    Subparsers,
+    UsageError,
+    add_model_options,
+    logger,
+    print_json,
+    report_errors,
+)
+
+__all__ = ["add_index_commands", "open_index", "require_manifest"]
+
+#: Backends an index directory can use (``--backend``).
+INDEX_BACKENDS = tuple(n for n, o in OPENERS.items() if o.location in ("directory", "url") or n == "memory")
+
+
+def require_manifest(index_dir: str) -> dict[str, Any]:
+    """The manifest of ``index_dir``; raise a :class:`ColBERTError` saying how to create an index when absent."""
+    manifest = read_manifest(index_dir)
+    if manifest is None:
+        raise ColBERTError(f"{index_dir} is not an index (no {MANIFEST}); create it with: colbert-adapters index")
+    return manifest
+
+
+def _default_backend() -> str:
+    return "voyager" if importlib.util.find_spec("voyager") is not None else "memory"
+
+
+def _check_model(manifest: dict[str, Any], encoder: Any, index_dir: str) -> None:
+    stored = manifest.get("model_id")
+    if stored and stored != encoder.model_id:
+        raise CollectionConfigError(
+            f"{index_dir} was indexed with model {manifest.get('model')!r} ({stored}) but --model gives "
+            f"{encoder.model_id}; use the same model (or omit --model), or index into a new directory"
+        )
+
+
+def open_index(args: argparse.Namespace, *, creating: bool) -> tuple[dict[str, Any], Any]:
+    """(manifest, encoder) of an existing index, or of a new one when ``creating``."""
+    manifest = read_manifest(args.index)
+    if manifest is None:
+        if not creating:
+            raise ColBERTError(f"{args.index} is not an index (no {MANIFEST}); create it with: colbert-adapters index")
+        backend = args.backend or _default_backend()
+        if backend == "qdrant-url" and not args.url:
+            raise UsageError("--backend qdrant-url needs --url http://host:6333")
+        if args.url and backend != "qdrant-url":
+            if args.backend is not None:
+                raise UsageError("--url only applies to --backend qdrant-url")
+            backend = "qdrant-url"
+        manifest = {
+            "format": 1,
+            "model": model_ref(args.model or DEFAULT_MODEL),
+            "backend": backend,
+            "settings": {"document_length": args.document_length, "query_length": args.query_length},
+        }
+        if backend == "qdrant-url":
+            manifest.update(url=args.url, collection=args.collection)
+    else:
+        if creating and args.backend is not None and args.backend != manifest["backend"]:
+            raise UsageError(
+                f"{args.index} uses backend {manifest['backend']!r}; omit --backend or index into a new directory"
+            )
+        for key in ("document_length", "query_length"):
+            given = getattr(args, key, None)
+            stored = manifest.get("settings", {}).get(key)
+            if given is not None and stored is not None and given != stored:
+                raise UsageError(f"{args.index} was indexed with --{key.replace('_', '-')} {stored}, not {given}")
+    model = model_ref(args.model) if args.model else manifest["model"]
+    encoder = load_encoder(model, manifest.get("settings", {}), args.device)
+    _check_model(manifest, encoder, args.index)
+    return manifest, encoder
+
+
+def _index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .._ingest import read_source
+    from ..store import MultiVectorStore
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    read = read_source(args.source, id_field=args.id_field, text_field=args.text_field)
+    manifest, encoder = open_index(args, creating=True)
+    os.makedirs(args.index, exist_ok=True)
+    manifest.update(model_id=encoder.model_id, dim=encoder.dim)
+    write_manifest(args.index, manifest)  # before any data: a resumed run reopens with the same settings
+    backend = open_backend(manifest, args.index, encoder.dim)
+    errors: list[Any] = list(read.errors)
+    added = skipped = 0
+    try:
+        store = MultiVectorStore(encoder, backend)
+        docs = read.docs
+        chunk = max(args.batch_size, 256)
+        with tqdm(total=len(docs), desc="Indexing", unit="doc", disable=args.quiet, file=sys.stderr) as bar:
+            for start in range(0, len(docs), chunk):
+                part = docs[start : start + chunk]
+                if not args.update:
+                    have = {r.id for r in backend.get([d.id for d in part])}
+                    skipped += sum(1 for d in part if d.id in have)
+                    bar.update(sum(1 for d in part if d.id in have))
+                    part = [d for d in part if d.id not in have]
+                if not part:
+                    continue
+                try:
+                    store.add(
+                        [d.text for d in part],
+                        ids=[d.id for d in part],
+                        metadatas=[d.metadata for d in part],
+                        batch_size=args.batch_size,
+                        show_progress=False,
+                    )
+                    added += len(part)
+                except InvalidInputError:
+                    for d in part:  # find the bad document(s); keep the good ones
+                        try:
+                            store.add([d.text], ids=[d.id], metadatas=[d.metadata], show_progress=False)
+                            added += 1
+                        except InvalidInputError as err:
+                            errors.append(f"{d.where}: {err}")
+                bar.update(len(part))
+    finally:
+        close_backend(manifest, args.index, backend, save=True)
+    summary = {
+        "index": args.index,
+        "added": added,
+        "skipped_existing": skipped,
+        "failed": len(errors),
+        "backend": manifest["backend"],
+        "model": manifest["model"],
+    }
+    report_errors(errors, "inputs")
+    sys.stdout.write(
+        f"indexed {added} documents, skipped {skipped} already stored"
+        f"{' (use --update to re-index them)' if skipped else ''}, {len(errors)} failed "
+        f"-> {args.index} ({manifest['backend']})\n"
+    )
+    logger.debug("%s", summary)
+    return EXIT_ERROR if errors else EXIT_OK
+
+
+def _snippet(text: str | None, width: int) -> str:
+    t = " ".join((text or "").split())
+    return t if len(t) <= width else t[: width - 1] + "…"
+
+
+def _parse_filter(items: Sequence[str]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--filter expects FIELD=VALUE, got {item!r}")
+        out.setdefault(key, []).append(value)
+    return {k: v[0] if len(v) == 1 else v for k, v in out.items()} or None
+
+
+def _search(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise UsageError(f"-k must be >= 1, got {args.k}")
+    if not args.query.strip():
+        raise UsageError("the query is empty")
+    manifest, encoder = open_index(args, creating=False)
+    backend = open_backend(manifest, args.index, encoder.dim, read_only=True)
+    try:
+        from ..store import MultiVectorStore
+
+        hits = MultiVectorStore(encoder, backend).search(args.query, k=args.k, filter=_parse_filter(args.filter))
+    finally:
+        close_backend(manifest, args.index, backend, save=False)
+    if args.json:
+        print_json(
+            [
+                {"rank": i + 1, "id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata}
+                for i, h in enumerate(hits)
+            ]
+        )
+        return EXIT_OK
+    if not hits:
+        sys.stdout.write("no results\n")
+        return EXIT_OK
+    idw = min(40, max(2, *(len(h.id) for h in hits)))
+    sys.stdout.write(f"{'#':>3}  {'id':<{idw}}  {'score':>8}  snippet\n")
+    for i, h in enumerate(hits, start=1):
+        sys.stdout.write(f"{i:>3}  {_snippet(h.id, idw):<{idw}}  {h.score:>8.3f}  {_snippet(h.text, args.width)}\n")
+    return EXIT_OK
+
+
+def _dir_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(os.path.join(root, name))
+    return total
+
+
+def _info(args: argparse.Namespace) -> int:
+    manifest = require_manifest(args.index)
+    backend = open_backend(manifest, args.index, manifest.get("dim"), read_only=True)
+    try:
+        docs = backend.count()
+        tokens: int | None = None
+        if hasattr(backend, "stats"):
+            tokens = int(backend.stats().get("n_live_tokens", 0))
+        elif manifest["backend"] == "memory":
+            tokens = sum(
+                int(r.vectors.shape[0])
+                for r in backend.get(list(backend.ids()), with_vectors=True)
+                if r.vectors is not None
+            )
+    finally:
+        backend.close()
+    info = {
+        "index": os.path.abspath(args.index),
+        "documents": docs,
+        "tokens": tokens,
+        "bytes_on_disk": _dir_bytes(args.index),
+        "model": manifest.get("model"),
+        "model_id": manifest.get("model_id"),
+        "dim": manifest.get("dim"),
+        "backend": manifest["backend"],
+        "settings": manifest.get("settings", {}),
+    }
+    if manifest["backend"] == "qdrant-url":
+        info.update(url=manifest.get("url"), collection=manifest.get("collection"))
+    if args.json:
+        print_json(info)
+    else:
+        for key, value in info.items():
+            sys.stdout.write(f"{key + ':':<15}{json.dumps(value) if isinstance(value, dict) else value}\n")
+    return EXIT_OK
+
+
+def add_index_commands(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "index",
+        help="index a folder of .txt/.md files, a JSONL or a CSV",
+        description="Encode documents and store them in INDEX (a directory). Re-running skips ids already "
+        "stored (resumable) unless --update. Bad files/lines are reported and skipped; the exit code is 1 "
+        "when anything failed.",
+    )
+    p.add_argument("source", metavar="SOURCE", help="a folder of .txt/.md files, a .jsonl or a .csv file")
+    p.add_argument("index", metavar="INDEX", help="index directory (created if missing)")
+    add_model_options(p, default_help=f"default: the index's model, else {DEFAULT_MODEL}")
+    p.add_argument(
+        "--backend", choices=INDEX_BACKENDS, help="storage of a new index (default: voyager if installed, else memory)"
+    )
+    p.add_argument("--url", help="Qdrant server URL for --backend qdrant-url ($QDRANT_API_KEY for the key)")
+    p.add_argument("--collection", default="colbert", help="collection on the Qdrant server (default: colbert)")
+    p.add_argument("--update", action="store_true", help="re-encode and replace documents whose id is stored")
+    p.add_argument("--id-field", default="id", help="JSONL key / CSV column of the id (default: id)")
+    p.add_argument("--text-field", default="text", help="JSONL key / CSV column of the text (default: text)")
+    p.add_argument("--document-length", type=int, help="max document tokens (default: the model's)")
+    p.add_argument("--query-length", type=int, help="max query tokens (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default: 32)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_index)
+
+    s = subparsers.add_parser("search", help="search an index", description="Print the top hits for QUERY.")
+    s.add_argument("index", metavar="INDEX")
+    s.add_argument("query", metavar="QUERY")
+    s.add_argument("-k", type=int, default=10, help="number of hits (default: 10)")
+    s.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="metadata filter (repeatable; same field twice = any of)",
+    )
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--width", type=int, default=80, help="snippet width (default: 80)")
+    add_model_options(s, default_help="default: the index's model; another model is refused")
+    s.set_defaults(handler=_search, document_length=None, query_length=None)
+
+    i = subparsers.add_parser("info", help="show an index's size, model and settings")
+    i.add_argument("index", metavar="INDEX")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(handler=_info)
