@@ -19,7 +19,8 @@ import logging
 import os
 from typing import Any
 
-from .backends import OPENERS, Backend, MemoryBackend, resolve_backend
+from .backends import OPENERS, Backend, MemoryBackend, create_backend, detect_backend
+from .backends import open_backend as registry_open
 from .errors import ColBERTError, CollectionConfigError
 
 __all__ = [
@@ -86,9 +87,8 @@ def load_encoder(model: str, settings: dict[str, Any], device: str | None) -> An
 def open_backend(
     manifest: dict[str, Any], index_dir: str | os.PathLike[str], dim: int | None, *, read_only: bool = False
 ) -> Backend:
-    """Open the backend a manifest names, on ``index_dir/data`` (or the server it records).
-
-    A memory index is loaded from its saved data when there is some, else created empty (``dim``).
+    """Open the backend a manifest names, on ``index_dir/data`` (or the server it records); a new one when the
+    data directory holds no index yet (a memory index: empty, ``dim``).
 
     Raises:
         ColBERTError: the manifest names an unknown backend.
@@ -96,30 +96,32 @@ def open_backend(
     """
     kind = manifest["backend"]
     opener = OPENERS.get(kind)
-    data = os.path.join(index_dir, DATA)
     if opener is None:
         raise ColBERTError(f"unknown backend {kind!r} in {os.path.join(index_dir, MANIFEST)}")
-    if opener.name == "memory":
-        if os.path.isfile(os.path.join(data, "manifest.json")):
-            return MemoryBackend.load(data)
-        return MemoryBackend(dim)
     if opener.location == "url":
-        return resolve_backend(
+        return create_backend(
             kind,
-            url=manifest["url"],
+            manifest["url"],
             dim=dim,
             collection_name=manifest.get("collection", "colbert"),
             api_key=os.environ.get("QDRANT_API_KEY") or None,
         )
-    if opener.name == "voyager":
-        return resolve_backend(kind, path=data, dim=dim, read_only=read_only and os.path.isdir(data))
-    if opener.location == "directory":
-        return resolve_backend(kind, path=data, dim=dim)
-    raise CollectionConfigError(f"backend {kind!r} cannot back an index directory; use voyager, qdrant-edge or memory")
+    data = os.path.join(index_dir, DATA)
+    try:
+        held = detect_backend(data)
+    except CollectionConfigError:
+        held = None  # no index yet (or an interrupted first write): create it
+    if held is not None:
+        if held != kind:
+            raise CollectionConfigError(f"{data} holds a {held} index but {MANIFEST} says {kind}")
+        return registry_open(data, read_only=read_only, dim=dim)
+    if opener.location == "none":
+        return create_backend(kind, dim=dim)
+    return create_backend(kind, data, dim=dim)
 
 
 def close_backend(manifest: dict[str, Any], index_dir: str | os.PathLike[str], backend: Any, *, save: bool) -> None:
     """Close the backend of an index directory, saving a memory index's data first when ``save``."""
-    if save and manifest["backend"] == "memory":
+    if save and isinstance(backend, MemoryBackend):  # the one backend that persists on request only
         backend.save(os.path.join(index_dir, DATA))
     backend.close()

@@ -646,9 +646,9 @@ def _resolve_dtype(dtype: str | torch.dtype | None, dev: torch.device) -> torch.
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
     """Whether this x86 CPU computes bfloat16 natively (``avx512_bf16`` or ``amx_bf16``).
 
-    The opt-in ``dtype="bfloat16"`` fast path is ~2x faster than float32 on such CPUs (Intel Sapphire
-    Rapids and later, AMD Zen 4 and later) and slower than float32 on CPUs without them, where PyTorch
-    emulates it.
+    The opt-in ``dtype="bfloat16"`` fast path pays off on CPUs with AMX (Intel Sapphire Rapids and later); it is
+    slower than float32 on CPUs without native bfloat16, where PyTorch emulates it, and ``avx512_bf16`` alone
+    may not make it faster (``benchmarks/results/encoder-quiet.md``): measure on your CPU.
 
     Returns:
         ``True`` / ``False`` when the CPU flags can be read (Linux), ``None`` when they cannot.

@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CollectionConfigError, MissingDependencyError, UnknownBackendError
+from ..errors import (
+    CollectionConfigError,
+    DimensionMismatchError,
+    InvalidInputError,
+    MissingDependencyError,
+    UnknownBackendError,
+)
 from .base import Backend, Record
 from .memory import MemoryBackend
 
@@ -45,6 +51,7 @@ __all__ = [
     "Record",
     "backend_class",
     "backend_factory",
+    "create_backend",
     "detect_backend",
     "open_backend",
     "resolve_backend",
@@ -257,6 +264,30 @@ def detect_backend(location: str | os.PathLike[str]) -> str:
     )
 
 
+def create_backend(name: str, location: str | os.PathLike[str] | None = None, **kwargs: Any) -> Backend:
+    """Create (or open) the backend named ``name`` at ``location``, whatever kind of location it takes.
+
+    Args:
+        name: a key of :data:`OPENERS`.
+        location: a directory (``"voyager"``, ``"qdrant-edge"``), a URL (``"qdrant-url"``), ``":memory:"`` or a
+            directory (``"qdrant-local"``); must be ``None`` for backends without one (``"memory"``).
+        **kwargs: passed to the backend (``dim=``, ``model_id=``, ...).
+
+    Raises:
+        InvalidInputError: a location for a backend without one, or none for a backend that needs one.
+        UnknownBackendError / MissingDependencyError: as :func:`backend_class`.
+    """
+    opener = _opener(name)
+    keyword = {"directory": "path", "url": "url", "local": "location"}.get(opener.location)
+    if keyword is None:
+        if location is not None:
+            raise InvalidInputError(f"backend {opener.name!r} takes no location, got {location!r}")
+        return resolve_backend(opener.name, **kwargs)
+    if location is None:
+        raise InvalidInputError(f"backend {opener.name!r} needs a location ({opener.location})")
+    return resolve_backend(opener.name, **{keyword: location}, **kwargs)
+
+
 def open_backend(location: str | os.PathLike[str], *, read_only: bool = False, **kwargs: Any) -> Backend:
     """Open the existing index at ``location`` with the backend :func:`detect_backend` finds there.
 
@@ -275,13 +306,16 @@ def open_backend(location: str | os.PathLike[str], *, read_only: bool = False, *
     """
     name = detect_backend(location)
     if name == "memory":
+        dim = kwargs.pop("dim", None)
+        if kwargs:
+            raise InvalidInputError(f"a saved MemoryBackend opens without options, got {', '.join(kwargs)}")
         loaded: Backend = MemoryBackend.load(location)
+        if dim is not None and loaded.dim not in (None, dim):
+            raise DimensionMismatchError(f"{location} stores {loaded.dim}-d vectors, not {dim}-d ones")
         return loaded
     if name == "voyager":
-        return resolve_backend(name, path=location, read_only=read_only, **kwargs)
-    if name == "qdrant-edge":
-        return resolve_backend(name, path=location, **kwargs)
-    return resolve_backend(name, url=os.fspath(location), **kwargs)
+        kwargs["read_only"] = read_only
+    return create_backend(name, location if name != "qdrant-url" else os.fspath(location), **kwargs)
 
 
 def __getattr__(attr: str) -> Any:

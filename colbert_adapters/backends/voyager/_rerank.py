@@ -118,7 +118,7 @@ def score_stacked(
     documents scored exactly are scored on their codes plus the residuals that ``residuals(seqs, offsets)`` reads
     for them (so a rerank reads the residuals of ``keep`` documents only). The estimate differs from the exact
     scores on the int8 codes by the query's rounding only, so it ranks the exact top ``k`` within a few places;
-    the search's ``keep = k + max(8, k // 4)`` leaves that margin (``benchmarks/README.md`` has the measured
+    the search's ``keep = k + max(8, k // 4)`` leaves that margin (``benchmarks/README.md`` records the
     ranks). :func:`rerank` does the same over its batches.
     """
     seqs, flat, offsets, row_scales = stacked
