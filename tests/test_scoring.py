@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from contract import naive_maxsim, unit_multivector
 
+import colbert_adapters._kernels as _kernels
 import colbert_adapters.scoring as scoring
 from colbert_adapters.errors import DimensionMismatchError, InvalidInputError
 from colbert_adapters.scoring import maxsim, maxsim_batch, maxsim_flat, maxsim_int8_estimate, quantise_int8, rerank
@@ -115,7 +116,7 @@ def test_chunking_gives_identical_results(monkeypatch: pytest.MonkeyPatch, budge
     queries = [unit_multivector(rng, n, 5) for n in (1, 3, 4)]
     want_single = [naive_maxsim(queries[1], d) for d in docs]
     want_batch = [[naive_maxsim(q, d) for d in docs] for q in queries]
-    monkeypatch.setattr(scoring, "MAX_CHUNK_ENTRIES", budget)
+    monkeypatch.setattr(_kernels, "MAX_CHUNK_ENTRIES", budget)
     np.testing.assert_allclose(maxsim(queries[1], docs), want_single, atol=1e-5)
     np.testing.assert_allclose(maxsim_batch(queries, docs), want_batch, atol=1e-5)
 
@@ -129,7 +130,7 @@ def test_maxsim_flat_int8_codes_with_row_scales(monkeypatch: pytest.MonkeyPatch,
     offsets = np.array([0, 3, 4, 17, 30, 40])
     q = unit_multivector(rng, 5, 6)
     dequantised = codes.astype(F32) * scales[:, None]
-    monkeypatch.setattr(scoring, "MAX_CHUNK_ENTRIES", budget)
+    monkeypatch.setattr(_kernels, "MAX_CHUNK_ENTRIES", budget)
     want = [naive_maxsim(q, dequantised[a:b]) for a, b in itertools.pairwise(offsets)]
     np.testing.assert_allclose(maxsim_flat(q, codes, offsets, row_scales=scales), want, atol=1e-6)
     # float16 rows take row scales too
@@ -178,7 +179,7 @@ def test_maxsim_int8_estimate_is_maxsim_of_the_rounded_query(monkeypatch: pytest
     codes, scales = rec["codes"], rec["scale"]  # strided views, as the Voyager store hands them over
     q = unit_multivector(rng, 5, dim)
     deq = codes.astype(np.float64) * scales[:, None].astype(np.float64)
-    monkeypatch.setattr(scoring, "MAX_CHUNK_ENTRIES", budget)
+    monkeypatch.setattr(_kernels, "MAX_CHUNK_ENTRIES", budget)
     got = maxsim_int8_estimate(q, codes, scales, offsets)
     assert got.dtype == F32 and got.shape == (6,)
     rq = _rounded_query(q)
@@ -392,7 +393,7 @@ def test_maxsim_padded_torch_matches_batch(monkeypatch: pytest.MonkeyPatch) -> N
     qx, qm = pad(queries)
     dx, dm = pad(docs)
     np.testing.assert_allclose(scoring.maxsim_padded_torch(qx, qm, dx, dm).numpy(), want, atol=1e-5)
-    monkeypatch.setattr(scoring, "MAX_CHUNK_ENTRIES", 5)  # one document per chunk
+    monkeypatch.setattr(_kernels, "MAX_CHUNK_ENTRIES", 5)  # one document per chunk
     np.testing.assert_allclose(scoring.maxsim_padded_torch(qx, qm, dx, dm).numpy(), want, atol=1e-5)
 
 
@@ -523,7 +524,7 @@ def test_float16_tokens_scored_as_their_float32_values(
     offsets = np.concatenate([[0], np.cumsum([d.shape[0] for d in half])])
     q = unit_multivector(rng, 4, 8)
     if chunk_bytes is not None:
-        monkeypatch.setattr(scoring, "ROW_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(_kernels, "ROW_CHUNK_BYTES", chunk_bytes)
     got = maxsim_flat(q, np.concatenate(half), offsets)
     want = [naive_maxsim(q, h.astype(np.float32)) for h in half]
     np.testing.assert_allclose(got, want, atol=1e-5)
