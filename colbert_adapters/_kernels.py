@@ -269,7 +269,7 @@ def doc_scale_codes(
     With one scale per document, a document's best similarity per query token is the largest integer product
     times that scale: :func:`doc_scale_estimate` skips widening and scaling every product (the scan's main cost
     besides the product itself). The coarser scale costs little rank accuracy: the caller scores a margin of the
-    best documents exactly (``benchmarks/README.md`` records the ranks).
+    best documents exactly (``benchmarks/results/design-notes.md`` records the ranks).
     """
     n_docs = offsets.shape[0] - 1
     doc_scales = np.maximum.reduceat(scales, offsets[:-1]).astype(np.float32) if n_docs else np.zeros(0, np.float32)
