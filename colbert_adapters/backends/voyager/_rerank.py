@@ -118,7 +118,7 @@ def score_stacked(
     documents scored exactly are scored on their codes plus the residuals that ``residuals(seqs, offsets)`` reads
     for them (so a rerank reads the residuals of ``keep`` documents only). The estimate differs from the exact
     scores on the int8 codes by the query's rounding only, so it ranks the exact top ``k`` within a few places;
-    the search's ``keep = k + max(8, k // 4)`` leaves that margin (``benchmarks/README.md`` records the
+    the search's ``keep = k + max(8, k // 4)`` leaves that margin (``benchmarks/results/design-notes.md`` records the
     ranks). :func:`rerank` does the same over its batches.
     """
     seqs, flat, offsets, row_scales = stacked
@@ -242,7 +242,7 @@ def rerank(
     a document in the lower half of the first batch, or anywhere in a later batch, ranks among the ``keep``
     best estimates so far. Most queries stop after one batch (their p50 cost is one batch's), and the rest
     reach the documents that the approximate score ranked deep (the batch size and the trigger were chosen by
-    simulation against exact MaxSim: ``benchmarks/README.md``).
+    simulation against exact MaxSim: ``benchmarks/results/design-notes.md``).
     """
     residuals = residual_reader(st, conn) if st.vector_dtype == "int14" else None
     arena = ARENA
