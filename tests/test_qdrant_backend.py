@@ -19,7 +19,6 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from colbert_adapters.backends import backend_class
-from colbert_adapters.backends._qdrant_engines import estimate_point_bytes, split_by_bytes
 from colbert_adapters.backends.memory import MemoryBackend
 from colbert_adapters.backends.qdrant import (
     ID_NAMESPACE,
@@ -29,8 +28,10 @@ from colbert_adapters.backends.qdrant import (
     QdrantRequestError,
     QdrantUnavailableError,
     copy_collection,
+    estimate_point_bytes,
     point_id,
     setup_collection,
+    split_by_bytes,
     summary_vector,
 )
 from colbert_adapters.errors import (
@@ -71,9 +72,10 @@ def any_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 def test_module_doctests() -> None:
     import doctest
 
-    from colbert_adapters.backends import _qdrant_engines, qdrant
+    from colbert_adapters.backends import qdrant
+    from colbert_adapters.backends.qdrant import _backend, _engines
 
-    for module in (qdrant, _qdrant_engines):
+    for module in (qdrant, _backend, _engines):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 

@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from .._optional import require
-from ..errors import ColBERTError, CollectionConfigError, InvalidInputError
+from ..._optional import require
+from ...errors import ColBERTError, CollectionConfigError, InvalidInputError
 
 __all__ = [
     "MAX_MULTIVECTOR_FLOATS",
@@ -723,7 +723,7 @@ class EdgeEngine(_Engine):
                 raise
             msg = str(exc)
             if "WouldBlock" in msg or "lock" in msg.lower():
-                from ..errors import IndexLockedError
+                from ...errors import IndexLockedError
 
                 raise IndexLockedError(
                     f"{self.where} is open in another QdrantBackend or process ({msg}); close it first"
