@@ -31,7 +31,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._optional import require
-from ...errors import ColBERTError, CollectionConfigError, InvalidInputError
+from ...errors import (
+    ColBERTError,
+    CollectionConfigError,
+    InvalidInputError,
+    QdrantRequestError,
+    QdrantUnavailableError,
+)
 
 __all__ = [
     "MAX_MULTIVECTOR_FLOATS",
@@ -62,14 +68,6 @@ _POINT_OVERHEAD_BYTES = 256
 _REQUEST_OVERHEAD_BYTES = 1024
 
 _T = TypeVar("_T")
-
-
-class QdrantUnavailableError(ColBERTError, ConnectionError):
-    """The Qdrant server cannot be reached (refused, timed out, or kept failing with 5xx/429)."""
-
-
-class QdrantRequestError(ColBERTError, RuntimeError):
-    """Qdrant refused a request for a reason that retrying will not fix (auth, bad request, too large)."""
 
 
 @dataclass(frozen=True)
