@@ -73,9 +73,9 @@ def test_module_doctests() -> None:
     import doctest
 
     from colbert_adapters.backends import qdrant
-    from colbert_adapters.backends.qdrant import _backend, _engines
+    from colbert_adapters.backends.qdrant import _engines, _points, admin
 
-    for module in (qdrant, _backend, _engines):
+    for module in (qdrant, admin, _points, _engines):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 

@@ -50,36 +50,44 @@ balancer): it fans queries out to every shard. Choose ``shard_number`` / ``repli
 :func:`setup_collection`, ``colbert-adapters qdrant setup``); for per-tenant data use ``shard_keys`` and open
 one backend per tenant with ``shard_key=``. Qdrant does not rebalance shards when nodes are added (move them
 with the cluster API).
+
+The package, from the facade down (private modules start with ``_``):
+
+* :mod:`._backend`: :class:`QdrantBackend`, the facade: argument checks, the public methods, the write path;
+* :mod:`.admin`: :func:`setup_collection` and :func:`copy_collection` (Edge to a server);
+* :mod:`.config`: :class:`QdrantCollectionConfig` and the schema check of an existing collection;
+* :mod:`._points`: how a document becomes a point (id, payload keys, summary vector, vector checks);
+* :mod:`._filters`: dict filters to Qdrant filters, client filters to Edge filters;
+* :mod:`._engines`: the engine interface and the request-size helpers, implemented by :mod:`._client`
+  (qdrant-client: a server, a cluster or local mode, with retries) and :mod:`._edge` (Qdrant Edge).
 """
 
 from __future__ import annotations
 
-# Besides __all__, the payload keys, summary_vector, the request-size helpers and the engine classes stay
-# importable from here, as they were from the single-module backend.
-from ._backend import (  # noqa: F401
-    DOC_ID_KEY,
-    ID_NAMESPACE,
-    METADATA_KEY,
-    SEQ_KEY,
-    TEXT_KEY,
-    QdrantBackend,
-    copy_collection,
-    point_id,
-    setup_collection,
-    summary_vector,
-)
+# The names imported with noqa: F401 and missing from __all__ (payload keys, summary_vector, the request-size
+# helpers, the engine classes) stay importable from here, as they were from the single-module backend.
+from ...errors import QdrantRequestError, QdrantUnavailableError
+from ._backend import QdrantBackend
+from ._client import ClientEngine  # noqa: F401
+from ._edge import EdgeEngine  # noqa: F401
 from ._engines import (  # noqa: F401
-    MAX_MULTIVECTOR_FLOATS,
     REST_LIMIT_BYTES,
-    ClientEngine,
-    EdgeEngine,
-    QdrantCollectionConfig,
-    QdrantRequestError,
-    QdrantUnavailableError,
     StoredPoint,
     estimate_point_bytes,
     split_by_bytes,
 )
+from ._points import (  # noqa: F401
+    DOC_ID_KEY,
+    ID_NAMESPACE,
+    MAX_MULTIVECTOR_FLOATS,
+    METADATA_KEY,
+    SEQ_KEY,
+    TEXT_KEY,
+    point_id,
+    summary_vector,
+)
+from .admin import copy_collection, setup_collection
+from .config import QdrantCollectionConfig
 
 __all__ = [
     "ID_NAMESPACE",
