@@ -35,6 +35,7 @@ from colbert_adapters.backends.qdrant import (
     summary_vector,
 )
 from colbert_adapters.errors import (
+    ColBERTError,
     CollectionConfigError,
     DimensionMismatchError,
     IndexLockedError,
@@ -411,6 +412,44 @@ def test_delete_strict_and_by_filter(any_backend: QdrantBackend, rng: np.random.
     assert sorted(r.id for r in b.get([f"d{i}" for i in range(12)])) == ["d2", "d8"]
     with pytest.raises(InvalidInputError):
         b.delete_where({})
+
+
+@pytest.mark.parametrize("engine", ["edge", "local"])
+def test_clear_keeps_collection_layout_and_model(tmp_path: Path, rng: np.random.Generator, engine: str) -> None:
+    cfg = QdrantCollectionConfig(dim=DIM, datatype="float16", payload_indexes={"color": "keyword"})
+    client = QdrantClient(":memory:") if engine == "local" else None
+
+    def open_backend(**kwargs: Any) -> QdrantBackend:
+        if client is not None:
+            return QdrantBackend.from_client(client, "docs", **kwargs)
+        return QdrantBackend.edge(tmp_path / "e", **kwargs)
+
+    with open_backend() as empty:
+        empty.clear()  # nothing created yet: a no-op
+        assert empty.dim is None and empty.count() == 0
+    ids = [f"d{i}" for i in range(2500)]  # more than one scroll page and one delete request
+    docs = _docs(rng, len(ids), tokens=(1, 3))
+    with open_backend(config=cfg, model_id="enc-a") as b:
+        b.upsert(ids, docs, metadatas=[{"color": ["red", "blue"][i % 2]} for i in range(len(ids))])
+        assert b.count() == len(ids)
+        b.clear()
+        assert (b.count(), b.ids(), b.get(ids[:3])) == (0, [], [])
+        assert b.search(docs[0], k=3) == [] and b.search(docs[0], k=3, mode="exact") == []
+        assert (b.dim, b.config, b.model_id) == (DIM, cfg, "enc-a")
+        b.clear()  # already empty
+        b.upsert(["again"], [docs[5]], metadatas=[{"color": "red"}])
+        assert [h.id for h in b.search(docs[5], k=2, filter={"color": "red"})] == ["again"]
+    with open_backend() as reopened:  # the layout and the model are still recorded
+        assert (reopened.count(), reopened.ids()) == (1, ["again"])
+        assert (reopened.config, reopened.model_id) == (cfg, "enc-a")
+        with pytest.raises(CollectionConfigError, match="enc-a"):
+            reopened.model_id = "enc-b"
+    closed = open_backend()
+    closed.close()
+    with pytest.raises(ColBERTError, match="closed"):
+        closed.clear()
+    if client is not None:
+        client.close()
 
 
 # ------------------------------------------------------------------------------------------------ search

@@ -356,7 +356,7 @@ class QdrantBackend:
                 (``metadata.<field>``, ``doc_id``, ``text``).
 
         Raises:
-            InvalidInputError: an empty or malformed filter (deleting everything needs ``recreate=True``).
+            InvalidInputError: an empty or malformed filter (:meth:`clear` deletes everything).
         """
         native, post = resolve_filter(filter, self._engine.kind)
         if native is None:
@@ -373,6 +373,18 @@ class QdrantBackend:
             ]
             self._delete_points(pids)
             return len(pids)
+
+    def clear(self) -> None:
+        """Remove every document; the collection, its layout and its recorded ``model_id`` stay.
+
+        It scrolls the point ids and deletes them in pages, the same requests as :meth:`delete_where`, so it
+        works alike on Edge, local mode and a server (with ``shard_key``: the points of that shard key).
+        """
+        with self._lock:
+            self._check_open()
+            if self._config is None:
+                return
+            self._delete_points([p.pid for page in self._pages(_PAGE) for p in page])
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
         """Fetch stored documents in the order asked, skipping unknown ids.
