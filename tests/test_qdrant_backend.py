@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -547,12 +548,19 @@ def test_storage_options_keep_results(
         assert b.config is not None and (b.config.datatype, b.config.quantization) == (datatype, quantization)
 
 
-def test_optimize_policies(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_optimize_policies(tmp_path: Path, rng: np.random.Generator, caplog: pytest.LogCaptureFixture) -> None:
+    def automatic_optimizations() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "since the last optimization" in r.getMessage()]
+
+    caplog.set_level(logging.DEBUG, logger="colbert_adapters.backends.qdrant")
     b = QdrantBackend.edge(tmp_path / "e", dim=DIM, optimize_every=10, flush_on_write=False)
     b.upsert([f"d{i}" for i in range(6)], _docs(rng, 6))
-    assert b._written_since_optimize == 6
+    assert automatic_optimizations() == []  # 6 points written: below optimize_every
     b.upsert([f"e{i}" for i in range(6)], _docs(rng, 6))
-    assert b._written_since_optimize == 0  # optimized after 12 >= 10 points
+    assert len(automatic_optimizations()) == 1  # optimized after 12 >= 10 points
+    assert automatic_optimizations()[0].startswith("12 points written")
+    b.upsert([f"f{i}" for i in range(6)], _docs(rng, 6))
+    assert len(automatic_optimizations()) == 1  # the count restarted at 0
     assert isinstance(b.optimize(), bool)
     b.flush()
     b.close()

@@ -671,8 +671,13 @@ class QdrantBackend:
             return
         self._written_since_optimize += max(n_points, 1)
         if self.optimize_every is not None and self._written_since_optimize >= self.optimize_every:
-            self._engine.optimize()
-            self._written_since_optimize = 0
+            logger.debug(
+                "%d points written since the last optimization (optimize_every=%d): optimizing %s",
+                self._written_since_optimize,
+                self.optimize_every,
+                self._describe(),
+            )
+            self._optimize_now()
         if self.flush_on_write:
             self._engine.flush()
 
