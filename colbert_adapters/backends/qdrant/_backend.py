@@ -68,7 +68,8 @@ class QdrantBackend:
             given instead for the defaults.
         api_key: server API key.
         https: force HTTPS on or off (default: from the URL).
-        prefer_grpc: talk gRPC (5x smaller requests than REST JSON, no 32 MiB request limit).
+        prefer_grpc: talk gRPC (binary floats: requests several times smaller than REST JSON, and no 32 MiB
+            REST request limit).
         timeout: seconds per request (connect and read) for server engines; an unreachable server fails
             within about this time with :class:`QdrantUnavailableError` naming the URL.
         recreate: drop an existing collection (or Edge directory content) and create it anew. Deletes data.
@@ -78,7 +79,7 @@ class QdrantBackend:
         prefetch_limit: first-stage candidates of a two-stage search (more: better recall, slower).
         oversampling: oversampling of quantized rescoring (int8 collections).
         max_request_bytes: upper bound of one upsert request (estimated JSON or protobuf size); batches are
-            split to stay under it. The default leaves a 2x margin under the REST limit of 32 MiB.
+            split to stay under it. The default is half the REST limit of 32 MiB.
         max_batch_points: upper bound of points per upsert request.
         max_retries: retries of a request that failed transiently (connection errors, timeouts, 429, 5xx),
             with exponential backoff from ``retry_backoff`` seconds. Writes are idempotent (deterministic
@@ -86,9 +87,9 @@ class QdrantBackend:
         retry_backoff: first backoff delay in seconds.
         shard_key: custom-sharded collections: the shard key to write to and read from (``None`` reads all).
         wal: Edge only: keep a write-ahead log (default). Without it writes are durable only after
-            :meth:`flush` (but a loaded shard saves ~210 MiB of RAM).
+            :meth:`flush` (but a loaded shard needs less RAM: it maps no WAL segments).
         flush_on_write: Edge only: ``flush()`` at the end of every write call, so an acknowledged write is on
-            disk (about 0.1 s per call; write in batches).
+            disk (every write call then waits for the disk; write in batches).
         optimize_every: Edge only: run :meth:`optimize` after this many points were written since the last
             optimization (``None``: only on :meth:`close` and when called).
         optimize_on_close: Edge only: optimize in :meth:`close` when something was written.
