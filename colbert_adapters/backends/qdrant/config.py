@@ -101,10 +101,12 @@ class QdrantCollectionConfig:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> QdrantCollectionConfig:
+        """The config recorded by :meth:`to_json`; unknown keys are ignored."""
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field (recorded next to the data)."""
         out = asdict(self)
         out["payload_indexes"] = dict(self.payload_indexes)
         out["shard_keys"] = list(self.shard_keys)
@@ -115,7 +117,8 @@ class QdrantCollectionConfig:
 class Schema:
     """What an existing collection or shard actually holds, for validation."""
 
-    vectors: dict[str, dict[str, Any]]  # name -> {"size", "distance", "multivector", "datatype", "quantized"}
+    #: vector name -> ``{"size": int, "distance": str, "multivector": comparator or None, "quantized": bool}``
+    vectors: dict[str, dict[str, Any]]
 
 
 def check_schema(
