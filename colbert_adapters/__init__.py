@@ -26,6 +26,8 @@ from .errors import (
     IndexLockedError,
     InvalidInputError,
     MissingDependencyError,
+    QdrantRequestError,
+    QdrantUnavailableError,
     UnknownBackendError,
 )
 from .types import Encoder, Filter, Hit, Metadata, MultiVector
@@ -71,6 +73,8 @@ __all__ = [
     "ModelSpec",
     "MultiVector",
     "MultiVectorStore",
+    "QdrantRequestError",
+    "QdrantUnavailableError",
     "Record",
     "UnknownBackendError",
     "__version__",

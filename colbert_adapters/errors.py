@@ -16,6 +16,8 @@ __all__ = [
     "IndexLockedError",
     "InvalidInputError",
     "MissingDependencyError",
+    "QdrantRequestError",
+    "QdrantUnavailableError",
     "UnknownBackendError",
 ]
 
@@ -54,3 +56,11 @@ class IndexLockedError(ColBERTError, RuntimeError):
 
 class UnknownBackendError(ColBERTError, ValueError):
     """A backend name is not registered."""
+
+
+class QdrantUnavailableError(ColBERTError, ConnectionError):
+    """The Qdrant server cannot be reached (refused, timed out, or kept failing with 5xx/429)."""
+
+
+class QdrantRequestError(ColBERTError, RuntimeError):
+    """Qdrant refused a request for a reason that retrying will not fix (auth, bad request, too large)."""

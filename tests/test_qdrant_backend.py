@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from colbert_adapters.backends import backend_class
-from colbert_adapters.backends._qdrant_engines import estimate_point_bytes, split_by_bytes
 from colbert_adapters.backends.memory import MemoryBackend
 from colbert_adapters.backends.qdrant import (
     ID_NAMESPACE,
@@ -29,11 +29,14 @@ from colbert_adapters.backends.qdrant import (
     QdrantRequestError,
     QdrantUnavailableError,
     copy_collection,
+    estimate_point_bytes,
     point_id,
     setup_collection,
+    split_by_bytes,
     summary_vector,
 )
 from colbert_adapters.errors import (
+    ColBERTError,
     CollectionConfigError,
     DimensionMismatchError,
     IndexLockedError,
@@ -71,9 +74,10 @@ def any_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 def test_module_doctests() -> None:
     import doctest
 
-    from colbert_adapters.backends import _qdrant_engines, qdrant
+    from colbert_adapters.backends import qdrant
+    from colbert_adapters.backends.qdrant import _engines, _points, admin
 
-    for module in (qdrant, _qdrant_engines):
+    for module in (qdrant, admin, _points, _engines):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -411,6 +415,44 @@ def test_delete_strict_and_by_filter(any_backend: QdrantBackend, rng: np.random.
         b.delete_where({})
 
 
+@pytest.mark.parametrize("engine", ["edge", "local"])
+def test_clear_keeps_collection_layout_and_model(tmp_path: Path, rng: np.random.Generator, engine: str) -> None:
+    cfg = QdrantCollectionConfig(dim=DIM, datatype="float16", payload_indexes={"color": "keyword"})
+    client = QdrantClient(":memory:") if engine == "local" else None
+
+    def open_backend(**kwargs: Any) -> QdrantBackend:
+        if client is not None:
+            return QdrantBackend.from_client(client, "docs", **kwargs)
+        return QdrantBackend.edge(tmp_path / "e", **kwargs)
+
+    with open_backend() as empty:
+        empty.clear()  # nothing created yet: a no-op
+        assert empty.dim is None and empty.count() == 0
+    ids = [f"d{i}" for i in range(2500)]  # more than one scroll page and one delete request
+    docs = _docs(rng, len(ids), tokens=(1, 3))
+    with open_backend(config=cfg, model_id="enc-a") as b:
+        b.upsert(ids, docs, metadatas=[{"color": ["red", "blue"][i % 2]} for i in range(len(ids))])
+        assert b.count() == len(ids)
+        b.clear()
+        assert (b.count(), b.ids(), b.get(ids[:3])) == (0, [], [])
+        assert b.search(docs[0], k=3) == [] and b.search(docs[0], k=3, mode="exact") == []
+        assert (b.dim, b.config, b.model_id) == (DIM, cfg, "enc-a")
+        b.clear()  # already empty
+        b.upsert(["again"], [docs[5]], metadatas=[{"color": "red"}])
+        assert [h.id for h in b.search(docs[5], k=2, filter={"color": "red"})] == ["again"]
+    with open_backend() as reopened:  # the layout and the model are still recorded
+        assert (reopened.count(), reopened.ids()) == (1, ["again"])
+        assert (reopened.config, reopened.model_id) == (cfg, "enc-a")
+        with pytest.raises(CollectionConfigError, match="enc-a"):
+            reopened.model_id = "enc-b"
+    closed = open_backend()
+    closed.close()
+    with pytest.raises(ColBERTError, match="closed"):
+        closed.clear()
+    if client is not None:
+        client.close()
+
+
 # ------------------------------------------------------------------------------------------------ search
 
 
@@ -506,12 +548,19 @@ def test_storage_options_keep_results(
         assert b.config is not None and (b.config.datatype, b.config.quantization) == (datatype, quantization)
 
 
-def test_optimize_policies(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_optimize_policies(tmp_path: Path, rng: np.random.Generator, caplog: pytest.LogCaptureFixture) -> None:
+    def automatic_optimizations() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "since the last optimization" in r.getMessage()]
+
+    caplog.set_level(logging.DEBUG, logger="colbert_adapters.backends.qdrant")
     b = QdrantBackend.edge(tmp_path / "e", dim=DIM, optimize_every=10, flush_on_write=False)
     b.upsert([f"d{i}" for i in range(6)], _docs(rng, 6))
-    assert b._written_since_optimize == 6
+    assert automatic_optimizations() == []  # 6 points written: below optimize_every
     b.upsert([f"e{i}" for i in range(6)], _docs(rng, 6))
-    assert b._written_since_optimize == 0  # optimized after 12 >= 10 points
+    assert len(automatic_optimizations()) == 1  # optimized after 12 >= 10 points
+    assert automatic_optimizations()[0].startswith("12 points written")
+    b.upsert([f"f{i}" for i in range(6)], _docs(rng, 6))
+    assert len(automatic_optimizations()) == 1  # the count restarted at 0
     assert isinstance(b.optimize(), bool)
     b.flush()
     b.close()

@@ -1,56 +1,4 @@
-"""Qdrant backend: native multivector MaxSim on Qdrant Edge (embedded), local mode, a server or a cluster.
-
-:class:`QdrantBackend` implements the :class:`~colbert_adapters.backends.base.Backend` protocol over three
-engines with the same behaviour and the same results:
-
-* **Qdrant Edge** (``QdrantBackend.edge(path)`` or ``QdrantBackend(path=...)``): the Qdrant engine
-  embedded in the process (``qdrant-edge-py``), on disk, no server. This is the default when a path is given,
-  e.g. ``MultiVectorStore(encoder, backend="qdrant", path="./index")``.
-* **local mode** (``QdrantBackend.local(":memory:")`` or a directory): qdrant-client's pure-Python engine,
-  for quick trials and unit tests. It ignores HNSW, quantization and payload indexes and warns above
-  20,000 points.
-* **a server or cluster** (``QdrantBackend.from_url("http://host:6333", api_key=...)`` or
-  ``QdrantBackend(client=QdrantClient(...), collection_name=...)``).
-
-Layout of a point (one document):
-
-* id: ``uuid5(ID_NAMESPACE, doc_id)`` (Qdrant accepts only unsigned ints and UUIDs), see :func:`point_id`;
-* vector ``"colbert"``: the document's ``(n_tokens, dim)`` token vectors, DOT + MaxSim, HNSW ``m=0``;
-* vector ``"summary"``: the L2-normalised mean of the token vectors (cosine, HNSW), for the first stage;
-* payload: ``{"doc_id": str, "text": str | None, "metadata": {...}, "seq": int}``. Metadata filters on the
-  raw Qdrant API therefore use keys ``metadata.<field>``.
-
-Search is two-stage by default, in one request: ``prefetch_limit`` candidates by the summary vector
-(HNSW), reranked by exact MaxSim on the multivector. ``search_mode="exact"`` (or ``mode="exact"`` per call)
-scans all documents with MaxSim and equals :class:`~colbert_adapters.backends.memory.MemoryBackend`.
-Scores are MaxSim sums (higher is better).
-
-Example:
-    >>> import numpy as np, tempfile
-    >>> from colbert_adapters.backends.qdrant import QdrantBackend
-    >>> with QdrantBackend.edge(tempfile.mkdtemp(), dim=2) as backend:
-    ...     backend.upsert(["a", "b"], [np.array([[1.0, 0.0]]), np.array([[0.0, 1.0], [0.6, 0.8]])],
-    ...                    texts=["first", "second"], metadatas=[{"lang": "en"}, {"lang": "fr"}])
-    ...     [(h.id, round(h.score, 2)) for h in backend.search(np.array([[0.0, 1.0]]), k=2)]
-    [('b', 1.0), ('a', 0.0)]
-
-Edge and the GIL: Qdrant Edge holds the GIL during ``update``, ``query`` and ``optimize``. Other Python
-threads do not run meanwhile, and a long :meth:`QdrantBackend.optimize` (segment merge, summary HNSW
-build) pauses the interpreter. The backend optimizes on :meth:`~QdrantBackend.close` when there were
-writes, every ``optimize_every`` written points, and when you call :meth:`~QdrantBackend.optimize`
-(e.g. after a bulk load, before serving queries). Edge durability: the WAL is on by default and every
-write call ends with ``flush()`` (``flush_on_write``), so a write that returned is on disk.
-
-Moving up, Edge to a server: ``colbert-adapters qdrant copy ./index http://host:6333 --to-collection docs``
-(or :func:`copy_collection`) streams every point (same ids, payload, vectors) into any QdrantClient
-collection. Then change only the constructor: ``QdrantBackend.from_url("http://host:6333",
-collection_name="docs", api_key=..., prefer_grpc=True)``. On a cluster, connect to any node (or a load
-balancer): it fans queries out to every shard. Choose ``shard_number`` / ``replication_factor`` /
-``write_consistency_factor`` when creating the collection (:class:`QdrantCollectionConfig`,
-:func:`setup_collection`, ``colbert-adapters qdrant setup``); for per-tenant data use ``shard_keys`` and open
-one backend per tenant with ``shard_key=``. Qdrant does not rebalance shards when nodes are added (move them
-with the cluster API).
-"""
+"""The :class:`QdrantBackend` facade: argument checks, the public methods, and the write path to an engine."""
 
 from __future__ import annotations
 
@@ -60,97 +8,41 @@ import logging
 import os
 import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from .._optional import require
-from .._validation import (
-    as_multivector,
-    check_filter,
-    check_ids,
-    check_k,
-    check_upsert_batch,
-    match_filter,
-)
-from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
-from ..types import Filter, Hit, Metadata, MultiVector
-from ._qdrant_engines import (
+from ..._validation import as_multivector, check_ids, check_k, check_upsert_batch, match_filter
+from ...errors import ColBERTError, CollectionConfigError, InvalidInputError, QdrantRequestError
+from ...types import Filter, Hit, Metadata, MultiVector
+from ..base import Record
+from ._client import ClientEngine, open_client_engine
+from ._edge import EdgeEngine
+from ._engines import REST_LIMIT_BYTES, Engine, StoredPoint, estimate_point_bytes, split_by_bytes
+from ._filters import resolve_filter
+from ._points import (
+    DOC_ID_KEY,
     MAX_MULTIVECTOR_FLOATS,
-    REST_LIMIT_BYTES,
-    ClientEngine,
-    EdgeEngine,
-    QdrantCollectionConfig,
-    QdrantRequestError,
-    QdrantUnavailableError,
-    StoredPoint,
-    _Engine,
-    estimate_point_bytes,
-    split_by_bytes,
+    METADATA_KEY,
+    SEQ_KEY,
+    TEXT_KEY,
+    check_vectors,
+    payload_bytes,
+    point_id,
+    summary_vector,
 )
-from .base import Record
+from .config import QdrantCollectionConfig, check_schema
 
-__all__ = [
-    "ID_NAMESPACE",
-    "MAX_MULTIVECTOR_FLOATS",
-    "QdrantBackend",
-    "QdrantCollectionConfig",
-    "QdrantRequestError",
-    "QdrantUnavailableError",
-    "copy_collection",
-    "point_id",
-    "setup_collection",
-]
+__all__ = ["QdrantBackend"]
 
 logger = logging.getLogger(__name__)
 
-#: Namespace of the deterministic point ids: ``uuid5(ID_NAMESPACE, doc_id)``.
-ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/colbert-adapters/colbert-adapters#doc-id")
-
-DOC_ID_KEY = "doc_id"
-TEXT_KEY = "text"
-METADATA_KEY = "metadata"
-SEQ_KEY = "seq"
-
 _META_VERSION = 1
 _SEARCH_MODES = ("two_stage", "exact")
-_FORBIDDEN_KEY_CHARS = frozenset('.[]"')
-
-
-def point_id(doc_id: str) -> str:
-    """The Qdrant point id of a document id: ``str(uuid5(ID_NAMESPACE, doc_id))``.
-
-    Qdrant accepts only unsigned integers and UUIDs as point ids; the original id is kept in the payload
-    (``doc_id``).
-
-    Example:
-        >>> point_id("doc-1") == point_id("doc-1") != point_id("doc-2")
-        True
-    """
-    return str(uuid.uuid5(ID_NAMESPACE, doc_id))
-
-
-def summary_vector(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """The first-stage vector of a multivector: the L2-normalised mean of its rows, float32 ``(dim,)``.
-
-    A mean of (near) zero falls back to the first non-zero row, then to the first axis, so the summary is
-    always a unit vector.
-    """
-    mean = vectors.mean(axis=0, dtype=np.float64)
-    norm = float(np.linalg.norm(mean))
-    if norm < 1e-9:
-        norms = np.linalg.norm(vectors, axis=1)
-        nz = np.flatnonzero(norms > 1e-9)
-        if nz.size:
-            mean, norm = vectors[nz[0]].astype(np.float64), float(norms[nz[0]])
-        else:
-            mean, norm = np.eye(1, vectors.shape[1], dtype=np.float64)[0], 1.0
-    out: npt.NDArray[np.float32] = (mean / norm).astype(np.float32)
-    return out
+#: Points per scroll page and per delete request.
+_PAGE = 1024
 
 
 class QdrantBackend:
@@ -176,7 +68,8 @@ class QdrantBackend:
             given instead for the defaults.
         api_key: server API key.
         https: force HTTPS on or off (default: from the URL).
-        prefer_grpc: talk gRPC (5x smaller requests than REST JSON, no 32 MiB request limit).
+        prefer_grpc: talk gRPC (binary floats: requests several times smaller than REST JSON, and no 32 MiB
+            REST request limit).
         timeout: seconds per request (connect and read) for server engines; an unreachable server fails
             within about this time with :class:`QdrantUnavailableError` naming the URL.
         recreate: drop an existing collection (or Edge directory content) and create it anew. Deletes data.
@@ -186,7 +79,7 @@ class QdrantBackend:
         prefetch_limit: first-stage candidates of a two-stage search (more: better recall, slower).
         oversampling: oversampling of quantized rescoring (int8 collections).
         max_request_bytes: upper bound of one upsert request (estimated JSON or protobuf size); batches are
-            split to stay under it. The default leaves a 2x margin under the REST limit of 32 MiB.
+            split to stay under it. The default is half the REST limit of 32 MiB.
         max_batch_points: upper bound of points per upsert request.
         max_retries: retries of a request that failed transiently (connection errors, timeouts, 429, 5xx),
             with exponential backoff from ``retry_backoff`` seconds. Writes are idempotent (deterministic
@@ -194,9 +87,9 @@ class QdrantBackend:
         retry_backoff: first backoff delay in seconds.
         shard_key: custom-sharded collections: the shard key to write to and read from (``None`` reads all).
         wal: Edge only: keep a write-ahead log (default). Without it writes are durable only after
-            :meth:`flush` (but a loaded shard saves ~210 MiB of RAM).
+            :meth:`flush` (but a loaded shard needs less RAM: it maps no WAL segments).
         flush_on_write: Edge only: ``flush()`` at the end of every write call, so an acknowledged write is on
-            disk (about 0.1 s per call; write in batches).
+            disk (every write call then waits for the disk; write in batches).
         optimize_every: Edge only: run :meth:`optimize` after this many points were written since the last
             optimization (``None``: only on :meth:`close` and when called).
         optimize_on_close: Edge only: optimize in :meth:`close` when something was written.
@@ -277,13 +170,13 @@ class QdrantBackend:
         self._quantized = False
         self._model_id: str | None = None
 
-        engine: _Engine
+        engine: Engine
         if path is not None:
             if shard_key is not None:
                 raise InvalidInputError("shard_key applies to custom-sharded server collections, not to Edge")
             engine = EdgeEngine(path, wal=wal)
         else:
-            engine = _client_engine(
+            engine = open_client_engine(
                 local=local,
                 url=url,
                 client=client,
@@ -401,7 +294,7 @@ class QdrantBackend:
             self._check_open()
             id_list, text_list, meta_list = check_upsert_batch(ids, vectors, texts, metadatas)
             n = len(id_list)
-            arrays = _check_vectors(vectors, self.dim, id_list)
+            arrays = check_vectors(vectors, self.dim, id_list)
             if n == 0:
                 return
             if self._config is None:
@@ -452,9 +345,7 @@ class QdrantBackend:
                     "(pass missing_ok=True to ignore unknown ids)"
                 )
             pids = [point_id(i) for i in unique if i in found]
-            for start in range(0, len(pids), 1024):
-                self._engine.delete(pids[start : start + 1024])
-            self._after_write(0)
+            self._delete_points(pids)
             return len(pids)
 
     def delete_where(self, filter: Filter | Any) -> int:
@@ -466,26 +357,35 @@ class QdrantBackend:
                 (``metadata.<field>``, ``doc_id``, ``text``).
 
         Raises:
-            InvalidInputError: an empty or malformed filter (deleting everything needs ``recreate=True``).
+            InvalidInputError: an empty or malformed filter (:meth:`clear` deletes everything).
         """
-        native, post = self._filter(filter)
+        native, post = resolve_filter(filter, self._engine.kind)
         if native is None:
             raise InvalidInputError("delete_where needs a non-empty filter")
         with self._lock:
             self._check_open()
             if self._config is None:
                 return 0
-            pids: list[str] = []
-            offset = None
-            while True:
-                pts, offset = self._engine.scroll(offset, 1024, self._names, flt=native, with_vectors=False)
-                pids += [p.pid for p in pts if post is None or match_filter(p.payload.get(METADATA_KEY) or {}, post)]
-                if offset is None:
-                    break
-            for start in range(0, len(pids), 1024):
-                self._engine.delete(pids[start : start + 1024])
-            self._after_write(0)
+            pids = [
+                p.pid
+                for page in self._pages(_PAGE, flt=native)
+                for p in page
+                if post is None or match_filter(p.payload.get(METADATA_KEY) or {}, post)
+            ]
+            self._delete_points(pids)
             return len(pids)
+
+    def clear(self) -> None:
+        """Remove every document; the collection, its layout and its recorded ``model_id`` stay.
+
+        It scrolls the point ids and deletes them in pages, the same requests as :meth:`delete_where`, so it
+        works alike on Edge, local mode and a server (with ``shard_key``: the points of that shard key).
+        """
+        with self._lock:
+            self._check_open()
+            if self._config is None:
+                return
+            self._delete_points([p.pid for page in self._pages(_PAGE) for p in page])
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
         """Fetch stored documents in the order asked, skipping unknown ids.
@@ -546,7 +446,7 @@ class QdrantBackend:
             DimensionMismatchError: the query's dimension differs from the collection's.
         """
         k = check_k(k)
-        native, post = self._filter(filter)
+        native, post = resolve_filter(filter, self._engine.kind)
         mode = self.search_mode if mode is None else _check_mode(mode)
         pl = self.prefetch_limit if prefetch_limit is None else _positive_int(prefetch_limit, "prefetch_limit")
         # Edge holds the GIL and one shard: serialise. A QdrantClient is thread-safe: let searches overlap.
@@ -599,13 +499,7 @@ class QdrantBackend:
             self._check_open()
             if self._config is None:
                 return []
-            out: list[str] = []
-            offset = None
-            while True:
-                pts, offset = self._engine.scroll(offset, 1024, self._names, with_vectors=False)
-                out += [str(p.payload[DOC_ID_KEY]) for p in pts]
-                if offset is None:
-                    return out
+            return [str(p.payload[DOC_ID_KEY]) for page in self._pages(_PAGE) for p in page]
 
     def count(self) -> int:
         """Number of stored documents."""
@@ -622,7 +516,7 @@ class QdrantBackend:
     def optimize(self) -> bool:
         """Edge: run the segment optimizers now (merge segments, build the summary HNSW); blocks until done.
 
-        It holds the GIL for its whole run (seconds per 10k documents); call it after bulk loads, not in a
+        It holds the GIL for its whole run, which grows with the shard; call it after bulk loads, not in a
         latency-sensitive thread. Server engines optimize in the background: this is a no-op there.
 
         Returns:
@@ -632,12 +526,7 @@ class QdrantBackend:
             self._check_open()
             if self._config is None:
                 return False
-            t0 = time.perf_counter()
-            done = self._engine.optimize()
-            self._written_since_optimize = 0
-            if done:
-                logger.info("optimized %s in %.2fs", self._describe(), time.perf_counter() - t0)
-            return done
+            return self._optimize_now()
 
     def close(self) -> None:
         """Optimize (Edge, after writes, if ``optimize_on_close``), flush and release files/locks. Idempotent."""
@@ -697,7 +586,18 @@ class QdrantBackend:
             exists = False
         if exists:
             meta = self._engine.read_meta() or {}
-            self._config = self._validate_existing(meta, config, dim)
+            stored = meta.get("config")
+            fix = "pass recreate=True to drop and re-create it (this deletes its documents), or use another " + (
+                "path" if self._engine.kind == "edge" else "collection_name"
+            )
+            self._config, self._quantized = check_schema(
+                self._engine.schema(),
+                stored if isinstance(stored, Mapping) else None,
+                config,
+                dim,
+                where=self._describe(),
+                fix=fix,
+            )
             stored_model = meta.get("model_id")
             self._model_id = stored_model if isinstance(stored_model, str) else None
             if model_id is not None:
@@ -706,75 +606,6 @@ class QdrantBackend:
             self._model_id = model_id
             if config is not None or dim is not None:
                 self._create(config if config is not None else QdrantCollectionConfig(dim=dim))  # type: ignore[arg-type]
-
-    def _validate_existing(
-        self, meta: Mapping[str, Any], requested: QdrantCollectionConfig | None, dim: int | None
-    ) -> QdrantCollectionConfig:
-        stored = meta.get("config")
-        base = QdrantCollectionConfig.from_json(stored) if isinstance(stored, Mapping) else None
-        schema = self._engine.schema()
-        names = (
-            (requested.multivector_name, requested.summary_name)
-            if requested is not None
-            else (base.multivector_name, base.summary_name)
-            if base is not None
-            else ("colbert", "summary")
-        )
-        fix = "pass recreate=True to drop and re-create it (this deletes its documents), or use another " + (
-            "path" if self._engine.kind == "edge" else "collection_name"
-        )
-        where = self._describe()
-        mv = schema.vectors.get(names[0])
-        sm = schema.vectors.get(names[1])
-        if mv is None or sm is None:
-            raise CollectionConfigError(
-                f"{where} has vectors {sorted(schema.vectors)!r}, not the multivector {names[0]!r} and summary "
-                f"{names[1]!r} this backend needs; {fix}"
-            )
-        if mv["multivector"] != "max_sim":
-            raise CollectionConfigError(
-                f"{where}: vector {names[0]!r} is not a MaxSim multivector (comparator {mv['multivector']!r}); {fix}"
-            )
-        if mv["distance"] != "dot":
-            raise CollectionConfigError(
-                f"{where}: multivector {names[0]!r} uses distance {mv['distance']!r}, expected 'dot' "
-                f"(MaxSim over normalised token vectors); {fix}"
-            )
-        if sm["multivector"] is not None or sm["size"] != mv["size"]:
-            raise CollectionConfigError(
-                f"{where}: summary vector {names[1]!r} must be a single {mv['size']}-d vector; {fix}"
-            )
-        want_dim = requested.dim if requested is not None else dim
-        if want_dim is not None and want_dim != mv["size"]:
-            raise CollectionConfigError(
-                f"{where} stores {mv['size']}-d multivectors, not {want_dim}-d; use the model it was built with, "
-                f"or {fix}"
-            )
-        self._quantized = bool(mv["quantized"])
-        cfg = (
-            base
-            if base is not None
-            else QdrantCollectionConfig(
-                dim=mv["size"],
-                multivector_name=names[0],
-                summary_name=names[1],
-                quantization="int8" if mv["quantized"] else None,
-            )
-        )
-        if requested is not None and requested != cfg:
-            logger.warning(
-                "%s exists with storage options %s; using them, not the requested %s (recreate=True to change)",
-                where,
-                cfg,
-                requested,
-            )
-        return (
-            cfg
-            if base is None
-            else QdrantCollectionConfig.from_json(
-                {**cfg.to_json(), "multivector_name": names[0], "summary_name": names[1]}
-            )
-        )
 
     def _create(self, config: QdrantCollectionConfig) -> None:
         if config.shard_keys and self._engine.kind == "edge":
@@ -818,7 +649,7 @@ class QdrantBackend:
         sizes = [
             estimate_point_bytes(
                 p.multivector.size + p.summary.size,  # type: ignore[union-attr]
-                len(_json_dumps(p.payload)),
+                payload_bytes(p.payload),
                 grpc=grpc,
             )
             for p in points
@@ -841,32 +672,39 @@ class QdrantBackend:
             return
         self._written_since_optimize += max(n_points, 1)
         if self.optimize_every is not None and self._written_since_optimize >= self.optimize_every:
-            self._engine.optimize()
-            self._written_since_optimize = 0
+            logger.debug(
+                "%d points written since the last optimization (optimize_every=%d): optimizing %s",
+                self._written_since_optimize,
+                self.optimize_every,
+                self._describe(),
+            )
+            self._optimize_now()
         if self.flush_on_write:
             self._engine.flush()
 
-    def _filter(self, flt: Any) -> tuple[Any, dict[str, list[Any]] | None]:
-        """(native filter for the engine or ``None``, normalised dict filter to re-check exactly or ``None``)."""
-        if flt is None or isinstance(flt, Mapping):
-            norm = check_filter(flt)
-            if norm is None:
-                return None, None
-            return _dict_to_models_filter(norm, native_bools=self._engine.kind != "edge"), norm
-        kind = _native_filter_kind(flt)
-        if kind == "client" or (kind == "edge" and self._engine.kind == "edge"):
-            return flt, None
-        if kind == "edge":
-            raise InvalidInputError(
-                "a qdrant_edge.Filter only works on a Qdrant Edge backend; pass a qdrant_client.models.Filter "
-                "(works on every engine) or the dict form"
-            )
-        raise InvalidInputError(
-            "filter must be a dict like {'source': 'a', 'year': [2020, 2021]}, a qdrant_client.models.Filter or "
-            f"a qdrant_edge.Filter, got {type(flt).__name__}"
-        )
+    def _optimize_now(self) -> bool:
+        t0 = time.perf_counter()
+        done = self._engine.optimize()
+        self._written_since_optimize = 0
+        if done:
+            logger.info("optimized %s in %.2fs", self._describe(), time.perf_counter() - t0)
+        return done
 
-    # ---- copy support
+    def _pages(self, size: int, *, flt: Any = None, with_vectors: bool = False) -> Iterator[list[StoredPoint]]:
+        """Every stored point (matching the native filter ``flt``), a scroll page of up to ``size`` at a time."""
+        offset = None
+        while True:
+            points, offset = self._engine.scroll(offset, size, self._names, flt=flt, with_vectors=with_vectors)
+            yield points
+            if offset is None:
+                return
+
+    def _delete_points(self, pids: Sequence[str]) -> None:
+        for start in range(0, len(pids), _PAGE):
+            self._engine.delete(pids[start : start + _PAGE])
+        self._after_write(0)
+
+    # ---- used by admin.copy_collection
 
     def _ensure_created(self, config: QdrantCollectionConfig) -> None:
         if self._config is None:
@@ -879,7 +717,7 @@ class QdrantBackend:
             if p.multivector is None:
                 raise CollectionConfigError(f"point {p.pid} has no multivector; cannot copy it")
             doc = p.payload.get(DOC_ID_KEY, p.pid)
-            p.multivector = _check_vectors([p.multivector], dim, [str(doc)])[0]
+            p.multivector = check_vectors([p.multivector], dim, [str(doc)])[0]
             p.summary = (
                 summary_vector(p.multivector)
                 if p.summary is None
@@ -901,270 +739,3 @@ def _positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
     return int(value)
-
-
-def _check_vectors(vectors: Sequence[Any], dim: int | None, ids: Sequence[str]) -> list[npt.NDArray[np.float32]]:
-    """Validate every multivector (shape, finiteness, Qdrant's per-point cap) before anything is sent."""
-    arrays: list[npt.NDArray[np.float32]] = []
-    for i, v in enumerate(vectors):
-        try:
-            arr = as_multivector(v, dim=dim, where=f"vectors[{i}] (id {ids[i]!r})")
-        except DimensionMismatchError as err:
-            if arrays and dim == arrays[0].shape[1]:  # the batch disagrees with its own first item
-                raise DimensionMismatchError(
-                    f"{err}; vectors[0] has dimension {dim}: all documents must come from the same encoder"
-                ) from err
-            raise
-        if arr.size >= MAX_MULTIVECTOR_FLOATS:
-            max_tokens = (MAX_MULTIVECTOR_FLOATS - 1) // arr.shape[1]
-            raise InvalidInputError(
-                f"vectors[{i}] (id {ids[i]!r}) has {arr.shape[0]} tokens x {arr.shape[1]} dims = {arr.size} floats; "
-                f"Qdrant stores fewer than {MAX_MULTIVECTOR_FLOATS} floats per multivector (at most {max_tokens} "
-                f"tokens at {arr.shape[1]} dims). Split long documents into passages, or lower the encoder's "
-                "document_length; nothing was written"
-            )
-        if dim is None:
-            dim = arr.shape[1]
-        # Copy when as_multivector returned the caller's array (or a view): later edits must not leak in.
-        arrays.append(arr.copy() if arr is v or not arr.flags.owndata else arr)
-    return arrays
-
-
-def _json_dumps(obj: Any) -> bytes:
-    import json
-
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
-def _dict_to_models_filter(norm: Mapping[str, Sequence[Any]], *, native_bools: bool = True) -> Any:
-    """Translate a normalised dict filter to a ``models.Filter`` that matches a superset of it.
-
-    Numbers use a closed range (so 2020 matches 2020.0, as in MemoryBackend), strings and bools exact
-    matches, ``None`` an is-null condition. Qdrant also matches an element of an array field; the backend
-    re-checks every hit with :func:`~colbert_adapters._validation.match_filter`, which does not.
-
-    ``native_bools=False`` (Qdrant Edge 0.9, which reads a Python ``bool`` filter value as an int and so never
-    matches a stored bool): a field filtered on a bool only has to be present, and the exact re-check does
-    the rest.
-    """
-    m = require("qdrant_client.models", extra="qdrant", package="qdrant-client")
-    must = []
-    for key, values in norm.items():
-        if not key or _FORBIDDEN_KEY_CHARS & set(key):
-            raise InvalidInputError(
-                f"filter key {key!r} contains '.', '[', ']' or '\"', which Qdrant reads as a JSON path; rename the "
-                "metadata field, or pass a qdrant_client.models.Filter with the path you mean"
-            )
-        path = f"{METADATA_KEY}.{key}"
-        if not native_bools and any(isinstance(v, bool) for v in values):
-            must.append(m.Filter(must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key=path))]))
-            continue
-        conds: list[Any] = []
-        strs = [v for v in values if isinstance(v, str)]
-        if len(strs) == 1:
-            conds.append(m.FieldCondition(key=path, match=m.MatchValue(value=strs[0])))
-        elif strs:
-            conds.append(m.FieldCondition(key=path, match=m.MatchAny(any=strs)))
-        for v in values:
-            if isinstance(v, bool):
-                conds.append(m.FieldCondition(key=path, match=m.MatchValue(value=v)))
-            elif isinstance(v, (int, float)):
-                conds.append(m.FieldCondition(key=path, range=m.Range(gte=v, lte=v)))
-            elif v is None:
-                conds.append(m.IsNullCondition(is_null=m.PayloadField(key=path)))
-        must.append(conds[0] if len(conds) == 1 else m.Filter(should=conds))
-    return m.Filter(must=must)
-
-
-def _native_filter_kind(flt: Any) -> str | None:
-    """``"client"`` for a ``qdrant_client.models.Filter``, ``"edge"`` for a ``qdrant_edge.Filter``, else ``None``."""
-    import sys
-
-    models = sys.modules.get("qdrant_client.models")
-    if models is not None and isinstance(flt, models.Filter):
-        return "client"
-    qe = sys.modules.get("qdrant_edge")
-    if qe is not None and isinstance(flt, qe.Filter):
-        return "edge"
-    return None
-
-
-def _client_engine(
-    *,
-    local: Any,
-    url: str | None,
-    client: Any,
-    collection_name: str,
-    api_key: str | None,
-    https: bool | None,
-    prefer_grpc: bool,
-    timeout: float,
-    max_retries: int,
-    retry_backoff: float,
-    shard_key: str | None,
-) -> ClientEngine:
-    qc = require("qdrant_client", extra="qdrant", package="qdrant-client")
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    owns = client is None
-    if client is None:
-        if local is not None:
-            loc = os.fspath(local)
-            try:
-                client = qc.QdrantClient(location=":memory:") if loc == ":memory:" else qc.QdrantClient(path=loc)
-            except RuntimeError as err:  # "Storage folder ... is already accessed by another instance"
-                from ..errors import IndexLockedError
-
-                raise IndexLockedError(
-                    f"local-mode directory {loc} is open in another QdrantClient or process ({err}); close it first"
-                ) from err
-        else:
-            if not isinstance(url, str) or not url:
-                raise InvalidInputError(f"url must be a non-empty str, got {url!r}")
-            client = qc.QdrantClient(
-                url=url,
-                api_key=api_key,
-                https=https,
-                prefer_grpc=prefer_grpc,
-                timeout=max(1, round(timeout)),
-                check_compatibility=False,
-            )
-    elif not isinstance(client, qc.QdrantClient):
-        raise InvalidInputError(f"client must be a qdrant_client.QdrantClient, got {type(client).__name__}")
-    inner = getattr(client, "_client", None)
-    is_local = type(inner).__name__ == "QdrantLocal"
-    if is_local:
-        where = f"local mode {getattr(inner, 'location', None) or ':memory:'}"
-    else:
-        where = url or getattr(inner, "rest_uri", None) or "the Qdrant server"
-    grpc = bool(getattr(inner, "_prefer_grpc", prefer_grpc)) and not is_local
-    return ClientEngine(
-        client,
-        collection_name,
-        where=str(where),
-        owns_client=owns,
-        grpc=grpc,
-        local=is_local,
-        max_retries=max_retries,
-        retry_backoff=retry_backoff,
-        timeout=timeout,
-        shard_key=shard_key,
-    )
-
-
-# ------------------------------------------------------------------------------------------------ setup / copy
-
-
-def setup_collection(
-    target: QdrantBackend | Any,
-    config: QdrantCollectionConfig,
-    *,
-    collection_name: str = "colbert",
-    recreate: bool = False,
-    model_id: str | None = None,
-) -> QdrantBackend:
-    """Create (or validate) a ColBERT collection with explicit storage and cluster options.
-
-    Args:
-        target: a ``QdrantClient``, an Edge directory path (``str``/``PathLike``), or a URL string starting
-            with ``http://`` / ``https://``.
-        config: the layout: dimension, datatype, quantization, placement, payload indexes, cluster params.
-        collection_name: the collection (client engines).
-        recreate: drop an existing collection first (deletes its documents).
-        model_id: encoder identifier to record.
-
-    Returns:
-        An open :class:`QdrantBackend` on the collection (close it, or use it).
-
-    Raises:
-        CollectionConfigError: an existing collection has another schema (and ``recreate`` is false).
-
-    Example:
-        >>> import tempfile
-        >>> from colbert_adapters.backends.qdrant import QdrantCollectionConfig, setup_collection
-        >>> cfg = QdrantCollectionConfig(dim=96, datatype="float16", payload_indexes={"source": "keyword"})
-        >>> with setup_collection(tempfile.mkdtemp(), cfg) as backend:
-        ...     backend.dim, backend.count()
-        (96, 0)
-    """
-    if isinstance(target, (str, os.PathLike)):
-        s = os.fspath(target)
-        if s.startswith(("http://", "https://")):
-            return QdrantBackend(
-                url=s, config=config, collection_name=collection_name, recreate=recreate, model_id=model_id
-            )
-        if s == ":memory:":
-            return QdrantBackend(
-                local=s, config=config, collection_name=collection_name, recreate=recreate, model_id=model_id
-            )
-        return QdrantBackend(path=s, config=config, recreate=recreate, model_id=model_id)
-    return QdrantBackend(
-        client=target, config=config, collection_name=collection_name, recreate=recreate, model_id=model_id
-    )
-
-
-def copy_collection(
-    source: QdrantBackend,
-    target: QdrantBackend,
-    *,
-    batch_points: int = 256,
-    progress: Callable[[int], None] | None = None,
-) -> int:
-    """Stream every document from one Qdrant backend to another (e.g. an Edge directory to a server).
-
-    Points keep their ids, payload (id, text, metadata, insertion order) and vectors; the target is created
-    with the source's layout when it does not exist yet (create it first, e.g. with :func:`setup_collection`,
-    to change storage or cluster options). Vectors are validated on the way (Qdrant's per-point cap
-    included), so a document that Edge accepted but a server would refuse fails with a clear error.
-
-    Args:
-        source: the backend to read (any engine).
-        target: the backend to write (any engine); documents with the same ids are replaced.
-        batch_points: points read per scroll page (writes are further split by request bytes).
-        progress: called with the running number of copied documents after every page.
-
-    Returns:
-        The number of documents copied.
-
-    Raises:
-        CollectionConfigError: the dimensions differ, or the models recorded differ.
-    """
-    batch_points = _positive_int(batch_points, "batch_points")
-    src_cfg = source.config
-    if src_cfg is None:
-        return 0
-    with source._lock, target._lock:
-        source._check_open()
-        target._check_open()
-        target._ensure_created(
-            QdrantCollectionConfig.from_json(
-                {
-                    **src_cfg.to_json(),
-                    "shard_keys": [],
-                    "shard_number": None,
-                    "replication_factor": None,
-                    "write_consistency_factor": None,
-                }
-            )
-        )
-        if target.dim != source.dim:
-            raise CollectionConfigError(
-                f"cannot copy {source.dim}-d documents from {source._describe()} into {target._describe()}, "
-                f"which stores {target.dim}-d vectors"
-            )
-        if source.model_id is not None:
-            target.model_id = source.model_id  # refuses a target built with another model
-        copied = 0
-        offset = None
-        while True:
-            points, offset = source._engine.scroll(offset, batch_points, source._names)
-            if points:
-                target._write_stored(points)
-                copied += len(points)
-                if progress is not None:
-                    progress(copied)
-            if offset is None:
-                break
-        target._engine.flush()
-        logger.info("copied %d documents from %s to %s", copied, source._describe(), target._describe())
-        return copied

@@ -1,0 +1,316 @@
+"""The Qdrant Edge engine: one ``qdrant_edge.EdgeShard`` embedded in the process, on disk, no server.
+
+An Edge index directory holds the shard in ``shard/`` and our manifest in ``colbert_adapters.json``
+(format ``colbert-adapters/qdrant-edge``, version 1: the layout, ``model_id``). ``qdrant_edge`` is imported
+on use; client filters are converted with :func:`~colbert_adapters.backends.qdrant._filters.to_edge_filter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from ..._optional import require
+from ...errors import ColBERTError, CollectionConfigError, IndexLockedError, QdrantRequestError
+from ._engines import Engine, StoredPoint, stored_point
+from ._filters import to_edge_filter
+from .config import QdrantCollectionConfig, Schema
+
+__all__ = ["EDGE_FORMAT", "EDGE_FORMAT_VERSION", "EDGE_META_FILE", "EDGE_SHARD_DIR", "EdgeEngine"]
+
+_T = TypeVar("_T")
+
+EDGE_META_FILE = "colbert_adapters.json"
+EDGE_SHARD_DIR = "shard"
+EDGE_FORMAT = "colbert-adapters/qdrant-edge"
+EDGE_FORMAT_VERSION = 1
+
+
+def _is_panic(exc: BaseException) -> bool:
+    return type(exc).__name__ == "PanicException"
+
+
+class EdgeEngine(Engine):
+    """A Qdrant Edge shard in ``root/shard`` with our metadata in ``root/colbert_adapters.json``.
+
+    Every call into Edge is guarded: Rust panics (``pyo3_runtime.PanicException``, a ``BaseException``) and
+    Edge errors become :class:`QdrantRequestError`. Inputs are validated by the backend before they get here,
+    because a malformed update that reaches Edge is written to its WAL and then panics again on every load.
+    """
+
+    kind = "edge"
+
+    def __init__(self, root: str | os.PathLike[str], *, wal: bool = True) -> None:
+        self.root = Path(root)
+        self.where = f"Qdrant Edge shard {self.root}"
+        self.wal = wal
+        self.qe = require("qdrant_edge", extra="qdrant", package="qdrant-edge-py")
+        self.shard: Any = None
+        if self.root.exists() and not self.root.is_dir():
+            raise CollectionConfigError(f"{self.root} exists and is not a directory; pass a directory path")
+        if self.exists():
+            self.shard = self._guard("open the shard", lambda: self.qe.EdgeShard.load(str(self.shard_path)))
+
+    @property
+    def shard_path(self) -> Path:
+        return self.root / EDGE_SHARD_DIR
+
+    @property
+    def meta_path(self) -> Path:
+        return self.root / EDGE_META_FILE
+
+    def _guard(self, what: str, fn: Callable[[], _T]) -> _T:
+        try:
+            return fn()
+        except ColBERTError:
+            raise
+        except BaseException as exc:
+            if _is_panic(exc):
+                raise QdrantRequestError(
+                    f"{self.where}: Qdrant Edge panicked while trying to {what} ({exc}). The input passed "
+                    "colbert-adapters validation, so this is a bug: please report it"
+                ) from exc
+            if not isinstance(exc, Exception):
+                raise
+            msg = str(exc)
+            if "WouldBlock" in msg or "lock" in msg.lower():
+                raise IndexLockedError(
+                    f"{self.where} is open in another QdrantBackend or process ({msg}); close it first"
+                ) from exc
+            raise QdrantRequestError(f"{self.where}: failed to {what}: {msg}") from exc
+
+    def _open(self) -> Any:
+        if self.shard is None:
+            raise ColBERTError(f"{self.where} is closed or was not created")
+        return self.shard
+
+    def exists(self) -> bool:
+        return (self.shard_path / "edge_config.json").is_file()
+
+    def create(self, spec: QdrantCollectionConfig, meta: dict[str, Any]) -> None:
+        qe = self.qe
+        memory = qe.Memory.Cold if spec.on_disk else qe.Memory.Cached
+        mv_params = qe.EdgeVectorParams(
+            size=spec.dim,
+            distance=qe.Distance.Dot,
+            multivector_config=qe.MultiVectorConfig(comparator=qe.MultiVectorComparator.MaxSim),
+            hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+            datatype=qe.VectorStorageDatatype.Float16 if spec.datatype == "float16" else None,
+            quantization_config=(
+                qe.ScalarQuantizationConfig(
+                    type=qe.ScalarType.Int8, quantile=spec.quantization_quantile, always_ram=True
+                )
+                if spec.quantization == "int8"
+                else None
+            ),
+            memory=memory,
+        )
+        summary_params = qe.EdgeVectorParams(
+            size=spec.dim,
+            distance=qe.Distance.Cosine,
+            hnsw_config=qe.HnswIndexConfig(
+                m=spec.summary_m, ef_construct=spec.summary_ef_construct, full_scan_threshold=10_000
+            ),
+        )
+        cfg = qe.EdgeConfig(
+            vectors={spec.multivector_name: mv_params, spec.summary_name: summary_params},
+            wal_enabled=self.wal,
+        )
+        if self.root.is_dir() and not self.meta_path.exists():
+            foreign = sorted(p.name for p in self.root.iterdir() if p.name != EDGE_SHARD_DIR)
+            if foreign or self.shard_path.exists():
+                raise CollectionConfigError(
+                    f"{self.root} is a non-empty directory ({', '.join(foreign[:3]) or EDGE_SHARD_DIR} ...) that is "
+                    "not a colbert-adapters Qdrant Edge index; pass an empty or new directory"
+                )
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.write_meta(meta)
+        self.shard = self._guard("create the shard", lambda: qe.EdgeShard.create(str(self.shard_path), cfg))
+        for key, kind in spec.payload_indexes.items():
+            self.create_payload_index(key, kind)
+        self.flush()
+
+    def create_payload_index(self, key: str, kind: str) -> None:
+        schema = getattr(self.qe.PayloadSchemaType, kind.capitalize())
+        shard = self._open()
+        self._guard(
+            f"create payload index on {key!r}",
+            lambda: shard.update(self.qe.UpdateOperation.create_field_index(key, schema)),
+        )
+
+    def drop(self) -> None:
+        import shutil
+
+        self.close()
+        if self.shard_path.exists():
+            shutil.rmtree(self.shard_path)
+        with contextlib.suppress(FileNotFoundError):
+            self.meta_path.unlink()
+
+    def schema(self) -> Schema:
+        try:
+            cfg = json.loads((self.shard_path / "edge_config.json").read_text(encoding="utf-8"))
+            vectors = cfg.get("vectors") or {}
+        except (OSError, ValueError) as err:
+            raise CollectionConfigError(f"{self.where}: unreadable edge_config.json ({err})") from err
+        out: dict[str, dict[str, Any]] = {}
+        for name, p in vectors.items():
+            mvc = p.get("multivector_config") or None
+            out[name] = {
+                "size": p.get("size"),
+                "distance": str(p.get("distance", "")).lower(),
+                "multivector": str(mvc.get("comparator")).lower() if mvc else None,
+                "quantized": bool(p.get("quantization_config") or cfg.get("quantization_config")),
+            }
+        return Schema(vectors=out)
+
+    def read_meta(self) -> dict[str, Any] | None:
+        if not self.meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise CollectionConfigError(f"{self.meta_path} is not valid JSON ({err})") from err
+        if not isinstance(meta, dict) or meta.get("format") != EDGE_FORMAT:
+            raise CollectionConfigError(f"{self.meta_path} is not a colbert-adapters Edge manifest")
+        if meta.get("format_version") != EDGE_FORMAT_VERSION:
+            raise CollectionConfigError(
+                f"{self.meta_path} has format version {meta.get('format_version')!r}; this colbert-adapters "
+                f"reads version {EDGE_FORMAT_VERSION}. Upgrade colbert-adapters"
+            )
+        return meta
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        full = {"format": EDGE_FORMAT, "format_version": EDGE_FORMAT_VERSION, **meta}
+        data = json.dumps(full, ensure_ascii=False, indent=1).encode("utf-8")
+        tmp = self.meta_path.with_name(f".{EDGE_META_FILE}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.meta_path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _pid(self, pid: str) -> Any:
+        return uuid.UUID(pid)
+
+    def upsert(self, points: Sequence[StoredPoint], spec_names: tuple[str, str]) -> None:
+        qe = self.qe
+        mv_name, sum_name = spec_names
+        shard = self._open()
+        # Edge converts nested lists to its Rust vectors faster than numpy arrays.
+        batch = [
+            qe.Point(
+                id=self._pid(p.pid),
+                vector={mv_name: p.multivector.tolist(), sum_name: p.summary.tolist()},  # type: ignore[union-attr]
+                payload=p.payload,
+            )
+            for p in points
+        ]
+        self._guard(f"upsert {len(batch)} points", lambda: shard.update(qe.UpdateOperation.upsert_points(batch)))
+
+    def retrieve(
+        self, pids: Sequence[str], *, with_payload: bool, with_vectors: bool, names: tuple[str, str]
+    ) -> list[StoredPoint]:
+        shard = self._open()
+        recs = self._guard(
+            f"retrieve {len(pids)} points",
+            # Edge requires both flags, although its stub marks them optional.
+            lambda: shard.retrieve([self._pid(p) for p in pids], with_payload, [names[0]] if with_vectors else False),
+        )
+        return [stored_point(r, names) for r in recs]
+
+    def delete(self, pids: Sequence[str]) -> None:
+        shard = self._open()
+        ids = [self._pid(p) for p in pids]
+        self._guard(f"delete {len(ids)} points", lambda: shard.update(self.qe.UpdateOperation.delete_points(ids)))
+
+    def count(self, flt: Any = None) -> int:
+        shard = self._open()
+        ef = None if flt is None else to_edge_filter(flt, self.qe)
+        return int(self._guard("count points", lambda: shard.count(self.qe.CountRequest(exact=True, filter=ef))))
+
+    def query(
+        self,
+        q: npt.NDArray[np.float32],
+        summary: npt.NDArray[np.float32] | None,
+        *,
+        limit: int,
+        prefetch_limit: int,
+        flt: Any,
+        exact: bool,
+        quantized: bool,
+        oversampling: float,
+        names: tuple[str, str],
+    ) -> list[StoredPoint]:
+        qe = self.qe
+        shard = self._open()
+        ef = None if flt is None else to_edge_filter(flt, qe)
+        quant = None
+        if quantized:
+            quant = (
+                qe.QuantizationSearchParams(ignore=True)
+                if exact
+                # Edge returns quantized scores unless told to rescore.
+                else qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
+            )
+        params = qe.SearchParams(exact=exact, quantization=quant)
+        prefetches = []
+        if summary is not None:
+            prefetches = [qe.Prefetch(limit=prefetch_limit, query=qe.Query.Nearest(summary, using=names[1]), filter=ef)]
+        req = qe.QueryRequest(
+            prefetches=prefetches,
+            query=qe.Query.Nearest(q, using=names[0]),
+            limit=limit,
+            filter=ef,
+            with_payload=True,
+            with_vector=False,
+            params=params,
+        )
+        res = self._guard("query points", lambda: shard.query(req))
+        return [stored_point(p, names, score=float(p.score)) for p in res]
+
+    def scroll(
+        self, offset: Any, limit: int, names: tuple[str, str], *, flt: Any = None, with_vectors: bool = True
+    ) -> tuple[list[StoredPoint], Any]:
+        shard = self._open()
+        ef = None if flt is None else to_edge_filter(flt, self.qe)
+        recs, nxt = self._guard(
+            "scroll points",
+            lambda: shard.scroll(
+                self.qe.ScrollRequest(
+                    offset=offset,
+                    limit=limit,
+                    filter=ef,
+                    with_payload=True,
+                    with_vector=list(names) if with_vectors else False,
+                )
+            ),
+        )
+        return [stored_point(r, names) for r in recs], nxt
+
+    def flush(self) -> None:
+        if self.shard is not None:
+            shard = self.shard
+            self._guard("flush", shard.flush)
+
+    def optimize(self) -> bool:
+        shard = self._open()
+        return bool(self._guard("optimize", shard.optimize))
+
+    def close(self) -> None:
+        shard, self.shard = self.shard, None
+        if shard is not None:
+            self._guard("flush", shard.flush)
+            self._guard("close", shard.close)

@@ -1,0 +1,175 @@
+"""The engine interface behind :class:`~colbert_adapters.backends.qdrant.QdrantBackend`, and what engines share.
+
+One small interface, :class:`Engine`, with two implementations:
+
+* :class:`~colbert_adapters.backends.qdrant._client.ClientEngine` drives a ``qdrant_client.QdrantClient``
+  (a server, a cluster, or local mode), with retries of transient errors;
+* :class:`~colbert_adapters.backends.qdrant._edge.EdgeEngine` drives a ``qdrant_edge.EdgeShard`` (the Qdrant
+  engine embedded in-process).
+
+Both speak in plain Python values (point ids as UUID strings, numpy arrays, payload dicts, as
+:class:`StoredPoint`) and ``qdrant_client.models.Filter`` filters. Also here: the request-size estimate and
+splitter for upserts to a server (:func:`estimate_point_bytes`, :func:`split_by_bytes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...errors import InvalidInputError
+from .config import QdrantCollectionConfig, Schema
+
+__all__ = ["REST_LIMIT_BYTES", "Engine", "StoredPoint", "estimate_point_bytes", "split_by_bytes", "stored_point"]
+
+#: Default REST request body limit of a Qdrant server (``service.max_request_size_mb: 32``).
+REST_LIMIT_BYTES = 32 * 1024 * 1024
+#: Upper bound of one float in qdrant-client's JSON: ``repr`` of a float32 widened to float64 is at most
+#: 23 characters (``-1.1754943508222875e-38``), plus the separator.
+_JSON_BYTES_PER_FLOAT = 25
+_GRPC_BYTES_PER_FLOAT = 5
+_POINT_OVERHEAD_BYTES = 256
+_REQUEST_OVERHEAD_BYTES = 1024
+
+
+@dataclass(slots=True)
+class StoredPoint:
+    """A point as the engines exchange it."""
+
+    pid: str
+    payload: dict[str, Any]
+    multivector: npt.NDArray[np.float32] | None = None
+    summary: npt.NDArray[np.float32] | None = None
+    score: float = 0.0
+
+
+def stored_point(record: Any, names: tuple[str, str], score: float = 0.0) -> StoredPoint:
+    """A :class:`StoredPoint` from a point or record of either engine (vectors ``names``, when returned)."""
+    vec = record.vector if isinstance(getattr(record, "vector", None), Mapping) else {}
+    mv = vec.get(names[0])
+    sm = vec.get(names[1])
+    return StoredPoint(
+        pid=str(record.id),
+        payload=dict(record.payload or {}),
+        multivector=None if mv is None else np.asarray(mv, dtype=np.float32),
+        summary=None if sm is None else np.asarray(sm, dtype=np.float32),
+        score=score,
+    )
+
+
+def estimate_point_bytes(n_floats: int, payload_json_bytes: int, *, grpc: bool = False) -> int:
+    """Upper bound of the bytes one point adds to an upsert request.
+
+    Args:
+        n_floats: floats in all of the point's vectors (multivector plus summary).
+        payload_json_bytes: length of the payload serialised as UTF-8 JSON.
+        grpc: estimate for protobuf (about 4 bytes a float) instead of REST JSON (up to 25 bytes a float).
+
+    Returns:
+        The estimate in bytes.
+    """
+    if grpc:
+        return n_floats * _GRPC_BYTES_PER_FLOAT + 2 * payload_json_bytes + _POINT_OVERHEAD_BYTES
+    return n_floats * _JSON_BYTES_PER_FLOAT + payload_json_bytes + _POINT_OVERHEAD_BYTES
+
+
+def split_by_bytes(sizes: Sequence[int], max_bytes: int, max_points: int) -> list[tuple[int, int]]:
+    """Split consecutive items into ``[start, stop)`` batches of at most ``max_bytes`` and ``max_points``.
+
+    Every batch also counts 1 KiB of request envelope. An item larger than ``max_bytes`` on its own gets a
+    batch of its own (callers check hard limits first).
+
+    Example:
+        >>> split_by_bytes([4000, 4000, 4000, 9500, 100], max_bytes=10_000, max_points=100)
+        [(0, 2), (2, 3), (3, 4), (4, 5)]
+    """
+    if max_bytes < 1 or max_points < 1:
+        raise InvalidInputError("max_bytes and max_points must be >= 1")
+    out: list[tuple[int, int]] = []
+    start, acc = 0, _REQUEST_OVERHEAD_BYTES
+    for i, size in enumerate(sizes):
+        if i > start and (acc + size > max_bytes or i - start >= max_points):
+            out.append((start, i))
+            start, acc = i, _REQUEST_OVERHEAD_BYTES
+        acc += size
+    if start < len(sizes):
+        out.append((start, len(sizes)))
+    return out
+
+
+class Engine:
+    """Operations the backend needs; implemented for qdrant-client and for Qdrant Edge.
+
+    Attributes:
+        kind: ``"edge"``, ``"local"`` or ``"server"``.
+        where: where the data lives, for messages.
+    """
+
+    kind: str = ""
+    where: str = ""
+
+    def exists(self) -> bool:
+        raise NotImplementedError
+
+    def create(self, spec: QdrantCollectionConfig, meta: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def drop(self) -> None:
+        raise NotImplementedError
+
+    def schema(self) -> Schema:
+        raise NotImplementedError
+
+    def read_meta(self) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def upsert(self, points: Sequence[StoredPoint], spec_names: tuple[str, str]) -> None:
+        raise NotImplementedError
+
+    def retrieve(
+        self, pids: Sequence[str], *, with_payload: bool, with_vectors: bool, names: tuple[str, str]
+    ) -> list[StoredPoint]:
+        raise NotImplementedError
+
+    def delete(self, pids: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def count(self, flt: Any = None) -> int:
+        raise NotImplementedError
+
+    def query(
+        self,
+        q: npt.NDArray[np.float32],
+        summary: npt.NDArray[np.float32] | None,
+        *,
+        limit: int,
+        prefetch_limit: int,
+        flt: Any,
+        exact: bool,
+        quantized: bool,
+        oversampling: float,
+        names: tuple[str, str],
+    ) -> list[StoredPoint]:
+        raise NotImplementedError
+
+    def scroll(
+        self, offset: Any, limit: int, names: tuple[str, str], *, flt: Any = None, with_vectors: bool = True
+    ) -> tuple[list[StoredPoint], Any]:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make acknowledged writes durable (no-op where the server does it)."""
+
+    def optimize(self) -> bool:
+        """Run the optimizers (Edge); servers optimize in the background."""
+        return False
+
+    def close(self) -> None:
+        raise NotImplementedError
