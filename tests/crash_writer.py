@@ -44,9 +44,10 @@ def stored_vectors(kind: str, v: np.ndarray) -> np.ndarray:
     times a per-token scale), Edge float32. (This test is about durability; the encodings have their own tests.)"""
     if not kind.startswith("voyager"):
         return v
-    from colbert_adapters.backends.voyager import VoyagerBackend, _encode_vectors
+    from colbert_adapters._codecs import encode_vectors
+    from colbert_adapters.backends.voyager import VoyagerBackend
 
-    return _encode_vectors(v, "int8" if kind == PROFILE else VoyagerBackend.DEFAULT_VECTOR_DTYPE)[2]
+    return encode_vectors(v, "int8" if kind == PROFILE else VoyagerBackend.DEFAULT_VECTOR_DTYPE)[2]
 
 
 def make_op(seed: int, n: int) -> tuple[Any, ...]:

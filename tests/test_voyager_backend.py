@@ -1,12 +1,12 @@
 """VoyagerBackend: the shared contract plus Voyager-specific behaviour.
 
 Recall is measured against the exact :class:`MemoryBackend` on real all-MiniLM-L6-v2 token vectors (the
-``real_vectors`` fixture). Crash safety is in ``test_voyager_crash.py``.
+``real_vectors`` fixture). Crash safety is in ``test_crash.py``; the codecs' and MaxSim kernels' unit tests are in
+``test_kernels.py``.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sqlite3
@@ -139,19 +139,15 @@ def test_small_writes_do_not_rewrite_a_large_segment_each_time(tmp_path: Path) -
     backend = VoyagerBackend(tmp_path / "index", dim=8, mutable_max_tokens=50, max_segments=3)
     big = 32 * 400
     backend.upsert([f"big{i}" for i in range(big // 100)], [unit_multivector(rng, 100, 8) for _ in range(big // 100)])
-    bases: list[int | None] = []
-    build = backend._build_segment
-
-    def spy(flat: Any, labels: Any, *, base: Any = None) -> Any:
-        bases.append(None if base is None else base.n_tokens)
-        return build(flat, labels, base=base)
-
-    backend._build_segment = spy  # type: ignore[method-assign]
     try:
+        done = len(backend.stats()["maintenance"])  # the large segment's seal
         for i in range(20):  # 20 seals of 50 tokens: 1,000 tokens beside the 12,800-token segment
             backend.upsert([f"s{i}a", f"s{i}b"], [unit_multivector(rng, 25, 8) for _ in range(2)])
-        into_big = [n for n in bases if n is not None and n >= big]
-        folds = [n for n in bases if n is not None]
+        events = backend.stats()["maintenance"]
+        assert len(events) < 256  # none dropped from the log
+        # The tokens already in the graph that each fold extended.
+        folds = [e["base_tokens"] for e in events[done:] if e["kind"] == "fold"]
+        into_big = [n for n in folds if n >= big]
         assert 1 <= len(into_big) <= 1_000 // (big // VoyagerBackend.FOLD_RATIO) + 1
         assert len(folds) > len(into_big)  # the small segments were folded among themselves meanwhile
         assert backend.count() == big // 100 + 40 and len(backend.stats()["segments"]) <= 3
@@ -171,11 +167,13 @@ def test_large_segments_get_the_larger_construction_beam(tmp_path: Path) -> None
     def beams(b: VoyagerBackend) -> list[tuple[int, int]]:
         return sorted((s["n_tokens"], s["ef_construction"]) for s in b.stats()["segments"])
 
+    class Small(VoyagerBackend):  # read when the backend is constructed
+        LARGE_SEGMENT_TOKENS = 300
+
     small, large = VoyagerBackend.DEFAULT_EF_CONSTRUCTION, VoyagerBackend.DEFAULT_EF_CONSTRUCTION_LARGE
     assert large > small
     path = tmp_path / "auto"
-    backend = VoyagerBackend(path, dim=8, mutable_max_tokens=50, max_segments=2)
-    backend.LARGE_SEGMENT_TOKENS = 300
+    backend = Small(path, dim=8, mutable_max_tokens=50, max_segments=2)
     backend.upsert([f"a{i}" for i in range(14)], docs(14, 20))  # 280 tokens: one segment, small beam
     assert beams(backend) == [(280, small)]
     backend.upsert(["b0", "b1", "b2"], docs(3, 20))  # a second segment of 60 tokens
@@ -189,8 +187,7 @@ def test_large_segments_get_the_larger_construction_beam(tmp_path: Path) -> None
     backend.close()
     with VoyagerBackend(path, read_only=True) as reader:  # the size-dependent default is persisted
         assert reader.stats()["ef_construction_large"] == large
-    with VoyagerBackend(path, ef_construction=48, mutable_max_tokens=50, max_segments=2) as explicit:
-        explicit.LARGE_SEGMENT_TOKENS = 300
+    with Small(path, ef_construction=48, mutable_max_tokens=50, max_segments=2) as explicit:
         assert explicit.stats()["ef_construction_large"] is None
         explicit.upsert([f"e{i}" for i in range(40)], docs(40, 10))  # 3 segments: folded into one, rebuilt
         assert beams(explicit) == [(1200, 48)]
@@ -199,8 +196,7 @@ def test_large_segments_get_the_larger_construction_beam(tmp_path: Path) -> None
         assert (stats["ef_construction"], stats["ef_construction_large"]) == (48, None)
         assert reopened.count() == 14 + 3 + 3 + 40 + 40
 
-    with VoyagerBackend(tmp_path / "fixed", dim=8, ef_construction=50, mutable_max_tokens=50) as fixed:
-        fixed.LARGE_SEGMENT_TOKENS = 300
+    with Small(tmp_path / "fixed", dim=8, ef_construction=50, mutable_max_tokens=50) as fixed:
         fixed.upsert([f"f{i}" for i in range(40)], docs(40, 10))
         assert beams(fixed) == [(400, 50)]
 
@@ -330,14 +326,6 @@ def test_incremental_writes_keep_the_hnsw_work_per_token_bounded(tmp_path: Path)
     stays bounded (rebuilding merged segments made it grow with the number of writes: 4.8x here)."""
     rng = np.random.default_rng(3)
     backend = VoyagerBackend(tmp_path / "index", dim=16, mutable_max_tokens=50, max_segments=3)
-    inserted: list[int] = []
-    build = backend._build_segment
-
-    def spy(flat: Any, labels: Any, **kwargs: Any) -> Any:
-        inserted.append(int(flat.shape[0]))
-        return build(flat, labels, **kwargs)
-
-    backend._build_segment = spy  # type: ignore[method-assign]
     oracle = MemoryBackend()
     total = 0
     try:
@@ -349,6 +337,10 @@ def test_incremental_writes_keep_the_hnsw_work_per_token_bounded(tmp_path: Path)
             oracle.upsert(ids, [r.vectors for r in backend.get(ids, with_vectors=True)])
             total += sum(d.shape[0] for d in docs)
         assert len(backend.stats()["segments"]) <= 3
+        # Tokens inserted into a graph by each seal, fold and rebuild (a fold inserts the folded tokens only).
+        events = backend.stats()["maintenance"]
+        assert len(events) < 256  # none dropped from the log
+        inserted = [e["inserted_tokens"] for e in events]
         assert len(inserted) > 10 and sum(inserted) <= 2 * total
         backend.delete([f"w{i}-0" for i in range(0, 60, 2)])
         oracle.delete([f"w{i}-0" for i in range(0, 60, 2)])
@@ -562,130 +554,6 @@ def test_int14_vectors_on_real_vectors(real_vectors: Any, tmp_path: Path) -> Non
         assert 0 < max(diffs) < 1e-3
 
 
-@pytest.mark.parametrize("dim", [30, 256, 384])
-def test_int14_scores_equal_maxsim_of_the_decoded_tokens(monkeypatch: pytest.MonkeyPatch, dim: int) -> None:
-    """The int14 exact stage (decoded below 256 dimensions; from there tokens pruned by an int8 product, the rest
-    decoded) equals float64 MaxSim of the decoded tokens to float32 rounding: near-duplicate tokens (the pruning
-    keeps several per document), a one-token document, an all-zero token, documents split across row groups."""
-    from colbert_adapters.backends import voyager as vmod
-
-    monkeypatch.setattr(vmod, "_INT14_ROWS", 300)  # several groups, a document longer than a group
-    rng = np.random.default_rng(dim)
-    docs = []
-    for n in [1, 5, 40, 120, 400, 77, 3, 250]:
-        base = rng.standard_normal((n, dim)).astype(np.float32)
-        base[n // 2 :] = base[: n - n // 2] + 1e-3 * rng.standard_normal((n - n // 2, dim)).astype(np.float32)
-        docs.append(base / np.linalg.norm(base, axis=1, keepdims=True))
-    docs[2][7] = 0.0
-    flat = np.concatenate(docs)
-    offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)
-    scales, codes, blob = vmod._quantise_int14(flat)
-    planes = vmod._residual_planes(blob, flat.shape[0], dim)
-    decoded = vmod._dequantise_int14(codes, scales, *planes).astype(np.float64)
-    for n_q in (1, 5, 32):
-        q = unit_multivector(rng, n_q, dim)
-        q[0] = 0.0 if n_q > 1 else q[0]  # an all-zero query token: scale 0
-        bounds = offsets.tolist()
-        want = [float((q.astype(np.float64) @ decoded[a:b].T).max(axis=1).sum()) for a, b in itertools.pairwise(bounds)]
-        got = vmod._maxsim_int14(q, codes, scales, planes, offsets)
-        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
-        fallback = vmod._maxsim_int14(q, codes, scales, planes, offsets, decode=True)  # decoded, any dim
-        np.testing.assert_allclose(fallback, want, rtol=0, atol=2e-6)
-
-
-def test_int14_pruning_keeps_a_maximum_that_its_int8_codes_rank_lower() -> None:
-    """The int14 stage prunes tokens by their int8 products, so its bound must cover the residuals: a token A whose
-    residuals all lean towards the query (+0.48 of a code step) is the maximum although a token B whose codes sit
-    higher (by 0.6 |q|_1 code units, less than the residuals' reach of 0.97 |q|_1) has the larger int8 product.
-    A bound shrunk below 0.6 of the residuals' reach would prune A (checked: the test then fails)."""
-    from colbert_adapters.backends import voyager as vmod
-
-    rng = np.random.default_rng(21)
-    dim, scale = 384, 0.01
-    q = rng.standard_normal((1, dim)).astype(np.float32)
-    q[0, 0] = 0.0  # component 0 pins the token scale (code 127), outside the query
-    q /= np.linalg.norm(q)
-    sign = np.sign(q[0]).astype(np.int64)
-    base = rng.integers(-60, 61, size=dim)
-    base[0] = 127
-    order = np.argsort(-np.abs(q[0]))  # B: one code step towards q where |q| is largest, until 0.6 |q|_1
-    step = np.zeros(dim, dtype=np.int64)
-    picked = order[np.cumsum(np.abs(q[0, order])) <= 0.6 * np.abs(q[0]).sum()]
-    step[picked] = sign[picked]
-    codes_a, codes_b = base, base + step
-    v_a, v_b = 30 * sign, -30 * sign  # residual steps of 1/62 code
-    v_a[0] = v_b[0] = 0
-    tokens = np.stack([(codes_a + v_a / 62) * scale, (codes_b + v_b / 62) * scale]).astype(np.float32)
-    scales, codes, blob = vmod._quantise_int14(tokens)
-    np.testing.assert_array_equal(codes, np.stack([codes_a, codes_b]))  # the layout as designed
-    planes = vmod._residual_planes(blob, 2, dim)
-    decoded = vmod._dequantise_int14(codes, scales, *planes).astype(np.float64)
-    sims = decoded @ q[0].astype(np.float64)
-    assert sims[0] > sims[1] and codes[1] @ q[0] > codes[0] @ q[0]  # A is the maximum, B the larger int8 product
-    offsets = np.array([0, 2], dtype=np.int64)
-    got = vmod._maxsim_int14(q, codes, scales, planes, offsets)
-    np.testing.assert_allclose(got, [sims[0]], rtol=0, atol=2e-6)
-
-
-def test_int14_query_parts_reconstruct_the_query() -> None:
-    """Two int8 query parts (the int14 stage's coarse product) reconstruct the query within max|q| / 64,516 per
-    component, the bound its pruning relies on; an all-zero token stays zero."""
-    from colbert_adapters.backends import voyager as vmod
-
-    rng = np.random.default_rng(3)
-    q = rng.standard_normal((7, 30)).astype(np.float32)
-    q[3] = 0.0
-    for n_parts in (2, 3):
-        scales, parts = vmod._split_query(q, n_parts)
-        n = q.shape[0]
-        back = sum(parts[p * n : (p + 1) * n].astype(np.float64) / 254.0**p for p in range(n_parts)) * scales[:, None]
-        bound = np.abs(q).max(axis=1, keepdims=True) / 127 / (2 * 254.0 ** (n_parts - 1))
-        assert (np.abs(back - q) <= bound * 1.0001 + 1e-12).all()
-        assert (np.abs(back - q).max(axis=1, keepdims=True) > bound / 4)[[0, 1, 2, 4, 5, 6]].all()  # not loose
-        np.testing.assert_array_equal(back[3], 0.0)
-
-
-def test_query_projection_equals_the_matrix_product() -> None:
-    """A projected segment's query tokens (torch, one thread) equal ``q @ proj.T``, read-only projections too."""
-    from colbert_adapters.backends import voyager as vmod
-
-    rng = np.random.default_rng(8)
-    q = unit_multivector(rng, 32, 384)
-    proj = np.ascontiguousarray(rng.standard_normal((128, 384)).astype(np.float32))
-    want = q.astype(np.float64) @ proj.T.astype(np.float64)
-    np.testing.assert_allclose(vmod._project(q, proj), want, rtol=0, atol=1e-5)
-    proj.flags.writeable = False
-    np.testing.assert_allclose(vmod._project(q[:3], proj), want[:3], rtol=0, atol=1e-5)
-
-
-def test_scan_codes_are_requantised_per_document() -> None:
-    """The small-index scan's cache: each document's int8 tokens requantised with its largest token scale, every
-    component within half a document step of the stored value (an all-zero document stays zero); its estimate is
-    the int8 MaxSim of those codes with the query rounded to int8."""
-    from colbert_adapters.backends import voyager as vmod
-    from colbert_adapters.scoring import quantise_int8
-
-    rng = np.random.default_rng(5)
-    lens = [3, 1, 40, 7, 2]
-    flat = rng.standard_normal((sum(lens), 24)).astype(np.float32) * rng.uniform(0.1, 3, (sum(lens), 1))
-    flat = flat.astype(np.float32)
-    flat[3] = 0.0  # the one-token document
-    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    scales, codes = quantise_int8(flat)
-    stored = codes.astype(np.float64) * scales[:, None]
-    doc_codes, doc_scales = vmod._doc_scale_codes(codes, scales, offsets)
-    assert doc_codes.dtype == np.int8 and doc_scales.shape == (len(lens),)
-    per_row = np.repeat(doc_scales, lens).astype(np.float64)
-    np.testing.assert_allclose(doc_scales, [scales[a:b].max() for a, b in itertools.pairwise(offsets.tolist())])
-    assert (np.abs(doc_codes * per_row[:, None] - stored) <= per_row[:, None] / 2 * 1.0001 + 1e-12).all()
-    np.testing.assert_array_equal(doc_codes[3], 0)
-    q = rng.standard_normal((6, 24)).astype(np.float32)
-    q_scales, q_codes = quantise_int8(q)
-    q8 = q_codes.astype(np.float64) * q_scales[:, None]
-    want = [(q8 @ (doc_codes[a:b] * per_row[a:b, None]).T).max(axis=1).sum() for a, b in itertools.pairwise(offsets)]
-    np.testing.assert_allclose(vmod._doc_scale_estimate(q, doc_codes, doc_scales, offsets), want, rtol=1e-5)
-
-
 def test_float16_vectors_on_real_vectors(real_vectors: Any, tmp_path: Path) -> None:
     """vector_dtype='float16': scores within 5e-3 of the float32 oracle on real vectors."""
     with VoyagerBackend(tmp_path / "index", vector_dtype="float16", exact_below_tokens=0) as backend:
@@ -739,39 +607,19 @@ def test_k_hits_when_candidates_run_short(tmp_path: Path) -> None:
         backend.close()
 
 
-def _spy_on_int8_estimate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the number of documents of every int8 estimate the Voyager backend computes (a list, appended to)."""
-    import colbert_adapters.backends.voyager as voyager_module
-
-    estimated: list[int] = []
-    original = voyager_module.maxsim_int8_estimate
-
-    def spy(q: Any, codes: Any, scales: Any, offsets: Any, **kwargs: Any) -> Any:
-        estimated.append(len(offsets) - 1)
-        return original(q, codes, scales, offsets, **kwargs)
-
-    monkeypatch.setattr(voyager_module, "maxsim_int8_estimate", spy)
-    return estimated
-
-
-def _spy_on_scan_estimate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the number of documents of every estimate the small-index scan computes (a list, appended to)."""
-    import colbert_adapters.backends.voyager as voyager_module
-
-    estimated: list[int] = []
-    original = voyager_module._doc_scale_estimate
-
-    def spy(q: Any, codes: Any, doc_scales: Any, offsets: Any) -> Any:
-        estimated.append(len(offsets) - 1)
-        return original(q, codes, doc_scales, offsets)
-
-    monkeypatch.setattr(voyager_module, "_doc_scale_estimate", spy)
-    return estimated
+def _seq_of(path: Path) -> dict[str, int]:
+    """``{id: seq}`` of the sealed documents of the index at ``path``, read from ``store.sqlite`` (the format
+    documented in ``colbert_adapters/backends/voyager/_db.py``)."""
+    conn = sqlite3.connect(path / "store.sqlite")
+    try:
+        return dict(conn.execute("SELECT id, seq FROM docs WHERE segment IS NOT NULL").fetchall())
+    finally:
+        conn.close()
 
 
 @pytest.mark.voyager_default_exact
 @pytest.mark.parametrize("vector_dtype", ["int14", "int8"])
-def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vector_dtype: str) -> None:
+def test_small_index_is_searched_exactly(tmp_path: Path, vector_dtype: str) -> None:
     """Below exact_below_tokens live sealed tokens the graph is skipped: every (matching) document is ranked by
     an int8 estimate (codes requantised per document, cached) and the best 2 k + 8 read from the store and scored
     exactly, so the hits are the exact scan's."""
@@ -786,16 +634,6 @@ def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.Mon
     oracle.upsert(ids, [r.vectors for r in stored.get(ids, with_vectors=True)], metadatas=metas)
     stored.close()
     assert backend.exact_below_tokens == VoyagerBackend.DEFAULT_EXACT_BELOW_TOKENS > 0
-    calls: list[int] = []
-    original = VoyagerBackend._candidates
-
-    def spy(self: VoyagerBackend, q: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(self, q, **kwargs)
-
-    monkeypatch.setattr(VoyagerBackend, "_candidates", spy)
-    estimated = _spy_on_scan_estimate(monkeypatch)
-    reranked = _spy_on_int8_estimate(monkeypatch)
     try:
         backend.upsert(ids, vecs, metadatas=metas)
         assert backend.stats()["segments"], "the corpus should be sealed into a graph segment"
@@ -806,11 +644,11 @@ def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.Mon
         for _ in range(5):
             q = unit_multivector(rng, 4, 16)
             for flt in (None, {"parity": 1}):
-                estimated.clear()
-                got = backend.search(q, k=20, filter=flt)
+                got, trace = backend.explain(q, k=20, filter=flt)
+                assert trace.path == "scan"  # no graph candidates
                 # One estimate over every live sealed document (the deleted ones are gone), none of the rerank's
                 # own (the documents kept are scored exactly as they are).
-                assert estimated == [len(ids) - 10 - mutable] and reranked == []
+                assert trace.scanned == len(ids) - 10 - mutable and trace.estimated == []
                 want = oracle.search(q, k=20, filter=flt)
                 # Exact on the stored vectors: the same hits and scores as the oracle, up to float32 rounding.
                 np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
@@ -818,23 +656,19 @@ def test_small_index_is_searched_exactly(tmp_path: Path, monkeypatch: pytest.Mon
                 for h in got:
                     assert abs(truth[h.id] - h.score) < 1e-4
                 assert len({h.id for h in got} & {h.id for h in want}) >= 19
-        assert calls == []
+                assert [(h.id, h.score) for h in backend.search(q, k=20, filter=flt)] == [(h.id, h.score) for h in got]
         backend.exact_below_tokens = 0  # the graph path from here on
-        backend.search(unit_multivector(rng, 4, 16), k=5)
-        assert calls == [1]
+        _, trace = backend.explain(unit_multivector(rng, 4, 16), k=5)
+        assert trace.path == "graph" and trace.scanned == 0
     finally:
         backend.close()
 
 
 @pytest.mark.parametrize("vector_dtype", ["int14", "int8"])
-def test_int8_rerank_scores_the_estimated_best_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vector_dtype: str
-) -> None:
+def test_int8_rerank_scores_the_estimated_best_exactly(tmp_path: Path, vector_dtype: str) -> None:
     """Graph path, int8 / int14 store: candidates are ranked by the int8 estimate, the best k + max(8, k // 4) of
     them scored exactly (int14: on the codes plus residuals); with every document a candidate the hits are the exact
     top k on the stored vectors, also for a filter and for the exhaustive fallback."""
-    import colbert_adapters.backends.voyager as voyager_module
-
     ids, vecs = _corpus(200, 16, seed=4)
     metas = [{"parity": i % 2} for i in range(len(ids))]
     backend = VoyagerBackend(
@@ -846,16 +680,6 @@ def test_int8_rerank_scores_the_estimated_best_exactly(
         mutable_max_tokens=64,
         vector_dtype=vector_dtype,
     )
-    estimated = _spy_on_int8_estimate(monkeypatch)
-    scored: list[int] = []  # documents per exact scoring call
-    exact_name = "_maxsim_int14" if vector_dtype == "int14" else "maxsim_flat"
-    exact_fn = getattr(voyager_module, exact_name)
-
-    def exact_spy(q: Any, flat: Any, *args: Any, **kwargs: Any) -> Any:
-        scored.append(len(args[-1] if vector_dtype == "int14" else args[0]) - 1)
-        return exact_fn(q, flat, *args, **kwargs)
-
-    monkeypatch.setattr(voyager_module, exact_name, exact_spy)
     try:
         backend.upsert(ids, vecs, metadatas=metas)
         assert backend.stats()["segments"], "the corpus should be sealed into a graph segment"
@@ -865,25 +689,24 @@ def test_int8_rerank_scores_the_estimated_best_exactly(
         for _ in range(5):
             q = unit_multivector(rng, 4, 16)
             for flt in (None, {"parity": 0}):
-                estimated.clear()
-                scored.clear()
-                got = backend.search(q, k=5, filter=flt)
+                got, trace = backend.explain(q, k=5, filter=flt)
                 want = oracle.search(q, k=5, filter=flt)
                 assert [h.id for h in got] == [h.id for h in want]
                 np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
-                assert estimated and max(estimated) > 5 + 8  # more candidates than are scored exactly
-                assert max(scored) == 5 + 8  # the mutable segment (scored separately) holds fewer documents
+                assert trace.path == "graph"
+                # Documents per int8 estimate and per exact scoring: more candidates than are scored exactly.
+                assert trace.estimated and max(trace.estimated) > 5 + 8
+                assert max(trace.exact) == 5 + 8  # sealed documents (the mutable segment is scored apart)
+                assert [(h.id, h.score) for h in backend.search(q, k=5, filter=flt)] == [(h.id, h.score) for h in got]
         for k in (1, 40):
-            scored.clear()
-            got = backend.search(q, k=k)
+            got, trace = backend.explain(q, k=k)
             assert [h.id for h in got] == [h.id for h in oracle.search(q, k=k)]
-            assert max(scored) == k + max(8, k // 4)
+            assert max(trace.exact) == k + max(8, k // 4)
         backend.k_token, backend.n_rerank = 1, 1  # too few candidates: the exhaustive fallback, still estimated
         q = unit_multivector(rng, 4, 16)
-        estimated.clear()
-        got = backend.search(q, k=40)
+        got, trace = backend.explain(q, k=40)
         assert [h.id for h in got] == [h.id for h in oracle.search(q, k=40)]
-        assert estimated
+        assert trace.fallback > 0 and trace.estimated
     finally:
         backend.close()
 
@@ -897,24 +720,17 @@ def test_rerank_reads_further_batches_while_deep_candidates_win(
     document in the lower half of the first batch (or anywhere in a later one) ranks among the best estimates.
     An approximate score that agrees with the exact one stops after one batch; one that ranks the exact best
     last reads every batch and still returns the exact top k."""
+    from colbert_adapters.backends.voyager import _search
+
     ids, vecs = _corpus(200, 16, seed=6)
     backend = VoyagerBackend(
         tmp_path / "index", n_rerank=40, exact_below_tokens=0, mutable_max_tokens=64, vector_dtype=vector_dtype
     )
     oracle = MemoryBackend()  # the stored vectors, scored exactly
-    batches: list[int] = []  # documents per batch stacked by the rerank
-    original_stack = VoyagerBackend._stack
-
-    def stack_spy(self: VoyagerBackend, rows: Any, **kwargs: Any) -> Any:
-        out = original_stack(self, rows, **kwargs)
-        batches.append(int(out[0].size))
-        return out
-
     try:
         backend.upsert(ids, vecs)
         oracle.upsert(ids, [r.vectors for r in backend.get(ids, with_vectors=True)])
-        with backend._reader() as conn:
-            seq_of = dict(conn.execute("SELECT id, seq FROM docs WHERE segment IS NOT NULL").fetchall())
+        seq_of = _seq_of(backend.path)
         sealed = np.array(sorted(seq_of.values()), dtype=np.int64)
         assert sealed.size > 150
         rng = np.random.default_rng(13)
@@ -923,14 +739,15 @@ def test_rerank_reads_further_batches_while_deep_candidates_win(
         rank = {seq_of[h.id]: i for i, h in enumerate(want) if h.id in seq_of}
         sign = -1.0 if order == "agrees" else 1.0  # higher approx = better: "reversed" puts the exact best last
 
-        def candidates(self: VoyagerBackend, q: Any, **kwargs: Any) -> Any:  # every sealed document, in a chosen order
+        def candidates(st: Any, q: Any, q8: Any = None, trace: Any = None) -> Any:
+            # Every sealed document, in a chosen approximate order.
             return sealed, np.array([sign * rank[int(s)] for s in sealed], dtype=np.float64), False
 
-        monkeypatch.setattr(VoyagerBackend, "_candidates", candidates)
-        monkeypatch.setattr(VoyagerBackend, "_stack", stack_spy)
-        got = backend.search(q, k=5)
+        monkeypatch.setattr(_search, "candidates", candidates)
+        got, trace = backend.explain(q, k=5)
         assert [h.id for h in got] == [h.id for h in want[:5]]
         np.testing.assert_allclose([h.score for h in got], [h.score for h in want[:5]], atol=1e-4)
+        batches = trace.batches  # documents per batch read by the rerank
         if order == "agrees":
             assert batches == [40]
         else:
@@ -952,10 +769,10 @@ def test_search_arena_hands_out_disjoint_regions_kept_per_thread(monkeypatch: py
     """The rerank stacks its batches into a per-thread arena: regions of one search never overlap (each batch's
     views stay valid until the next search), a request that does not fit starts a new buffer without touching
     views of the old one, a reset reuses the buffer, a request over the cap is not kept, and threads do not share."""
-    from colbert_adapters.backends import voyager as vmod
+    from colbert_adapters.backends.voyager import _rerank
 
-    monkeypatch.setattr(vmod, "_ARENA_MAX_BYTES", 4 << 20)
-    arena = vmod._Arena()
+    monkeypatch.setattr(_rerank, "ARENA_MAX_BYTES", 4 << 20)
+    arena = _rerank.Arena()
     a, b = arena.take(1000), arena.take(3000)
     a[:] = b"a" * 1000
     b[:] = b"b" * 3000
@@ -970,8 +787,8 @@ def test_search_arena_hands_out_disjoint_regions_kept_per_thread(monkeypatch: py
     big = arena.take(5 << 20)  # over the cap: a one-off buffer
     assert big.obj is not arena.buf and len(big) == 5 << 20 and arena.buf is kept
     seen: list[int] = []
-    worker = threading.Thread(target=lambda: seen.append(len(vmod._ARENA.buf)))
-    vmod._ARENA.take(100)
+    worker = threading.Thread(target=lambda: seen.append(len(_rerank.ARENA.buf)))
+    _rerank.ARENA.take(100)
     worker.start()
     worker.join()
     assert seen == [0]  # another thread starts with its own, empty arena
@@ -980,22 +797,28 @@ def test_search_arena_hands_out_disjoint_regions_kept_per_thread(monkeypatch: py
 def test_rerank_batches_stacked_in_the_arena_match_a_join(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stacking into the arena gives the same arrays as joining the blobs; searches that read several batches
     into it (and searches after them, reusing it) return the exact top k."""
+    from colbert_adapters.backends.voyager import _rerank
+
     ids, vecs = _corpus(200, 16, seed=8)
     backend = VoyagerBackend(tmp_path / "index", n_rerank=20, exact_below_tokens=0, mutable_max_tokens=64)
     oracle = MemoryBackend()
     try:
         backend.upsert(ids, vecs)
         oracle.upsert(ids, [r.vectors for r in backend.get(ids, with_vectors=True)])
-        from colbert_adapters.backends import voyager as vmod
-
-        with backend._reader() as conn:
-            seqs = [r[0] for r in conn.execute("SELECT seq FROM docs WHERE segment IS NOT NULL LIMIT 50")]
-            rows = backend._blobs.fetch(conn, "vectors", seqs)
-        arena = vmod._Arena()
-        joined, stacked = backend._stack(rows), backend._stack(rows, arena=arena)
+        conn = sqlite3.connect(backend.path / "store.sqlite")  # (seq, n_tokens, vectors) rows, as the rerank reads
+        try:
+            rows = conn.execute(
+                "SELECT seq, n_tokens, vectors FROM docs WHERE segment IS NOT NULL ORDER BY seq LIMIT 50"
+            ).fetchall()
+        finally:
+            conn.close()
+        dim, vector_dtype = backend.dim or 0, backend.stats()["vector_dtype"]
+        arena = _rerank.Arena()
+        joined = _rerank.stack(rows, dim, vector_dtype)
+        stacked = _rerank.stack(rows, dim, vector_dtype, arena=arena)
         for x, y in zip(joined, stacked, strict=True):
             np.testing.assert_array_equal(x, y)
-        monkeypatch.setattr(vmod, "_ARENA_MAX_BYTES", 64 << 10)  # a few batches per buffer
+        monkeypatch.setattr(_rerank, "ARENA_MAX_BYTES", 64 << 10)  # a few batches per buffer
         rng = np.random.default_rng(2)
         for _ in range(6):
             q = unit_multivector(rng, 4, 16)
@@ -1009,14 +832,14 @@ def test_rerank_batches_stacked_in_the_arena_match_a_join(tmp_path: Path, monkey
 def test_blob_cache_serves_from_memory_within_its_budget(tmp_path: Path) -> None:
     """The cache returns a document's blob without the store once read, evicts least recently used entries past
     its budget, forgets discarded seqs, and ``remember=False`` / a zero budget read through without keeping."""
-    from colbert_adapters.backends.voyager import _BlobCache
+    from colbert_adapters.backends.voyager._docstore import BlobCache
 
     conn = sqlite3.connect(tmp_path / "docs.sqlite", isolation_level=None)
     conn.execute("CREATE TABLE docs (seq INTEGER PRIMARY KEY, n_tokens INTEGER, vectors BLOB, residual BLOB)")
     blobs = {seq: bytes([seq]) * (10 * seq) for seq in range(1, 9)}
     for seq, blob in blobs.items():
         conn.execute("INSERT INTO docs VALUES (?, ?, ?, ?)", (seq, seq, blob, blob[:seq]))
-    cache = _BlobCache(max_bytes=150)
+    cache = BlobCache(max_bytes=150)
     assert cache.fetch(conn, "vectors", [3, 1, 5]) == [(s, s, blobs[s]) for s in (1, 3, 5)]
     assert len(cache) == 3 and cache.nbytes == 90
     conn.execute("DELETE FROM docs WHERE seq IN (1, 3)")  # a cached entry never reads the store again
@@ -1030,7 +853,7 @@ def test_blob_cache_serves_from_memory_within_its_budget(tmp_path: Path) -> None
     assert len(cache) == 0 and cache.nbytes == 0
     conn.execute("DELETE FROM docs WHERE seq = 8")
     assert cache.fetch(conn, "vectors", [8]) == []
-    off = _BlobCache(max_bytes=0)
+    off = BlobCache(max_bytes=0)
     assert off.fetch(conn, "vectors", [2, 4]) == [(2, 2, blobs[2]), (4, 4, blobs[4])] and len(off) == 0
     conn.close()
 
@@ -1513,7 +1336,7 @@ def test_doc_centroids_summarise_each_documents_tokens() -> None:
     """Four well-separated clusters give four centroids on their directions; a document of fewer tokens than
     centroids keeps its tokens (so the best centroid similarity is the exact MaxSim term); same input, same
     output; non-unit tokens keep their mean norm."""
-    from colbert_adapters.backends.voyager import _doc_centroids
+    from colbert_adapters.backends.voyager._centroids import doc_centroids
 
     rng = np.random.default_rng(3)
     dim = 32
@@ -1522,15 +1345,21 @@ def test_doc_centroids_summarise_each_documents_tokens() -> None:
     clustered /= np.linalg.norm(clustered, axis=1, keepdims=True)
     short = unit_multivector(rng, 2, dim)
     scaled = 3.0 * unit_multivector(rng, 7, dim)
-    codes, scales = _doc_centroids([clustered, short, scaled])
+    codes, scales = doc_centroids([clustered, short, scaled])
     assert codes.shape == (3, 4, dim) and codes.dtype == np.int8 and scales.shape == (3, 4)
     cen = codes.astype(np.float32) * scales[..., None]
     np.testing.assert_allclose(np.sort((cen[0] @ centres.T).max(axis=0)), np.ones(4), atol=0.02)
     q = unit_multivector(rng, 5, dim)
     np.testing.assert_allclose((q @ cen[1].T).max(axis=1), (q @ short.T).max(axis=1), atol=0.02)
     np.testing.assert_allclose(np.linalg.norm(cen[2], axis=1), 3.0, rtol=0.2)
-    again = _doc_centroids([clustered, short, scaled])
+    again = doc_centroids([clustered, short, scaled])
     assert np.array_equal(again[0], codes) and np.array_equal(again[1], scales)
+
+
+def _token_queries(backend: VoyagerBackend) -> np.ndarray:
+    """One query token per live document (its first token): with a small ``k_token`` every sealed document is a
+    candidate, retrieved by its own token only, so its approximate score is mostly its centroid similarities."""
+    return np.stack([r.vectors[0] for r in backend.get(backend.ids(), with_vectors=True)])
 
 
 def test_centroids_are_written_and_removed_with_their_documents(tmp_path: Path) -> None:
@@ -1538,7 +1367,8 @@ def test_centroids_are_written_and_removed_with_their_documents(tmp_path: Path) 
     its row; compaction keeps them; a reopened index loads the same table."""
     path = tmp_path / "index"
     ids, vecs = _corpus(60, 16, seed=2)
-    with VoyagerBackend(path, mutable_max_tokens=64) as backend:
+    opts: dict[str, Any] = {"exact_below_tokens": 0, "k_token": 4}
+    with VoyagerBackend(path, mutable_max_tokens=64, **opts) as backend:
         backend.upsert(ids, vecs)
         assert set(_centroid_rows(path)) == _doc_seqs(path)
         backend.upsert(ids[:10], _corpus(10, 16, seed=9)[1])  # re-added ids: new seqs, new vectors
@@ -1547,18 +1377,17 @@ def test_centroids_are_written_and_removed_with_their_documents(tmp_path: Path) 
         backend.compact()
         rows = _centroid_rows(path)
         assert set(rows) == _doc_seqs(path)
-        table = backend._centroids
-        assert table is not None
-        live = np.array(sorted(rows), dtype=np.int64)
-        held = table.rows(live)
-        assert held is not None
-    with VoyagerBackend(path, read_only=True) as reopened:
-        again = reopened._centroids
-        assert again is not None
-        pos = again.rows(live)
-        assert pos is not None
-        assert np.array_equal(again.codes[pos], table.codes[held])
-        assert np.array_equal(again.scales[pos], table.scales[held])
+        # The centroids held in memory complete the approximate score of every live document (each a candidate).
+        q = _token_queries(backend)
+        _, held = backend.explain(q, k=5)
+        assert held.centroids and set(held.approximate) == set(backend.ids())
+    with VoyagerBackend(path, read_only=True, **opts) as reopened:
+        _, again = reopened.explain(q, k=5)
+        assert again.centroids
+        # The same candidates from the same graph, completed by the same centroids: the same approximate scores.
+        assert again.approximate.keys() == held.approximate.keys()
+        for doc_id, score in held.approximate.items():
+            assert again.approximate[doc_id] == pytest.approx(score, abs=1e-6)
 
 
 def test_index_without_centroids_is_searched_then_backfilled(tmp_path: Path) -> None:
@@ -1580,13 +1409,14 @@ def test_index_without_centroids_is_searched_then_backfilled(tmp_path: Path) -> 
     conn.commit()
     conn.close()
     with VoyagerBackend(path, read_only=True, **opts) as old:
-        assert old._centroids is not None and old._centroids.n == 0
-        seqs, _approx, _ = old._candidates(queries[0])
-        assert seqs.size and old._centroids.rows(seqs) is None
+        _, trace = old.explain(queries[0], k=5)
+        # Graph candidates, whose approximate scores no centroids completed (the index holds none).
+        assert trace.candidates and not trace.centroids
         assert all(old.search(q, k=5) for q in queries)
     with VoyagerBackend(path, **opts) as backend:
         assert _centroid_rows(path) == stored
         assert [[(h.id, h.score) for h in backend.search(q, k=5)] for q in queries] == before
+        assert backend.explain(queries[0], k=5)[1].centroids
 
 
 def test_centroids_complete_the_approximate_score(tmp_path: Path) -> None:
@@ -1607,62 +1437,89 @@ def test_centroids_complete_the_approximate_score(tmp_path: Path) -> None:
     ids.append("target")
     vecs.append(target)
     q = eye[:4].copy()
-    with VoyagerBackend(
-        tmp_path / "index", exact_below_tokens=0, k_token=2, ef_search=64, mutable_max_tokens=8
-    ) as backend:
+    path = tmp_path / "index"
+    opts: dict[str, Any] = {"exact_below_tokens": 0, "k_token": 2, "ef_search": 64, "mutable_max_tokens": 8}
+    with VoyagerBackend(path, **opts) as backend:
         backend.upsert(ids, vecs)
         backend.compact()
-        with backend._reader() as conn:
-            seq_of = dict(conn.execute("SELECT id, seq FROM docs").fetchall())
-        seqs, approx, _ = backend._candidates(q)
-        score = dict(zip(seqs.tolist(), approx.tolist(), strict=True))
-        assert seq_of["target"] in score
-        assert max(score, key=score.__getitem__) == seq_of["target"]
-        assert score[seq_of["target"]] == pytest.approx(1.0 + 3 * 0.9, abs=0.02)
+        _, trace = backend.explain(q, k=1)
+        score = trace.approximate  # the candidates' approximate scores, by id
+        assert trace.centroids
+        assert "target" in score
+        assert max(score, key=score.__getitem__) == "target"
+        assert score["target"] == pytest.approx(1.0 + 3 * 0.9, abs=0.02)
         assert backend.search(q, k=1)[0].id == "target"
-        assert backend._centroids is not None
-        backend._centroids.n = 0  # as an index without centroids
-        seqs, approx, _ = backend._candidates(q)
-        score = dict(zip(seqs.tolist(), approx.tolist(), strict=True))
-        assert score[seq_of["target"]] == pytest.approx(1.0, abs=1e-5)
+    # As an index without centroids (written before them, opened read-only: not backfilled), same graph.
+    conn = sqlite3.connect(path / "store.sqlite")
+    conn.execute("DROP TABLE centroids")
+    conn.commit()
+    conn.close()
+    with VoyagerBackend(path, read_only=True, **opts) as old:
+        _, trace = old.explain(q, k=1)
+        score = trace.approximate
+        assert not trace.centroids
+        assert score["target"] == pytest.approx(1.0, abs=1e-5)
         assert max(score.values()) == pytest.approx(1.0, abs=1e-5)
-        assert score[seq_of["decoy0-0"]] == pytest.approx(0.95, abs=0.01)
+        assert score["decoy0-0"] == pytest.approx(0.95, abs=0.01)
+
+
+def _read_centroids(path: Path, old: Any) -> Any:
+    """``_centroids.read_centroids`` on the store of index ``path``, as a state reload calls it."""
+    from colbert_adapters.backends.voyager._centroids import read_centroids
+
+    conn = sqlite3.connect(path / "store.sqlite")
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        n_docs = conn.execute("SELECT count(*) FROM docs").fetchone()[0]
+        return read_centroids(conn, old, int(meta["dim"]), meta.get("centroids_epoch", "0"), n_docs, path)
+    finally:
+        conn.close()
 
 
 def test_centroids_follow_other_writers_and_stay_bounded(tmp_path: Path) -> None:
     """A read-only reader adds the centroids of another writer's new documents to its table (only those), reloads
     it whole after a backfill, and the writer's table drops the rows of replaced documents once they make up
     half of it."""
+    from colbert_adapters.backends.voyager._centroids import N_CENTROIDS
+
     path = tmp_path / "index"
     ids, vecs = _corpus(30, 16, seed=11)
-    writer = VoyagerBackend(path, mutable_max_tokens=64)
+    opts: dict[str, Any] = {"exact_below_tokens": 0, "k_token": 4}
+    writer = VoyagerBackend(path, mutable_max_tokens=64, **opts)
     try:
         writer.upsert(ids[:20], vecs[:20])
-        reader = VoyagerBackend(path, read_only=True)
+        reader = VoyagerBackend(path, read_only=True, **opts)
         try:
-            table = reader._centroids
+            table = _read_centroids(path, None)  # the reload of the table a reader holds
             assert table is not None and table.n == 20
             writer.upsert(ids[20:], vecs[20:])
             assert reader.count() == 30  # refreshes
-            assert reader._centroids is table and table.n == 30  # the same table, 10 rows added
+            _, trace = reader.explain(_token_queries(writer), k=5)
+            # Every live document a candidate (or in the mutable segment), the new ones with their centroids too.
+            assert trace.centroids and len(trace.approximate) + trace.mutable == 30
+            assert _read_centroids(path, table) is table and table.n == 30  # the same table, 10 rows added
             assert table.rows(np.array(sorted(_centroid_rows(path)), dtype=np.int64)) is not None
             writer.close()
             conn = sqlite3.connect(path / "store.sqlite")
             conn.execute("DELETE FROM centroids WHERE seq IN (SELECT seq FROM docs ORDER BY seq LIMIT 5)")
             conn.commit()
             conn.close()
-            writer = VoyagerBackend(path, mutable_max_tokens=64)  # backfills the 5 rows
+            writer = VoyagerBackend(path, mutable_max_tokens=64, **opts)  # backfills the 5 rows
             assert reader.count() == 30
-            assert reader._centroids is not table
-            assert reader._centroids.rows(np.array(sorted(_doc_seqs(path)), dtype=np.int64)) is not None
+            reloaded = _read_centroids(path, table)
+            assert reloaded is not table
+            assert reloaded.rows(np.array(sorted(_doc_seqs(path)), dtype=np.int64)) is not None
+            assert reader.explain(_token_queries(writer), k=5)[1].centroids
         finally:
             reader.close()
-        for i in range(110):  # 1,100 replaced documents' rows
-            writer.upsert(ids[:10], _corpus(10, 16, seed=100 + i)[1])
-        assert writer._centroids is not None and writer._centroids.n <= 2 * 30 + 1024
-        live = np.array(sorted(_doc_seqs(path)), dtype=np.int64)
-        assert writer._centroids.rows(live) is not None
-        assert writer.stats()["centroid_bytes"] == writer._centroids.nbytes > 0
+        for i in range(75):  # 2,250 replaced documents' rows (each write sealed: at least 90 tokens)
+            writer.upsert(ids, _corpus(30, 16, seed=100 + i)[1])
+        # The table holds at most 2 * 30 + 1,024 rows (seq, then int8 codes and float32 scales of N_CENTROIDS
+        # centroids) in arrays grown by doubling; with the rows of every replaced document it would hold 2,280 rows
+        # in arrays of 4,096.
+        row_bytes = 8 + N_CENTROIDS * (writer.dim or 0) + 4 * N_CENTROIDS
+        assert 0 < writer.stats()["centroid_bytes"] <= 2 * (2 * 30 + 1024) * row_bytes
+        assert writer.explain(_token_queries(writer), k=5)[1].centroids  # every candidate's live row is held
     finally:
         writer.close()
 
@@ -1670,12 +1527,12 @@ def test_centroids_follow_other_writers_and_stay_bounded(tmp_path: Path) -> None
 def test_doc_centroids_bound_their_memory_for_long_documents(monkeypatch: pytest.MonkeyPatch) -> None:
     """Groups are cut by padded size: a long document among short ones is processed apart, and each document's
     centroids are those it gets alone."""
-    import colbert_adapters.backends.voyager as voyager_module
+    from colbert_adapters.backends.voyager import _centroids
 
     rng = np.random.default_rng(8)
     docs = [unit_multivector(rng, n, 8) for n in (3, 5, 400, 7, 2)]
-    alone = [voyager_module._doc_centroids([d]) for d in docs]
-    monkeypatch.setattr(voyager_module, "_CENTROID_GROUP_ENTRIES", 8 * 400)  # room for the long one alone
+    alone = [_centroids.doc_centroids([d]) for d in docs]
+    monkeypatch.setattr(_centroids, "CENTROID_GROUP_ENTRIES", 8 * 400)  # room for the long one alone
     shapes: list[tuple[int, ...]] = []
     real_zeros = np.zeros
 
@@ -1684,9 +1541,9 @@ def test_doc_centroids_bound_their_memory_for_long_documents(monkeypatch: pytest
             shapes.append(shape)
         return real_zeros(shape, *args, **kwargs)
 
-    monkeypatch.setattr(voyager_module.np, "zeros", spy_zeros)
-    codes, scales = voyager_module._doc_centroids(docs)
-    monkeypatch.setattr(voyager_module.np, "zeros", real_zeros)
+    monkeypatch.setattr(_centroids.np, "zeros", spy_zeros)
+    codes, scales = _centroids.doc_centroids(docs)
+    monkeypatch.setattr(_centroids.np, "zeros", real_zeros)
     assert max(b * w * d for b, w, d in shapes) <= 8 * 400
     assert (1, 400, 8) in shapes
     for i, (c1, s1) in enumerate(alone):
