@@ -1524,6 +1524,20 @@ def test_centroids_follow_other_writers_and_stay_bounded(tmp_path: Path) -> None
         writer.close()
 
 
+def test_centroids_of_documents_replaced_in_the_mutable_segment_are_dropped(tmp_path: Path) -> None:
+    """Replacing documents that are still in the mutable segment (never sealed) frees their centroid rows too: the
+    writer's table stays bounded by the live documents, as it does for sealed ones."""
+    from colbert_adapters.backends.voyager._centroids import N_CENTROIDS
+
+    ids, _ = _corpus(30, 16, seed=12)
+    with VoyagerBackend(tmp_path / "index", mutable_max_tokens=10**6) as writer:
+        for i in range(75):  # 2,250 replaced documents, none sealed
+            writer.upsert(ids, _corpus(30, 16, seed=200 + i)[1])
+        assert writer.stats()["segments"] == []
+        row_bytes = 8 + N_CENTROIDS * 16 + 4 * N_CENTROIDS
+        assert 0 < writer.stats()["centroid_bytes"] <= 2 * (2 * 30 + 1024) * row_bytes
+
+
 def test_doc_centroids_bound_their_memory_for_long_documents(monkeypatch: pytest.MonkeyPatch) -> None:
     """Groups are cut by padded size: a long document among short ones is processed apart, and each document's
     centroids are those it gets alone."""

@@ -104,11 +104,12 @@ def apply_removed(st: IndexState, rows: list[Row]) -> None:
         return
     segments = dict(st.segments)
     for r in rows:
+        # Dead labels map to no document: the graphs skip them, and the centroid table keeps only live seqs.
+        st.label_seq[r.first_label : r.first_label + r.n_tokens] = -1
         if r.segment is None:
             if st.mutable.pop(r.seq, None) is not None:
                 st.mutable_tokens -= r.n_tokens
         else:
-            st.label_seq[r.first_label : r.first_label + r.n_tokens] = -1
             s = segments[r.segment]
             segments[r.segment] = dataclasses.replace(
                 s, n_live_tokens=s.n_live_tokens - r.n_tokens, n_docs=s.n_docs - 1
