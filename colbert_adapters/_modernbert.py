@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import CheckpointError
 
-__all__ = ["ModernBertSpec", "PackedModernBert"]
+__all__ = ["ModernBertSpec", "PackedModernBert", "load_packed_modernbert"]
 
 # Query block of the sliding-window attention. Sequences up to this length use one block (one small mask).
 _LOCAL_BLOCK = 512
@@ -398,3 +398,16 @@ class PackedModernBert(nn.Module):
         inp, gate = t.chunk(2, dim=-1)
         out: torch.Tensor = self._act(inp)
         return out.mul_(gate)
+
+
+def load_packed_modernbert(config: Mapping[str, Any], weight_files: Sequence[Any]) -> PackedModernBert:
+    """A :class:`PackedModernBert` built from a transformers ``config.json`` (``config``) and its safetensors
+    ``weight_files`` (read with ``safetensors``: no pickle)."""
+    from safetensors.torch import load_file
+
+    model = PackedModernBert(ModernBertSpec.from_config(config))
+    sd: dict[str, torch.Tensor] = {}
+    for f in weight_files:
+        sd.update(load_file(str(f)))
+    model.load_hf_state_dict(sd)
+    return model

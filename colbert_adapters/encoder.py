@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ._checkpoint import CheckpointFiles, DenseSpec, read_checkpoint, resolve_model_dir, resolve_settings
 from ._validation import check_texts
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ColBERTEncoder", "ModelSpec", "cpu_has_native_bf16"]
+__all__ = ["ColBERTEncoder", "ModelSpec", "Tokenized", "cpu_has_native_bf16"]
 
 # Upper bound on tokens per forward pass (all sequences of a batch together); bounds activation memory
 # for long documents while short texts still batch ``batch_size`` at a time.
@@ -46,6 +47,24 @@ _DTYPES = {
     "fp16": "float16",
     "half": "float16",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenized:
+    """One text as the encoder's model sees it (:meth:`ColBERTEncoder.tokenize`).
+
+    Attributes:
+        ids: input ids: ``[CLS]``, the ``[Q] ``/``[D] `` prefix id, the text's tokens (truncated to the query or
+            document length), ``[SEP]``, then ``[MASK]`` padding when queries are expanded.
+        attended: how many leading ids the attention sees (all real ids; the padding too when the checkpoint
+            attends to expansion tokens).
+        keep: bool ``(len(ids),)``: which positions become output vectors (documents: punctuation of the skiplist
+            dropped; queries: every real id, or every id with expansion).
+    """
+
+    ids: list[int]
+    attended: int
+    keep: npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,18 +300,10 @@ class ColBERTEncoder:
         model_type = str(files.config.get("model_type", ""))
         packed = model_type == "modernbert"
         if packed:
-            from safetensors.torch import load_file
+            from ._modernbert import load_packed_modernbert
 
-            from ._modernbert import ModernBertSpec, PackedModernBert
-
-            spec = ModernBertSpec.from_config(files.config)
-            model = PackedModernBert(spec)
-            sd: dict[str, torch.Tensor] = {}
-            for f in files.weight_files:
-                sd.update(load_file(str(f)))
-            model.load_hf_state_dict(sd)
-            del sd
-            max_pos = spec.max_position_embeddings
+            model = load_packed_modernbert(files.config, files.weight_files)
+            max_pos = model.spec.max_position_embeddings
             if int(settings["document_length"]) > max_pos:
                 logger.warning(
                     "document_length=%d exceeds the backbone's trained context (%d tokens); ModernBERT computes "
@@ -419,6 +430,25 @@ class ColBERTEncoder:
 
             vecs = [pool_tokens(v, pool_factor, protected_tokens) for v in vecs]
         return vecs
+
+    def tokenize(self, texts: Sequence[str], *, is_query: bool = False) -> list[Tokenized]:
+        """Each text as the model sees it: input ids, attended length and the positions kept as vectors.
+
+        Args:
+            texts: the texts (queries when ``is_query``, else documents).
+            is_query: tokenize as queries (``[Q] `` prefix, ``query_length``, expansion) or documents.
+
+        Returns:
+            One :class:`Tokenized` per text; ``encode_queries`` / ``encode_documents`` return one row per kept
+            position, in order.
+
+        Raises:
+            InvalidInputError: ``texts`` is not a sequence of ``str``.
+        """
+        return [
+            Tokenized(ids, n_keys, self._keep_mask(np.array(ids), n_real, is_query))
+            for ids, n_keys, n_real in self._tokenize(check_texts(texts), is_query)
+        ]
 
     def count_tokens(self, texts: Sequence[str], *, is_query: bool = False) -> list[int]:
         """Number of input tokens (including ``[CLS]``, prefix, ``[SEP]``) each text has after truncation."""

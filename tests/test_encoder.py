@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,14 +57,14 @@ def test_both_on_disk_layouts_give_identical_vectors(make_checkpoint: Callable[.
 
 def test_prefix_inserted_after_cls_and_lengths(tiny_encoder: ColBERTEncoder) -> None:
     tok = tiny_encoder.tokenizer
-    ids = tiny_encoder._tokenize(["hello"], is_query=True)[0][0]
+    ids = tiny_encoder.tokenize(["hello"], is_query=True)[0].ids
     assert ids == [
         tok.cls_token_id,
         50368,
         *tok("hello", add_special_tokens=False)["input_ids"],
         tok.sep_token_id,
     ]
-    doc_ids = tiny_encoder._tokenize(["hello"], is_query=False)[0][0]
+    doc_ids = tiny_encoder.tokenize(["hello"], is_query=False)[0].ids
     assert doc_ids[1] == 50369
     # no query expansion: one row per real token
     assert tiny_encoder.encode_queries(["hello"])[0].shape == (len(ids), 128)
@@ -108,8 +109,8 @@ def test_unknown_config_key_warns(make_checkpoint: Callable[..., pathlib.Path]) 
 
 def test_skiplist_drops_only_exact_punctuation_ids(tiny_encoder: ColBERTEncoder) -> None:
     text = 'a (b) "c" - d... e!'
-    ids, _, n = tiny_encoder._tokenize([text], is_query=False)[0]
-    keep = tiny_encoder._keep_mask(np.array(ids), n, is_query=False)
+    tokenized = tiny_encoder.tokenize([text], is_query=False)[0]
+    ids, keep = tokenized.ids, tokenized.keep
     tokens = tiny_encoder.tokenizer.convert_ids_to_tokens(ids)
     dropped = {t for t, k in zip(tokens, keep, strict=True) if not k}
     kept = {t for t, k in zip(tokens, keep, strict=True) if k}
@@ -117,7 +118,7 @@ def test_skiplist_drops_only_exact_punctuation_ids(tiny_encoder: ColBERTEncoder)
     assert "Ġ(" in kept and 'Ġ"' in kept and "Ġ-" in kept  # BPE-prefixed punctuation stays (PyLate)
     assert tiny_encoder.encode_documents([text])[0].shape[0] == int(keep.sum())
     # queries never drop punctuation
-    assert tiny_encoder.encode_queries([text])[0].shape[0] == len(tiny_encoder._tokenize([text], True)[0][0])
+    assert tiny_encoder.encode_queries([text])[0].shape[0] == len(tiny_encoder.tokenize([text], is_query=True)[0].ids)
 
 
 def test_plain_backbone_without_dense(make_checkpoint: Callable[..., pathlib.Path]) -> None:
@@ -130,17 +131,26 @@ def test_plain_backbone_without_dense(make_checkpoint: Callable[..., pathlib.Pat
 
 # ------------------------------------------------------------------------------------------------ long documents
 def test_documents_longer_than_the_limit_are_truncated_and_logged(
-    tiny_encoder: ColBERTEncoder, caplog: pytest.LogCaptureFixture
+    tiny_encoder: ColBERTEncoder, tiny_checkpoint: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     long_text = " ".join(["word"] * 1000)
     with caplog.at_level(logging.INFO, logger="colbert_adapters.encoder"):
         v = tiny_encoder.encode_documents([long_text, "short"])[0]
-    ids = tiny_encoder._tokenize([long_text], is_query=False)[0][0]
+    ids = tiny_encoder.tokenize([long_text], is_query=False)[0].ids
     assert len(ids) == 300 and ids[-1] == tiny_encoder.tokenizer.sep_token_id
     assert v.shape == (300, 128)
     assert "1 of 2 documents reached document_length=300" in caplog.text
-    longer = ColBERTEncoder.from_pretrained(tiny_encoder._files.root, document_length=1200)
+    longer = ColBERTEncoder.from_pretrained(tiny_checkpoint, document_length=1200)
     assert longer.encode_documents([long_text])[0].shape == (1003, 128)  # [CLS] [D] 1000 words [SEP]
+
+
+def _packed_backbone(ckpt: pathlib.Path) -> Any:
+    """The packed ModernBERT backbone the encoder loads from ``ckpt`` (private module, tested directly)."""
+    from colbert_adapters._checkpoint import read_checkpoint
+    from colbert_adapters._modernbert import load_packed_modernbert
+
+    files = read_checkpoint(ckpt)
+    return load_packed_modernbert(files.config, files.weight_files).eval()
 
 
 def _hf_reference_hidden(ckpt: pathlib.Path, ids: list[list[int]], n_keys: list[int]) -> list[torch.Tensor]:
@@ -171,10 +181,10 @@ def test_packed_long_context_matches_transformers_reference(
     ]
     n_keys = [len(ids[0]), len(ids[1]) - 5]  # the short one also has 5 computed-but-unattended rows
     ref = _hf_reference_hidden(ckpt, ids, n_keys)
-    enc = ColBERTEncoder.from_pretrained(ckpt, document_length=8192)
+    model = _packed_backbone(ckpt)  # the encoder's ModernBERT forward pass, unit-tested on its own
     flat = torch.tensor([t for x in ids for t in x])
     with torch.inference_mode():
-        ours = enc._model(flat, [len(x) for x in ids], n_keys)
+        ours = model(flat, [len(x) for x in ids], n_keys)
     np.testing.assert_allclose(ours[: len(ids[0])].numpy(), ref[0].numpy(), atol=1e-4)
     np.testing.assert_allclose(ours[len(ids[0]) :].numpy(), ref[1].numpy(), atol=1e-4)
 
@@ -419,14 +429,14 @@ def test_padded_and_sequential_attention_paths_agree(
     make_checkpoint: Callable[..., pathlib.Path], local_attention: int, lengths: list[int], key_lengths: list[int]
 ) -> None:
     """Short batches run one padded SDPA per layer; long ones run unpadded per sequence: same numbers."""
-    enc = ColBERTEncoder.from_pretrained(make_checkpoint(local_attention=local_attention))
+    model = _packed_backbone(make_checkpoint(local_attention=local_attention))
     rng = np.random.default_rng(1)
     flat = torch.tensor(rng.integers(100, 50000, size=sum(lengths)))
     with torch.inference_mode():
-        batched = enc._model(flat, lengths, key_lengths)
+        batched = model(flat, lengths, key_lengths)
         one_by_one = []
         start = 0
         for n, k in zip(lengths, key_lengths, strict=True):
-            one_by_one.append(enc._model(flat[start : start + n], [n], [k]))
+            one_by_one.append(model(flat[start : start + n], [n], [k]))
             start += n
     np.testing.assert_allclose(batched.numpy(), torch.cat(one_by_one).numpy(), atol=1e-5)

@@ -87,12 +87,12 @@ def test_tokenization_and_keep_mask_match_pylate(make_checkpoint: Callable[..., 
     ids_ref = _split(arrays["input_ids"], arrays["id_offsets"])
     att_ref = _split(arrays["attention_mask"], arrays["id_offsets"])
     keep_ref = _split(arrays["keep_mask"], arrays["id_offsets"])
-    for i, (ids, n_keys, n_real) in enumerate(enc._tokenize(texts, is_query)):
-        np.testing.assert_array_equal(np.array(ids), ids_ref[i], err_msg=f"ids of text {i}")
-        att = np.zeros(len(ids), dtype=np.int64)
-        att[:n_keys] = 1
+    for i, tokenized in enumerate(enc.tokenize(texts, is_query=is_query)):
+        np.testing.assert_array_equal(np.array(tokenized.ids), ids_ref[i], err_msg=f"ids of text {i}")
+        att = np.zeros(len(tokenized.ids), dtype=np.int64)
+        att[: tokenized.attended] = 1
         np.testing.assert_array_equal(att, att_ref[i], err_msg=f"attention of text {i}")
-        np.testing.assert_array_equal(enc._keep_mask(np.array(ids), n_real, is_query), keep_ref[i])
+        np.testing.assert_array_equal(tokenized.keep, keep_ref[i])
 
 
 def test_exact_maxsim_and_pylate_padding_quirk(make_checkpoint: Callable[..., pathlib.Path]) -> None:
