@@ -65,6 +65,19 @@ def pylate_missing_note(python: str | None) -> str:
     )
 
 
+def use_shared_tools(needed_by: str, *data: Path) -> None:
+    """Put ``../shared/tools`` (``ir_eval_lib.py``) on ``sys.path``; exit with a clear message when it or one of the
+    ``data`` folders is missing."""
+    import sys
+
+    missing = [p for p in (*data, SHARED_TOOLS / "ir_eval_lib.py") if not p.exists()]
+    if missing:
+        where = "the project's shared folder beside the checkout"
+        raise SystemExit(f"{needed_by}: {', '.join(map(str, missing))} not found ({where})")
+    if str(SHARED_TOOLS) not in sys.path:
+        sys.path.insert(0, str(SHARED_TOOLS))
+
+
 # ---------------------------------------------------------------------------------------------- machine
 
 
@@ -127,6 +140,24 @@ def loadavg_text() -> str:
 def dir_bytes(path: str | Path) -> int:
     """Bytes of every file below ``path`` (a missing folder counts 0)."""
     return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def peak_memory() -> dict[str, int | None]:
+    """This process's peak memory so far: ``VmHWM`` and ``VmPeak`` from ``/proc`` and ``ru_maxrss``, in KiB."""
+    import resource
+
+    return {
+        "vmhwm_kib": proc_status_kib("VmHWM"),
+        "vmpeak_kib": proc_status_kib("VmPeak"),
+        "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+def encode_failure(err: BaseException) -> dict[str, str]:
+    """``status`` ("out of memory" or "error") and ``error`` for an encode that raised ``err``."""
+    msg = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+    oom = isinstance(err, MemoryError) or "memory" in msg.lower() or "alloc" in msg.lower()
+    return {"status": "out of memory" if oom else "error", "error": f"{type(err).__name__}: {msg}"}
 
 
 # ---------------------------------------------------------------------------------------------- numbers

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import HERE, proc_status_kib
+from benchmarks._common import HERE, encode_failure, peak_memory, proc_status_kib
 
 
 class PyLateWorker:
@@ -144,9 +144,7 @@ def ours_long_worker(spec_path: str) -> int:
         result["error"] = f"{type(err).__name__}: {err}"
         result["traceback"] = traceback.format_exc()
     result["total_wall_s"] = time.perf_counter() - t_start
-    result["vmhwm_kib"] = proc_status_kib("VmHWM")
-    result["vmpeak_kib"] = proc_status_kib("VmPeak")
-    result["ru_maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result.update(peak_memory())
     Path(spec["result"]).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
 
@@ -173,9 +171,6 @@ def _encode_long(spec: dict[str, Any], result: dict[str, Any]) -> None:
         if spec.get("save"):
             np.save(spec["save"], vec)
     except (MemoryError, RuntimeError) as err:
-        msg = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-        oom = isinstance(err, MemoryError) or "memory" in msg.lower() or "alloc" in msg.lower()
-        result["status"] = "out of memory" if oom else "error"
-        result["error"] = f"{type(err).__name__}: {msg}"
+        result.update(encode_failure(err))
     result["encode_wall_s"] = time.perf_counter() - w0
     result["encode_cpu_s"] = time.process_time() - c0

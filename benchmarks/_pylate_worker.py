@@ -26,7 +26,7 @@ import time
 import traceback
 
 # Run as a script: this folder is on sys.path, so the shared helpers import as a top-level module.
-from _common import proc_status_kib
+from _common import encode_failure, peak_memory, proc_status_kib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -167,10 +167,7 @@ def long_run(a: argparse.Namespace) -> int:
             if a.save:
                 np.save(a.save, np.asarray(emb, dtype=np.float32))
         except (MemoryError, RuntimeError) as err:
-            msg = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-            oom = isinstance(err, MemoryError) or "memory" in msg.lower() or "alloc" in msg.lower()
-            result["status"] = "out of memory" if oom else "error"
-            result["error"] = f"{type(err).__name__}: {msg}"
+            result.update(encode_failure(err))
         result["encode_wall_s"] = time.perf_counter() - w0
         result["encode_cpu_s"] = time.process_time() - c0
     except Exception as err:
@@ -178,9 +175,7 @@ def long_run(a: argparse.Namespace) -> int:
         result["error"] = f"{type(err).__name__}: {err}"
         result["traceback"] = traceback.format_exc()
     result["total_wall_s"] = time.perf_counter() - t_start
-    result["vmhwm_kib"] = proc_status_kib("VmHWM")
-    result["vmpeak_kib"] = proc_status_kib("VmPeak")
-    result["ru_maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result.update(peak_memory())
     with open(a.result, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     return 0

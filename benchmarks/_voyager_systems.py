@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import HERE, SHARED_DATA, SHARED_TOOLS, WORK, Stopwatch, proc_status_kib, unit_rows
+from benchmarks._common import HERE, SHARED_DATA, WORK, Stopwatch, proc_status_kib, unit_rows, use_shared_tools
 from colbert_adapters.backends.memory import MemoryBackend
 from colbert_adapters.backends.voyager import VoyagerBackend
 from colbert_adapters.scoring import maxsim, quantise_int8
@@ -82,12 +82,7 @@ def real_minilm(n_docs: int, n_queries: int) -> dict[str, Any]:
     import importlib.util
 
     cranfield = SHARED_DATA / "cranfield"
-    if not (cranfield.is_dir() and (SHARED_TOOLS / "ir_eval_lib.py").is_file()):
-        raise SystemExit(
-            f"the real-vector rows need Cranfield ({cranfield}) and {SHARED_TOOLS / 'ir_eval_lib.py'}: "
-            "the project's shared folder beside the checkout"
-        )
-    sys.path.insert(0, str(SHARED_TOOLS))
+    use_shared_tools("the real-vector rows", cranfield)
     from ir_eval_lib import load_cranfield  # type: ignore[import-not-found,unused-ignore]
 
     from colbert_adapters.encoder import ColBERTEncoder

@@ -47,12 +47,12 @@ if str(ROOT) not in sys.path:
 from benchmarks._common import (  # noqa: E402
     RESULTS,
     SHARED_DATA,
-    SHARED_TOOLS,
     WORK,
     Stopwatch,
     loadavg_text,
     percentile,
     unit_rows,
+    use_shared_tools,
     write_json,
 )
 from colbert_adapters.backends.qdrant import QdrantBackend  # noqa: E402
@@ -93,12 +93,7 @@ def real_dataset(n_docs: int, n_queries: int) -> dict[str, Any]:
     if not cache.is_file():
         import importlib.util
 
-        if not (SCIFACT.is_dir() and (SHARED_TOOLS / "ir_eval_lib.py").is_file()):
-            raise SystemExit(
-                f"the real-vector dataset needs SciFact ({SCIFACT}) and {SHARED_TOOLS / 'ir_eval_lib.py'}: the "
-                "project's shared folder beside the checkout (or pass --real-docs 0)"
-            )
-        sys.path.insert(0, str(SHARED_TOOLS))
+        use_shared_tools("the real-vector dataset (--real-docs 0 skips it)", SCIFACT)
         from ir_eval_lib import load_beir  # type: ignore[import-not-found,unused-ignore]
 
         from colbert_adapters.encoder import ColBERTEncoder
