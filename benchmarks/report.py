@@ -6,22 +6,18 @@ leaves its section out. Run through ``python -m benchmarks --from-results``.
 
 from __future__ import annotations
 
-import json
 import platform
-import statistics
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "results"
+from benchmarks._common import HERE, RESULTS, percentile_ms, read_json, write_json
 
 
 def _load(name: str) -> dict[str, Any] | None:
     path = RESULTS / f"{name}.json"
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json(path)
     return data if isinstance(data, dict) else None
 
 
@@ -34,7 +30,7 @@ def _f(x: Any, digits: int = 1) -> str:
 
 
 def _p50_ms(times_s: list[float] | None) -> float | None:
-    return statistics.median(times_s) * 1000.0 if times_s else None
+    return percentile_ms(times_s, 50) if times_s else None
 
 
 def _machine(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -267,7 +263,7 @@ def _plot(lat: dict[str, list[tuple[int, float]]], bars: dict[str, float], path:
 
 def build_report(out: Path | None = None) -> Path:
     """Write RESULTS.md (and plots.png next to the results) from the JSON results; returns the md path."""
-    out = out or ROOT / "RESULTS.md"
+    out = out or HERE / "RESULTS.md"
     build_eval_report()
     results = {
         n: d
@@ -341,7 +337,7 @@ def _dense_results(out_dir: Path) -> dict[str, dict[str, Any]]:
     folder = out_dir / "eval_dense"
     if not folder.is_dir():
         return {}
-    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+    runs = [read_json(p) for p in sorted(folder.glob("*.json"))]
     return {str(r["dataset"]): r for r in runs}
 
 
@@ -357,13 +353,11 @@ def build_eval_report(raw_dir: Path | None = None, out_dir: Path | None = None) 
     ``results/eval.json`` and ``results/eval.md``; returns the md path (None when there is nothing)."""
     out_dir = out_dir or RESULTS
     raw_dir = raw_dir or out_dir / "eval_raw"
-    runs = (
-        [json.loads(p.read_text(encoding="utf-8")) for p in sorted(raw_dir.glob("*.json"))] if raw_dir.is_dir() else []
-    )
+    runs = [read_json(p) for p in sorted(raw_dir.glob("*.json"))] if raw_dir.is_dir() else []
     if not runs:
         return None
     dense = _dense_results(out_dir)
-    (out_dir / "eval.json").write_text(json.dumps({"runs": runs, "dense": dense}, indent=2) + "\n", encoding="utf-8")
+    write_json(out_dir / "eval.json", {"runs": runs, "dense": dense}, indent=2)
     lines = [
         "# Retrieval quality on real collections",
         "",
