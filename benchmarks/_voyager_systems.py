@@ -17,14 +17,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import HERE, SHARED_DATA, WORK, Stopwatch, proc_status_kib, unit_rows, use_shared_tools
+from colbert_adapters._codecs import encode_vectors  # the document store's codec (private to the library)
 from colbert_adapters.backends.memory import MemoryBackend
 from colbert_adapters.backends.voyager import VoyagerBackend
 from colbert_adapters.scoring import maxsim, quantise_int8
-
-try:  # the document store's codec has no public API; it is private to the library wherever it lives
-    from colbert_adapters._kernels import _encode_vectors  # type: ignore[import-not-found,unused-ignore]
-except ImportError:
-    from colbert_adapters.backends.voyager import _encode_vectors  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 VOYAGER_WORK = WORK / "voyager"
 #: The default graphs index projections (VoyagerBackend.default_graph_dim: 64 of 128, 128 of 384 dimensions);
@@ -376,7 +372,7 @@ def _stored_like(flat: np.ndarray, vector_dtype: str) -> np.ndarray:
     if vector_dtype == "float16":
         return flat.astype(np.float16).astype(np.float32)
     if vector_dtype == "int14":
-        return np.concatenate([_encode_vectors(part, "int14")[2] for part in np.array_split(flat, 64)])
+        return np.concatenate([encode_vectors(part, "int14")[2] for part in np.array_split(flat, 64)])
     scales, codes = quantise_int8(flat)
     return codes.astype(np.float32) * scales[:, None]
 

@@ -129,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
                 row = interleave(old, new, queries, args.k)
             rows.append((label, build_s, row))
         print(f"{args.ref} (old) vs working tree (new), {n_docs} docs x {args.tokens} tokens, 128-d, k={args.k}")
-        print(f"{'search':<8} {'p50 old ms':>10} {'p50 new ms':>10} {'new/old':>8} {'same top-k':>11} {'max |d score|':>13}")
+        header = ("search", "p50 old ms", "p50 new ms", "new/old", "same top-k", "max |d score|")
+        print(f"{header[0]:<8} {header[1]:>10} {header[2]:>10} {header[3]:>8} {header[4]:>11} {header[5]:>13}")
         for label, _, r in rows:
             print(
-                f"{label:<8} {r['p50_old_ms']:>10.2f} {r['p50_new_ms']:>10.2f} {r['p50_new_ms'] / r['p50_old_ms']:>8.3f} "
+                f"{label:<8} {r['p50_old_ms']:>10.2f} {r['p50_new_ms']:>10.2f} "
+                f"{r['p50_new_ms'] / r['p50_old_ms']:>8.3f} "
                 f"{r['same_ids']:>5}/{r['queries']:<5} {r['max_score_diff']:>13.2e}"
             )
         print(f"load average: {os.getloadavg()[0]:.2f}")
