@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import CollectionConfigError
+from .errors import IndexCorruptedError
 
 __all__ = [
     "F16",
@@ -111,7 +111,7 @@ def residual_planes(
     half, quarter = residual_widths(dim)
     buf = np.frombuffer(blob, dtype=np.uint8)
     if buf.size != n_tokens * (half + quarter):
-        raise CollectionConfigError(
+        raise IndexCorruptedError(
             f"a stored residual holds {buf.size} bytes where {n_tokens} tokens need {n_tokens * (half + quarter)}; "
             "the index is damaged"
         )
@@ -199,12 +199,12 @@ def decode_vectors(
     for."""
     rows, scales = blob_parts(blob, dim, vector_dtype)
     if rows.shape[0] != n_tokens:
-        raise CollectionConfigError(
+        raise IndexCorruptedError(
             f"a stored document has {rows.shape[0]} token vectors where {n_tokens} were recorded; the index is damaged"
         )
     if vector_dtype == "int14":
         if residual is None:
-            raise CollectionConfigError("a stored int14 document has no residual; the index is damaged")
+            raise IndexCorruptedError("a stored int14 document has no residual; the index is damaged")
         assert scales is not None
         return dequantise_int14(rows, scales, *residual_planes(residual, n_tokens, dim))
     out = rows.astype(np.float32)

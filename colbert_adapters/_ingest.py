@@ -6,9 +6,13 @@ line or row) and the remaining documents are returned.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +103,10 @@ def _read_jsonl(path: Path, res: ReadResult, id_field: str, text_field: str) -> 
     if not content.strip():
         res.errors.append(SourceError(str(path), "empty file"))
         return
-    for lineno, line in enumerate(content.splitlines(), start=1):
+    # JSON Lines are separated by "\n" only: str.splitlines() would also split on U+2028, U+2029 and U+0085,
+    # which json.dumps(ensure_ascii=False) writes unescaped inside strings.
+    for lineno, line in enumerate(content.split("\n"), start=1):
+        line = line.removesuffix("\r")
         where = f"{path}:{lineno}"
         if not line.strip():
             continue
@@ -140,8 +147,27 @@ def _read_csv(path: Path, res: ReadResult, id_field: str, text_field: str) -> No
         dialect: Any = csv.Sniffer().sniff(content[:4096], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.DictReader(content.splitlines(), dialect=dialect)
-    columns = reader.fieldnames or []
+    # A file object with newline="" lets quoted fields hold line breaks (splitting the text into lines first would
+    # glue or cut them), and no field-size limit: a long text is a text, not an error.
+    reader = csv.DictReader(io.StringIO(content, newline=""), dialect=dialect)
+    with _no_field_size_limit():
+        columns = reader.fieldnames or []
+        _read_csv_rows(path, res, reader, columns, id_field, text_field)
+
+
+@contextlib.contextmanager
+def _no_field_size_limit() -> Iterator[None]:
+    previous = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _read_csv_rows(
+    path: Path, res: ReadResult, reader: csv.DictReader[str], columns: Sequence[str], id_field: str, text_field: str
+) -> None:
     if text_field not in columns:
         res.errors.append(
             SourceError(
@@ -151,28 +177,33 @@ def _read_csv(path: Path, res: ReadResult, id_field: str, text_field: str) -> No
             )
         )
         return
-    try:
-        for i, row in enumerate(reader, start=2):  # line 1 is the header
-            where = f"{path}:{i}"
-            text = row.get(text_field)
-            if not isinstance(text, str) or not text.strip():
-                res.errors.append(SourceError(where, f"empty {text_field!r}"))
+    while True:
+        start = reader.line_num + 1  # the row's first line (a quoted field may span several)
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:  # this row only: the reader goes on with the next line
+            res.errors.append(SourceError(f"{path}:{start}", f"malformed CSV row: {err}"))
+            continue
+        where = f"{path}:{start}"
+        text = row.get(text_field)
+        if not isinstance(text, str) or not text.strip():
+            res.errors.append(SourceError(where, f"empty {text_field!r}"))
+            continue
+        raw_id = row.get(id_field)
+        doc_id = str(raw_id) if raw_id else f"{path.name}:{start}"
+        if "metadata" in columns:
+            meta = _metadata_value(row.get("metadata"), where, res)
+            if meta is None:
                 continue
-            raw_id = row.get(id_field)
-            doc_id = str(raw_id) if raw_id else f"{path.name}:{i}"
-            if "metadata" in columns:
-                meta = _metadata_value(row.get("metadata"), where, res)
-                if meta is None:
-                    continue
-            else:
-                meta = {
-                    k: v
-                    for k, v in row.items()
-                    if k not in (id_field, text_field) and k is not None and v not in (None, "")
-                }
-            res.docs.append(SourceDoc(doc_id, text.strip(), meta, where))
-    except csv.Error as err:
-        res.errors.append(SourceError(str(path), f"malformed CSV: {err}"))
+        else:
+            meta = {
+                k: v
+                for k, v in row.items()
+                if k not in (id_field, text_field) and k is not None and v not in (None, "")
+            }
+        res.docs.append(SourceDoc(doc_id, text.strip(), meta, where))
 
 
 def read_source(source: str | os.PathLike[str], *, id_field: str = "id", text_field: str = "text") -> ReadResult:

@@ -16,6 +16,13 @@ from .errors import DimensionMismatchError, InvalidInputError
 from .types import MultiVector
 
 __all__ = [
+    "MAX_DIM",
+    "MAX_ID_CHARS",
+    "MAX_K",
+    "MAX_METADATA_DEPTH",
+    "MAX_TEXT_CHARS",
+    "MAX_TOKENS_PER_DOCUMENT",
+    "METADATA_INT_RANGE",
     "as_multivector",
     "check_filter",
     "check_ids",
@@ -28,6 +35,35 @@ __all__ = [
 ]
 
 _SCALARS = (str, int, float, bool, type(None))
+
+# The limits every backend enforces, through the checks below, before anything is written (README "Limits";
+# public in colbert_adapters.limits).
+#: Longest id, in characters. Ids are non-empty str without NUL (U+0000) and valid Unicode.
+MAX_ID_CHARS = 1024
+#: Deepest nesting of dicts and lists in a document's metadata (the top-level dict is depth 1).
+MAX_METADATA_DEPTH = 32
+#: Metadata integers must fit in a signed 64-bit integer (what SQLite, JSON readers and Qdrant keep exactly).
+METADATA_INT_RANGE = (-(2**63), 2**63 - 1)
+#: Longest stored text, in characters.
+MAX_TEXT_CHARS = 16 * 2**20
+#: Most token vectors one document (or query) may have.
+MAX_TOKENS_PER_DOCUMENT = 1 << 20
+#: Widest token vector.
+MAX_DIM = 1 << 16
+#: Largest ``k`` of a search.
+MAX_K = 2**31 - 1
+
+
+def _check_unicode(s: str, where: str) -> None:
+    """Raise when ``s`` cannot be stored as UTF-8 (an unpaired surrogate, e.g. from a bad decode)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = s[err.start : err.end]
+        raise InvalidInputError(
+            f"{where} holds {bad!r} at position {err.start}, an unpaired surrogate that is not valid Unicode text; "
+            "decode the input with errors='replace' or 'ignore'"
+        ) from None
 
 
 def check_texts(texts: object, *, what: str = "texts") -> list[str]:
@@ -46,7 +82,14 @@ def check_texts(texts: object, *, what: str = "texts") -> list[str]:
             raise InvalidInputError(
                 f"{what}[{i}] is {type(t).__name__} ({t!r:.40}), expected str; convert or drop it before encoding"
             )
+        _check_text(t, f"{what}[{i}]")
     return out
+
+
+def _check_text(t: str, where: str) -> None:
+    if len(t) > MAX_TEXT_CHARS:
+        raise InvalidInputError(f"{where} has {len(t):,} characters, more than {MAX_TEXT_CHARS:,}; split it")
+    _check_unicode(t, where)
 
 
 def check_ids(ids: object, *, allow_duplicates: bool = False) -> list[str]:
@@ -61,6 +104,11 @@ def check_ids(ids: object, *, allow_duplicates: bool = False) -> list[str]:
             )
         if not x:
             raise InvalidInputError(f"ids[{i}] is an empty string; ids must be non-empty")
+        if len(x) > MAX_ID_CHARS:
+            raise InvalidInputError(f"ids[{i}] has {len(x):,} characters; ids are at most {MAX_ID_CHARS:,}")
+        if "\x00" in x:
+            raise InvalidInputError(f"ids[{i}] ({x!r:.60}) contains NUL (\\x00); ids must not contain NUL characters")
+        _check_unicode(x, f"ids[{i}]")
     if not allow_duplicates and len(set(out)) != len(out):
         seen: set[str] = set()
         dup = next(x for x in out if x in seen or seen.add(x))  # type: ignore[func-returns-value]
@@ -84,25 +132,41 @@ def check_metadatas(metadatas: object, n: int) -> list[dict[str, Any]]:
             continue
         if not isinstance(m, Mapping):
             raise InvalidInputError(f"metadatas[{i}] is {type(m).__name__}, expected a dict")
-        _check_json(m, f"metadatas[{i}]")
+        _check_json(m, f"metadatas[{i}]", 1)
         res.append(dict(m))
     return res
 
 
-def _check_json(value: Any, where: str) -> None:
+def _check_json(value: Any, where: str, depth: int) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInputError(f"{where} holds a non-finite float ({value}); metadata must be JSON-serialisable")
+    if isinstance(value, int) and not isinstance(value, bool):
+        lo, hi = METADATA_INT_RANGE
+        if not lo <= value <= hi:
+            raise InvalidInputError(
+                f"{where} holds the integer {value}, outside the signed 64-bit range metadata keeps exactly; "
+                "store it as a str"
+            )
+        return
+    if isinstance(value, str):
+        _check_text(value, where)
+        return
     if isinstance(value, _SCALARS):
         return
+    if isinstance(value, (Mapping, list, tuple)) and depth > MAX_METADATA_DEPTH:
+        raise InvalidInputError(
+            f"{where} nests dicts and lists more than {MAX_METADATA_DEPTH} levels deep; flatten the metadata"
+        )
     if isinstance(value, Mapping):
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidInputError(f"{where} has a non-string key {k!r}; metadata keys must be str")
-            _check_json(v, f"{where}[{k!r}]")
+            _check_unicode(k, f"{where} key {k!r:.40}")
+            _check_json(v, f"{where}[{k!r}]", depth + 1)
         return
     if isinstance(value, (list, tuple)):
         for j, v in enumerate(value):
-            _check_json(v, f"{where}[{j}]")
+            _check_json(v, f"{where}[{j}]", depth + 1)
         return
     raise InvalidInputError(
         f"{where} holds a {type(value).__name__}, which is not JSON-serialisable; use str/int/float/bool/None/list/dict"
@@ -122,7 +186,11 @@ def as_multivector(vectors: object, *, dim: int | None = None, where: str = "vec
         DimensionMismatchError: ``dim`` given and the second axis differs.
     """
     if hasattr(vectors, "detach") and hasattr(vectors, "cpu"):  # torch.Tensor without importing torch
+        if getattr(vectors, "is_complex", lambda: False)():
+            raise InvalidInputError(f"{where} is complex-valued; token vectors must be real")
         vectors = vectors.detach().cpu().float().numpy()
+    if np.iscomplexobj(vectors):  # type: ignore[arg-type]
+        raise InvalidInputError(f"{where} is complex-valued; token vectors must be real")
     try:
         arr = np.asarray(vectors, dtype=np.float32)
     except (ValueError, TypeError) as err:
@@ -136,6 +204,11 @@ def as_multivector(vectors: object, *, dim: int | None = None, where: str = "vec
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InvalidInputError(f"{where} is empty (shape {arr.shape}); a multi-vector needs at least one token vector")
+    if arr.shape[0] > MAX_TOKENS_PER_DOCUMENT or arr.shape[1] > MAX_DIM:
+        raise InvalidInputError(
+            f"{where} has shape {arr.shape}; at most {MAX_TOKENS_PER_DOCUMENT:,} token vectors of at most "
+            f"{MAX_DIM:,} dimensions are accepted (split long documents into passages)"
+        )
     if dim is not None and arr.shape[1] != dim:
         raise DimensionMismatchError(
             f"{where} has dimension {arr.shape[1]}, expected {dim}; encode with the same model as the stored "
@@ -152,6 +225,8 @@ def check_k(k: object) -> int:
         raise InvalidInputError(f"k must be a positive int, got {type(k).__name__}")
     if k <= 0:
         raise InvalidInputError(f"k must be >= 1, got {k}")
+    if k > MAX_K:
+        raise InvalidInputError(f"k must be at most {MAX_K:,}, got {k}")
     return int(k)
 
 
@@ -173,6 +248,7 @@ def check_filter(flt: object) -> dict[str, list[Any]] | None:
     for key, value in flt.items():
         if not isinstance(key, str):
             raise InvalidInputError(f"filter keys must be str, got {key!r}")
+        _check_unicode(key, f"filter key {key!r:.40}")
         values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
         if not values:
             raise InvalidInputError(f"filter[{key!r}] is an empty list; it would match nothing")
@@ -181,6 +257,8 @@ def check_filter(flt: object) -> dict[str, list[Any]] | None:
                 raise InvalidInputError(
                     f"filter[{key!r}] holds a {type(v).__name__}; filter values must be str/int/float/bool/None"
                 )
+            if isinstance(v, str):
+                _check_unicode(v, f"filter[{key!r}]")
         out[key] = values
     return out
 
@@ -224,6 +302,8 @@ def check_doc_texts(texts: object, n: int) -> list[str | None]:
     for i, t in enumerate(out):
         if t is not None and not isinstance(t, str):
             raise InvalidInputError(f"texts[{i}] is {type(t).__name__}, expected str or None")
+        if t is not None:
+            _check_text(t, f"texts[{i}]")
     return out
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "CollectionConfigError",
     "DimensionMismatchError",
     "HubUnavailableError",
+    "IndexCorruptedError",
     "IndexLockedError",
     "InvalidInputError",
     "MissingDependencyError",
@@ -48,6 +49,13 @@ class HubUnavailableError(ColBERTError, OSError):
 
 class CollectionConfigError(ColBERTError, ValueError):
     """An existing index or collection was created with another schema (dimension, model, vector names)."""
+
+
+class IndexCorruptedError(CollectionConfigError):
+    """Stored index data is damaged: a size, a name or a checksum does not match what the index recorded.
+
+    Nothing is returned from damaged data; restore the index from a backup or rebuild it.
+    """
 
 
 class IndexLockedError(ColBERTError, RuntimeError):

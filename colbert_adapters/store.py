@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from ._identity import same_model
 from ._validation import as_multivector, check_filter, check_ids, check_k, check_metadatas, check_texts
 from .backends import Backend, Record, backend_factory, detect_backend, open_backend
 from .errors import CollectionConfigError, DimensionMismatchError, InvalidInputError
@@ -87,7 +88,7 @@ class MultiVectorStore:
                 f"produces {encoder.dim}-d vectors; use the encoder the index was built with or a new backend"
             )
         stored_model = getattr(backend_obj, "model_id", None)
-        if isinstance(stored_model, str) and stored_model != encoder.model_id:
+        if isinstance(stored_model, str) and not same_model(stored_model, encoder.model_id):
             raise CollectionConfigError(
                 f"the backend was built with model {stored_model!r} but the encoder is {encoder.model_id!r}; "
                 "use the same model, or a new backend"

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .._identity import same_model
 from .._validation import check_filter, check_k
 from ..backends.base import Backend
 from ..errors import InvalidInputError
@@ -25,6 +27,7 @@ __all__ = [
     "RerankResult",
     "check_query",
     "normalized_relevance",
+    "reject_unknown",
     "rerank_texts",
     "resolve_store",
     "search_with_query_length",
@@ -67,7 +70,11 @@ def resolve_store(
                 "would search one index and read vectors from another. Pass only store=, or encoder= and "
                 "backend="
             )
-        if encoder is not None and encoder is not store.encoder and encoder.model_id != store.encoder.model_id:
+        if (
+            encoder is not None
+            and encoder is not store.encoder
+            and not same_model(store.encoder.model_id, encoder.model_id)
+        ):
             raise InvalidInputError(
                 f"{owner}: encoder {encoder.model_id!r} differs from the store's encoder "
                 f"{store.encoder.model_id!r}; MaxSim scores of different models are not comparable"
@@ -85,6 +92,19 @@ def resolve_store(
             )
         return MultiVectorStore(encoder)
     return MultiVectorStore(encoder, backend)
+
+
+def reject_unknown(owner: str, kwargs: dict[str, Any], accepted: Sequence[str]) -> None:
+    """Raise a :class:`TypeError` naming the accepted keyword arguments when ``kwargs`` holds any other.
+
+    The hosts' interfaces declare ``**kwargs``; an argument a method does not use must not pass silently (a
+    misspelt ``filters=`` would otherwise search without the filter).
+    """
+    if kwargs:
+        raise TypeError(
+            f"{owner} got unexpected keyword argument(s) {', '.join(sorted(kwargs))}; it accepts "
+            f"{', '.join(accepted) if accepted else 'no keyword arguments'}"
+        )
 
 
 def check_query(query: object, *, owner: str) -> str:

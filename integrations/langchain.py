@@ -52,6 +52,7 @@ from ..types import Encoder, Hit  # noqa: E402
 from ._common import (  # noqa: E402
     check_query,
     normalized_relevance,
+    reject_unknown,
     rerank_texts,
     resolve_store,
     search_with_query_length,
@@ -247,10 +248,13 @@ class ColBERTVectorStore(VectorStore):
     colbert-adapters backend (exact in-memory, Voyager, Qdrant) through
     :class:`~colbert_adapters.store.MultiVectorStore`.
 
-    * ``add_texts`` / ``add_documents`` upsert by id (``Document.id`` or ``ids=``; missing ids are generated).
-      Extra keyword arguments (e.g. from ``langchain_core.indexing.index()``) are accepted; ``batch_size``
-      sets the encoder batch size.
-    * ``delete(ids)`` ignores unknown ids; ``delete()`` / ``delete(None)`` removes everything.
+    * ``add_texts`` / ``add_documents`` upsert by id (``Document.id`` or ``ids=``; missing ids are generated);
+      ``batch_size`` sets the encoder batch size (``langchain_core.indexing.index()`` passes it).
+    * ``delete(ids)`` ignores unknown ids; ``delete()`` / ``delete(None)`` removes everything, as LangChain's
+      ``VectorStore.delete`` documents. ``delete(filter=...)`` raises (filtered deletes are not supported yet)
+      rather than delete more than asked.
+    * Every method raises :class:`TypeError` on a keyword argument it does not take (a misspelt ``filters=``
+      never passes silently).
     * ``get_by_ids`` returns the known documents with ``Document.id`` set.
     * ``similarity_search(query, k, filter=...)`` returns documents with exactly their stored metadata;
       ``similarity_search_with_score`` adds the raw MaxSim score (``0 .. n_query_tokens``, higher is better).
@@ -307,7 +311,7 @@ class ColBERTVectorStore(VectorStore):
             metadatas: one JSON-serialisable dict per text (or ``None``).
             ids: one id per text; ``None`` entries (or ``ids=None``) get a new UUID. An existing id is replaced.
             batch_size: encoder batch size (default: the store's).
-            **kwargs: accepted and ignored (for callers such as ``index()``).
+            **kwargs: none accepted (raises :class:`TypeError`).
 
         Returns:
             The ids, in input order.
@@ -322,19 +326,30 @@ class ColBERTVectorStore(VectorStore):
             if len(ids) != len(text_list):
                 raise InvalidInputError(f"got {len(ids)} ids for {len(text_list)} texts; pass one id per text")
             id_list = [i if i else str(uuid.uuid4()) for i in ids]
-        if kwargs:
-            logger.debug("ColBERTVectorStore.add_texts ignores %s", sorted(kwargs))
+        reject_unknown("ColBERTVectorStore.add_texts", kwargs, ("ids", "batch_size"))
         added: list[str] = self._store.add(
             text_list, ids=id_list, metadatas=metadatas, batch_size=batch_size or self._batch_size
         )
         return added
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Delete documents by id (unknown ids are ignored); ``ids=None`` deletes every document.
+        """Delete documents by id (unknown ids are ignored); ``ids=None`` deletes every document (LangChain's
+        documented semantics).
 
         Returns:
             ``True``.
+
+        Raises:
+            NotImplementedError: ``filter=`` was given (filtered deletes are not supported yet; nothing is
+                deleted).
+            TypeError: any other keyword argument.
         """
+        if "filter" in kwargs:
+            raise NotImplementedError(
+                "ColBERTVectorStore.delete(filter=...) is not supported yet and deleted nothing; find the ids with "
+                "similarity_search(..., filter=...) or get_by_ids and pass delete(ids=[...])"
+            )
+        reject_unknown("ColBERTVectorStore.delete", kwargs, ("ids",))
         if ids is None:
             self._store.clear()
         else:
@@ -358,8 +373,9 @@ class ColBERTVectorStore(VectorStore):
             query: the query (non-blank).
             k: number of results (>= 1).
             filter: metadata filter ``{"field": value}`` / ``{"field": [v1, v2]}``.
-            **kwargs: ignored.
+            **kwargs: none accepted (raises :class:`TypeError`).
         """
+        reject_unknown("ColBERTVectorStore.similarity_search", kwargs, ("k", "filter"))
         hits, _ = search_with_query_length(self._store, query, k, filter)
         return [(_to_document(h), h.score) for h in hits]
 
@@ -378,7 +394,11 @@ class ColBERTVectorStore(VectorStore):
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         kwargs.pop("score_threshold", None)  # applied by the caller
-        hits, n_q = search_with_query_length(self._store, query, k, kwargs.pop("filter", None))
+        flt = kwargs.pop("filter", None)
+        reject_unknown(
+            "ColBERTVectorStore.similarity_search_with_relevance_scores", kwargs, ("k", "filter", "score_threshold")
+        )
+        hits, n_q = search_with_query_length(self._store, query, k, flt)
         fn = self._select_relevance_score_fn()
         return [(_to_document(h), fn(h.score / n_q)) for h in hits]
 

@@ -75,6 +75,7 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict  # noqa: E402
 
+from .._identity import same_model  # noqa: E402
 from .._validation import check_filter, check_k  # noqa: E402
 from ..backends import BACKENDS, open_backend  # noqa: E402
 from ..backends.base import Backend  # noqa: E402
@@ -616,7 +617,7 @@ class ColBERTIndex(BaseManagedIndex):
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if manifest.get("format") != _FORMAT:
             raise CollectionConfigError(f"{manifest_path} is not a ColBERTIndex manifest")
-        if manifest.get("model_id") != encoder.model_id:
+        if not same_model(str(manifest.get("model_id")), encoder.model_id):
             raise CollectionConfigError(
                 f"the index in {root} was built with model {manifest.get('model_id')!r} but the encoder is "
                 f"{encoder.model_id!r}; use the same model"

@@ -7,7 +7,7 @@ and works without them. One module per command group: ``_index`` (index, search,
 ``_qdrant`` (qdrant setup, info, copy), ``_common`` (what they share).
 
 Exit codes: 0 success, 1 runtime error (the message names the problem and the fix), 2 usage error
-(bad arguments or values), 130 interrupted.
+(bad arguments or values), 130 interrupted. Every error is one line on stderr; ``--debug`` adds the traceback.
 
 Qdrant locations (``LOCATION`` arguments):
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from .._index_dir import MANIFEST
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="group", metavar="COMMAND")
     sub.required = True
     for _name, add in COMMANDS + COMMAND_GROUPS:
@@ -95,16 +97,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args))
-    except UsageError as err:
-        parser.print_usage(sys.stderr)
-        sys.stderr.write(f"colbert-adapters: error: {err}\n")
-        return EXIT_USAGE
-    except InvalidInputError as err:
-        sys.stderr.write(f"colbert-adapters: error: {_cli_message(err)}\n")
-        return EXIT_USAGE
-    except (ColBERTError, OSError) as err:
-        sys.stderr.write(f"colbert-adapters: error: {_cli_message(err)}\n")
-        return EXIT_ERROR
+    except Exception as err:
+        if args.debug:
+            traceback.print_exc(file=sys.stderr)
+        return _report(parser, err)
     except KeyboardInterrupt:
         sys.stderr.write("colbert-adapters: interrupted\n")
         return EXIT_INTERRUPTED
+
+
+def _report(parser: argparse.ArgumentParser, err: Exception) -> int:
+    """Write one stderr line for ``err``; return the exit code it gets."""
+    if isinstance(err, UsageError):
+        parser.print_usage(sys.stderr)
+        sys.stderr.write(f"colbert-adapters: error: {err}\n")
+        return EXIT_USAGE
+    if isinstance(err, (ColBERTError, OSError)):
+        sys.stderr.write(f"colbert-adapters: error: {_cli_message(err)}\n")
+        return EXIT_USAGE if isinstance(err, InvalidInputError) else EXIT_ERROR
+    # A bug or an input nothing anticipated: still one line; --debug shows the traceback.
+    first = str(err).splitlines()[0] if str(err) else ""
+    sys.stderr.write(f"colbert-adapters: error: {type(err).__name__}: {first} (run with --debug for the traceback)\n")
+    return EXIT_ERROR

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .._identity import same_model
 from .._index_dir import (
     MANIFEST,
     close_backend,
@@ -20,6 +21,7 @@ from .._index_dir import (
     read_manifest,
     write_manifest,
 )
+from .._validation import check_texts
 from ..backends import OPENERS
 from ..errors import ColBERTError, CollectionConfigError, InvalidInputError
 from ._common import (
@@ -54,7 +56,7 @@ def _default_backend() -> str:
 
 def _check_model(manifest: dict[str, Any], encoder: Any, index_dir: str) -> None:
     stored = manifest.get("model_id")
-    if stored and stored != encoder.model_id:
+    if stored and not same_model(stored, encoder.model_id):
         raise CollectionConfigError(
             f"{index_dir} was indexed with model {manifest.get('model')!r} ({stored}) but --model gives "
             f"{encoder.model_id}; use the same model (or omit --model), or index into a new directory"
@@ -185,6 +187,7 @@ def _search(args: argparse.Namespace) -> int:
         raise UsageError(f"-k must be >= 1, got {args.k}")
     if not args.query.strip():
         raise UsageError("the query is empty")
+    check_texts([args.query], what="the query")  # before loading anything: e.g. bytes that are not UTF-8
     manifest, encoder = open_index(args, creating=False)
     backend = open_backend(manifest, args.index, encoder.dim, read_only=True)
     try:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._identity import same_model
 from ..._validation import as_multivector, check_ids, check_k, check_upsert_batch, match_filter
 from ...errors import ColBERTError, CollectionConfigError, InvalidInputError, QdrantRequestError
 from ...types import Filter, Hit, Metadata, MultiVector
@@ -254,7 +255,8 @@ class QdrantBackend:
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(f"model_id must be a str or None, got {type(value).__name__}")
         with self._lock:
-            if value == self._model_id:
+            stored = self._model_id
+            if value == stored or (value is not None and stored is not None and same_model(stored, value)):
                 return
             if self._model_id is not None and value is not None:
                 raise CollectionConfigError(

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._optional import require
-from ...errors import ColBERTError, CollectionConfigError, IndexLockedError, QdrantRequestError
+from ...errors import ColBERTError, CollectionConfigError, IndexCorruptedError, IndexLockedError, QdrantRequestError
 from ._engines import Engine, StoredPoint, stored_point
 from ._filters import to_edge_filter
 from .config import QdrantCollectionConfig, Schema
@@ -58,6 +58,12 @@ class EdgeEngine(Engine):
             raise CollectionConfigError(f"{self.root} exists and is not a directory; pass a directory path")
         if self.exists():
             self.shard = self._guard("open the shard", lambda: self.qe.EdgeShard.load(str(self.shard_path)))
+        elif self.meta_path.is_file() and self.shard_path.is_dir() and any(self.shard_path.iterdir()):
+            # Data without its shard config: opening would start an empty shard beside it.
+            raise IndexCorruptedError(
+                f"{self.where}: {self.shard_path / 'edge_config.json'} is missing but the shard holds data; the index "
+                "is damaged. Restore it from a backup (nothing was changed)"
+            )
 
     @property
     def shard_path(self) -> Path:

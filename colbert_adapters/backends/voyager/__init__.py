@@ -49,6 +49,7 @@ from types import TracebackType
 from typing import Any
 
 from ..._codecs import VECTOR_DTYPES, decode_vectors
+from ..._identity import same_model
 from ..._optional import require
 from ..._validation import as_multivector, check_filter, check_ids, check_k, positive_int
 from ...errors import CollectionConfigError, InvalidInputError
@@ -388,7 +389,7 @@ class VoyagerBackend:
         st = self._st
         if not isinstance(value, str):
             raise InvalidInputError(f"model_id must be a str, got {type(value).__name__}")
-        if value == st.model_id:
+        if value == st.model_id or (st.model_id is not None and same_model(st.model_id, value)):
             return
         if st.model_id is not None:
             raise CollectionConfigError(

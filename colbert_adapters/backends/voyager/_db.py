@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
@@ -45,6 +46,7 @@ __all__ = [
     "DB",
     "FETCH_CHUNK",
     "SCHEMA",
+    "SEGMENT_FILE",
     "Database",
     "json_text",
     "rollback",
@@ -56,6 +58,9 @@ DB = "store.sqlite"
 CHECKPOINT_BYTES = 8 << 20
 #: Rows fetched per SQLite round trip when scanning many documents.
 FETCH_CHUNK = 2048
+#: The only file names a segment may have: a name read from the database that is not one (``../x``, an absolute
+#: path) is damage, never a path to follow.
+SEGMENT_FILE = re.compile(r"seg-\d{6,}\.voyager")
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

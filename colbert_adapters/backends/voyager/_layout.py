@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sqlite3
 import time
 import uuid
@@ -25,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ..._codecs import VECTOR_DTYPES
+from ..._identity import same_model
 from ...errors import CollectionConfigError
 from .._files import fsync_dir, is_temp, write_atomic
-from ._db import DB, SCHEMA
-from ._state import IndexState
+from ._db import DB, SCHEMA, SEGMENT_FILE
+from ._state import IndexState, segment_path
 
 __all__ = [
     "FORMAT",
@@ -60,7 +60,6 @@ READABLE_VERSIONS = ("1", "2", "3")
 PROJECTED_FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 LOCK = "write.lock"
-SEGMENT_FILE = re.compile(r"^seg-\d{6,}\.voyager$")
 
 
 def segment_name(sid: int) -> str:
@@ -168,7 +167,7 @@ def apply_meta(
             f"the index {st.root} stores {stored_dim}-d vectors but dim={dim} was given; open it with "
             f"dim={stored_dim} (or None), or use a new directory for {dim}-d vectors"
         )
-    if model_id is not None and stored_model is not None and model_id != stored_model:
+    if model_id is not None and stored_model is not None and not same_model(stored_model, model_id):
         raise CollectionConfigError(
             f"the index {st.root} was built with model {stored_model!r} but model_id={model_id!r} was "
             "given; use the same model, or a new directory"
@@ -243,9 +242,9 @@ def write_manifest(st: IndexState) -> None:
 
 def remove_orphans(st: IndexState) -> None:
     """Delete segment files no committed state references and temporary files of crashed writes."""
-    live = {r[0] for r in st.conn.execute("SELECT file FROM segments")}
+    live = {segment_path(st.root, sid, file).name for sid, file in st.conn.execute("SELECT id, file FROM segments")}
     for p in st.root.iterdir():
-        if (SEGMENT_FILE.match(p.name) and p.name not in live) or is_temp(p.name):
+        if (SEGMENT_FILE.fullmatch(p.name) and p.name not in live) or is_temp(p.name):
             try:
                 p.unlink()
             except FileNotFoundError:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from ..._codecs import blob_parts, residual_planes, residual_widths
 from ..._kernels import Planes, maxsim_int14
-from ...errors import CollectionConfigError
+from ...errors import IndexCorruptedError
 from ...scoring import maxsim_flat, maxsim_int8_estimate
 from ._state import IndexState, SearchTrace
 
@@ -189,7 +189,7 @@ def stack(
         # Contiguous: scaling the estimate's products by a strided view costs several times more.
         row_scales = np.ascontiguousarray(row_scales)
     if flat.shape[0] != offsets[-1]:
-        raise CollectionConfigError(
+        raise IndexCorruptedError(
             f"stored vectors of {where} hold {flat.shape[0]} tokens where {int(offsets[-1])} were recorded; "
             "the index is damaged"
         )
@@ -216,11 +216,11 @@ def gather_residuals(
             continue
         r0, r1 = int(offsets[i]), int(offsets[i + 1])
         if r1 - r0 != n_tok:
-            raise CollectionConfigError(f"stored vectors of {st.root} disagree with their residuals; damaged")
+            raise IndexCorruptedError(f"stored vectors of {st.root} disagree with their residuals; damaged")
         nibbles[r0:r1], two[r0:r1] = residual_planes(blob, n_tok, st.dim or 0)
         filled += 1
     if filled != seqs.size:
-        raise CollectionConfigError(f"residuals of {seqs.size - filled} documents of {st.root} are missing")
+        raise IndexCorruptedError(f"residuals of {seqs.size - filled} documents of {st.root} are missing")
     return nibbles, two
 
 

@@ -23,10 +23,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._codecs import F32, decode_vectors
-from ...errors import ColBERTError, CollectionConfigError
+from ...errors import ColBERTError, CollectionConfigError, IndexCorruptedError
 from .._files import FileWriteLock, RWLock
 from ._centroids import CentroidTable, read_centroids
-from ._db import Database, rollback
+from ._db import DB, SEGMENT_FILE, Database, rollback
 from ._docstore import BlobCache
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "load_state",
     "refresh_if_stale",
     "release",
+    "segment_path",
 ]
 
 logger = logging.getLogger("colbert_adapters.backends.voyager")
@@ -241,16 +242,16 @@ def _load_state_in(st: IndexState, conn: sqlite3.Connection) -> None:
                 projections[sid] = np.frombuffer(blob, dtype=F32).reshape(-1, dim or 1).copy()
     segments: dict[int, Segment] = {}
     for sid, file, n_tok, n_live, n_docs in seg_rows:
+        seg_path = segment_path(st.root, sid, file)
         old = known.get(sid)
         if old is not None:
             index = old.index
             projections[sid] = old.proj
         else:
-            seg_path = st.root / file
             try:
                 index = st.voyager.Index.load(str(seg_path))
             except (OSError, RuntimeError, ValueError) as err:
-                raise CollectionConfigError(f"segment {seg_path} of {st.root} cannot be loaded: {err}") from err
+                raise IndexCorruptedError(f"segment {seg_path} of {st.root} cannot be loaded: {err}") from err
         segments[sid] = Segment(sid, file, index, n_tok, n_live, n_docs, projections.get(sid))
     next_label = int(meta["next_label"])
     rows = np.array(conn.execute("SELECT seq, first_label, n_tokens FROM docs").fetchall(), dtype=np.int64)
@@ -283,6 +284,21 @@ def _load_state_in(st: IndexState, conn: sqlite3.Connection) -> None:
     if meta.get("model_id"):
         st.model_id = meta["model_id"]
     st.data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+def segment_path(root: Path, sid: int, file: object) -> Path:
+    """The path of segment ``sid``'s file ``file`` (as the database records it) inside index ``root``.
+
+    Raises:
+        IndexCorruptedError: ``file`` is not a segment file name (``seg-NNNNNN.voyager``): a path elsewhere
+            (``../x``, an absolute path) is damage or tampering, never a file to open or delete.
+    """
+    if not isinstance(file, str) or not SEGMENT_FILE.fullmatch(file):
+        raise IndexCorruptedError(
+            f"{root / DB} names segment {sid}'s file {file!r}, which is not a segment file name "
+            "(seg-NNNNNN.voyager); the database is damaged or was edited. Restore the index from a backup"
+        )
+    return root / file
 
 
 def refresh_if_stale(st: IndexState) -> None:
