@@ -189,7 +189,7 @@ def as_multivector(vectors: object, *, dim: int | None = None, where: str = "vec
         if getattr(vectors, "is_complex", lambda: False)():
             raise InvalidInputError(f"{where} is complex-valued; token vectors must be real")
         vectors = vectors.detach().cpu().float().numpy()
-    if np.iscomplexobj(vectors):  # type: ignore[arg-type]
+    if _is_complex(vectors):
         raise InvalidInputError(f"{where} is complex-valued; token vectors must be real")
     try:
         arr = np.asarray(vectors, dtype=np.float32)
@@ -217,6 +217,13 @@ def as_multivector(vectors: object, *, dim: int | None = None, where: str = "vec
     if not np.isfinite(arr).all():
         raise InvalidInputError(f"{where} contains NaN or inf values; check the encoder output")
     return np.ascontiguousarray(arr)
+
+
+def _is_complex(vectors: object) -> bool:
+    try:
+        return bool(np.iscomplexobj(vectors))  # type: ignore[arg-type]
+    except (ValueError, TypeError):  # ragged or not numeric: the conversion below says what is wrong
+        return False
 
 
 def check_k(k: object) -> int:

@@ -285,7 +285,15 @@ async def test_vectorstore_async_relevance_scores(memory_store: MultiVectorStore
 
 def test_vectorstore_crud_details(store: MultiVectorStore, backend_name: str) -> None:
     vs = ColBERTVectorStore(store)
-    ids = vs.add_texts(["brand new text", "another one"], [{"a": 1}, {"a": 2}], batch_size=1, unknown_kw=True)
+    # An argument the method does not take is an error, not silently ignored (a misspelt filters= would be).
+    with pytest.raises(TypeError, match=r"unknown_kw.*accepts ids, batch_size"):
+        vs.add_texts(["brand new text"], batch_size=1, unknown_kw=True)
+    with pytest.raises(TypeError, match="filters"):
+        vs.similarity_search("Paris", k=1, filters={"a": 1})
+    with pytest.raises(NotImplementedError, match="deleted nothing"):
+        vs.delete(filter={"a": 1})
+    assert len(vs.get_by_ids(["paris"])) == 1  # nothing was deleted
+    ids = vs.add_texts(["brand new text", "another one"], [{"a": 1}, {"a": 2}], batch_size=1)
     assert len(ids) == 2 and all(ids)
     mixed = vs.add_documents([Document(page_content="has id", id="given"), Document(page_content="no id")])
     assert mixed[0] == "given" and mixed[1]

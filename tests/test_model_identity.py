@@ -34,7 +34,9 @@ def test_the_same_weights_from_another_directory_open_the_index(
         MultiVectorStore.open(tmp_path / "index", other)
 
 
-def test_cli_index_reopens_with_the_model_copied_elsewhere(make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+def test_cli_index_reopens_with_the_model_copied_elsewhere(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "paris.md").write_text("Paris is the capital of France.", encoding="utf-8")
     original = make_checkpoint()
