@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..._identity import same_model
-from ..._validation import as_multivector, check_ids, check_k, check_upsert_batch, match_filter
+from ..._validation import as_multivector, check_ids, check_k, check_upsert_batch, match_filter, positive_int
 from ...errors import ColBERTError, CollectionConfigError, InvalidInputError, QdrantRequestError
 from ...types import Filter, Hit, Metadata, MultiVector
 from ..base import Record
@@ -152,16 +152,16 @@ class QdrantBackend:
         if model_id is not None and not isinstance(model_id, str):
             raise InvalidInputError(f"model_id must be a str or None, got {type(model_id).__name__}")
         self.search_mode = _check_mode(search_mode)
-        self.prefetch_limit = _positive_int(prefetch_limit, "prefetch_limit")
+        self.prefetch_limit = positive_int(prefetch_limit, "prefetch_limit")
         if not isinstance(oversampling, (int, float)) or oversampling < 1:
             raise InvalidInputError(f"oversampling must be a number >= 1, got {oversampling!r}")
         self.oversampling = float(oversampling)
-        self.max_request_bytes = _positive_int(max_request_bytes, "max_request_bytes")
-        self.max_batch_points = _positive_int(max_batch_points, "max_batch_points")
+        self.max_request_bytes = positive_int(max_request_bytes, "max_request_bytes")
+        self.max_batch_points = positive_int(max_batch_points, "max_batch_points")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise InvalidInputError(f"max_retries must be an int >= 0, got {max_retries!r}")
         self.flush_on_write = bool(flush_on_write)
-        self.optimize_every = None if optimize_every is None else _positive_int(optimize_every, "optimize_every")
+        self.optimize_every = None if optimize_every is None else positive_int(optimize_every, "optimize_every")
         self.optimize_on_close = bool(optimize_on_close)
         self._lock = threading.RLock()
         self._closed = False
@@ -450,7 +450,7 @@ class QdrantBackend:
         k = check_k(k)
         native, post = resolve_filter(filter, self._engine.kind)
         mode = self.search_mode if mode is None else _check_mode(mode)
-        pl = self.prefetch_limit if prefetch_limit is None else _positive_int(prefetch_limit, "prefetch_limit")
+        pl = self.prefetch_limit if prefetch_limit is None else positive_int(prefetch_limit, "prefetch_limit")
         # Edge holds the GIL and one shard: serialise. A QdrantClient is thread-safe: let searches overlap.
         guard = self._lock if self._engine.kind == "edge" else contextlib.nullcontext()
         with guard:
@@ -735,9 +735,3 @@ def _check_mode(mode: object) -> str:
     if mode not in _SEARCH_MODES:
         raise InvalidInputError(f"search mode must be one of {_SEARCH_MODES}, got {mode!r}")
     return str(mode)
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
-    return int(value)

@@ -14,8 +14,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ..._validation import positive_int
 from ...errors import CollectionConfigError
-from ._backend import QdrantBackend, _positive_int
+from ._backend import QdrantBackend
 from .config import QdrantCollectionConfig
 
 __all__ = ["copy_collection", "setup_collection"]
@@ -97,7 +98,7 @@ def copy_collection(
     Raises:
         CollectionConfigError: the dimensions differ, or the models recorded differ.
     """
-    batch_points = _positive_int(batch_points, "batch_points")
+    batch_points = positive_int(batch_points, "batch_points")
     src_cfg = source.config
     if src_cfg is None:
         return 0
