@@ -1,9 +1,10 @@
 """Writer process for ``test_crash.py``: applies a deterministic stream of writes until killed.
 
 Usage: ``python crash_writer.py BACKEND INDEX_DIR SEED FIRST_OP LOG_FILE`` with BACKEND ``voyager`` or
-``qdrant-edge``. After each write returns, its number is appended to ``LOG_FILE`` (fsync'ed): the parent knows
-which writes were acknowledged. The same module gives the parent the backends (:func:`open_backend`), the
-operations (:func:`make_op`) and their expected effect (:func:`apply_op`).
+``qdrant-edge``. After each write returns, its number is appended to ``LOG_FILE`` (fsync'ed), with ``bg`` when
+Voyager's background worker then had a merge requested or running: the parent knows which writes were
+acknowledged, and that some kills landed during background maintenance. The same module gives the parent the
+backends (:func:`open_backend`), the operations (:func:`make_op`) and their expected effect (:func:`apply_op`).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def main() -> None:
             backend.compact()
         else:
             backend.optimize()
-        os.write(fd, f"{n}\n".encode())
+        busy = kind.startswith("voyager") and backend.stats()["maintenance_pending"]
+        os.write(fd, f"{n}{' bg' if busy else ''}\n".encode())
         os.fsync(fd)
         n += 1
 

@@ -54,6 +54,7 @@ def _per_document(state: State, before: State, after: State) -> bool:
 def _check_consistent(kind: str, backend: Any, model: State, path: Path) -> None:
     assert backend.count() == len(model)
     if kind.startswith("voyager"):
+        backend.wait_for_maintenance()  # the reopened writer may resume the merges the killed one had pending
         stats = backend.stats()
         assert stats["n_live_tokens"] == sum(v[2].shape[0] for v in model.values())
         # No orphan segment files, no temporary files left behind by the killed writer.
@@ -77,7 +78,7 @@ def _run_kills(kind: str, tmp_path: Path, n_kills: int, seed: int) -> None:
     model: State = {}
     applied = -1  # last operation reflected in the index
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(WRITER.parent)])}
-    total_ops = partial = 0
+    total_ops = partial = during_background = 0
     for kill in range(n_kills):
         log = tmp_path / f"log{kill}.txt"
         first = applied + 1
@@ -102,8 +103,10 @@ def _run_kills(kind: str, tmp_path: Path, n_kills: int, seed: int) -> None:
                 proc.stdout.close()
             if proc.stderr is not None:
                 proc.stderr.close()
-        acked = [int(x) for x in log.read_text().split()] if log.exists() else []
+        lines = log.read_text().splitlines() if log.exists() else []
+        acked = [int(line.split()[0]) for line in lines]
         assert acked == list(range(first, first + len(acked)))
+        during_background += bool(lines) and lines[-1].endswith(" bg")
         last = first + len(acked) - 1
         for n in range(first, last + 1):
             apply_op(model, make_op(seed, n), kind)
@@ -135,6 +138,8 @@ def _run_kills(kind: str, tmp_path: Path, n_kills: int, seed: int) -> None:
         total_ops += len(acked)
     assert total_ops > n_kills  # the kills landed at many different points of the stream
     assert partial <= n_kills // 2  # a torn write is the exception, not the rule
+    if kind.startswith("voyager"):
+        assert during_background > 0  # some kills came while a background merge was requested or running
 
 
 @pytest.mark.parametrize("kind", ["voyager", "voyager-int8-projected", "qdrant-edge"])

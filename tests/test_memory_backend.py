@@ -342,6 +342,14 @@ def test_load_rejects_pickled_object_array(tmp_path: Path) -> None:
         MemoryBackend.load(path)
 
 
+def _rewrite_checksums(path: Path) -> None:
+    import zlib
+
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    manifest["crc32"] = {name: zlib.crc32((path / name).read_bytes()) for name in manifest["files"].values()}
+    (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
 def test_load_rejects_bad_offsets_and_duplicate_ids(tmp_path: Path) -> None:
     rng = np.random.default_rng(12)
     path = _filled(rng).save(tmp_path / "idx")
@@ -351,6 +359,7 @@ def test_load_rejects_bad_offsets_and_duplicate_ids(tmp_path: Path) -> None:
     bad = good.copy()
     bad[2] = bad[1]
     np.save(offsets_file, bad)
+    _rewrite_checksums(path)  # as if a faulty writer had saved them: the consistency checks must catch it
     with pytest.raises(CollectionConfigError, match="offsets"):
         MemoryBackend.load(path)
     np.save(offsets_file, good)
@@ -358,6 +367,7 @@ def test_load_rejects_bad_offsets_and_duplicate_ids(tmp_path: Path) -> None:
     docs = json.loads(docs_file.read_text(encoding="utf-8"))
     docs["ids"][1] = docs["ids"][0]
     docs_file.write_text(json.dumps(docs), encoding="utf-8")
+    _rewrite_checksums(path)
     with pytest.raises(CollectionConfigError, match="duplicate id"):
         MemoryBackend.load(path)
 

@@ -143,6 +143,7 @@ def test_small_writes_do_not_rewrite_a_large_segment_each_time(tmp_path: Path) -
         done = len(backend.stats()["maintenance"])  # the large segment's seal
         for i in range(20):  # 20 seals of 50 tokens: 1,000 tokens beside the 12,800-token segment
             backend.upsert([f"s{i}a", f"s{i}b"], [unit_multivector(rng, 25, 8) for _ in range(2)])
+            backend.wait_for_maintenance()  # the folds a write asks for run in the background
         events = backend.stats()["maintenance"]
         assert len(events) < 256  # none dropped from the log
         # The tokens already in the graph that each fold extended.
@@ -165,6 +166,7 @@ def test_large_segments_get_the_larger_construction_beam(tmp_path: Path) -> None
         return [unit_multivector(rng, n_tok, 8) for _ in range(n)]
 
     def beams(b: VoyagerBackend) -> list[tuple[int, int]]:
+        b.wait_for_maintenance()  # folds run in the background
         return sorted((s["n_tokens"], s["ef_construction"]) for s in b.stats()["segments"])
 
     class Small(VoyagerBackend):  # read when the backend is constructed
@@ -333,6 +335,7 @@ def test_incremental_writes_keep_the_hnsw_work_per_token_bounded(tmp_path: Path)
             ids = [f"w{i}-{j}" for j in range(3)]
             docs = [unit_multivector(rng, int(rng.integers(5, 15)), 16) for _ in ids]
             backend.upsert(ids, docs)
+            backend.wait_for_maintenance()
             # The oracle scores the vectors as stored (int8-quantised), so scores agree to float32 rounding.
             oracle.upsert(ids, [r.vectors for r in backend.get(ids, with_vectors=True)])
             total += sum(d.shape[0] for d in docs)
@@ -343,6 +346,7 @@ def test_incremental_writes_keep_the_hnsw_work_per_token_bounded(tmp_path: Path)
         inserted = [e["inserted_tokens"] for e in events]
         assert len(inserted) > 10 and sum(inserted) <= 2 * total
         backend.delete([f"w{i}-0" for i in range(0, 60, 2)])
+        backend.wait_for_maintenance()
         oracle.delete([f"w{i}-0" for i in range(0, 60, 2)])
         assert backend.count() == oracle.count()
         for q in [unit_multivector(rng, 4, 16) for _ in range(5)]:
@@ -378,6 +382,7 @@ def test_recall_with_many_segments(real_vectors: Any, tmp_path: Path) -> None:
     try:
         for start in range(0, 250, 25):
             backend.upsert(real_vectors.doc_ids[start : start + 25], real_vectors.docs[start : start + 25])
+        backend.wait_for_maintenance()
         stats = backend.stats()
         assert 1 <= len(stats["segments"]) <= 2 and stats["mutable_tokens"] > 0
         assert stats["segments"][0]["id"] > len(stats["segments"])  # segments were sealed and folded
@@ -873,6 +878,8 @@ def test_blob_cache_gives_the_uncached_results(tmp_path: Path, vector_dtype: str
     queries = [unit_multivector(rng, 4, 16) for _ in range(6)]
 
     def same() -> None:
+        for b in (cached, plain):
+            b.wait_for_maintenance()  # the same segments on both sides
         for q in queries:
             for k in (3, 10):
                 got, want = cached.search(q, k=k), plain.search(q, k=k)
@@ -970,6 +977,7 @@ def test_reopen_after_segments_merges_and_deletes(tmp_path: Path) -> None:
         )
     backend.delete(ids[::7])
     backend.upsert([ids[1]], [vecs[2]], texts=["replaced"])
+    backend.wait_for_maintenance()
     q = unit_multivector(np.random.default_rng(1), 4, 16)
     before_hits = backend.search(q, k=20)
     before_state = _state(backend, ids)
@@ -1098,12 +1106,15 @@ def test_automatic_compaction_of_dead_tokens(tmp_path: Path) -> None:
         backend.compact()
         (seg,) = backend.stats()["segments"]
         backend.delete(ids[:50])  # about 25% dead: kept
+        backend.wait_for_maintenance()
         assert backend.stats()["segments"][0]["file"] == seg["file"]
-        backend.delete(ids[50:70])  # above 30%: the segment is rewritten without them
+        backend.delete(ids[50:70])  # above 30%: the segment is rewritten without them (in the background)
+        backend.wait_for_maintenance()
         stats = backend.stats()
         assert stats["n_dead_tokens"] == 0 and stats["segments"][0]["file"] != seg["file"]
         assert not (backend.path / seg["file"]).exists()
         backend.delete(ids[70:])  # everything gone: the segment is dropped
+        backend.wait_for_maintenance()
         assert backend.stats()["segments"] == [] and backend.count() == 0
     finally:
         backend.close()
@@ -1562,3 +1573,89 @@ def test_doc_centroids_bound_their_memory_for_long_documents(monkeypatch: pytest
     assert (1, 400, 8) in shapes
     for i, (c1, s1) in enumerate(alone):
         np.testing.assert_allclose(codes[i].astype(np.float32) * scales[i][:, None], c1[0] * s1[0][:, None], atol=0.02)
+
+
+# ---------------------------------------------------------------------------------------------- background merges
+
+
+def test_writes_and_searches_go_on_while_a_background_merge_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold runs on the worker thread: while it is held inside its build, writes return, deletes of documents it
+    is merging are honoured, searches are exact; once it commits, the layout is folded and nothing was lost."""
+    from colbert_adapters.backends.voyager import _background
+
+    gate, inside = threading.Event(), threading.Event()
+    real = _background.prepare_merge
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        assert gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_background, "prepare_merge", held)
+    ids, vecs = _corpus(200, 16, seed=21)
+    rng = np.random.default_rng(22)
+    queries = [unit_multivector(rng, 4, 16) for _ in range(5)]
+    opts: dict[str, Any] = {"mutable_max_tokens": 64, "max_segments": 2, "exact_below_tokens": 0, "n_rerank": 500}
+    with VoyagerBackend(tmp_path / "index", k_token=256, ef_search=256, **opts) as backend:
+        for start in range(0, 100, 20):  # several seals: more than max_segments, a fold is asked for
+            backend.upsert(ids[start : start + 20], vecs[start : start + 20])
+        assert inside.wait(60)  # the worker is inside the merge's build, held
+        backend.upsert(ids[100:], vecs[100:])  # returns although the merge cannot finish
+        assert backend.delete(ids[:10]) == 10  # documents the held merge read
+        assert backend.stats()["maintenance_pending"]
+        oracle = MemoryBackend()  # the stored vectors, scored exactly
+        oracle.upsert(ids[10:], [r.vectors for r in backend.get(ids[10:], with_vectors=True)])
+
+        def exact() -> None:
+            for q in queries:
+                got, want = backend.search(q, k=5), oracle.search(q, k=5)
+                assert [h.id for h in got] == [h.id for h in want]
+
+        exact()
+        gate.set()
+        assert backend.wait_for_maintenance(timeout=60)
+        stats = backend.stats()
+        assert len(stats["segments"]) <= 2 and not stats["maintenance_pending"]
+        assert any(e["kind"] == "fold" for e in stats["maintenance"])
+        assert backend.count() == 190 and set(backend.ids()) == set(ids[10:])
+        assert stats["n_live_tokens"] == sum(v.shape[0] for v in vecs[10:])
+        exact()
+    with VoyagerBackend(tmp_path / "index", read_only=True, k_token=256, ef_search=256, **opts) as reopened:
+        assert reopened.count() == 190 and reopened.stats()["n_live_tokens"] == stats["n_live_tokens"]
+
+
+def test_a_failed_background_merge_keeps_the_index_and_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from colbert_adapters.backends.voyager import _background
+
+    real = _background.prepare_merge
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_background, "prepare_merge", fail)
+    ids, vecs = _corpus(100, 16, seed=23)
+    with VoyagerBackend(tmp_path / "index", mutable_max_tokens=64, max_segments=2) as backend:
+        for start in range(0, 100, 20):
+            backend.upsert(ids[start : start + 20], vecs[start : start + 20])
+        with pytest.raises(ColBERTError, match="No space left"):
+            backend.wait_for_maintenance(timeout=60)
+        assert backend.count() == 100 and len(backend.stats()["segments"]) > 2  # nothing lost, not merged
+        monkeypatch.setattr(_background, "prepare_merge", real)
+        backend.upsert(ids[:1], vecs[:1])  # the next write asks again
+        assert backend.wait_for_maintenance(timeout=60)
+        assert len(backend.stats()["segments"]) <= 2 and backend.count() == 100
+
+
+def test_inline_maintenance_merges_within_the_write(tmp_path: Path) -> None:
+    ids, vecs = _corpus(100, 16, seed=24)
+    with VoyagerBackend(
+        tmp_path / "index", mutable_max_tokens=64, max_segments=2, background_maintenance=False
+    ) as backend:
+        for start in range(0, 100, 20):
+            backend.upsert(ids[start : start + 20], vecs[start : start + 20])
+            assert len(backend.stats()["segments"]) <= 2 and not backend.stats()["maintenance_pending"]
+        assert backend.wait_for_maintenance(timeout=0)

@@ -240,7 +240,9 @@ def detect_backend(location: str | os.PathLike[str]) -> str:
         return "qdrant-url"
     root = Path(text)
     if not root.is_dir():
-        raise CollectionConfigError(f"{root} is not a directory; pass an index directory or a Qdrant URL")
+        raise CollectionConfigError(
+            f"{root} is not an index (no such directory); pass an index directory or a Qdrant URL"
+        )
     for opener in OPENERS.values():
         if opener.marker is None:
             continue

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..types import Filter, Hit, Metadata, MultiVector
 
-__all__ = ["Backend", "Record"]
+__all__ = ["Backend", "Record", "VerifyReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,28 @@ class Record:
     text: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     vectors: MultiVector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What a backend's ``verify()`` checked and what it found damaged.
+
+    Attributes:
+        location: the index checked.
+        checked: how many of each part were checked, e.g. ``{"segments": 3, "documents": 1200}``.
+        problems: one line per damaged part (empty: nothing is damaged).
+        notes: what could not be checked and why (e.g. parts written before checksums existed).
+    """
+
+    location: str
+    checked: Mapping[str, int] = field(default_factory=dict)
+    problems: Sequence[str] = ()
+    notes: Sequence[str] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing is damaged."""
+        return not self.problems
 
 
 @runtime_checkable

@@ -29,6 +29,7 @@ import os
 import re
 import threading
 import uuid
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,11 @@ import numpy as np
 import numpy.typing as npt
 
 from .._validation import as_multivector, check_filter, check_ids, check_k, check_upsert_batch, match_filter
-from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, InvalidInputError
+from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, IndexCorruptedError, InvalidInputError
 from ..scoring import maxsim_flat
 from ..types import Filter, Hit, Metadata, MultiVector
 from ._files import fsync_dir, write_atomic
-from .base import Record
+from .base import Record, VerifyReport
 
 __all__ = ["MemoryBackend"]
 
@@ -357,6 +358,7 @@ class MemoryBackend:
                 "metadatas": [self._docs[i].metadata for i in order],
             }
             write_atomic(target / files["docs"], lambda f: f.write(_json_bytes(docs_json)))
+            checksums = {name: _file_crc(target / name) for name in files.values()}
             manifest = {
                 "format": _FORMAT,
                 "format_version": _FORMAT_VERSION,
@@ -365,6 +367,7 @@ class MemoryBackend:
                 "n_tokens": int(flat.shape[0]),
                 "model_id": self.model_id,
                 "files": files,
+                "crc32": checksums,
             }
             write_atomic(target / _MANIFEST, lambda f: f.write(_json_bytes(manifest)))
             fsync_dir(target)
@@ -388,6 +391,7 @@ class MemoryBackend:
         Raises:
             CollectionConfigError: ``path`` is not a memory index, was written by an unsupported format
                 version, or its files are missing or inconsistent.
+            IndexCorruptedError: a file does not match the checksum :meth:`save` recorded.
         """
         root = Path(path)
         manifest_path = root / _MANIFEST
@@ -413,10 +417,18 @@ class MemoryBackend:
         try:
             files = manifest["files"]
             dim = manifest["dim"]
+            for name, crc in (manifest.get("crc32") or {}).items():  # saved before checksums: none recorded
+                if _file_crc(root / str(name)) != crc:
+                    raise IndexCorruptedError(
+                        f"{root / str(name)} does not match its checksum: the saved index is damaged. Restore it "
+                        "from a backup, or save the documents again"
+                    )
             flat = np.load(root / files["vectors"], allow_pickle=False)
             offsets = np.load(root / files["offsets"], allow_pickle=False)
             docs = json.loads((root / files["docs"]).read_text(encoding="utf-8"))
             ids, texts, metadatas = docs["ids"], docs["texts"], docs["metadatas"]
+        except IndexCorruptedError:
+            raise
         except (KeyError, TypeError, OSError, ValueError) as err:
             raise CollectionConfigError(f"{root} is an incomplete or corrupted MemoryBackend index: {err}") from err
         n = len(ids) if isinstance(ids, list) else -1
@@ -451,6 +463,22 @@ class MemoryBackend:
         logger.info("loaded MemoryBackend (%d documents) from %s", n, root)
         return backend
 
+    def verify(self) -> VerifyReport:
+        """Check the documents held in memory (shapes, finite values); a saved copy is checked by :meth:`load`.
+
+        Returns:
+            A :class:`~colbert_adapters.backends.base.VerifyReport`.
+        """
+        with self._lock:
+            self._check_open()
+            problems = [
+                f"document {doc_id!r}: vectors of shape {d.vectors.shape} are not finite {self._dim}-d rows"
+                for doc_id, d in self._docs.items()
+                if d.vectors.ndim != 2 or d.vectors.shape[1] != self._dim or not np.isfinite(d.vectors).all()
+            ]
+            tokens = sum(d.vectors.shape[0] for d in self._docs.values())
+            return VerifyReport("memory", {"documents": len(self._docs), "tokens": tokens}, problems)
+
     # ------------------------------------------------------------------------------------------ internals
 
     def _check_open(self) -> None:
@@ -467,6 +495,14 @@ class MemoryBackend:
             flat = np.concatenate(arrays) if arrays else np.zeros((0, self._dim or 0), dtype=np.float32)
             self._cache = (order, flat, offsets)
         return self._cache
+
+
+def _file_crc(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(4 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def _top_k(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:

@@ -22,7 +22,8 @@ from .._index_dir import (
     write_manifest,
 )
 from .._validation import check_texts
-from ..backends import OPENERS
+from ..backends import OPENERS, detect_backend
+from ..backends import open_backend as registry_open
 from ..errors import ColBERTError, CollectionConfigError, InvalidInputError
 from ._common import (
     DEFAULT_MODEL,
@@ -224,8 +225,14 @@ def _dir_bytes(path: str) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    manifest = require_manifest(args.index)
-    backend = open_backend(manifest, args.index, manifest.get("dim"), read_only=True)
+    manifest = read_manifest(args.index)
+    if manifest is None:  # a backend's own directory (Voyager, Qdrant Edge, a saved MemoryBackend)
+        kind = detect_backend(args.index)
+        backend: Any = registry_open(args.index, read_only=True)
+        manifest = {"backend": kind, "model_id": backend.model_id, "dim": backend.dim}
+    else:
+        backend = open_backend(manifest, args.index, manifest.get("dim"), read_only=True)
+    report = None
     try:
         docs = backend.count()
         tokens: int | None = None
@@ -237,9 +244,11 @@ def _info(args: argparse.Namespace) -> int:
                 for r in backend.get(list(backend.ids()), with_vectors=True)
                 if r.vectors is not None
             )
+        if args.verify:
+            report = backend.verify()
     finally:
         backend.close()
-    info = {
+    info: dict[str, Any] = {
         "index": os.path.abspath(args.index),
         "documents": docs,
         "tokens": tokens,
@@ -252,12 +261,22 @@ def _info(args: argparse.Namespace) -> int:
     }
     if manifest["backend"] == "qdrant-url":
         info.update(url=manifest.get("url"), collection=manifest.get("collection"))
+    if report is not None:
+        info["verify"] = {
+            "ok": report.ok,
+            "checked": dict(report.checked),
+            "problems": list(report.problems),
+            "notes": list(report.notes),
+        }
     if args.json:
         print_json(info)
     else:
         for key, value in info.items():
             sys.stdout.write(f"{key + ':':<15}{json.dumps(value) if isinstance(value, dict) else value}\n")
-    return EXIT_OK
+        if report is not None and report.problems:
+            for line in report.problems:
+                sys.stderr.write(f"colbert-adapters: damaged: {line}\n")
+    return EXIT_ERROR if report is not None and not report.ok else EXIT_OK
 
 
 def add_index_commands(subparsers: Subparsers) -> None:
@@ -304,4 +323,7 @@ def add_index_commands(subparsers: Subparsers) -> None:
     i = subparsers.add_parser("info", help="show an index's size, model and settings")
     i.add_argument("index", metavar="INDEX")
     i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument(
+        "--verify", action="store_true", help="read every part of the index; list what is damaged (exit code 1)"
+    )
     i.set_defaults(handler=_info)

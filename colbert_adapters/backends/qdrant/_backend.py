@@ -18,7 +18,7 @@ from ..._identity import same_model
 from ..._validation import as_multivector, check_ids, check_k, check_upsert_batch, match_filter, positive_int
 from ...errors import ColBERTError, CollectionConfigError, InvalidInputError, QdrantRequestError
 from ...types import Filter, Hit, Metadata, MultiVector
-from ..base import Record
+from ..base import Record, VerifyReport
 from ._client import ClientEngine, open_client_engine
 from ._edge import EdgeEngine
 from ._engines import REST_LIMIT_BYTES, Engine, StoredPoint, estimate_point_bytes, split_by_bytes
@@ -508,6 +508,43 @@ class QdrantBackend:
         with self._lock:
             self._check_open()
             return 0 if self._config is None else self._engine.count()
+
+    def verify(self) -> VerifyReport:
+        """Read every point and report what is damaged; nothing is changed.
+
+        Each point must carry its document id (and the id must map to the point's uuid), a finite multivector of the
+        collection's dimension, and the count must match. On Edge, the shard files a clean close recorded and this
+        process has not rewritten since it opened them are checked against their CRC-32.
+
+        Returns:
+            A :class:`~colbert_adapters.backends.base.VerifyReport` (``ok`` when nothing is damaged).
+        """
+        with self._lock:
+            self._check_open()
+            problems: list[str] = []
+            notes: list[str] = []
+            checked = {"documents": 0, "tokens": 0}
+            if self._config is not None:
+                dim = self._config.dim
+                for page in self._pages(_PAGE, with_vectors=True):
+                    for p in page:
+                        checked["documents"] += 1
+                        doc = p.payload.get(DOC_ID_KEY)
+                        mv = p.multivector
+                        if not isinstance(doc, str) or point_id(doc) != str(p.pid):
+                            problems.append(f"point {p.pid}: its document id {doc!r} does not map to it")
+                        elif mv is None or mv.ndim != 2 or mv.shape[1] != dim or not np.isfinite(mv).all():
+                            problems.append(f"document {doc!r}: its multivector is missing, malformed or not finite")
+                        else:
+                            checked["tokens"] += int(mv.shape[0])
+                if checked["documents"] != self._engine.count():
+                    problems.append(f"{self._engine.count()} points counted but {checked['documents']} read")
+            if isinstance(self._engine, EdgeEngine):
+                file_problems, file_notes, n_files = self._engine.verify_files()
+                problems += file_problems
+                notes += file_notes
+                checked["files"] = n_files
+            return VerifyReport(self._describe(), checked, problems, notes)
 
     def flush(self) -> None:
         """Make every acknowledged write durable (Edge: flush segments; servers persist on their own)."""

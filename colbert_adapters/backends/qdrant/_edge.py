@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import uuid
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +25,8 @@ from ...errors import ColBERTError, CollectionConfigError, IndexCorruptedError, 
 from ._engines import Engine, StoredPoint, stored_point
 from ._filters import to_edge_filter
 from .config import QdrantCollectionConfig, Schema
+
+logger = logging.getLogger("colbert_adapters.backends.qdrant")
 
 __all__ = ["EDGE_FORMAT", "EDGE_FORMAT_VERSION", "EDGE_META_FILE", "EDGE_SHARD_DIR", "EdgeEngine"]
 
@@ -56,8 +60,14 @@ class EdgeEngine(Engine):
         self.shard: Any = None
         if self.root.exists() and not self.root.is_dir():
             raise CollectionConfigError(f"{self.root} exists and is not a directory; pass a directory path")
+        #: The shard's files as the last clean close left them: {relative path: [size, crc32]} (see :meth:`close`).
+        self._clean_files: dict[str, list[int]] = {}
+        #: Modification times of those files when this engine opened them (a file changed since is not verified).
+        self._opened_mtimes: dict[str, int] = {}
         if self.exists():
+            self._check_clean_files()
             self.shard = self._guard("open the shard", lambda: self.qe.EdgeShard.load(str(self.shard_path)))
+            self._forget_clean_files()
         elif self.meta_path.is_file() and self.shard_path.is_dir() and any(self.shard_path.iterdir()):
             # Data without its shard config: opening would start an empty shard beside it.
             raise IndexCorruptedError(
@@ -320,3 +330,69 @@ class EdgeEngine(Engine):
         if shard is not None:
             self._guard("flush", shard.flush)
             self._guard("close", shard.close)
+            self._record_clean_files()
+
+    # ---- integrity: the files of a cleanly closed shard, checked at the next open and by verify()
+
+    def _shard_files(self) -> dict[str, Path]:
+        return {p.relative_to(self.root).as_posix(): p for p in sorted(self.shard_path.rglob("*")) if p.is_file()}
+
+    def _record_clean_files(self) -> None:
+        """After a clean close: record every shard file's size and CRC-32 in the manifest."""
+        meta = self.read_meta()
+        if meta is None:
+            return
+        try:
+            meta["files"] = {rel: [p.stat().st_size, _file_crc(p)] for rel, p in self._shard_files().items()}
+            self.write_meta({k: v for k, v in meta.items() if k not in ("format", "format_version")})
+        except OSError as err:  # the shard is closed and intact; only the record is missing
+            logger.warning("could not record the checksums of %s: %s", self.where, err)
+
+    def _check_clean_files(self) -> None:
+        """At open: every file the last clean close recorded is there with its size (cheap; ``verify()`` reads them)."""
+        meta = self.read_meta() or {}
+        record = meta.get("files")
+        if not isinstance(record, dict):
+            return
+        for rel, (size, _crc) in record.items():
+            path = self.root / rel
+            if not path.is_file() or path.stat().st_size != size:
+                raise IndexCorruptedError(
+                    f"{self.where}: {rel} is {'missing' if not path.is_file() else 'of another size'} since the last "
+                    "clean close: the index is damaged. Restore it from a backup (nothing was changed)"
+                )
+        self._clean_files = record
+        self._opened_mtimes = {rel: (self.root / rel).stat().st_mtime_ns for rel in record}
+
+    def _forget_clean_files(self) -> None:
+        """Once open, the shard may change its files: the record describes the last clean close only."""
+        meta = self.read_meta()
+        if meta is not None and "files" in meta:
+            meta.pop("files")
+            self.write_meta({k: v for k, v in meta.items() if k not in ("format", "format_version")})
+
+    def verify_files(self) -> tuple[list[str], list[str], int]:
+        """(problems, notes, files checked): the recorded files unchanged since this open, against their CRC-32."""
+        if not self._clean_files:
+            return [], ["no file checksums recorded (the last close was not clean, or predates them)"], 0
+        problems: list[str] = []
+        changed = 0
+        checked = 0
+        for rel, (size, crc) in self._clean_files.items():
+            path = self.root / rel
+            if not path.is_file() or path.stat().st_mtime_ns != self._opened_mtimes.get(rel):
+                changed += 1  # present at open: rewritten or removed by the engine since
+            else:
+                checked += 1
+                if path.stat().st_size != size or _file_crc(path) != crc:
+                    problems.append(f"{rel} does not match its checksum")
+        notes = [f"{changed} shard files changed since this open (written since): not checked"] if changed else []
+        return problems, notes, checked
+
+
+def _file_crc(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(4 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return crc

@@ -43,29 +43,51 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar, cast, overload
 
 from ..._codecs import VECTOR_DTYPES, decode_vectors
 from ..._identity import same_model
 from ..._optional import require
 from ..._validation import as_multivector, check_filter, check_ids, check_k, positive_int
-from ...errors import CollectionConfigError, InvalidInputError
+from ...errors import ColBERTError, CollectionConfigError, InvalidInputError
 from ...types import Filter, Hit, Metadata, MultiVector
 from .._files import FileWriteLock, is_temp
-from ..base import Record
+from ..base import Record, VerifyReport
 from . import _layout, _search, _segments, _writes
+from ._background import Worker
 from ._centroids import backfill_centroids
-from ._db import DB, FETCH_CHUNK, Database
+from ._db import DB, FETCH_CHUNK, Database, check_blob
 from ._docstore import BlobCache
 from ._segments import STORAGE_TYPES
 from ._state import IndexState, MaintenanceEvent, SearchTrace, Tuning, load_state, refresh_if_stale, release
+from ._verify import verify
 
 __all__ = ["MaintenanceEvent", "SearchTrace", "VoyagerBackend"]
 
 logger = logging.getLogger(__name__)
+
+
+_T = TypeVar("_T")
+
+
+class _Tuned(Generic[_T]):
+    """A setting of ``IndexState.tuning`` exposed on the backend: read it, or set it (validated) on an open index."""
+
+    def __init__(self, name: str, check: Callable[[Any, str], _T], doc: str) -> None:
+        self._name, self._check, self.__doc__ = name, check, doc
+
+    @overload
+    def __get__(self, obj: None, objtype: type[Any]) -> _Tuned[_T]: ...
+    @overload
+    def __get__(self, obj: VoyagerBackend, objtype: type[Any] | None = None) -> _T: ...
+    def __get__(self, obj: VoyagerBackend | None, objtype: type[Any] | None = None) -> _T | _Tuned[_T]:
+        return self if obj is None else cast(_T, getattr(obj._st.tuning, self._name))
+
+    def __set__(self, obj: VoyagerBackend, value: _T) -> None:
+        setattr(obj._st.tuning, self._name, self._check(value, self._name))
 
 
 class VoyagerBackend:
@@ -154,6 +176,11 @@ class VoyagerBackend:
             stored, least recently used first out; ``0`` reads every candidate from the store). Documents that
             come up again skip SQLite's reassembly of their blobs. :attr:`DEFAULT_CACHE_BYTES` (256 MiB) holds a
             million 128-d int14 tokens' int8 records plus the residuals of the documents scored exactly.
+        background_maintenance: fold and rebuild segments on a background thread (a writer only), so that no
+            write waits for work that grows with the index: a write commits, seals the mutable segment when it is
+            full (at most ``mutable_max_tokens`` plus its own tokens) and returns. ``False`` does every merge in
+            the write that triggers it. :meth:`wait_for_maintenance` waits for pending merges; :meth:`close`
+            lets a running one finish. A crash mid-merge keeps the last committed state.
 
     Raises:
         CollectionConfigError: ``path`` is not an index (a file, or a non-empty directory without one), an
@@ -224,6 +251,7 @@ class VoyagerBackend:
         compact_deleted_ratio: float = DEFAULT_COMPACT_DELETED_RATIO,
         num_threads: int = -1,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        background_maintenance: bool = True,
     ) -> None:
         voyager = require("voyager", extra="voyager")
         if dim is not None:
@@ -333,10 +361,11 @@ class VoyagerBackend:
             _layout.apply_meta(st, meta, dim, model_id, M, ef_construction, storage_data_type, vector_dtype)
             _layout.apply_graph_dim(st, meta, graph_dim)
             if not read_only:
+                _layout.migrate(st)
                 _layout.remove_orphans(st)
             load_state(st)
             if not read_only:
-                if backfill_centroids(db, st.dim, st.vector_dtype, st.vector_cols, root):
+                if backfill_centroids(db, st.dim, st.vector_dtype, st.vector_cols, root, st.crc_cols):
                     with st.rw.write():
                         load_state(st)
                 _layout.write_manifest(st)
@@ -353,6 +382,10 @@ class VoyagerBackend:
                     (root / _layout.LOCK).unlink()
             raise
         st.closed = False
+        if background_maintenance and not read_only:
+            st.worker = Worker(st)
+            if _segments.plan_merges(st):
+                st.worker.request()
         self._st = st
         logger.info(
             "opened Voyager index %s (%d documents, %d segments, %s)",
@@ -405,78 +438,18 @@ class VoyagerBackend:
             _layout.write_manifest(st)
 
     # Search and maintenance settings: changeable on an open index (see the constructor's arguments).
-
-    @property
-    def ef_search(self) -> int:
-        """HNSW search beam (at least ``k_token`` is used)."""
-        return self._st.tuning.ef_search
-
-    @ef_search.setter
-    def ef_search(self, value: int) -> None:
-        self._st.tuning.ef_search = positive_int(value, "ef_search")
-
-    @property
-    def k_token(self) -> int:
-        """Nearest token vectors retrieved per query token and segment."""
-        return self._st.tuning.k_token
-
-    @k_token.setter
-    def k_token(self, value: int) -> None:
-        self._st.tuning.k_token = positive_int(value, "k_token")
-
-    @property
-    def n_rerank(self) -> int:
-        """Candidates reranked per batch."""
-        return self._st.tuning.n_rerank
-
-    @n_rerank.setter
-    def n_rerank(self, value: int) -> None:
-        self._st.tuning.n_rerank = positive_int(value, "n_rerank")
-
-    @property
-    def exact_below_tokens(self) -> int:
-        """Live sealed tokens up to which searches scan every document instead of the graph (``0``: never)."""
-        return self._st.tuning.exact_below_tokens
-
-    @exact_below_tokens.setter
-    def exact_below_tokens(self, value: int) -> None:
-        self._st.tuning.exact_below_tokens = _exact_below(value)
-
-    @property
-    def mutable_max_tokens(self) -> int:
-        """Tokens of the mutable segment that trigger a seal."""
-        return self._st.tuning.mutable_max_tokens
-
-    @mutable_max_tokens.setter
-    def mutable_max_tokens(self, value: int) -> None:
-        self._st.tuning.mutable_max_tokens = positive_int(value, "mutable_max_tokens")
-
-    @property
-    def max_segments(self) -> int:
-        """Sealed segments beyond which the smaller ones are folded into a larger one."""
-        return self._st.tuning.max_segments
-
-    @max_segments.setter
-    def max_segments(self, value: int) -> None:
-        self._st.tuning.max_segments = positive_int(value, "max_segments")
-
-    @property
-    def compact_deleted_ratio(self) -> float:
-        """Dead-token fraction of a segment that triggers its rewrite."""
-        return self._st.tuning.compact_deleted_ratio
-
-    @compact_deleted_ratio.setter
-    def compact_deleted_ratio(self, value: float) -> None:
-        self._st.tuning.compact_deleted_ratio = _deleted_ratio(value)
-
-    @property
-    def num_threads(self) -> int:
-        """Threads Voyager uses to build and query (``-1``: one per CPU core)."""
-        return self._st.tuning.num_threads
-
-    @num_threads.setter
-    def num_threads(self, value: int) -> None:
-        self._st.tuning.num_threads = _num_threads(value)
+    ef_search = _Tuned[int]("ef_search", positive_int, "HNSW search beam (at least ``k_token`` is used).")
+    k_token = _Tuned[int]("k_token", positive_int, "Nearest token vectors retrieved per query token and segment.")
+    n_rerank = _Tuned[int]("n_rerank", positive_int, "Candidates reranked per batch.")
+    exact_below_tokens = _Tuned[int](
+        "exact_below_tokens", lambda v, _: _exact_below(v), "Live sealed tokens up to which searches scan everything."
+    )
+    mutable_max_tokens = _Tuned[int]("mutable_max_tokens", positive_int, "Mutable tokens that trigger a seal.")
+    max_segments = _Tuned[int]("max_segments", positive_int, "Sealed segments beyond which smaller ones fold.")
+    compact_deleted_ratio = _Tuned[float](
+        "compact_deleted_ratio", lambda v, _: _deleted_ratio(v), "Dead-token fraction that triggers a rewrite."
+    )
+    num_threads = _Tuned[int]("num_threads", lambda v, _: _num_threads(v), "Voyager threads (``-1``: every core).")
 
     # ------------------------------------------------------------------------------------------ protocol
 
@@ -525,7 +498,8 @@ class VoyagerBackend:
         Raises:
             ColBERTError: the backend is closed or read-only.
         """
-        _writes.clear(self._st)
+        with self._st.maintenance_lock:  # not while a background merge runs
+            _writes.clear(self._st)
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
         """Fetch stored documents in the order asked, skipping unknown ids.
@@ -546,7 +520,11 @@ class VoyagerBackend:
         refresh_if_stale(st)
         with st.rw.read(), st.db.reader() as conn:
             st.check_open()
-            cols = f"id, text, metadata, n_tokens, {st.vector_cols}" if with_vectors else "id, text, metadata"
+            cols = (
+                f"id, text, metadata, n_tokens, {st.vector_cols}, {st.crc_cols}, seq"
+                if with_vectors
+                else "id, text, metadata"
+            )
             found: dict[str, tuple[Any, ...]] = {}
             unique = list(dict.fromkeys(id_list))
             for start in range(0, len(unique), FETCH_CHUNK):
@@ -561,7 +539,11 @@ class VoyagerBackend:
             row = found.get(doc_id)
             if row is None:
                 continue
-            vecs = decode_vectors(row[4], row[3], dim, st.vector_dtype, row[5]) if with_vectors else None
+            vecs = None
+            if with_vectors:
+                check_blob(row[4], row[6], f"the stored vectors of document {doc_id!r} (seq {row[8]}) in {st.root}")
+                check_blob(row[5], row[7], f"the stored residuals of document {doc_id!r} (seq {row[8]}) in {st.root}")
+                vecs = decode_vectors(row[4], row[3], dim, st.vector_dtype, row[5])
             out.append(Record(id=doc_id, text=row[1], metadata=json.loads(row[2]), vectors=vecs))
         return out
 
@@ -641,6 +623,8 @@ class VoyagerBackend:
         st = self._st
         if st.closed:
             return
+        if st.worker is not None:
+            st.worker.close()  # a running merge finishes (its commit needs the write mutex)
         with st.write_mutex, st.rw.write():
             if st.closed:
                 return
@@ -674,7 +658,7 @@ class VoyagerBackend:
         """
         st = self._st
         st.check_writable()
-        with st.write_mutex:
+        with st.maintenance_lock, st.write_mutex:
             st.check_writable()
             _segments.compact(st)
         logger.info("compacted %s: %d documents in %d segment(s)", st.root, st.n_docs, len(st.segments))
@@ -726,9 +710,49 @@ class VoyagerBackend:
                 "cache_entries": len(st.blobs),
                 "centroid_bytes": st.centroids.nbytes if st.centroids is not None else 0,
                 "maintenance": [dataclasses.asdict(e) for e in st.maintenance],
+                "maintenance_pending": st.worker is not None and st.worker.pending(),
             }
         out["disk_bytes"] = sum(p.stat().st_size for p in st.root.iterdir() if p.is_file())
         return out
+
+    def verify(self) -> VerifyReport:
+        """Read every part of the index and report what is damaged; nothing is changed.
+
+        Checks SQLite's structure, every segment file (name, presence, checksum, and that its graph holds its
+        documents' tokens) and every document (checksums and sizes of its stored vectors, its metadata). Parts
+        written before checksums existed are listed in ``notes``.
+
+        Returns:
+            A :class:`~colbert_adapters.backends.base.VerifyReport` (``ok`` when nothing is damaged).
+        """
+        st = self._st
+        st.check_open()
+        refresh_if_stale(st)
+        with st.rw.read():
+            return verify(st)
+
+    def wait_for_maintenance(self, timeout: float | None = None) -> bool:
+        """Wait until the background worker has no merge requested or running.
+
+        Args:
+            timeout: seconds to wait at most (``None``: as long as it takes).
+
+        Returns:
+            ``True`` when idle, ``False`` when ``timeout`` passed first.
+
+        Raises:
+            ColBERTError: the last background merge failed (the index kept its previous state; the message
+                says why, and the next write retries).
+        """
+        worker = self._st.worker
+        if worker is None:
+            return True
+        idle = bool(worker.wait(timeout))
+        if worker.error is not None:
+            raise ColBERTError(f"background segment maintenance of {self._st.root} failed: {worker.error}") from (
+                worker.error
+            )
+        return idle
 
     @classmethod
     def default_graph_dim(cls, dim: int) -> int:

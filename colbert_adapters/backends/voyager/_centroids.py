@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from ..._codecs import F32, decode_vectors, quantise_int8
 from ..._kernels import torch_module, torch_threads
-from ._db import CENTROIDS_SCHEMA, FETCH_CHUNK, Database, rollback
+from ._db import CENTROIDS_SCHEMA, FETCH_CHUNK, Database, check_blob, rollback
 
 __all__ = [
     "CENTROID_GROUP_ENTRIES",
@@ -226,7 +226,9 @@ def read_centroids(
     return table
 
 
-def backfill_centroids(db: Database, dim: int | None, vector_dtype: str, vector_cols: str, root: Path) -> bool:
+def backfill_centroids(
+    db: Database, dim: int | None, vector_dtype: str, vector_cols: str, root: Path, crc_cols: str = "NULL, NULL"
+) -> bool:
     """Compute the centroids of documents stored without them (an index written by an older version), one
     transaction per chunk (a crash keeps what was committed), and drop those of documents that no longer exist.
 
@@ -251,10 +253,13 @@ def backfill_centroids(db: Database, dim: int | None, vector_dtype: str, vector_
     for start in range(0, len(missing), FETCH_CHUNK):
         chunk = json.dumps(missing[start : start + FETCH_CHUNK])
         rows = conn.execute(
-            f"SELECT seq, n_tokens, {vector_cols} FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+            f"SELECT seq, n_tokens, {vector_cols}, {crc_cols} FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
             (chunk,),
         ).fetchall()
-        arrays = [decode_vectors(blob, n_tok, dim, vector_dtype, res) for _, n_tok, blob, res in rows]
+        for seq, _, blob, res, vcrc, rcrc in rows:
+            check_blob(blob, vcrc, f"the stored vectors of document seq {seq} in {root}")
+            check_blob(res, rcrc, f"the stored residuals of document seq {seq} in {root}")
+        arrays = [decode_vectors(blob, n_tok, dim, vector_dtype, res) for _, n_tok, blob, res, _, _ in rows]
         codes, scales = doc_centroids(arrays)
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -34,20 +34,27 @@ import json
 import re
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ...errors import CollectionConfigError
+from ...errors import CollectionConfigError, IndexCorruptedError
 
 __all__ = [
     "CENTROIDS_SCHEMA",
     "CHECKPOINT_BYTES",
+    "CHECKSUM_COLUMNS",
     "DB",
     "FETCH_CHUNK",
     "SCHEMA",
     "SEGMENT_FILE",
     "Database",
+    "add_checksum_columns",
+    "check_blob",
+    "checksum",
+    "columns",
+    "file_checksum",
     "json_text",
     "rollback",
 ]
@@ -69,7 +76,8 @@ CREATE TABLE segments (
     file TEXT NOT NULL,
     n_tokens INTEGER NOT NULL,
     n_live_tokens INTEGER NOT NULL,
-    n_docs INTEGER NOT NULL
+    n_docs INTEGER NOT NULL,
+    crc INTEGER
 );
 CREATE TABLE docs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -80,11 +88,17 @@ CREATE TABLE docs (
     first_label INTEGER NOT NULL,
     segment INTEGER,
     vectors BLOB NOT NULL,
-    residual BLOB
+    residual BLOB,
+    vcrc INTEGER,
+    rcrc INTEGER
 );
 CREATE INDEX docs_segment ON docs(segment);
 CREATE TABLE centroids (seq INTEGER PRIMARY KEY, scales BLOB NOT NULL, codes BLOB NOT NULL);
 """
+#: Checksum columns (CRC-32 of a segment file, of a document's vectors and residual blobs), added by a writable
+#: open of an index created before them; rows written before stay NULL (not verified).
+CHECKSUM_COLUMNS = {"segments": ("crc",), "docs": ("vcrc", "rcrc")}
+
 #: The centroids table, created by a writable open of an index created before it.
 CENTROIDS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS centroids (seq INTEGER PRIMARY KEY, scales BLOB NOT NULL, codes BLOB NOT NULL)"
@@ -179,6 +193,43 @@ class Database:
                     conn.close()
             self._all = []
             self._readers = []
+
+
+def columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    """The column names of ``table``."""
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def add_checksum_columns(conn: sqlite3.Connection) -> None:
+    """Add the checksum columns an index created before them lacks (in the caller's transaction or its own)."""
+    for table, wanted in CHECKSUM_COLUMNS.items():
+        have = columns(conn, table)
+        for col in wanted:
+            if col not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} INTEGER")
+
+
+def checksum(data: bytes | bytearray | memoryview) -> int:
+    """The CRC-32 the index records for a blob."""
+    return zlib.crc32(data)
+
+
+def file_checksum(path: Path) -> int:
+    """The CRC-32 of a file, read in 4 MiB chunks."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(4 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def check_blob(blob: bytes | None, expected: int | None, what: str) -> None:
+    """Raise :class:`IndexCorruptedError` when ``blob`` does not match its recorded checksum (``None``: none)."""
+    if expected is not None and blob is not None and zlib.crc32(blob) != expected:
+        raise IndexCorruptedError(
+            f"{what} does not match its checksum: the index is damaged. Restore it from a backup "
+            "(VoyagerBackend.verify() lists every damaged part)"
+        )
 
 
 def rollback(conn: sqlite3.Connection) -> None:

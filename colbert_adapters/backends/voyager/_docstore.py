@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ._db import FETCH_CHUNK
+from ._db import FETCH_CHUNK, check_blob
 
 __all__ = ["BlobCache", "Row", "delete_rows", "lookup_rows"]
 
@@ -91,11 +91,22 @@ class BlobCache:
         return len(self._entries)
 
     def fetch(
-        self, conn: sqlite3.Connection, column: str, seqs: Sequence[int], *, remember: bool = True
+        self,
+        conn: sqlite3.Connection,
+        column: str,
+        seqs: Sequence[int],
+        *,
+        remember: bool = True,
+        crc_column: str = "NULL",
     ) -> list[tuple[int, int, bytes]]:
         """``(seq, n_tokens, blob)`` of the live documents among ``seqs``, ascending by seq: from the cache where
         held, the rest from ``conn`` (kept for later unless ``remember`` is false: an exhaustive scan would only
-        push the frequently reranked documents out)."""
+        push the frequently reranked documents out). A blob read from the store is checked against its checksum
+        (``crc_column``; ``"NULL"``: none recorded) before it is used or kept.
+
+        Raises:
+            IndexCorruptedError: a blob does not match its checksum.
+        """
         rows: list[tuple[int, int, bytes]] = []
         missing: list[int] = []
         if self.max_bytes > 0:
@@ -112,10 +123,13 @@ class BlobCache:
         else:
             missing = list(seqs)
         if missing:
-            fetched: list[tuple[int, int, bytes]] = conn.execute(
-                f"SELECT seq, n_tokens, {column} FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+            fetched: list[tuple[int, int, bytes]] = []
+            for seq, n_tok, blob, crc in conn.execute(
+                f"SELECT seq, n_tokens, {column}, {crc_column} FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
                 (json.dumps(missing),),
-            ).fetchall()
+            ):
+                check_blob(blob, crc, f"the stored {column} of document seq {seq}")
+                fetched.append((seq, n_tok, blob))
             if remember:
                 self.put(column, fetched)
             rows.extend(fetched)

@@ -27,7 +27,7 @@ from ..._codecs import VECTOR_DTYPES
 from ..._identity import same_model
 from ...errors import CollectionConfigError
 from .._files import fsync_dir, is_temp, write_atomic
-from ._db import DB, SCHEMA, SEGMENT_FILE
+from ._db import DB, SCHEMA, SEGMENT_FILE, add_checksum_columns, file_checksum, rollback
 from ._state import IndexState, segment_path
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "apply_meta",
     "create_db",
     "default_graph_dim",
+    "migrate",
     "read_meta",
     "remove_orphans",
     "segment_name",
@@ -217,6 +218,26 @@ def apply_graph_dim(st: IndexState, meta: dict[str, str], graph_dim: int | None)
         graph_dim = st.graph_dim = default_graph_dim(st.dim, st.tuning.graph_dim_min)
     if graph_dim is not None and graph_dim != stored:
         st.db.execute_write([("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("graph_dim", str(graph_dim)))])
+
+
+def migrate(st: IndexState) -> None:
+    """Writable open: add what an index written by an older version lacks, without changing its format version:
+    the checksum columns, and the checksums of its segment files (computed once, from the files as they are)."""
+    conn = st.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        add_checksum_columns(conn)
+        missing = conn.execute("SELECT id, file FROM segments WHERE crc IS NULL").fetchall()
+        for sid, file in missing:
+            path = segment_path(st.root, sid, file)
+            if path.is_file():  # a missing file is reported when the state loads
+                conn.execute("UPDATE segments SET crc = ? WHERE id = ?", (file_checksum(path), sid))
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback(conn)
+        raise
+    if missing:
+        logger.info("recorded the checksums of %d segment files of %s", len(missing), st.root)
 
 
 def write_manifest(st: IndexState) -> None:

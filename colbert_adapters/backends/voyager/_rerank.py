@@ -254,7 +254,11 @@ def rerank(
         batch = ordered[start : start + n_rerank]
         start += n_rerank
         stacked = stack(
-            st.blobs.fetch(conn, "vectors", batch.tolist()), st.dim or 0, st.vector_dtype, arena=arena, where=st.root
+            st.blobs.fetch(conn, "vectors", batch.tolist(), crc_column=st.crc_column("vectors")),
+            st.dim or 0,
+            st.vector_dtype,
+            arena=arena,
+            where=st.root,
         )
         seqs, flat, offsets, row_scales = stacked
         if seqs.size == 0:
@@ -311,7 +315,7 @@ def residual_reader(
     """``residuals(seqs, offsets)``: the int14 residual planes of stacked documents, read through the cache."""
 
     def residuals(kept: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]) -> Planes:
-        rows = st.blobs.fetch(conn, "residual", kept.tolist(), remember=remember)
+        rows = st.blobs.fetch(conn, "residual", kept.tolist(), remember=remember, crc_column=st.crc_column("residual"))
         return gather_residuals(st, rows, kept, offsets)
 
     return residuals
@@ -335,7 +339,7 @@ def score_exact(
     """
     if seqs.size == 0:
         return {}
-    rows = st.blobs.fetch(conn, "vectors", seqs.tolist(), remember=remember)
+    rows = st.blobs.fetch(conn, "vectors", seqs.tolist(), remember=remember, crc_column=st.crc_column("vectors"))
     stacked = stack(rows, st.dim or 0, st.vector_dtype, where=st.root)
     if stacked[0].size == 0:
         return {}

@@ -28,7 +28,7 @@ from ..._validation import match_filter
 from ...scoring import maxsim_flat
 from ...types import Hit
 from ._candidates import candidates
-from ._db import FETCH_CHUNK, rollback
+from ._db import FETCH_CHUNK, check_blob, rollback
 from ._rerank import Stacked, rerank, score_exact, score_stacked, stack, take_docs
 from ._state import IndexState, MutableView, SearchTrace
 
@@ -112,9 +112,13 @@ def sealed_view(st: IndexState, conn: sqlite3.Connection) -> ScanView:
     """
     with st.cache_lock:
         if st.sealed_cache is None:
-            rows = conn.execute(
-                "SELECT seq, n_tokens, vectors FROM docs WHERE segment IS NOT NULL ORDER BY seq"
-            ).fetchall()
+            rows = []
+            for seq, n_tok, blob, crc in conn.execute(
+                f"SELECT seq, n_tokens, vectors, {st.crc_column('vectors')} FROM docs "
+                "WHERE segment IS NOT NULL ORDER BY seq"
+            ):
+                check_blob(blob, crc, f"the stored vectors of document seq {seq} in {st.root}")
+                rows.append((seq, n_tok, blob))
             seqs, flat, offsets, scales = stack(rows, st.dim or 0, st.vector_dtype, where=st.root)
             del rows
             if scales is not None:

@@ -18,12 +18,14 @@ references it commits; files no committed state references are removed at the ne
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,11 +33,23 @@ import numpy.typing as npt
 
 from ..._codecs import F32, decode_vectors
 from .._files import fsync_dir
-from ._db import rollback
+from ._db import check_blob, file_checksum, rollback
 from ._layout import PROJECTED_FORMAT_VERSION, remove_orphans, segment_name, write_manifest
 from ._state import IndexState, MaintenanceEvent, Segment
 
-__all__ = ["STORAGE_TYPES", "build_segment", "compact", "maintain", "merge", "seal", "target_graph_dim"]
+__all__ = [
+    "STORAGE_TYPES",
+    "MergeBuild",
+    "build_segment",
+    "commit_merge",
+    "compact",
+    "maintain",
+    "merge",
+    "plan_merges",
+    "prepare_merge",
+    "seal",
+    "target_graph_dim",
+]
 
 logger = logging.getLogger("colbert_adapters.backends.voyager")
 
@@ -46,16 +60,43 @@ PROJECTION_SAMPLE = 100_000
 
 
 def maintain(st: IndexState) -> None:
-    """Automatic sealing and merging after a write (write mutex held)."""
+    """Automatic maintenance after a write (write mutex held): seal the mutable segment when it is full (bounded
+    work: at most ``mutable_max_tokens`` plus one write's tokens), then fold or rebuild segments as
+    :func:`plan_merges` says, on the background worker when the index has one, else here."""
     if st.mutable_tokens >= st.tuning.mutable_max_tokens:
-        seal(st)
-    for s in list(st.segments.values()):
-        if s.n_live_tokens == 0 or (s.n_tokens - s.n_live_tokens) >= st.tuning.compact_deleted_ratio * s.n_tokens:
-            merge(st, [s.id])
+        try:
+            seal(st)
+        except OSError as err:  # e.g. a full disk: the write itself committed; the next one seals again
+            logger.warning("could not seal the mutable segment of %s (%s); the next write retries", st.root, err)
+            return
+    if st.worker is not None:
+        if plan_merges(st):
+            st.worker.request()
+        return
+    for seg_ids, into in plan_merges(st, all_rebuilds=True):
+        if all(sid in st.segments for sid in seg_ids):
+            merge(st, seg_ids, into=into)
+
+
+def plan_merges(st: IndexState, *, all_rebuilds: bool = False) -> list[tuple[list[int], int | None]]:
+    """The merges the segments need now, in order: ``(segment ids, the id whose graph is extended or None)``.
+
+    A segment is rebuilt without its dead tokens once ``compact_deleted_ratio`` of them belong to deleted or
+    replaced documents (the first such, or all with ``all_rebuilds``). When there are more than ``max_segments``,
+    the smaller ones are folded into the largest segment that they are not negligible against: its graph is
+    extended, not rebuilt (HNSW work only for the folded tokens), and a big segment's file is rewritten only once
+    1/``fold_ratio`` of its size has accumulated beside it.
+    """
+    jobs: list[tuple[list[int], int | None]] = []
+    for seg in st.segments.values():
+        if (
+            seg.n_live_tokens == 0
+            or (seg.n_tokens - seg.n_live_tokens) >= st.tuning.compact_deleted_ratio * seg.n_tokens
+        ):
+            jobs.append(([seg.id], None))
+            if not all_rebuilds:
+                return jobs
     if len(st.segments) > st.tuning.max_segments:
-        # Fold the smaller segments into the largest segment that they are not negligible against: its
-        # graph is extended, not rebuilt (HNSW work only for the folded tokens), and a big segment's file
-        # is rewritten only once 1/FOLD_RATIO of its size has accumulated beside it.
         group = sorted(st.segments.values(), key=lambda s: (-s.n_live_tokens, s.id))
         while (
             len(group) > 2 and st.tuning.fold_ratio * sum(s.n_live_tokens for s in group[1:]) < group[0].n_live_tokens
@@ -63,7 +104,16 @@ def maintain(st: IndexState) -> None:
             group = group[1:]
         base = group[0]
         n_new = sum(s.n_live_tokens for s in group[1:])
-        merge(st, [s.id for s in group], into=base.id if extendable(st, base, n_new) else None)
+        jobs.append(([s.id for s in group], base.id if extendable(st, base, n_new) else None))
+    return jobs
+
+
+def allocate_segment_id(st: IndexState) -> int:
+    """A new segment id (ids are never reused; the seal and a background fold may build at the same time)."""
+    with st.cache_lock:
+        sid = st.next_segment
+        st.next_segment = sid + 1
+    return sid
 
 
 def storage_type(st: IndexState) -> Any:
@@ -96,15 +146,21 @@ def extendable(st: IndexState, seg: Segment, n_new: int) -> bool:
 
 
 def build_segment(
-    st: IndexState, flat: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], *, base: Segment | None = None
-) -> tuple[int, str, Any, npt.NDArray[np.float32] | None]:
+    st: IndexState,
+    flat: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    *,
+    base: Segment | None = None,
+    num_threads: int | None = None,
+) -> tuple[int, str, Any, npt.NDArray[np.float32] | None, int]:
     """Build an HNSW graph over ``flat`` ``(n, dim)`` under ``labels`` ``(n,)`` and write it atomically.
 
     With ``base``, the tokens are added to a private copy of ``base``'s graph (loaded from its file, so
     readers keep searching the original) instead of a new, empty one, projected as its tokens were.
 
     Returns:
-        (segment id, file name, the graph, the ``(graph_dim, dim)`` projection it indexes or ``None``).
+        (segment id, file name, the graph, the ``(graph_dim, dim)`` projection it indexes or ``None``, the file's
+        CRC-32).
     """
     voyager = st.voyager
     if base is not None:
@@ -124,8 +180,8 @@ def build_segment(
             storage_data_type=storage_type(st),
         )
     t0 = time.perf_counter()
-    index.add_items(flat, ids=labels, num_threads=st.tuning.num_threads)
-    sid = st.next_segment
+    index.add_items(flat, ids=labels, num_threads=st.tuning.num_threads if num_threads is None else num_threads)
+    sid = allocate_segment_id(st)
     name = segment_name(sid)
     target = st.root / name
     tmp = st.root / f".{name}.{uuid.uuid4().hex}.tmp"
@@ -133,13 +189,14 @@ def build_segment(
         index.save(str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        crc = file_checksum(tmp)
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_dir(st.root)
     logger.debug("built segment %s: %d tokens in %.2fs", name, flat.shape[0], time.perf_counter() - t0)
-    return sid, name, index, proj
+    return sid, name, index, proj, crc
 
 
 def target_graph_dim(st: IndexState) -> int | None:
@@ -188,22 +245,24 @@ def seal(st: IndexState) -> None:
         ]
     )
     flat = np.concatenate(arrays)
-    sid, name, index, proj = build_segment(st, flat, labels)
+    sid, name, index, proj, crc = build_segment(st, flat, labels)
     conn = st.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("UPDATE docs SET segment = ? WHERE segment IS NULL", (sid,))
-        conn.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?)", (sid, name, len(labels), len(labels), len(seqs)))
+        conn.execute(
+            "INSERT INTO segments (id, file, n_tokens, n_live_tokens, n_docs, crc) VALUES (?, ?, ?, ?, ?, ?)",
+            (sid, name, len(labels), len(labels), len(seqs), crc),
+        )
         store_projection(st, conn, sid, proj)
-        bump_generation(st, conn, next_segment=sid + 1)
+        bump_generation(st, conn)
         with st.rw.write():
             conn.execute("COMMIT")
             if proj is not None:
                 st.format_version = max(st.format_version, PROJECTED_FORMAT_VERSION)
             segments = dict(st.segments)
-            segments[sid] = Segment(sid, name, index, len(labels), len(labels), len(seqs), proj)
+            segments[sid] = Segment(sid, name, index, len(labels), len(labels), len(seqs), proj, crc)
             st.segments = segments
-            st.next_segment = sid + 1
             st.generation += 1
             st.mutable = {}
             st.mutable_tokens = 0
@@ -217,42 +276,64 @@ def seal(st: IndexState) -> None:
     logger.info("sealed %d documents (%d tokens) into %s", len(seqs), len(labels), name)
 
 
+@dataclass
+class MergeBuild:
+    """A merge whose graph is built and written, waiting for :func:`commit_merge`."""
+
+    seg_ids: list[int]
+    base: Segment | None
+    #: The new segment (``None``: nothing to add, the empty segments are just dropped); its live counts are
+    #: those of the documents read, recomputed at the commit (documents may be deleted meanwhile).
+    new: Segment | None
+    started: float
+
+
 def merge(st: IndexState, seg_ids: list[int], *, into: int | None = None) -> None:
-    """Merge ``seg_ids`` into one new segment (write mutex held).
+    """Merge ``seg_ids`` into one new segment, now (write mutex held).
 
     Without ``into``, the live tokens of every segment are rebuilt into a new graph (deleted tokens are
     reclaimed). With ``into`` (one of ``seg_ids``), the live tokens of the others are added to a copy of
     that segment's graph, which keeps its dead tokens (reclaimed later by its deleted-ratio rebuild or by
     ``VoyagerBackend.compact``).
     """
+    commit_merge(st, prepare_merge(st, st.conn, seg_ids, into))
+
+
+def prepare_merge(
+    st: IndexState, conn: sqlite3.Connection, seg_ids: list[int], into: int | None, *, num_threads: int | None = None
+) -> MergeBuild:
+    """Read the documents of ``seg_ids`` (but ``into``'s) through ``conn`` and build the merged graph's file.
+
+    Needs no lock: the segment files are immutable and documents never move into a segment being merged (new
+    documents go to the mutable segment); documents deleted meanwhile are left out at the commit.
+    """
     t0 = time.perf_counter()
-    conn = st.conn
-    seg_json = json.dumps(seg_ids)
     base = st.segments[into] if into is not None else None
     read_json = json.dumps([s for s in seg_ids if s != into])
     arrays: list[npt.NDArray[np.float32]] = []
     labels: list[npt.NDArray[np.int64]] = []
     n_docs = 0
     dim = st.dim or 0
-    for first, n_tok, blob, residual in conn.execute(
-        f"SELECT first_label, n_tokens, {st.vector_cols} FROM docs "
+    for seq, first, n_tok, blob, residual, vcrc, rcrc in conn.execute(
+        f"SELECT seq, first_label, n_tokens, {st.vector_cols}, {st.crc_cols} FROM docs "
         "WHERE segment IN (SELECT value FROM json_each(?)) ORDER BY seq",
         (read_json,),
     ):
+        check_blob(blob, vcrc, f"the stored vectors of document seq {seq} in {st.root}")
+        check_blob(residual, rcrc, f"the stored residuals of document seq {seq} in {st.root}")
         arrays.append(decode_vectors(blob, n_tok, dim, st.vector_dtype, residual))
         labels.append(np.arange(first, first + n_tok, dtype=np.int64))
         n_docs += 1
     new: Segment | None = None
     if base is not None and not arrays:
         seg_ids = [s for s in seg_ids if s != into]  # nothing to add: just drop the empty segments
-        seg_json = read_json
     elif arrays:
         flat = np.concatenate(arrays)
         lab = np.concatenate(labels)
         del arrays
-        sid, name, index, proj = build_segment(st, flat, lab, base=base)
+        sid, name, index, proj, crc = build_segment(st, flat, lab, base=base, num_threads=num_threads)
         if base is None:
-            new = Segment(sid, name, index, len(lab), len(lab), n_docs, proj)
+            new = Segment(sid, name, index, len(lab), len(lab), n_docs, proj, crc)
         else:
             new = Segment(
                 sid,
@@ -262,24 +343,36 @@ def merge(st: IndexState, seg_ids: list[int], *, into: int | None = None) -> Non
                 base.n_live_tokens + len(lab),
                 base.n_docs + n_docs,
                 proj,
+                crc,
             )
+    return MergeBuild(seg_ids, base, new, t0)
+
+
+def commit_merge(st: IndexState, built: MergeBuild) -> None:
+    """Make a built merge the index's state in one transaction (write mutex held), then delete the old files."""
+    seg_ids, new, base = built.seg_ids, built.new, built.base
+    seg_json = json.dumps(seg_ids)
     old_files = [st.segments[s].file for s in seg_ids]
+    conn = st.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
         if new is not None:
             conn.execute(
                 "UPDATE docs SET segment = ? WHERE segment IN (SELECT value FROM json_each(?))", (new.id, seg_json)
             )
+            live_tokens, live_docs = conn.execute(
+                "SELECT COALESCE(SUM(n_tokens), 0), COUNT(*) FROM docs WHERE segment = ?", (new.id,)
+            ).fetchone()
+            new = dataclasses.replace(new, n_live_tokens=int(live_tokens), n_docs=int(live_docs))
             conn.execute(
-                "INSERT INTO segments VALUES (?, ?, ?, ?, ?)",
-                (new.id, new.file, new.n_tokens, new.n_live_tokens, new.n_docs),
+                "INSERT INTO segments (id, file, n_tokens, n_live_tokens, n_docs, crc) VALUES (?, ?, ?, ?, ?, ?)",
+                (new.id, new.file, new.n_tokens, new.n_live_tokens, new.n_docs, new.crc),
             )
             store_projection(st, conn, new.id, new.proj)
         conn.execute("DELETE FROM segments WHERE id IN (SELECT value FROM json_each(?))", (seg_json,))
         if any(st.segments[s].proj is not None for s in seg_ids):
             conn.execute("DELETE FROM projections WHERE segment IN (SELECT value FROM json_each(?))", (seg_json,))
-        next_segment = st.next_segment + (1 if new is not None else 0)
-        bump_generation(st, conn, next_segment=next_segment)
+        bump_generation(st, conn)
         with st.rw.write():
             conn.execute("COMMIT")
             if new is not None and new.proj is not None:
@@ -288,7 +381,6 @@ def merge(st: IndexState, seg_ids: list[int], *, into: int | None = None) -> Non
             if new is not None:
                 segments[new.id] = new
             st.segments = segments
-            st.next_segment = next_segment
             st.generation += 1
     except BaseException:
         rollback(conn)
@@ -300,7 +392,7 @@ def merge(st: IndexState, seg_ids: list[int], *, into: int | None = None) -> Non
     write_manifest(st)
     if new is not None:
         kind, base_tokens = ("rebuild", 0) if base is None else ("fold", base.n_tokens)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - built.started
         st.maintenance.append(MaintenanceEvent(kind, new.file, base_tokens, new.n_tokens - base_tokens, elapsed))
     logger.info(
         "merged segments %s into %s (%d live tokens)",
@@ -310,8 +402,11 @@ def merge(st: IndexState, seg_ids: list[int], *, into: int | None = None) -> Non
     )
 
 
-def bump_generation(st: IndexState, conn: sqlite3.Connection, *, next_segment: int) -> None:
+def bump_generation(st: IndexState, conn: sqlite3.Connection) -> None:
+    """Record the next generation and the segment-id counter in the open transaction."""
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(st.generation + 1),))
+    with st.cache_lock:  # at least every id allocated so far, committed or being built
+        next_segment = st.next_segment
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_segment', ?)", (str(next_segment),))
 
 

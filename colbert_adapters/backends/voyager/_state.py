@@ -26,7 +26,7 @@ from ..._codecs import F32, decode_vectors
 from ...errors import ColBERTError, CollectionConfigError, IndexCorruptedError
 from .._files import FileWriteLock, RWLock
 from ._centroids import CentroidTable, read_centroids
-from ._db import DB, SEGMENT_FILE, Database, rollback
+from ._db import DB, SEGMENT_FILE, Database, check_blob, columns, file_checksum, rollback
 from ._docstore import BlobCache
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "SearchTrace",
     "Segment",
     "Tuning",
+    "load_segment",
     "load_state",
     "refresh_if_stale",
     "release",
@@ -111,6 +112,8 @@ class Segment:
     n_docs: int
     #: ``(graph_dim, dim)`` float32 rows the graph's vectors are projected on, or ``None`` (full vectors).
     proj: npt.NDArray[np.float32] | None = None
+    #: CRC-32 of the file (``None``: written before checksums, not verified).
+    crc: int | None = None
 
 
 @dataclass(slots=True)
@@ -159,6 +162,9 @@ class IndexState:
     vector_dtype: str = "int14"
     #: The stored columns a document's vectors decode from (the residual column exists since int14).
     vector_cols: str = "vectors, residual"
+    #: The checksum columns of the vectors and residual blobs, or ``"NULL, NULL"`` for an index without them
+    #: (opened read-only before a writable open added them).
+    crc_cols: str = "vcrc, rcrc"
     format_version: int = 2
     M: int = 16
     ef_construction: int = 40
@@ -188,11 +194,20 @@ class IndexState:
     filter_cache: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
     #: The latest segment maintenance done by this instance, oldest first.
     maintenance: deque[MaintenanceEvent] = field(default_factory=lambda: deque(maxlen=256))
+    #: Held by whoever merges segments (the background worker, ``compact``, ``clear``): one merge at a time.
+    maintenance_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The background maintenance worker of a writer (``_background.Worker``), or ``None``: merges run inline.
+    worker: Any = None
 
     @property
     def conn(self) -> sqlite3.Connection:
         """The main SQLite connection."""
         return self.db.conn
+
+    def crc_column(self, column: str) -> str:
+        """The checksum column of the ``vectors`` or ``residual`` blobs (``"NULL"`` where the index has none)."""
+        vectors, residual = (c.strip() for c in self.crc_cols.split(","))
+        return vectors if column == "vectors" else residual
 
     def invalidate(self) -> None:
         """Forget the search caches derived from the documents (after a committed change)."""
@@ -227,7 +242,11 @@ def load_state(st: IndexState) -> None:
 
 def _load_state_in(st: IndexState, conn: sqlite3.Connection) -> None:
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    seg_rows = conn.execute("SELECT id, file, n_tokens, n_live_tokens, n_docs FROM segments ORDER BY id").fetchall()
+    seg_crc = "crc" if "crc" in columns(conn, "segments") else "NULL"
+    seg_rows = conn.execute(
+        f"SELECT id, file, n_tokens, n_live_tokens, n_docs, {seg_crc} FROM segments ORDER BY id"
+    ).fetchall()
+    st.crc_cols = "vcrc, rcrc" if "vcrc" in columns(conn, "docs") else "NULL, NULL"
     dim = int(meta["dim"]) if meta.get("dim") else st.dim
     projections: dict[int, npt.NDArray[np.float32] | None] = {}
     files = {r[0]: r[1] for r in seg_rows}
@@ -241,18 +260,15 @@ def _load_state_in(st: IndexState, conn: sqlite3.Connection) -> None:
             if sid not in known:
                 projections[sid] = np.frombuffer(blob, dtype=F32).reshape(-1, dim or 1).copy()
     segments: dict[int, Segment] = {}
-    for sid, file, n_tok, n_live, n_docs in seg_rows:
+    for sid, file, n_tok, n_live, n_docs, crc in seg_rows:
         seg_path = segment_path(st.root, sid, file)
         old = known.get(sid)
         if old is not None:
             index = old.index
             projections[sid] = old.proj
         else:
-            try:
-                index = st.voyager.Index.load(str(seg_path))
-            except (OSError, RuntimeError, ValueError) as err:
-                raise IndexCorruptedError(f"segment {seg_path} of {st.root} cannot be loaded: {err}") from err
-        segments[sid] = Segment(sid, file, index, n_tok, n_live, n_docs, projections.get(sid))
+            index = load_segment(st, seg_path, crc)
+        segments[sid] = Segment(sid, file, index, n_tok, n_live, n_docs, projections.get(sid), crc)
     next_label = int(meta["next_label"])
     rows = np.array(conn.execute("SELECT seq, first_label, n_tokens FROM docs").fetchall(), dtype=np.int64)
     label_seq = np.full(max(next_label, 1024), -1, dtype=np.int64)
@@ -264,9 +280,12 @@ def _load_state_in(st: IndexState, conn: sqlite3.Connection) -> None:
         label_seq[labels] = np.repeat(seqs, counts)
     mutable: dict[int, tuple[int, npt.NDArray[np.float32]]] = {}
     mutable_tokens = 0
-    for seq, first, n_tok, blob, residual in conn.execute(
-        f"SELECT seq, first_label, n_tokens, {st.vector_cols} FROM docs WHERE segment IS NULL ORDER BY seq"
+    for seq, first, n_tok, blob, residual, vcrc, rcrc in conn.execute(
+        f"SELECT seq, first_label, n_tokens, {st.vector_cols}, {st.crc_cols} FROM docs "
+        "WHERE segment IS NULL ORDER BY seq"
     ):
+        check_blob(blob, vcrc, f"the stored vectors of document seq {seq} in {st.root}")
+        check_blob(residual, rcrc, f"the stored residuals of document seq {seq} in {st.root}")
         mutable[seq] = (first, decode_vectors(blob, n_tok, dim or 0, st.vector_dtype, residual))
         mutable_tokens += n_tok
     st.segments = segments
@@ -284,6 +303,24 @@ def _load_state_in(st: IndexState, conn: sqlite3.Connection) -> None:
     if meta.get("model_id"):
         st.model_id = meta["model_id"]
     st.data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+def load_segment(st: IndexState, path: Path, crc: int | None) -> Any:
+    """Load a segment's graph, after checking the file against its recorded checksum (a damaged graph must never
+    reach the HNSW library, which may crash on it).
+
+    Raises:
+        IndexCorruptedError: the file is missing, does not match its checksum, or cannot be loaded.
+    """
+    try:
+        if crc is not None and file_checksum(path) != crc:
+            raise IndexCorruptedError(
+                f"segment {path} of {st.root} does not match its checksum: the file is damaged. Restore the index "
+                "from a backup (VoyagerBackend.verify() lists every damaged part)"
+            )
+        return st.voyager.Index.load(str(path))
+    except (OSError, RuntimeError, ValueError) as err:
+        raise IndexCorruptedError(f"segment {path} of {st.root} cannot be loaded: {err}") from err
 
 
 def segment_path(root: Path, sid: int, file: object) -> Path:

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from ..._codecs import encode_vectors
 from ..._validation import as_multivector, check_ids, check_upsert_batch
-from ...errors import DimensionMismatchError, InvalidInputError
+from ...errors import ColBERTError, DimensionMismatchError, InvalidInputError
 from ...types import Metadata, MultiVector
 from ._centroids import CentroidTable, doc_centroids
-from ._db import CHECKPOINT_BYTES, json_text, rollback
+from ._db import CHECKPOINT_BYTES, checksum, json_text, rollback
 from ._docstore import Row, delete_rows, lookup_rows
 from ._layout import default_graph_dim, write_manifest
 from ._segments import maintain
@@ -68,10 +69,35 @@ def upsert(
         if n == 0:
             return
         assert dim is not None
-        write_docs(st, id_list, encoded, text_list, meta_json, dim)
+        with _storage_errors(st, "write"):
+            write_docs(st, id_list, encoded, text_list, meta_json, dim)
         if sum(len(blob) + len(res or b"") for blob, res, _ in encoded) >= CHECKPOINT_BYTES:
             st.db.checkpoint()
         maintain(st)
+    _throttle(st)
+
+
+@contextlib.contextmanager
+def _storage_errors(st: IndexState, what: str) -> Iterator[None]:
+    """SQLite's errors during a write (a full disk, an I/O error) as one of ours; the transaction rolled back."""
+    try:
+        yield
+    except sqlite3.Error as err:
+        raise ColBERTError(
+            f"could not {what} in {st.root}: {err}. Nothing of this {what} was stored; free disk space (or fix the "
+            "I/O error) and retry"
+        ) from err
+
+
+#: Longest a write is held back when the worker has fallen far behind (a soft brake: it bounds the stall).
+THROTTLE_SECONDS = 0.25
+
+
+def _throttle(st: IndexState) -> None:
+    """Hold a write back briefly while far more segments wait for the worker than ``max_segments`` allows (each one
+    costs every search a graph query), giving the worker the CPU; never longer than :data:`THROTTLE_SECONDS`."""
+    if st.worker is not None and len(st.segments) > 4 * st.tuning.max_segments + 8:
+        st.worker.wait_progress(THROTTLE_SECONDS)
 
 
 def delete(st: IndexState, ids: Sequence[str]) -> int:
@@ -83,19 +109,21 @@ def delete(st: IndexState, ids: Sequence[str]) -> int:
     with st.write_mutex:
         st.check_writable()
         conn = st.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            old = lookup_rows(conn, unique)
-            delete_rows(conn, list(old.values()))
-            with st.rw.write():
-                conn.execute("COMMIT")
-                apply_removed(st, list(old.values()))
-        except BaseException:
-            rollback(conn)
-            raise
+        with _storage_errors(st, "delete"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                old = lookup_rows(conn, unique)
+                delete_rows(conn, list(old.values()))
+                with st.rw.write():
+                    conn.execute("COMMIT")
+                    apply_removed(st, list(old.values()))
+            except BaseException:
+                rollback(conn)
+                raise
         if old:
             maintain(st)
-        return len(old)
+    _throttle(st)
+    return len(old)
 
 
 def apply_removed(st: IndexState, rows: list[Row]) -> None:
@@ -144,9 +172,19 @@ def write_docs(
         cols, marks = ("vectors, residual", "?, ?") if st.vector_dtype == "int14" else ("vectors", "?")
         for doc_id, (blob, residual, decoded), text, meta in zip(ids, encoded, texts, metas, strict=True):
             cur = conn.execute(
-                f"INSERT INTO docs (id, text, metadata, n_tokens, first_label, segment, {cols}) "
-                f"VALUES (?, ?, ?, ?, ?, NULL, {marks})",
-                (doc_id, text, meta, decoded.shape[0], label, blob, *(() if residual is None else (residual,))),
+                f"INSERT INTO docs (id, text, metadata, n_tokens, first_label, segment, vcrc, rcrc, {cols}) "
+                f"VALUES (?, ?, ?, ?, ?, NULL, ?, ?, {marks})",
+                (
+                    doc_id,
+                    text,
+                    meta,
+                    decoded.shape[0],
+                    label,
+                    checksum(blob),
+                    None if residual is None else checksum(residual),
+                    blob,
+                    *(() if residual is None else (residual,)),
+                ),
             )
             assert cur.lastrowid is not None
             i = len(new)
