@@ -193,3 +193,27 @@ def test_a_full_disk_during_a_write_stores_nothing_and_says_why(tmp_path: Path) 
 
     with VoyagerBackend(index) as backend:
         assert backend.count() == 10 and backend.verify().ok
+
+
+def test_voyager_opens_read_only_on_read_only_media(tmp_path: Path) -> None:
+    """A directory nothing can be written to (read-only media; here the immutable attribute, which binds root too):
+    read_only=True opens it without the WAL's shared-memory file, and ``info --verify`` works."""
+    pytest.importorskip("voyager")
+    import subprocess
+
+    from colbert_adapters.backends.voyager import VoyagerBackend
+    from colbert_adapters.cli import main
+
+    index = tmp_path / "index"
+    _voyager_index(index)
+    targets = [str(p) for p in index.iterdir()] + [str(index)]
+    if subprocess.run(["chattr", "+i", *targets], capture_output=True).returncode != 0:
+        pytest.skip("cannot make files immutable here (chattr needs CAP_LINUX_IMMUTABLE)")
+    try:
+        assert subprocess.run(["touch", str(index / "probe")], capture_output=True).returncode != 0
+        with VoyagerBackend(index, read_only=True) as backend:
+            assert backend.count() == 10 and backend.search(backend.get(["d1"], with_vectors=True)[0].vectors, k=1)
+            assert backend.verify().ok
+        assert main(["info", str(index), "--verify"]) == 0
+    finally:
+        subprocess.run(["chattr", "-i", *targets], capture_output=True)

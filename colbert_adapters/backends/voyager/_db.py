@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -58,6 +59,8 @@ __all__ = [
     "json_text",
     "rollback",
 ]
+
+logger = logging.getLogger("colbert_adapters.backends.voyager")
 
 #: The database file of an index directory.
 DB = "store.sqlite"
@@ -117,6 +120,8 @@ class Database:
         self.path = path
         self.read_only = read_only
         self.closed = False
+        #: Opened with SQLite's ``immutable`` flag (read-only media): no locks, changes by others not seen.
+        self.immutable = False
         self._readers: list[sqlite3.Connection] = []
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -132,9 +137,7 @@ class Database:
         db = self.path
         try:
             if self.read_only:
-                conn = sqlite3.connect(
-                    f"{db.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-                )
+                conn = self._connect_read_only()
             else:
                 conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA synchronous = FULL")
@@ -150,6 +153,30 @@ class Database:
         with self._lock:
             self._all.append(conn)
         return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A ``mode=ro`` connection; on read-only media (where SQLite cannot create the WAL's shared-memory file)
+        an ``immutable`` one, which needs no lock and no file of its own."""
+        uri = self.path.resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise CollectionConfigError(
+                f"{self.path} cannot be opened read-only here: its write-ahead log {wal.name} holds writes not yet "
+                "copied into the database, and this directory cannot be written. Open the index once where it is "
+                "writable (a writable open or close checkpoints the log), then copy it"
+            )
+        if not self.immutable:
+            self.immutable = True
+            logger.info(
+                "%s is on read-only media: opened immutable (changes by other processes are not seen)", self.path
+            )
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[sqlite3.Connection]:
