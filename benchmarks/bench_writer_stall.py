@@ -1,10 +1,10 @@
 """How long a single write can stall: a stream of upserts into VoyagerBackend, merges inline vs in the background.
 
 One run, the same vectors, two systems side by side: ``background_maintenance=False`` (every seal, fold and rebuild
-inside the write that triggers it, as before the background worker existed) and the default (the write seals the
-mutable segment when it is full; folds and rebuilds run on the worker thread). Reported: the slowest single
-upsert, p99, p50, the stream's throughput (including the wait for the last merges), the final layout and a query
-p50 after the stream::
+inside the write that triggers it, as before the background workers existed) and the default (seals, folds and
+rebuilds on the sealer and merger threads; a write only commits, and waits briefly when they are far behind).
+Reported: the slowest single upsert, p99, p50, the stream's throughput (including the wait for the last merges),
+the final layout and a query p50 after the stream::
 
     python benchmarks/bench_writer_stall.py                 # 1M tokens: 500 upserts of 2,000 tokens, 128-d
     python benchmarks/bench_writer_stall.py --quick         # 100k tokens

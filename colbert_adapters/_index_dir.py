@@ -6,7 +6,8 @@ Layout::
                          OPENERS name, "settings": {"document_length", "query_length"}, and for "qdrant-url"
                          "url" and "collection"}
     data/                the backend's own directory (Voyager, Qdrant Edge, a saved MemoryBackend); absent for a
-                         server collection
+                         server collection. ``"data": "."`` in the manifest: the index directory itself is the
+                         backend's directory (one ``qdrant setup`` or a program made, adopted by ``index``)
 
 The CLI writes and reads them; :meth:`colbert_adapters.store.MultiVectorStore.open` reads them. Backends are
 opened through the registry (:mod:`colbert_adapters.backends`).
@@ -21,12 +22,14 @@ from typing import Any
 
 from .backends import OPENERS, Backend, MemoryBackend, create_backend, detect_backend
 from .backends import open_backend as registry_open
+from .backends._files import check_manifest_crc, with_manifest_crc
 from .errors import ColBERTError, CollectionConfigError
 
 __all__ = [
     "DATA",
     "MANIFEST",
     "close_backend",
+    "data_dir",
     "load_encoder",
     "model_ref",
     "open_backend",
@@ -56,7 +59,7 @@ def read_manifest(index_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         raise ColBERTError(f"{path} is unreadable ({err}); it is not a colbert-adapters index") from err
     if not isinstance(data, dict) or "backend" not in data:
         raise ColBERTError(f"{path} is not a colbert-adapters index manifest")
-    return data
+    return check_manifest_crc(data, path)
 
 
 def write_manifest(index_dir: str | os.PathLike[str], data: dict[str, Any]) -> None:
@@ -64,7 +67,7 @@ def write_manifest(index_dir: str | os.PathLike[str], data: dict[str, Any]) -> N
     path = os.path.join(index_dir, MANIFEST)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
+        json.dump(with_manifest_crc(data), f, indent=2, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -82,6 +85,15 @@ def load_encoder(model: str, settings: dict[str, Any], device: str | None) -> An
     kwargs = {k: settings[k] for k in ("document_length", "query_length") if settings.get(k) is not None}
     logger.info("loading model %s", model)
     return ColBERTEncoder.from_pretrained(model, device=device, **kwargs)
+
+
+def data_dir(manifest: dict[str, Any], index_dir: str | os.PathLike[str]) -> str:
+    """Where the backend's own files are: ``index_dir/data``, or ``index_dir`` itself for an adopted directory
+    (``"data": "."``, a backend's own index made before the manifest, e.g. by ``colbert-adapters qdrant setup``)."""
+    sub = manifest.get("data", DATA)
+    if sub not in (DATA, "."):
+        raise ColBERTError(f"{os.path.join(index_dir, MANIFEST)}: 'data' must be {DATA!r} or '.', got {sub!r}")
+    return os.path.normpath(os.path.join(index_dir, sub))
 
 
 def open_backend(
@@ -106,7 +118,7 @@ def open_backend(
             collection_name=manifest.get("collection", "colbert"),
             api_key=os.environ.get("QDRANT_API_KEY") or None,
         )
-    data = os.path.join(index_dir, DATA)
+    data = data_dir(manifest, index_dir)
     try:
         held = detect_backend(data)
     except CollectionConfigError:
@@ -123,5 +135,5 @@ def open_backend(
 def close_backend(manifest: dict[str, Any], index_dir: str | os.PathLike[str], backend: Any, *, save: bool) -> None:
     """Close the backend of an index directory, saving a memory index's data first when ``save``."""
     if save and isinstance(backend, MemoryBackend):  # the one backend that persists on request only
-        backend.save(os.path.join(index_dir, DATA))
+        backend.save(data_dir(manifest, index_dir))
     backend.close()

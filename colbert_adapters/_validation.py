@@ -42,6 +42,8 @@ _SCALARS = (str, int, float, bool, type(None))
 MAX_ID_CHARS = 1024
 #: Deepest nesting of dicts and lists in a document's metadata (the top-level dict is depth 1).
 MAX_METADATA_DEPTH = 32
+#: Longest metadata key (at any depth) and filter key, in characters.
+MAX_KEY_CHARS = 256
 #: Metadata integers must fit in a signed 64-bit integer (what SQLite, JSON readers and Qdrant keep exactly).
 METADATA_INT_RANGE = (-(2**63), 2**63 - 1)
 #: Longest stored text, in characters.
@@ -162,6 +164,11 @@ def _check_json(value: Any, where: str, depth: int) -> None:
             if not isinstance(k, str):
                 raise InvalidInputError(f"{where} has a non-string key {k!r}; metadata keys must be str")
             _check_unicode(k, f"{where} key {k!r:.40}")
+            if len(k) > MAX_KEY_CHARS:
+                raise InvalidInputError(
+                    f"{where} has a key of {len(k)} characters ({k[:40]!r}...); metadata keys are at most "
+                    f"{MAX_KEY_CHARS} characters: shorten it, or move the value under a short key"
+                )
             _check_json(v, f"{where}[{k!r}]", depth + 1)
         return
     if isinstance(value, (list, tuple)):
@@ -256,6 +263,8 @@ def check_filter(flt: object) -> dict[str, list[Any]] | None:
         if not isinstance(key, str):
             raise InvalidInputError(f"filter keys must be str, got {key!r}")
         _check_unicode(key, f"filter key {key!r:.40}")
+        if len(key) > MAX_KEY_CHARS:
+            raise InvalidInputError(f"filter key {key[:40]!r}... is longer than {MAX_KEY_CHARS} characters")
         values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
         if not values:
             raise InvalidInputError(f"filter[{key!r}] is an empty list; it would match nothing")

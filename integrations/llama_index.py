@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -82,7 +83,7 @@ from ..backends.base import Backend  # noqa: E402
 from ..errors import CollectionConfigError, InvalidInputError  # noqa: E402
 from ..store import MultiVectorStore  # noqa: E402
 from ..types import Encoder, Hit  # noqa: E402
-from ._common import check_query, rerank_texts, resolve_store  # noqa: E402
+from ._common import check_query, reject_unknown, rerank_texts, resolve_store  # noqa: E402
 
 __all__ = ["ColBERTIndex", "ColBERTRerank", "ColBERTRetriever", "to_filter"]
 
@@ -380,6 +381,30 @@ class ColBERTRerank(BaseNodePostprocessor):
 # --------------------------------------------------------------------------------------------------- index
 
 
+#: Keyword arguments of :meth:`ColBERTIndex.as_retriever`.
+_RETRIEVER_KEYS = ("similarity_top_k", "filters", "callback_manager", "verbose")
+#: Keyword arguments of ``update_ref_doc`` (LlamaIndex's convention: options for the delete and the insert).
+_UPDATE_KEYS = ("insert_kwargs", "delete_kwargs")
+
+
+def _named_params(fn: Any, exclude: Sequence[str] = ()) -> tuple[str, ...]:
+    """The keyword arguments ``fn`` names (not ``**kwargs``), less ``exclude`` and ``self`` / ``cls``."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(
+        name
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind in kinds and name not in ("self", "cls", *exclude)
+    )
+
+
+def _only(kwargs: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k in keys}
+
+
+def _without(kwargs: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in keys}
+
+
 class ColBERTIndex(BaseManagedIndex):
     """A LlamaIndex managed index that stores ColBERT token vectors in any colbert-adapters backend.
 
@@ -422,7 +447,7 @@ class ColBERTIndex(BaseManagedIndex):
         transformations: list[TransformComponent] | None = None,
         show_progress: bool = False,
         batch_size: int = 32,
-        **kwargs: Any,
+        objects: Sequence[IndexNode] | None = None,
     ) -> None:
         self._store = resolve_store(store, encoder, backend, owner="ColBERTIndex", default_backend=True)
         self._batch_size = check_k(batch_size)
@@ -430,12 +455,12 @@ class ColBERTIndex(BaseManagedIndex):
             nodes = []
         super().__init__(
             nodes=nodes,
+            objects=objects,
             index_struct=index_struct,
             storage_context=storage_context,
             callback_manager=callback_manager,
             transformations=transformations,
             show_progress=show_progress,
-            **kwargs,
         )
 
     @property
@@ -494,10 +519,13 @@ class ColBERTIndex(BaseManagedIndex):
     # ------------------------------------------------------------------------------------------ writes
 
     def _build_index_from_nodes(self, nodes: Sequence[BaseNode], **build_kwargs: Any) -> IndexDict:
+        reject_unknown("ColBERTIndex", build_kwargs, ())
         self._insert(nodes)
         return IndexDict()
 
     def _insert(self, nodes: Sequence[BaseNode], **insert_kwargs: Any) -> None:
+        # Reached from insert(), insert_nodes() and update_ref_doc(insert_kwargs=...): none of them takes options.
+        reject_unknown("ColBERTIndex.insert / insert_nodes", insert_kwargs, ())
         node_list = list(nodes)
         # The node's content with its metadata is encoded (as LlamaIndex embeds it); its raw text is stored.
         self._store.add(
@@ -511,6 +539,7 @@ class ColBERTIndex(BaseManagedIndex):
         logger.debug("ColBERTIndex: inserted %d nodes", len(node_list))
 
     def _delete_node(self, node_id: str, **delete_kwargs: Any) -> None:
+        reject_unknown("ColBERTIndex.delete_nodes", delete_kwargs, ("delete_from_docstore",))
         self._store.delete([node_id])
 
     def delete_ref_doc(self, ref_doc_id: str, delete_from_docstore: bool = False, **delete_kwargs: Any) -> None:
@@ -520,6 +549,7 @@ class ColBERTIndex(BaseManagedIndex):
             ref_doc_id: the source document's id.
             delete_from_docstore: also drop the document and its nodes from the docstore.
         """
+        reject_unknown("ColBERTIndex.delete_ref_doc", delete_kwargs, ("delete_from_docstore",))
         info = self.docstore.get_ref_doc_info(ref_doc_id)
         if info is None:
             logger.warning("ref_doc_id %s not found, nothing deleted", ref_doc_id)
@@ -532,6 +562,7 @@ class ColBERTIndex(BaseManagedIndex):
 
     def update_ref_doc(self, document: Document, **update_kwargs: Any) -> None:
         """Replace a source document: delete its nodes, then insert the new version."""
+        reject_unknown("ColBERTIndex.update_ref_doc", _without(update_kwargs, _UPDATE_KEYS), _UPDATE_KEYS)
         BaseIndex.update_ref_doc(self, document, **update_kwargs)
 
     @property
@@ -542,10 +573,13 @@ class ColBERTIndex(BaseManagedIndex):
     # ------------------------------------------------------------------------------------------ reads
 
     def as_retriever(self, **kwargs: Any) -> ColBERTRetriever:
-        """A :class:`ColBERTRetriever` on this index (``similarity_top_k=``, ``filters=``, ``verbose=``).
+        """A :class:`ColBERTRetriever` on this index.
 
-        Other keyword arguments are ignored here (``as_query_engine`` passes its own through).
+        Args:
+            **kwargs: ``similarity_top_k``, ``filters``, ``callback_manager``, ``verbose``; any other raises a
+                :class:`TypeError`.
         """
+        reject_unknown("ColBERTIndex.as_retriever", _without(kwargs, _RETRIEVER_KEYS), _RETRIEVER_KEYS)
         return ColBERTRetriever(
             self._store,
             similarity_top_k=kwargs.get("similarity_top_k", DEFAULT_SIMILARITY_TOP_K),
@@ -554,6 +588,78 @@ class ColBERTIndex(BaseManagedIndex):
             object_map=self._object_map,
             verbose=kwargs.get("verbose", False),
         )
+
+    def as_query_engine(self, llm: Any = None, **kwargs: Any) -> Any:
+        """A ``RetrieverQueryEngine`` over :meth:`as_retriever`.
+
+        Args:
+            llm: the LLM (default ``Settings.llm``).
+            **kwargs: the retriever's (:meth:`as_retriever`) and ``RetrieverQueryEngine.from_args``'s keyword
+                arguments (``response_mode``, ``node_postprocessors``, ``streaming``, ...); any other raises a
+                :class:`TypeError`.
+        """
+        from llama_index.core.query_engine.retriever_query_engine import RetrieverQueryEngine
+
+        engine_keys = _named_params(RetrieverQueryEngine.from_args, exclude=("retriever", "llm"))
+        accepted = (*_RETRIEVER_KEYS, *engine_keys)
+        reject_unknown("ColBERTIndex.as_query_engine", _without(kwargs, accepted), ("llm", *accepted))
+        retriever = self.as_retriever(**_only(kwargs, _RETRIEVER_KEYS))
+        return RetrieverQueryEngine.from_args(retriever, llm=self._resolve_llm(llm), **_only(kwargs, engine_keys))
+
+    def as_chat_engine(self, chat_mode: Any = None, llm: Any = None, **kwargs: Any) -> Any:
+        """A chat engine over this index, as ``BaseIndex.as_chat_engine`` builds it.
+
+        Args:
+            chat_mode: a ``ChatMode`` (default ``ChatMode.BEST``).
+            llm: the LLM (default ``Settings.llm``).
+            **kwargs: the retriever's, and the chosen chat engine's ``from_defaults`` keyword arguments (plus
+                the query engine's for ``condense_question``); any other raises a :class:`TypeError`.
+        """
+        from llama_index.core.chat_engine import (
+            CondensePlusContextChatEngine,
+            CondenseQuestionChatEngine,
+            ContextChatEngine,
+            SimpleChatEngine,
+        )
+        from llama_index.core.chat_engine.types import ChatMode
+        from llama_index.core.query_engine.retriever_query_engine import RetrieverQueryEngine
+
+        mode = ChatMode(chat_mode) if chat_mode is not None else ChatMode.BEST
+        engine: Any = {
+            ChatMode.CONDENSE_QUESTION: CondenseQuestionChatEngine,
+            ChatMode.CONTEXT: ContextChatEngine,
+            ChatMode.CONDENSE_PLUS_CONTEXT: CondensePlusContextChatEngine,
+            ChatMode.BEST: CondensePlusContextChatEngine,
+            ChatMode.SIMPLE: SimpleChatEngine,
+        }.get(mode)
+        if engine is None:
+            raise ValueError(
+                f"chat_mode {mode.value!r} is not available here; use condense_question, context, "
+                "condense_plus_context, best or simple (agents: FunctionAgent/ReActAgent with a query engine tool)"
+            )
+        chat_keys = _named_params(engine.from_defaults, exclude=("retriever", "query_engine", "llm"))
+        query_keys = (
+            _named_params(RetrieverQueryEngine.from_args, exclude=("retriever", "llm"))
+            if engine is CondenseQuestionChatEngine
+            else ()
+        )
+        retriever_keys = _RETRIEVER_KEYS if engine is not SimpleChatEngine else ()
+        accepted = tuple(dict.fromkeys((*retriever_keys, *query_keys, *chat_keys)))
+        reject_unknown("ColBERTIndex.as_chat_engine", _without(kwargs, accepted), ("chat_mode", "llm", *accepted))
+        resolved = self._resolve_llm(llm)
+        chat_kwargs = _only(kwargs, chat_keys)
+        if engine is SimpleChatEngine:
+            return engine.from_defaults(llm=resolved, **chat_kwargs)
+        if engine is CondenseQuestionChatEngine:
+            query_engine = self.as_query_engine(llm=resolved, **_only(kwargs, (*_RETRIEVER_KEYS, *query_keys)))
+            return engine.from_defaults(query_engine=query_engine, llm=resolved, **chat_kwargs)
+        retriever = self.as_retriever(**_only(kwargs, _RETRIEVER_KEYS))
+        return engine.from_defaults(retriever=retriever, llm=resolved, **chat_kwargs)
+
+    def _resolve_llm(self, llm: Any) -> Any:
+        from llama_index.core.llms.utils import resolve_llm
+
+        return resolve_llm(llm, callback_manager=self._callback_manager) if llm else Settings.llm
 
     # ------------------------------------------------------------------------------------------ persistence
 

@@ -2,7 +2,7 @@
 
 Usage: ``python crash_writer.py BACKEND INDEX_DIR SEED FIRST_OP LOG_FILE`` with BACKEND ``voyager`` or
 ``qdrant-edge``. After each write returns, its number is appended to ``LOG_FILE`` (fsync'ed), with ``bg`` when
-Voyager's background worker then had a merge requested or running: the parent knows which writes were
+Voyager's background workers then had a seal or merge requested or running: the parent knows which writes were
 acknowledged, and that some kills landed during background maintenance. The same module gives the parent the
 backends (:func:`open_backend`), the operations (:func:`make_op`) and their expected effect (:func:`apply_op`).
 """

@@ -285,3 +285,114 @@ def test_console_script_smoke(tmp_path: Path, folder: Path, tiny_checkpoint: Pat
         timeout=120,
     )
     assert out.returncode == 0 and "cats.txt" in out.stdout
+
+
+# --------------------------------------------------------------- a backend's own directory (qdrant setup, then index)
+
+
+def _jsonl(path: Path) -> Path:
+    rows = [
+        {"id": f"d{i}", "text": f"{word} document number {i}", "bucket": i % 3}
+        for i, word in enumerate(["cats purr", "dogs bark", "rockets fly", "cats sleep", "dogs fetch", "rockets burn"])
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_qdrant_setup_then_index_uses_that_collection(
+    capsys: Any, tmp_path: Path, tiny_checkpoint: Path, tiny_encoder: Any
+) -> None:
+    pytest.importorskip("qdrant_edge")
+    edge = tmp_path / "edge"
+    dim = str(tiny_encoder.dim)
+    code, _, err = _run(
+        capsys,
+        "qdrant",
+        "setup",
+        str(edge),
+        "--dim",
+        dim,
+        "--quantization",
+        "int8",
+        "--payload-index",
+        "bucket:integer",
+    )
+    assert code == 0, err
+    before = sorted(p.name for p in edge.iterdir())
+    code, out, err = _index(capsys, _jsonl(tmp_path / "docs.jsonl"), edge, tiny_checkpoint)
+    assert code == 0 and "indexed 6 documents" in out and "(qdrant-edge)" in out, err
+    assert sorted(p.name for p in edge.iterdir()) == sorted([*before, MANIFEST])  # no second index inside
+    manifest = json.loads((edge / MANIFEST).read_text())
+    assert manifest["backend"] == "qdrant-edge" and manifest["data"] == "."
+    code, out, err = _run(capsys, "qdrant", "info", str(edge))
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["count"] == 6
+    assert info["config"]["quantization"] == "int8" and info["config"]["payload_indexes"] == {"bucket": "integer"}
+    # typed filter values: 1 is the integer 1, "1" (quoted) the string, which no document holds
+    code, out, err = _run(capsys, "search", str(edge), "cats", "-k", "6", "--json", "--filter", "bucket=1")
+    assert code == 0, err
+    assert sorted(h["id"] for h in json.loads(out)) == ["d1", "d4"]
+    code, out, err = _run(capsys, "search", str(edge), "cats", "-k", "6", "--json", "--filter", 'bucket="1"')
+    assert code == 0 and json.loads(out) == [], err
+    code, out, err = _run(capsys, "search", str(edge), "cats", "--json", "--filter", "bucket=0", "--filter", "bucket=2")
+    assert code == 0 and sorted(h["id"] for h in json.loads(out)) == ["d0", "d2", "d3", "d5"], err
+    # a second run resumes into the same collection
+    code, out, err = _index(capsys, tmp_path / "docs.jsonl", edge, tiny_checkpoint)
+    assert code == 0 and "skipped 6" in out, err
+
+
+def test_index_adopts_a_voyager_directory(
+    capsys: Any, tmp_path: Path, tiny_checkpoint: Path, tiny_encoder: Any
+) -> None:
+    pytest.importorskip("voyager")
+    from colbert_adapters.backends.voyager import VoyagerBackend
+
+    VoyagerBackend(tmp_path / "v", dim=tiny_encoder.dim).close()
+    code, _, err = _index(
+        capsys, _jsonl(tmp_path / "docs.jsonl"), tmp_path / "v", tiny_checkpoint, "--backend", "qdrant-edge"
+    )
+    assert code == 2 and "holds a voyager index" in err
+    # without a manifest, search needs the model
+    code, _, err = _run(capsys, "search", str(tmp_path / "v"), "cats")
+    assert code == 2 and "--model" in err
+    code, out, err = _index(capsys, tmp_path / "docs.jsonl", tmp_path / "v", tiny_checkpoint)
+    assert code == 0 and "(voyager)" in out, err
+    assert not (tmp_path / "v" / "data").exists()
+    code, out, err = _run(capsys, "search", str(tmp_path / "v"), "rockets", "-k", "2", "--json")
+    assert code == 0 and {h["id"] for h in json.loads(out)} <= {"d2", "d5", "d0", "d1", "d3", "d4"}, err
+    with VoyagerBackend(tmp_path / "v", read_only=True) as backend:
+        assert backend.count() == 6
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("1", 1),
+        ("-2", -2),
+        ("1.5", 1.5),
+        ("true", True),
+        ("false", False),
+        ("null", None),
+        ('"1"', "1"),
+        ("en", "en"),
+        ("NaN", "NaN"),
+        ("[1]", "[1]"),
+        ("", ""),
+    ],
+)
+def test_filter_values_are_typed(raw: str, value: Any) -> None:
+    from colbert_adapters.cli._index import _parse_filter
+
+    parsed = _parse_filter([f"k={raw}"])
+    assert parsed == {"k": value} and type(parsed["k"]) is type(value)
+
+
+def test_edited_index_manifest_is_refused(capsys: Any, tmp_path: Path, folder: Path, tiny_checkpoint: Path) -> None:
+    idx = tmp_path / "idx"
+    assert _index(capsys, folder, idx, tiny_checkpoint, "--backend", "memory")[0] == 0
+    data = json.loads((idx / MANIFEST).read_text())
+    data["backend"] = "voyager"  # still valid JSON, no longer what was written
+    (idx / MANIFEST).write_text(json.dumps(data))
+    code, _, err = _run(capsys, "search", str(idx), "cats")
+    assert code == 1 and "checksum" in err and len(err.strip().splitlines()) == 1

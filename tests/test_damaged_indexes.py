@@ -18,6 +18,7 @@ def _voyager_index(path: Path) -> None:
     rng = np.random.default_rng(0)
     with VoyagerBackend(path, dim=8, mutable_max_tokens=16) as backend:
         backend.upsert([f"d{i}" for i in range(10)], [unit_multivector(rng, 4, 8) for _ in range(10)])
+        backend.wait_for_maintenance()  # the sealer runs in the background
         assert backend.stats()["segments"]
 
 
@@ -217,3 +218,44 @@ def test_voyager_opens_read_only_on_read_only_media(tmp_path: Path) -> None:
         assert main(["info", str(index), "--verify"]) == 0
     finally:
         subprocess.run(["chattr", "-i", *targets], capture_output=True)
+
+
+def _edit_json(path: Path, key: str, value: object) -> None:
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data[key] = value
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_edited_manifests_fail_their_checksum(tmp_path: Path) -> None:
+    """Every JSON manifest the library writes carries a CRC-32: an edited (still valid JSON) one is damage."""
+    pytest.importorskip("voyager")
+    pytest.importorskip("qdrant_edge")
+    from colbert_adapters.backends.memory import MemoryBackend
+    from colbert_adapters.backends.qdrant import QdrantBackend
+    from colbert_adapters.backends.voyager import VoyagerBackend
+
+    rng = np.random.default_rng(3)
+    docs = [unit_multivector(rng, 3, 8) for _ in range(4)]
+    ids = [f"d{i}" for i in range(4)]
+    with MemoryBackend(dim=8) as mem:
+        mem.upsert(ids, docs)
+        mem.save(tmp_path / "mem")
+    _edit_json(tmp_path / "mem" / "manifest.json", "count", 3)
+    with pytest.raises(IndexCorruptedError, match="checksum"):
+        MemoryBackend.load(tmp_path / "mem")
+
+    with QdrantBackend.edge(tmp_path / "edge", dim=8, model_id="m") as edge:
+        edge.upsert(ids, docs)
+    _edit_json(tmp_path / "edge" / "colbert_adapters.json", "model_id", "other")
+    with pytest.raises(IndexCorruptedError, match="checksum"):
+        QdrantBackend.edge(tmp_path / "edge")
+
+    with VoyagerBackend(tmp_path / "voy", dim=8) as voy:
+        voy.upsert(ids, docs)
+    _edit_json(tmp_path / "voy" / "manifest.json", "generation", 99)  # a mirror: verify() reports it
+    with VoyagerBackend(tmp_path / "voy", read_only=True) as voy:
+        report = voy.verify()
+        assert not report.ok and any("manifest.json" in p and "checksum" in p for p in report.problems)
+        assert voy.count() == 4

@@ -18,7 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from colbert_adapters.errors import ColBERTError, InvalidInputError
-from colbert_adapters.limits import MAX_ID_CHARS, MAX_K, MAX_METADATA_DEPTH, METADATA_INT_RANGE
+from colbert_adapters.limits import (
+    MAX_ID_CHARS,
+    MAX_K,
+    MAX_KEY_CHARS,
+    MAX_METADATA_DEPTH,
+    MAX_TEXT_CHARS,
+    METADATA_INT_RANGE,
+)
 
 DIM = 8
 
@@ -65,6 +72,8 @@ BAD_UPSERTS: list[tuple[str, dict[str, Any], str]] = [
     ("metadata int below int64", {"metadatas": [{"n": METADATA_INT_RANGE[0] - 1}]}, "64-bit"),
     ("metadata str with a surrogate", {"metadatas": [{"s": "bad\udc80"}]}, "surrogate"),
     ("metadata key with a surrogate", {"metadatas": [{"k\udc80": 1}]}, "surrogate"),
+    ("metadata key too long", {"metadatas": [{"a": {"k" * (MAX_KEY_CHARS + 1): 1}}]}, "at most 256 characters"),
+    ("text too long", {"texts": ["x" * (MAX_TEXT_CHARS + 1)]}, "characters"),
     ("text with a surrogate", {"texts": ["bad\udfff"]}, "surrogate"),
     ("complex vectors", {"vectors": [_vec().astype(np.complex64) + 1j]}, "complex"),
     ("NaN in metadata", {"metadatas": [{"x": math.nan}]}, "non-finite"),
@@ -107,6 +116,8 @@ def test_hostile_searches_get_clear_errors(backend_name: str, tmp_path: Path) ->
             backend.search(q, k=3, filter={"n\ud800": 1})
         with pytest.raises(InvalidInputError, match="surrogate"):
             backend.search(q, k=3, filter={"n": "\ud800"})
+        with pytest.raises(InvalidInputError, match="longer than 256"):
+            backend.search(q, k=3, filter={"k" * (MAX_KEY_CHARS + 1): 1})
         with pytest.raises(InvalidInputError, match="complex"):
             backend.search(q.astype(np.complex64), k=3)
         with pytest.raises(InvalidInputError, match="NUL"):
@@ -120,7 +131,13 @@ def test_hostile_searches_get_clear_errors(backend_name: str, tmp_path: Path) ->
 def test_metadata_at_the_limits_round_trips_through_a_reopen(backend_name: str, tmp_path: Path) -> None:
     """The deepest metadata and the widest integers allowed are stored exactly, and a persistent index that holds
     them opens again (Qdrant Edge's WAL reader once refused deeply nested payloads)."""
-    meta = {**_nested(MAX_METADATA_DEPTH), "lo": METADATA_INT_RANGE[0], "hi": METADATA_INT_RANGE[1], "s": "é\u2028"}
+    meta = {
+        **_nested(MAX_METADATA_DEPTH),
+        "lo": METADATA_INT_RANGE[0],
+        "hi": METADATA_INT_RANGE[1],
+        "s": "é\u2028",
+        "k" * MAX_KEY_CHARS: True,
+    }
     doc_id = "é" * MAX_ID_CHARS
     backend = make_backend(backend_name, tmp_path, DIM)
     backend.upsert([doc_id], [_vec()], texts=["t\x00ext"], metadatas=[meta])

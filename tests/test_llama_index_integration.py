@@ -153,6 +153,47 @@ def test_index_crud_and_query_engine(index: ColBERTIndex) -> None:
     assert response.source_nodes[0].node.ref_doc_id == "rust" and len(response.source_nodes) == 2
 
 
+def test_index_rejects_unknown_keyword_arguments(index: ColBERTIndex) -> None:
+    """A misspelt option (``filter=`` for ``filters=``) is a TypeError naming the accepted ones, never ignored."""
+    count = index.store.count()
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) filter;.*similarity_top_k, filters"):
+        index.as_retriever(filter={"topic": "ir"})
+    with pytest.raises(TypeError, match=r"as_query_engine got unexpected keyword argument\(s\) top_k;.*response_mode"):
+        index.as_query_engine(llm=MockLLM(max_tokens=8), top_k=2)
+    with pytest.raises(TypeError, match=r"as_chat_engine got unexpected keyword argument\(s\) filter;"):
+        index.as_chat_engine(chat_mode="context", llm=MockLLM(max_tokens=8), filter={"a": 1})
+    with pytest.raises(TypeError, match="insert"):
+        index.insert(Document(text="never stored", id_="x"), batch=3)
+    with pytest.raises(TypeError, match="delete_ref_doc"):
+        index.delete_ref_doc("colbert", hard=True)
+    with pytest.raises(TypeError, match=r"update_ref_doc.*insert_kwargs, delete_kwargs"):
+        index.update_ref_doc(Document(text="x", id_="colbert"), upsert=True)
+    with pytest.raises(TypeError):
+        ColBERTIndex(index.store, nodes=[], batchsize=8)  # type: ignore[call-arg]
+    assert index.store.count() == count and "colbert" in index.ref_doc_info
+    # the accepted ones still work, including those LlamaIndex passes through to its engines
+    engine = index.as_query_engine(llm=MockLLM(max_tokens=8), similarity_top_k=2, response_mode="compact")
+    assert len(engine.query("borrow checker").source_nodes) == 2
+    # Built, not run (chatting starts LlamaIndex event loops that outlive the test), each with a ChatMemoryBuffer
+    # (the default Memory opens an aiosqlite connection it never closes).
+    from llama_index.core.memory import ChatMemoryBuffer
+
+    llm = MockLLM(max_tokens=8)
+    engines = {
+        "context": "ContextChatEngine",
+        "condense_question": "CondenseQuestionChatEngine",
+        "condense_plus_context": "CondensePlusContextChatEngine",
+    }
+    for mode, name in engines.items():
+        memory = ChatMemoryBuffer.from_defaults()
+        chat = index.as_chat_engine(chat_mode=mode, llm=llm, memory=memory, similarity_top_k=1, verbose=False)
+        assert type(chat).__name__ == name
+    with pytest.raises(TypeError, match="similarity_top_k"):  # the simple chat engine retrieves nothing
+        index.as_chat_engine(chat_mode="simple", llm=llm, similarity_top_k=1)
+    simple = index.as_chat_engine(chat_mode="simple", llm=llm, memory=ChatMemoryBuffer.from_defaults())
+    assert type(simple).__name__ == "SimpleChatEngine"
+
+
 def test_index_filters(index: ColBERTIndex) -> None:
     ir = index.as_retriever(
         similarity_top_k=5, filters=MetadataFilters(filters=[MetadataFilter(key="topic", value="ir")])

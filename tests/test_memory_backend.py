@@ -320,6 +320,7 @@ def test_load_rejects_bad_manifest(tmp_path: Path, mutate: Any, match: str) -> N
     path = _filled(rng).save(tmp_path / "idx")
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     mutate(manifest)
+    manifest.pop("manifest_crc32")  # as written before manifests carried a checksum: the other checks still apply
     (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(CollectionConfigError, match=match):
         MemoryBackend.load(path)
@@ -347,6 +348,7 @@ def _rewrite_checksums(path: Path) -> None:
 
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     manifest["crc32"] = {name: zlib.crc32((path / name).read_bytes()) for name in manifest["files"].values()}
+    manifest.pop("manifest_crc32", None)  # edited on purpose: keep only the file checksums
     (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 

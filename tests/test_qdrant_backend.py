@@ -257,10 +257,33 @@ def test_edge_refuses_a_foreign_directory(tmp_path: Path) -> None:
 
 
 def test_edge_directory_locked_while_open(tmp_path: Path) -> None:
-    with QdrantBackend.edge(tmp_path / "e", dim=DIM), pytest.raises(IndexLockedError):
+    with QdrantBackend.edge(tmp_path / "e", dim=DIM), pytest.raises(IndexLockedError, match="no read-only mode"):
         QdrantBackend.edge(tmp_path / "e")
     # (local mode maps its "already accessed" RuntimeError the same way, but qdrant-client 1.20 then leaks
     # the lock file handle, which this suite's warnings-as-errors would report.)
+
+
+def test_edge_second_process_gets_a_clear_error(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A second process cannot open a shard another holds, not even to read; it is told so, and nothing changes."""
+    import subprocess
+    import sys
+
+    with QdrantBackend.edge(tmp_path / "e", dim=DIM) as backend:
+        backend.upsert(["a"], _docs(rng, 1))
+        code = (
+            "import sys\n"
+            "from colbert_adapters.backends.qdrant import QdrantBackend\n"
+            "from colbert_adapters.errors import IndexLockedError\n"
+            "try:\n"
+            f"    QdrantBackend.edge({str(tmp_path / 'e')!r})\n"
+            "except IndexLockedError as err:\n"
+            "    print(err)\n"
+            "    sys.exit(3)\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 3, proc.stderr
+        assert "no read-only mode" in proc.stdout and "QdrantBackend(url=...)" in proc.stdout
+        assert backend.count() == 1
 
 
 # ------------------------------------------------------------------------------------------------ writes
@@ -605,3 +628,54 @@ def test_copy_refuses_other_dim_or_model(tmp_path: Path, rng: np.random.Generato
             copy_collection(src, dst)
         with QdrantBackend.local(dim=DIM, model_id="b") as dst, pytest.raises(CollectionConfigError, match="'a'"):
             copy_collection(src, dst)
+
+
+# ------------------------------------------------------------------------------------------------ payload indexes
+
+
+def _edge_index_points(path: Path) -> dict[str, int]:
+    """Points covered by each payload index of the Edge shard at ``path``, read with the engine's own API."""
+    import qdrant_edge
+
+    shard = qdrant_edge.EdgeShard.load(str(path / "shard"))
+    try:
+        return {key: schema.points for key, schema in shard.info().payload_schema.items()}
+    finally:
+        shard.close()
+
+
+def test_payload_indexes_cover_the_metadata(tmp_path: Path, rng: np.random.Generator) -> None:
+    cfg = QdrantCollectionConfig(dim=DIM, payload_indexes={"bucket": "integer"})
+    with setup_collection(tmp_path / "e", cfg) as backend:
+        backend.upsert([f"d{i}" for i in range(30)], _docs(rng, 30), metadatas=[{"bucket": i % 3} for i in range(30)])
+        assert len(backend.search(unit_multivector(rng, 2, DIM), k=30, filter={"bucket": 1})) == 10
+    assert _edge_index_points(tmp_path / "e") == {"metadata.bucket": 30}
+
+
+def test_payload_indexes_added_on_reopen(tmp_path: Path, rng: np.random.Generator) -> None:
+    with QdrantBackend.edge(tmp_path / "e", dim=DIM) as backend:
+        backend.upsert(["a", "b"], _docs(rng, 2), metadatas=[{"lang": "en"}, {"lang": "fr"}])
+    cfg = QdrantCollectionConfig(dim=DIM, payload_indexes={"lang": "keyword"})
+    with QdrantBackend.edge(tmp_path / "e", config=cfg) as backend:
+        assert backend.count() == 2
+    assert _edge_index_points(tmp_path / "e") == {"metadata.lang": 2}
+    with QdrantBackend.edge(tmp_path / "e") as backend:  # recorded in the layout, kept on reopen
+        assert dict(backend.config.payload_indexes) == {"lang": "keyword"}
+
+
+@pytest.mark.parametrize("key", ["a.b", "x[0]", 'q"', ""])
+def test_payload_index_key_must_be_a_field_name(key: str) -> None:
+    with pytest.raises(InvalidInputError, match=r"JSON path|keys are metadata fields"):
+        QdrantCollectionConfig(dim=DIM, payload_indexes={key: "keyword"})
+
+
+def test_edge_opened_by_the_engine_elsewhere_still_opens(tmp_path: Path, rng: np.random.Generator) -> None:
+    """The engine rewrites a shard's files when it opens it: the last clean close's record goes stale, not 'damaged'."""
+    docs = _docs(rng, 5)
+    with QdrantBackend.edge(tmp_path / "e", dim=DIM) as backend:
+        backend.upsert([f"d{i}" for i in range(5)], docs)
+    _edge_index_points(tmp_path / "e")  # opens and closes the shard with qdrant_edge directly
+    with QdrantBackend.edge(tmp_path / "e") as backend:
+        assert backend.count() == 5
+        np.testing.assert_allclose(backend.get(["d3"], with_vectors=True)[0].vectors, docs[3], atol=1e-6)
+        assert backend.verify().ok

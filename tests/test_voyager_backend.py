@@ -7,6 +7,7 @@ Recall is measured against the exact :class:`MemoryBackend` on real all-MiniLM-L
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -175,7 +176,9 @@ def test_large_segments_get_the_larger_construction_beam(tmp_path: Path) -> None
     small, large = VoyagerBackend.DEFAULT_EF_CONSTRUCTION, VoyagerBackend.DEFAULT_EF_CONSTRUCTION_LARGE
     assert large > small
     path = tmp_path / "auto"
-    backend = Small(path, dim=8, mutable_max_tokens=50, max_segments=2)
+    backend = Small(
+        path, dim=8, mutable_max_tokens=50, max_segments=2, background_maintenance=False
+    )  # a deterministic layout: seals and merges inline
     backend.upsert([f"a{i}" for i in range(14)], docs(14, 20))  # 280 tokens: one segment, small beam
     assert beams(backend) == [(280, small)]
     backend.upsert(["b0", "b1", "b2"], docs(3, 20))  # a second segment of 60 tokens
@@ -189,7 +192,9 @@ def test_large_segments_get_the_larger_construction_beam(tmp_path: Path) -> None
     backend.close()
     with VoyagerBackend(path, read_only=True) as reader:  # the size-dependent default is persisted
         assert reader.stats()["ef_construction_large"] == large
-    with Small(path, ef_construction=48, mutable_max_tokens=50, max_segments=2) as explicit:
+    with Small(
+        path, ef_construction=48, mutable_max_tokens=50, max_segments=2, background_maintenance=False
+    ) as explicit:
         assert explicit.stats()["ef_construction_large"] is None
         explicit.upsert([f"e{i}" for i in range(40)], docs(40, 10))  # 3 segments: folded into one, rebuilt
         assert beams(explicit) == [(1200, 48)]
@@ -198,7 +203,9 @@ def test_large_segments_get_the_larger_construction_beam(tmp_path: Path) -> None
         assert (stats["ef_construction"], stats["ef_construction_large"]) == (48, None)
         assert reopened.count() == 14 + 3 + 3 + 40 + 40
 
-    with Small(tmp_path / "fixed", dim=8, ef_construction=50, mutable_max_tokens=50) as fixed:
+    with Small(
+        tmp_path / "fixed", dim=8, ef_construction=50, mutable_max_tokens=50, background_maintenance=False
+    ) as fixed:
         fixed.upsert([f"f{i}" for i in range(40)], docs(40, 10))
         assert beams(fixed) == [(400, 50)]
 
@@ -212,7 +219,12 @@ def test_projected_graphs(real_vectors: Any, tmp_path: Path) -> None:
     oracle = MemoryBackend()
     oracle.upsert(ids, docs)
     truth = [oracle.search(q, k=10) for q in real_vectors.queries]
-    opts: dict[str, Any] = {"exact_below_tokens": 0, "mutable_max_tokens": 4000, "max_segments": 2}
+    opts: dict[str, Any] = {
+        "exact_below_tokens": 0,
+        "mutable_max_tokens": 4000,
+        "max_segments": 2,
+        "background_maintenance": False,  # a deterministic layout: seals and merges inline
+    }
 
     def recall(b: VoyagerBackend) -> float:
         return float(np.mean([_recall(b.search(q, k=10), t) for q, t in zip(real_vectors.queries, truth, strict=True)]))
@@ -227,6 +239,7 @@ def test_projected_graphs(real_vectors: Any, tmp_path: Path) -> None:
     backend = VoyagerBackend(path, graph_dim=dim // 3, **opts)
     try:
         backend.upsert(ids[:300], docs[:300])
+        backend.wait_for_maintenance()  # the sealer runs in the background
         segs = backend.stats()["segments"]
         assert segs and all(s["graph_dim"] == dim // 3 for s in segs)
         backend.upsert(ids[300:], docs[300:])  # more segments: folded into the first, extended with its projection
@@ -269,10 +282,12 @@ def test_new_indexes_get_the_default_graph_dim(tmp_path: Path) -> None:
     with VoyagerBackend(tmp_path / "given", dim=128, **opts) as given:
         assert given.stats()["graph_dim"] == 64
         given.upsert(ids, docs)
+        given.wait_for_maintenance()
         assert [s["graph_dim"] for s in given.stats()["segments"]] == [64] * len(given.stats()["segments"])
     with VoyagerBackend(tmp_path / "later", **opts) as later:
         assert later.stats()["graph_dim"] is None  # no dimension yet
         later.upsert(ids, docs)
+        later.wait_for_maintenance()
         assert later.stats()["graph_dim"] == 64 and later.stats()["segments"][0]["graph_dim"] == 64
     with VoyagerBackend(tmp_path / "later", read_only=True) as reader:  # persisted with the first upsert
         assert reader.stats()["graph_dim"] == 64
@@ -306,6 +321,7 @@ def test_unequal_segments_keep_the_recall_of_one(real_vectors: Any, tmp_path: Pa
         "k_token": 32,
         "n_rerank": 40,
         "num_threads": 1,
+        "background_maintenance": False,  # a deterministic layout: seals and merges inline
     }
     ids, docs = real_vectors.doc_ids, real_vectors.docs
     oracle = MemoryBackend()
@@ -315,7 +331,10 @@ def test_unequal_segments_keep_the_recall_of_one(real_vectors: Any, tmp_path: Pa
     with VoyagerBackend(tmp_path / "one", **opts) as one, VoyagerBackend(tmp_path / "two", **opts) as two:
         one.upsert(ids, docs)
         two.upsert(ids[:cut], docs[:cut])
+        two.wait_for_maintenance()
         two.upsert(ids[cut:], docs[cut:])
+        one.wait_for_maintenance()
+        two.wait_for_maintenance()
         sizes = sorted(s["n_tokens"] for s in two.stats()["segments"])
         assert len(sizes) == 2 and sizes[1] > 4 * sizes[0] and two.stats()["mutable_tokens"] == 0
         rec_one = np.mean([_recall(one.search(q, k=10), t) for q, t in zip(real_vectors.queries, truth, strict=True)])
@@ -382,12 +401,13 @@ def test_recall_with_many_segments(real_vectors: Any, tmp_path: Path) -> None:
     try:
         for start in range(0, 250, 25):
             backend.upsert(real_vectors.doc_ids[start : start + 25], real_vectors.docs[start : start + 25])
-        backend.wait_for_maintenance()
+            backend.wait_for_maintenance()  # a seal per full mutable segment, as a slow writer gets
+        backend.upsert(real_vectors.doc_ids[250:252], real_vectors.docs[250:252])  # a live mutable segment too
         stats = backend.stats()
         assert 1 <= len(stats["segments"]) <= 2 and stats["mutable_tokens"] > 0
         assert stats["segments"][0]["id"] > len(stats["segments"])  # segments were sealed and folded
         oracle = MemoryBackend()
-        oracle.upsert(real_vectors.doc_ids[:250], real_vectors.docs[:250])
+        oracle.upsert(real_vectors.doc_ids[:252], real_vectors.docs[:252])
         recalls = [_recall(backend.search(q, k=10), oracle.search(q, k=10)) for q in real_vectors.queries]
         assert float(np.mean(recalls)) >= 0.95
     finally:
@@ -399,6 +419,7 @@ def test_storage_data_types(real_vectors: Any, tmp_path: Path, storage: str) -> 
     backend = VoyagerBackend(tmp_path / "index", storage_data_type=storage)
     try:
         backend.upsert(real_vectors.doc_ids[:150], real_vectors.docs[:150])
+        backend.wait_for_maintenance()
         stats = backend.stats()
         assert stats["storage_data_type"] == storage
         (seg,) = stats["segments"]
@@ -452,6 +473,7 @@ def test_int14_vectors_bound_and_layout(tmp_path: Path) -> None:
     with VoyagerBackend(tmp_path / "index", dim=30, mutable_max_tokens=64, vector_dtype="int14") as backend:
         assert backend.stats()["vector_dtype"] == "int14"
         backend.upsert(ids, vecs)
+        backend.wait_for_maintenance()
         assert backend.stats()["segments"]  # sealed documents too (their vectors come from the store)
         stored = {r.id: r.vectors for r in backend.get(ids, with_vectors=True)}
         for i, v in zip(ids, vecs, strict=True):
@@ -530,6 +552,7 @@ def test_float32_vectors_are_exact(tmp_path: Path) -> None:
     oracle.upsert(ids, vecs)
     with VoyagerBackend(tmp_path / "index", vector_dtype="float32", mutable_max_tokens=300) as backend:
         backend.upsert(ids, vecs)
+        backend.wait_for_maintenance()
         assert backend.stats()["segments"] and backend.stats()["vector_dtype"] == "float32"
         for rec, v in zip(backend.get(ids, with_vectors=True), vecs, strict=True):
             np.testing.assert_array_equal(rec.vectors, v)
@@ -547,6 +570,7 @@ def test_int14_vectors_on_real_vectors(real_vectors: Any, tmp_path: Path) -> Non
     graph (residuals read for the reranked documents only) and through the small-index scan (cached)."""
     with VoyagerBackend(tmp_path / "index", vector_dtype="int14", exact_below_tokens=0) as backend:
         backend.upsert(real_vectors.doc_ids[:200], real_vectors.docs[:200])
+        backend.wait_for_maintenance()
         assert backend.stats()["segments"] and backend.stats()["mutable_tokens"] == 0
         oracle = MemoryBackend()
         oracle.upsert(real_vectors.doc_ids[:200], real_vectors.docs[:200])
@@ -599,7 +623,9 @@ def test_broad_filter_keeps_recall(real_index: Any, real_vectors: Any) -> None:
 def test_k_hits_when_candidates_run_short(tmp_path: Path) -> None:
     """k far above k_token: the backend falls back to exact scoring and still returns k hits."""
     ids, vecs = _corpus(300, 16)
-    backend = VoyagerBackend(tmp_path / "index", k_token=2, n_rerank=4, mutable_max_tokens=64)
+    backend = VoyagerBackend(
+        tmp_path / "index", k_token=2, n_rerank=4, mutable_max_tokens=64, background_maintenance=False
+    )
     try:
         backend.upsert(ids, vecs)
         q = unit_multivector(np.random.default_rng(5), 3, 16)
@@ -631,7 +657,12 @@ def test_small_index_is_searched_exactly(tmp_path: Path, vector_dtype: str) -> N
     ids, vecs = _corpus(300, 16)
     metas = [{"parity": i % 2} for i in range(len(ids))]
     backend = VoyagerBackend(
-        tmp_path / "index", k_token=1, n_rerank=1, mutable_max_tokens=64, vector_dtype=vector_dtype
+        tmp_path / "index",
+        k_token=1,
+        n_rerank=1,
+        mutable_max_tokens=64,
+        vector_dtype=vector_dtype,
+        background_maintenance=False,  # a deterministic layout: seals and merges inline
     )
     oracle = MemoryBackend()  # over the vectors as stored: exact scores then agree to float32 rounding
     stored = VoyagerBackend(tmp_path / "stored", vector_dtype=vector_dtype)
@@ -678,6 +709,7 @@ def test_int8_rerank_scores_the_estimated_best_exactly(tmp_path: Path, vector_dt
     metas = [{"parity": i % 2} for i in range(len(ids))]
     backend = VoyagerBackend(
         tmp_path / "index",
+        background_maintenance=False,  # a deterministic layout: seals and merges inline
         k_token=64,
         ef_search=128,
         n_rerank=500,
@@ -729,7 +761,12 @@ def test_rerank_reads_further_batches_while_deep_candidates_win(
 
     ids, vecs = _corpus(200, 16, seed=6)
     backend = VoyagerBackend(
-        tmp_path / "index", n_rerank=40, exact_below_tokens=0, mutable_max_tokens=64, vector_dtype=vector_dtype
+        tmp_path / "index",
+        n_rerank=40,
+        exact_below_tokens=0,
+        mutable_max_tokens=64,
+        vector_dtype=vector_dtype,
+        background_maintenance=False,  # a deterministic layout: seals and merges inline
     )
     oracle = MemoryBackend()  # the stored vectors, scored exactly
     try:
@@ -870,7 +907,12 @@ def test_blob_cache_gives_the_uncached_results(tmp_path: Path, vector_dtype: str
     within cache_bytes, deleted documents leave it, and an exhaustive fallback does not fill it."""
     ids, vecs = _corpus(160, 16, seed=6)
     _, other = _corpus(160, 16, seed=7)
-    opts: dict[str, Any] = {"k_token": 16, "exact_below_tokens": 0, "mutable_max_tokens": 64}
+    opts: dict[str, Any] = {
+        "k_token": 16,
+        "exact_below_tokens": 0,
+        "mutable_max_tokens": 64,
+        "background_maintenance": False,  # a deterministic layout: seals and merges inline
+    }
     budget = 40 * 16 * 40  # ~40 documents' blobs of either store
     cached = VoyagerBackend(tmp_path / "cached", vector_dtype=vector_dtype, cache_bytes=budget, **opts)
     plain = VoyagerBackend(tmp_path / "plain", vector_dtype=vector_dtype, cache_bytes=0, **opts)
@@ -940,6 +982,7 @@ def test_reader_cache_follows_another_process_writes(tmp_path: Path) -> None:
     opts: dict[str, Any] = {"k_token": 120, "ef_search": 240, "exact_below_tokens": 0, "mutable_max_tokens": 64}
     writer = VoyagerBackend(tmp_path / "index", vector_dtype="float32", **opts)
     writer.upsert(ids, vecs)
+    writer.wait_for_maintenance()
     reader = VoyagerBackend(tmp_path / "index", read_only=True, **opts)
     rng = np.random.default_rng(14)
     queries = [unit_multivector(rng, 4, 16) for _ in range(5)]
@@ -1077,6 +1120,7 @@ def test_compaction_reclaims_space_and_keeps_results(tmp_path: Path) -> None:
     try:
         for start in range(0, 600, 100):
             backend.upsert(ids[start : start + 100], vecs[start : start + 100], texts=["x" * 200] * 100)
+        backend.wait_for_maintenance()
         backend.delete(ids[::2])
         stats = backend.stats()
         assert stats["n_dead_tokens"] > 0 and len(stats["segments"]) > 1
@@ -1499,11 +1543,13 @@ def test_centroids_follow_other_writers_and_stay_bounded(tmp_path: Path) -> None
     writer = VoyagerBackend(path, mutable_max_tokens=64, **opts)
     try:
         writer.upsert(ids[:20], vecs[:20])
+        writer.wait_for_maintenance()
         reader = VoyagerBackend(path, read_only=True, **opts)
         try:
             table = _read_centroids(path, None)  # the reload of the table a reader holds
             assert table is not None and table.n == 20
             writer.upsert(ids[20:], vecs[20:])
+            writer.wait_for_maintenance()
             assert reader.count() == 30  # refreshes
             _, trace = reader.explain(_token_queries(writer), k=5)
             # Every live document a candidate (or in the mutable segment), the new ones with their centroids too.
@@ -1525,6 +1571,7 @@ def test_centroids_follow_other_writers_and_stay_bounded(tmp_path: Path) -> None
             reader.close()
         for i in range(75):  # 2,250 replaced documents' rows (each write sealed: at least 90 tokens)
             writer.upsert(ids, _corpus(30, 16, seed=100 + i)[1])
+        writer.wait_for_maintenance()
         # The table holds at most 2 * 30 + 1,024 rows (seq, then int8 codes and float32 scales of N_CENTROIDS
         # centroids) in arrays grown by doubling; with the rows of every replaced document it would hold 2,280 rows
         # in arrays of 4,096.
@@ -1601,6 +1648,9 @@ def test_writes_and_searches_go_on_while_a_background_merge_runs(
     with VoyagerBackend(tmp_path / "index", k_token=256, ef_search=256, **opts) as backend:
         for start in range(0, 100, 20):  # several seals: more than max_segments, a fold is asked for
             backend.upsert(ids[start : start + 20], vecs[start : start + 20])
+            deadline = time.monotonic() + 60
+            while backend.stats()["mutable_tokens"] >= 64 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the sealer's turn (the merger is held, so wait_for_maintenance() would block)
         assert inside.wait(60)  # the worker is inside the merge's build, held
         backend.upsert(ids[100:], vecs[100:])  # returns although the merge cannot finish
         assert backend.delete(ids[:10]) == 10  # documents the held merge read
@@ -1626,6 +1676,55 @@ def test_writes_and_searches_go_on_while_a_background_merge_runs(
         assert reopened.count() == 190 and reopened.stats()["n_live_tokens"] == stats["n_live_tokens"]
 
 
+def test_writes_never_wait_for_a_seal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sealer builds a full mutable segment's graph on its thread: while it is held inside the build, writes
+    return, a document being sealed can be deleted or replaced, searches are exact; at its commit only the
+    documents still there move into the new segment, and nothing is lost."""
+    from colbert_adapters.backends.voyager import _background
+
+    gate, inside = threading.Event(), threading.Event()
+    real = _background.prepare_seal
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        assert gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_background, "prepare_seal", held)
+    ids, vecs = _corpus(60, 16, seed=31)
+    _, other = _corpus(60, 16, seed=32)
+    rng = np.random.default_rng(33)
+    queries = [unit_multivector(rng, 4, 16) for _ in range(5)]
+    with VoyagerBackend(tmp_path / "index", mutable_max_tokens=64, exact_below_tokens=0, n_rerank=500) as backend:
+        backend.upsert(ids[:40], vecs[:40])
+        assert inside.wait(60)  # the sealer is inside its build, held
+        backend.upsert(ids[40:], vecs[40:])  # returns although the seal cannot finish
+        assert backend.delete(ids[:5]) == 5
+        backend.upsert(ids[5:10], other[5:10])  # replaced while being sealed
+        assert backend.stats()["segments"] == [] and backend.stats()["maintenance_pending"]
+        live = {i: v for i, v in zip(ids, vecs, strict=True)} | dict(zip(ids[5:10], other[5:10], strict=True))
+        for i in ids[:5]:
+            del live[i]
+        oracle = MemoryBackend()
+        oracle.upsert(list(live), list(live.values()))
+
+        def exact() -> None:
+            for q in queries:
+                assert [h.id for h in backend.search(q, k=5)] == [h.id for h in oracle.search(q, k=5)]
+
+        exact()
+        gate.set()
+        assert backend.wait_for_maintenance(timeout=60)
+        stats = backend.stats()
+        assert stats["segments"] and backend.count() == 55
+        assert stats["n_live_tokens"] == sum(v.shape[0] for v in live.values())
+        exact()
+    with VoyagerBackend(tmp_path / "index", read_only=True) as reopened:
+        assert reopened.count() == 55
+        for rec in reopened.get(list(live), with_vectors=True):
+            np.testing.assert_allclose(rec.vectors, live[rec.id], atol=1e-3)
+
+
 def test_a_failed_background_merge_keeps_the_index_and_is_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1641,6 +1740,8 @@ def test_a_failed_background_merge_keeps_the_index_and_is_reported(
     with VoyagerBackend(tmp_path / "index", mutable_max_tokens=64, max_segments=2) as backend:
         for start in range(0, 100, 20):
             backend.upsert(ids[start : start + 20], vecs[start : start + 20])
+            with contextlib.suppress(ColBERTError):
+                backend.wait_for_maintenance(timeout=60)  # one seal per write: more segments than max_segments
         with pytest.raises(ColBERTError, match="No space left"):
             backend.wait_for_maintenance(timeout=60)
         assert backend.count() == 100 and len(backend.stats()["segments"]) > 2  # nothing lost, not merged

@@ -6,17 +6,58 @@ Private module: the public behaviour is documented on the backends (``VoyagerBac
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import threading
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import IndexLockedError
+from ..errors import IndexCorruptedError, IndexLockedError
 
-__all__ = ["FileWriteLock", "RWLock", "fsync_dir", "is_temp", "write_atomic"]
+__all__ = [
+    "MANIFEST_CRC_KEY",
+    "FileWriteLock",
+    "RWLock",
+    "check_manifest_crc",
+    "fsync_dir",
+    "is_temp",
+    "with_manifest_crc",
+    "write_atomic",
+]
+
+#: The key of a JSON manifest's own CRC-32 (over its other keys, canonically serialised).
+MANIFEST_CRC_KEY = "manifest_crc32"
+
+
+def _manifest_crc(data: dict[str, Any]) -> int:
+    body = {k: v for k, v in data.items() if k != MANIFEST_CRC_KEY}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def with_manifest_crc(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its CRC-32 under :data:`MANIFEST_CRC_KEY` (what :func:`check_manifest_crc` verifies)."""
+    return {**{k: v for k, v in data.items() if k != MANIFEST_CRC_KEY}, MANIFEST_CRC_KEY: _manifest_crc(data)}
+
+
+def check_manifest_crc(data: dict[str, Any], where: object) -> dict[str, Any]:
+    """Return ``data`` (a parsed JSON manifest) if its recorded CRC-32 matches, or it records none (written before
+    manifests carried one).
+
+    Raises:
+        IndexCorruptedError: the manifest was changed or damaged since it was written.
+    """
+    recorded = data.get(MANIFEST_CRC_KEY)
+    if recorded is not None and recorded != _manifest_crc(data):
+        raise IndexCorruptedError(
+            f"{where} does not match its checksum: it was damaged or edited since it was written. Restore it (or "
+            "the whole index) from a backup"
+        )
+    return data
 
 
 class RWLock:

@@ -43,7 +43,7 @@ from .._validation import as_multivector, check_filter, check_ids, check_k, chec
 from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, IndexCorruptedError, InvalidInputError
 from ..scoring import maxsim_flat
 from ..types import Filter, Hit, Metadata, MultiVector
-from ._files import fsync_dir, write_atomic
+from ._files import check_manifest_crc, fsync_dir, with_manifest_crc, write_atomic
 from .base import Record, VerifyReport
 
 __all__ = ["MemoryBackend"]
@@ -369,7 +369,7 @@ class MemoryBackend:
                 "files": files,
                 "crc32": checksums,
             }
-            write_atomic(target / _MANIFEST, lambda f: f.write(_json_bytes(manifest)))
+            write_atomic(target / _MANIFEST, lambda f: f.write(_json_bytes(with_manifest_crc(manifest))))
             fsync_dir(target)
             for name in old_files:
                 if name not in files.values():
@@ -408,6 +408,7 @@ class MemoryBackend:
             raise CollectionConfigError(
                 f"{root} holds a {_MANIFEST} that is not a MemoryBackend index manifest (expected format {_FORMAT!r})"
             )
+        check_manifest_crc(manifest, manifest_path)
         version = manifest.get("format_version")
         if version != _FORMAT_VERSION:
             raise CollectionConfigError(

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -64,10 +65,49 @@ def _check_model(manifest: dict[str, Any], encoder: Any, index_dir: str) -> None
         )
 
 
+def _held_backend(index_dir: str) -> str | None:
+    """The backend whose own index ``index_dir`` is (one ``qdrant setup`` or a program made), else ``None``."""
+    if not os.path.isdir(index_dir) or not os.listdir(index_dir):
+        return None
+    try:
+        return detect_backend(index_dir)
+    except CollectionConfigError:
+        return None
+
+
+def _adopt(args: argparse.Namespace, held: str, *, creating: bool) -> dict[str, Any]:
+    """A manifest for a backend's own directory, used in place (``"data": "."``): its collection, its settings.
+
+    ``index`` records it (so later commands need no ``--model``); ``search`` uses it for this run only.
+    """
+    if getattr(args, "backend", None) is not None and args.backend != held:
+        raise UsageError(
+            f"{args.index} holds a {held} index; omit --backend (or pass --backend {held}), or use a new directory"
+        )
+    if getattr(args, "url", None):
+        raise UsageError(f"{args.index} holds a {held} index; --url applies to a new index directory only")
+    if not args.model:
+        if not creating:
+            raise UsageError(
+                f"{args.index} is a {held} index without a {MANIFEST}; pass --model with the model that indexed it"
+            )
+        logger.info("%s holds a %s index: indexing into it with %s", args.index, held, DEFAULT_MODEL)
+    settings = {key: getattr(args, key, None) for key in ("document_length", "query_length")}
+    return {
+        "format": 1,
+        "model": model_ref(args.model or DEFAULT_MODEL),
+        "backend": held,
+        "data": ".",
+        "settings": settings,
+    }
+
+
 def open_index(args: argparse.Namespace, *, creating: bool) -> tuple[dict[str, Any], Any]:
     """(manifest, encoder) of an existing index, or of a new one when ``creating``."""
     manifest = read_manifest(args.index)
-    if manifest is None:
+    if manifest is None and (held := _held_backend(args.index)) is not None:
+        manifest = _adopt(args, held, creating=creating)
+    elif manifest is None:
         if not creating:
             raise ColBERTError(f"{args.index} is not an index (no {MANIFEST}); create it with: colbert-adapters index")
         backend = args.backend or _default_backend()
@@ -173,13 +213,31 @@ def _snippet(text: str | None, width: int) -> str:
     return t if len(t) <= width else t[: width - 1] + "…"
 
 
+FILTER_HELP = (
+    "FIELD=VALUE: only documents whose metadata FIELD equals VALUE (repeat a field for any of several values). "
+    'VALUE is typed as JSON reads it: 1 is an integer, 1.5 a float, true/false a bool, null a null, "1" (with '
+    "the quotes) the string 1; anything else is a string"
+)
+
+
+def _filter_value(text: str) -> Any:
+    """A ``--filter`` value: a JSON scalar when it parses as one, else the text itself."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, (list, dict)) or (isinstance(value, float) and not math.isfinite(value)):
+        return text
+    return value
+
+
 def _parse_filter(items: Sequence[str]) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--filter expects FIELD=VALUE, got {item!r}")
-        out.setdefault(key, []).append(value)
+        out.setdefault(key, []).append(_filter_value(value))
     return {k: v[0] if len(v) == 1 else v for k, v in out.items()} or None
 
 
@@ -313,7 +371,7 @@ def add_index_commands(subparsers: Subparsers) -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="metadata filter (repeatable; same field twice = any of)",
+        help=FILTER_HELP,
     )
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--width", type=int, default=80, help="snippet width (default: 80)")

@@ -21,7 +21,14 @@ from ...types import Filter, Hit, Metadata, MultiVector
 from ..base import Record, VerifyReport
 from ._client import ClientEngine, open_client_engine
 from ._edge import EdgeEngine
-from ._engines import REST_LIMIT_BYTES, Engine, StoredPoint, estimate_point_bytes, split_by_bytes
+from ._engines import (
+    REST_LIMIT_BYTES,
+    Engine,
+    StoredPoint,
+    ensure_payload_indexes,
+    estimate_point_bytes,
+    split_by_bytes,
+)
 from ._filters import resolve_filter
 from ._points import (
     DOC_ID_KEY,
@@ -639,6 +646,10 @@ class QdrantBackend:
             )
             stored_model = meta.get("model_id")
             self._model_id = stored_model if isinstance(stored_model, str) else None
+            wanted = ensure_payload_indexes(self._engine, self._config, config, where=self._describe())
+            if wanted is not None:  # new keys requested: recorded in the layout
+                self._config = wanted
+                self._save_meta()
             if model_id is not None:
                 self.model_id = model_id  # refuses another model, records it when none was
         else:

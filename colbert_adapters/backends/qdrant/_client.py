@@ -31,6 +31,7 @@ from ...errors import (
     QdrantUnavailableError,
 )
 from ._engines import Engine, StoredPoint, stored_point
+from ._points import metadata_path
 from .config import QdrantCollectionConfig, Schema
 
 __all__ = ["ClientEngine", "open_client_engine"]
@@ -218,10 +219,17 @@ class ClientEngine(Engine):
             logger.debug("local mode: payload index on %s skipped (no effect in local mode)", key)
             return
         schema = getattr(self.models.PayloadSchemaType, kind.upper())
+        path = metadata_path(key)
         self.call(
-            f"create payload index on {key!r}",
-            lambda: self.client.create_payload_index(self.collection, key, field_schema=schema, wait=True),
+            f"create payload index on {path!r}",
+            lambda: self.client.create_payload_index(self.collection, path, field_schema=schema, wait=True),
         )
+
+    def payload_index_paths(self) -> set[str] | None:
+        if self.local:
+            return None
+        info = self.call(f"read collection {self.collection!r}", lambda: self.client.get_collection(self.collection))
+        return set((getattr(info, "payload_schema", None) or {}).keys())
 
     def drop(self) -> None:
         self.call(f"delete collection {self.collection!r}", lambda: self.client.delete_collection(self.collection))

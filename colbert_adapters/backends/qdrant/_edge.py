@@ -22,8 +22,10 @@ import numpy.typing as npt
 
 from ..._optional import require
 from ...errors import ColBERTError, CollectionConfigError, IndexCorruptedError, IndexLockedError, QdrantRequestError
+from .._files import MANIFEST_CRC_KEY, check_manifest_crc, with_manifest_crc
 from ._engines import Engine, StoredPoint, stored_point
 from ._filters import to_edge_filter
+from ._points import metadata_path
 from .config import QdrantCollectionConfig, Schema
 
 logger = logging.getLogger("colbert_adapters.backends.qdrant")
@@ -99,7 +101,10 @@ class EdgeEngine(Engine):
             msg = str(exc)
             if "WouldBlock" in msg or "lock" in msg.lower():
                 raise IndexLockedError(
-                    f"{self.where} is open in another QdrantBackend or process ({msg}); close it first"
+                    f"{self.where} is open in another QdrantBackend or process ({msg}). Qdrant Edge serves a shard "
+                    "to one process and has no read-only mode (opening a shard rewrites its files), so a second "
+                    "reader cannot share it: close the other one, search through it, or serve the collection from "
+                    "a Qdrant server (QdrantBackend(url=...)) for many readers"
                 ) from exc
             raise QdrantRequestError(f"{self.where}: failed to {what}: {msg}") from exc
 
@@ -157,10 +162,16 @@ class EdgeEngine(Engine):
     def create_payload_index(self, key: str, kind: str) -> None:
         schema = getattr(self.qe.PayloadSchemaType, kind.capitalize())
         shard = self._open()
+        path = metadata_path(key)
         self._guard(
-            f"create payload index on {key!r}",
-            lambda: shard.update(self.qe.UpdateOperation.create_field_index(key, schema)),
+            f"create payload index on {path!r}",
+            lambda: shard.update(self.qe.UpdateOperation.create_field_index(path, schema)),
         )
+
+    def payload_index_paths(self) -> set[str] | None:
+        shard = self._open()
+        info = self._guard("read the shard's payload indexes", shard.info)
+        return set((getattr(info, "payload_schema", None) or {}).keys())
 
     def drop(self) -> None:
         import shutil
@@ -197,6 +208,7 @@ class EdgeEngine(Engine):
             raise CollectionConfigError(f"{self.meta_path} is not valid JSON ({err})") from err
         if not isinstance(meta, dict) or meta.get("format") != EDGE_FORMAT:
             raise CollectionConfigError(f"{self.meta_path} is not a colbert-adapters Edge manifest")
+        check_manifest_crc(meta, self.meta_path)
         if meta.get("format_version") != EDGE_FORMAT_VERSION:
             raise CollectionConfigError(
                 f"{self.meta_path} has format version {meta.get('format_version')!r}; this colbert-adapters "
@@ -205,7 +217,7 @@ class EdgeEngine(Engine):
         return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
-        full = {"format": EDGE_FORMAT, "format_version": EDGE_FORMAT_VERSION, **meta}
+        full = with_manifest_crc({"format": EDGE_FORMAT, "format_version": EDGE_FORMAT_VERSION, **meta})
         data = json.dumps(full, ensure_ascii=False, indent=1).encode("utf-8")
         tmp = self.meta_path.with_name(f".{EDGE_META_FILE}.{uuid.uuid4().hex}.tmp")
         try:
@@ -344,7 +356,8 @@ class EdgeEngine(Engine):
             return
         try:
             meta["files"] = {rel: [p.stat().st_size, _file_crc(p)] for rel, p in self._shard_files().items()}
-            self.write_meta({k: v for k, v in meta.items() if k not in ("format", "format_version")})
+            meta["files_config_mtime_ns"] = (self.shard_path / "edge_config.json").stat().st_mtime_ns
+            self.write_meta({k: v for k, v in meta.items() if k not in ("format", "format_version", MANIFEST_CRC_KEY)})
         except OSError as err:  # the shard is closed and intact; only the record is missing
             logger.warning("could not record the checksums of %s: %s", self.where, err)
 
@@ -353,6 +366,17 @@ class EdgeEngine(Engine):
         meta = self.read_meta() or {}
         record = meta.get("files")
         if not isinstance(record, dict):
+            return
+        config = self.shard_path / "edge_config.json"
+        stamp = meta.get("files_config_mtime_ns")
+        if isinstance(stamp, int) and config.is_file() and config.stat().st_mtime_ns != stamp:
+            # The engine rewrites edge_config.json and every segment.json whenever it opens a shard: another
+            # program (or a copy that did not keep modification times) has had it since, so the record is stale.
+            logger.warning(
+                "%s was opened outside colbert-adapters (or copied) since its last clean close; the file checksums "
+                "recorded then no longer apply and are not checked",
+                self.where,
+            )
             return
         for rel, (size, _crc) in record.items():
             path = self.root / rel
@@ -369,7 +393,8 @@ class EdgeEngine(Engine):
         meta = self.read_meta()
         if meta is not None and "files" in meta:
             meta.pop("files")
-            self.write_meta({k: v for k, v in meta.items() if k not in ("format", "format_version")})
+            meta.pop("files_config_mtime_ns", None)
+            self.write_meta({k: v for k, v in meta.items() if k not in ("format", "format_version", MANIFEST_CRC_KEY)})
 
     def verify_files(self) -> tuple[list[str], list[str], int]:
         """(problems, notes, files checked): the recorded files unchanged since this open, against their CRC-32."""

@@ -14,6 +14,7 @@ splitter for upserts to a server (:func:`estimate_point_bytes`, :func:`split_by_
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +23,20 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import InvalidInputError
+from ._points import metadata_path
 from .config import QdrantCollectionConfig, Schema
 
-__all__ = ["REST_LIMIT_BYTES", "Engine", "StoredPoint", "estimate_point_bytes", "split_by_bytes", "stored_point"]
+__all__ = [
+    "REST_LIMIT_BYTES",
+    "Engine",
+    "StoredPoint",
+    "ensure_payload_indexes",
+    "estimate_point_bytes",
+    "split_by_bytes",
+    "stored_point",
+]
+
+logger = logging.getLogger(__name__)
 
 #: Default REST request body limit of a Qdrant server (``service.max_request_size_mb: 32``).
 REST_LIMIT_BYTES = 32 * 1024 * 1024
@@ -124,6 +136,14 @@ class Engine:
     def schema(self) -> Schema:
         raise NotImplementedError
 
+    def create_payload_index(self, key: str, kind: str) -> None:
+        """Index metadata field ``key`` (stored at payload path ``metadata.<key>``) as ``kind``."""
+        raise NotImplementedError
+
+    def payload_index_paths(self) -> set[str] | None:
+        """Payload paths that carry an index, or ``None`` where the engine keeps no payload indexes."""
+        raise NotImplementedError
+
     def read_meta(self) -> dict[str, Any] | None:
         raise NotImplementedError
 
@@ -173,3 +193,29 @@ class Engine:
 
     def close(self) -> None:
         raise NotImplementedError
+
+
+def ensure_payload_indexes(
+    engine: Engine, layout: QdrantCollectionConfig, requested: QdrantCollectionConfig | None, *, where: str
+) -> QdrantCollectionConfig | None:
+    """Create the payload indexes ``layout`` (and ``requested``) names that the collection lacks.
+
+    Indexes live on ``metadata.<key>``, where the metadata is; a collection whose indexes were made on another
+    path (top-level keys) gets them on the right one. Payload indexes are additive and change no stored point.
+
+    Returns:
+        The layout with the keys ``requested`` adds, to record; ``None`` when it adds none.
+    """
+    wanted = dict(layout.payload_indexes)
+    extra = {k: v for k, v in (requested.payload_indexes if requested else {}).items() if k not in wanted}
+    wanted.update(extra)
+    have = engine.payload_index_paths() if wanted else None
+    if have is None:  # nothing wanted, or local mode (no payload indexes)
+        return None
+    for key, kind in wanted.items():
+        if metadata_path(key) not in have:
+            logger.info("%s: creating payload index on %s (%s)", where, metadata_path(key), kind)
+            engine.create_payload_index(key, kind)
+    if not extra:
+        return None
+    return QdrantCollectionConfig.from_json({**layout.to_json(), "payload_indexes": wanted})

@@ -16,12 +16,9 @@ from typing import Any
 from ..._optional import require
 from ..._validation import check_filter
 from ...errors import InvalidInputError
-from ._points import METADATA_KEY
+from ._points import metadata_path
 
 __all__ = ["dict_to_models_filter", "native_filter_kind", "resolve_filter", "to_edge_filter"]
-
-#: Characters Qdrant reads as JSON path syntax in a payload key.
-FORBIDDEN_KEY_CHARS = frozenset('.[]"')
 
 
 def resolve_filter(flt: Any, engine: str) -> tuple[Any, dict[str, list[Any]] | None]:
@@ -70,12 +67,7 @@ def dict_to_models_filter(norm: Mapping[str, Sequence[Any]], *, native_bools: bo
     m = require("qdrant_client.models", extra="qdrant", package="qdrant-client")
     must = []
     for key, values in norm.items():
-        if not key or FORBIDDEN_KEY_CHARS & set(key):
-            raise InvalidInputError(
-                f"filter key {key!r} contains '.', '[', ']' or '\"', which Qdrant reads as a JSON path; rename the "
-                "metadata field, or pass a qdrant_client.models.Filter with the path you mean"
-            )
-        path = f"{METADATA_KEY}.{key}"
+        path = metadata_path(key)
         if not native_bools and any(isinstance(v, bool) for v in values):
             must.append(m.Filter(must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key=path))]))
             continue

@@ -30,6 +30,7 @@ __all__ = [
     "SEQ_KEY",
     "TEXT_KEY",
     "check_vectors",
+    "metadata_path",
     "payload_bytes",
     "point_id",
     "summary_vector",
@@ -42,6 +43,19 @@ DOC_ID_KEY = "doc_id"
 TEXT_KEY = "text"
 METADATA_KEY = "metadata"
 SEQ_KEY = "seq"
+#: Characters Qdrant reads as JSON-path syntax in a payload key.
+FORBIDDEN_KEY_CHARS = frozenset('.[]"')
+
+
+def metadata_path(key: str) -> str:
+    """The payload path where metadata field ``key`` lives (``metadata.<key>``): filters and indexes use it."""
+    if not isinstance(key, str) or not key or FORBIDDEN_KEY_CHARS & set(key):
+        raise InvalidInputError(
+            f"metadata key {key!r} is empty or contains '.', '[', ']' or '\"', which Qdrant reads as a JSON path; "
+            "rename the metadata field, or pass a qdrant_client.models.Filter with the path you mean"
+        )
+    return f"{METADATA_KEY}.{key}"
+
 
 #: Qdrant refuses a multivector of this many floats or more (``MAX_MULTIVECTOR_FLATTENED_LEN``, hard-coded in
 #: the server): at most 8,191 token vectors at 128 dims. Edge does not check it, so we do.

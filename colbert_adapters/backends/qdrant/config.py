@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ...errors import CollectionConfigError, InvalidInputError
+from ._points import metadata_path
 
 __all__ = ["PAYLOAD_TYPES", "QdrantCollectionConfig", "Schema", "check_schema"]
 
@@ -91,6 +92,7 @@ class QdrantCollectionConfig:
                     f"payload_indexes[{key!r}] = {kind!r}: keys are metadata fields, types one of "
                     f"{', '.join(PAYLOAD_TYPES)}"
                 )
+            metadata_path(key)  # a key that is not a plain field name: InvalidInputError
         for name in ("shard_number", "replication_factor", "write_consistency_factor"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -192,7 +194,8 @@ def check_schema(
             quantization="int8" if mv["quantized"] else None,
         )
     )
-    if requested is not None and requested != cfg:
+    # Payload indexes are additive: the backend creates requested ones that are missing, so they never differ.
+    if requested is not None and replace(requested, payload_indexes={}) != replace(cfg, payload_indexes={}):
         logger.warning(
             "%s exists with storage options %s; using them, not the requested %s (recreate=True to change)",
             where,

@@ -43,6 +43,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -57,7 +58,7 @@ from ...types import Filter, Hit, Metadata, MultiVector
 from .._files import FileWriteLock, is_temp
 from ..base import Record, VerifyReport
 from . import _layout, _search, _segments, _writes
-from ._background import Worker
+from ._background import start_workers
 from ._centroids import backfill_centroids
 from ._db import DB, FETCH_CHUNK, Database, check_blob
 from ._docstore import BlobCache
@@ -176,11 +177,11 @@ class VoyagerBackend:
             stored, least recently used first out; ``0`` reads every candidate from the store). Documents that
             come up again skip SQLite's reassembly of their blobs. :attr:`DEFAULT_CACHE_BYTES` (256 MiB) holds a
             million 128-d int14 tokens' int8 records plus the residuals of the documents scored exactly.
-        background_maintenance: fold and rebuild segments on a background thread (a writer only), so that no
-            write waits for work that grows with the index: a write commits, seals the mutable segment when it is
-            full (at most ``mutable_max_tokens`` plus its own tokens) and returns. ``False`` does every merge in
-            the write that triggers it. :meth:`wait_for_maintenance` waits for pending merges; :meth:`close`
-            lets a running one finish. A crash mid-merge keeps the last committed state.
+        background_maintenance: seal, fold and rebuild segments on two background threads (a writer only), so
+            that no write waits for a graph build: a write commits to the mutable segment (searched exactly) and
+            returns; it waits briefly (at most 0.25 s) only while the threads are far behind. ``False`` seals
+            and merges in the write that triggers it. :meth:`wait_for_maintenance` waits for pending work;
+            :meth:`close` lets a running build finish. A crash mid-build keeps the last committed state.
 
     Raises:
         CollectionConfigError: ``path`` is not an index (a file, or a non-empty directory without one), an
@@ -383,9 +384,7 @@ class VoyagerBackend:
             raise
         st.closed = False
         if background_maintenance and not read_only:
-            st.worker = Worker(st)
-            if _segments.plan_merges(st):
-                st.worker.request()
+            start_workers(st)
         self._st = st
         logger.info(
             "opened Voyager index %s (%d documents, %d segments, %s)",
@@ -498,7 +497,7 @@ class VoyagerBackend:
         Raises:
             ColBERTError: the backend is closed or read-only.
         """
-        with self._st.maintenance_lock:  # not while a background merge runs
+        with self._st.seal_lock, self._st.maintenance_lock:  # not while a background seal or merge runs
             _writes.clear(self._st)
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
@@ -623,8 +622,9 @@ class VoyagerBackend:
         st = self._st
         if st.closed:
             return
-        if st.worker is not None:
-            st.worker.close()  # a running merge finishes (its commit needs the write mutex)
+        for worker in (st.sealer, st.worker):
+            if worker is not None:
+                worker.close()  # a running seal or merge finishes (its commit needs the write mutex)
         with st.write_mutex, st.rw.write():
             if st.closed:
                 return
@@ -658,7 +658,7 @@ class VoyagerBackend:
         """
         st = self._st
         st.check_writable()
-        with st.maintenance_lock, st.write_mutex:
+        with st.seal_lock, st.maintenance_lock, st.write_mutex:
             st.check_writable()
             _segments.compact(st)
         logger.info("compacted %s: %d documents in %d segment(s)", st.root, st.n_docs, len(st.segments))
@@ -710,7 +710,7 @@ class VoyagerBackend:
                 "cache_entries": len(st.blobs),
                 "centroid_bytes": st.centroids.nbytes if st.centroids is not None else 0,
                 "maintenance": [dataclasses.asdict(e) for e in st.maintenance],
-                "maintenance_pending": st.worker is not None and st.worker.pending(),
+                "maintenance_pending": any(w is not None and w.pending() for w in (st.sealer, st.worker)),
             }
         out["disk_bytes"] = sum(p.stat().st_size for p in st.root.iterdir() if p.is_file())
         return out
@@ -732,7 +732,7 @@ class VoyagerBackend:
             return verify(st)
 
     def wait_for_maintenance(self, timeout: float | None = None) -> bool:
-        """Wait until the background worker has no merge requested or running.
+        """Wait until the background workers have no seal or merge requested or running.
 
         Args:
             timeout: seconds to wait at most (``None``: as long as it takes).
@@ -741,18 +741,23 @@ class VoyagerBackend:
             ``True`` when idle, ``False`` when ``timeout`` passed first.
 
         Raises:
-            ColBERTError: the last background merge failed (the index kept its previous state; the message
-                says why, and the next write retries).
+            ColBERTError: the last background seal or merge failed (the index kept its previous state; the
+                message says why, and the next write retries).
         """
-        worker = self._st.worker
-        if worker is None:
-            return True
-        idle = bool(worker.wait(timeout))
-        if worker.error is not None:
-            raise ColBERTError(f"background segment maintenance of {self._st.root} failed: {worker.error}") from (
-                worker.error
-            )
-        return idle
+        st = self._st
+        workers = [w for w in (st.sealer, st.worker) if w is not None]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        idle = True
+        while workers:
+            for w in workers:  # a seal may request a merge: loop until both are idle at once
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                idle = bool(w.wait(left)) and idle
+            if not idle or not any(w.pending() for w in workers):
+                break
+        for w in workers:
+            if w.error is not None:
+                raise ColBERTError(f"background segment maintenance of {st.root} failed: {w.error}") from w.error
+        return idle and not any(w.pending() for w in workers)
 
     @classmethod
     def default_graph_dim(cls, dim: int) -> int:

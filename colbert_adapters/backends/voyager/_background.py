@@ -1,31 +1,50 @@
-"""Segment maintenance off the writer's critical path: one worker thread per writable index.
+"""Segment maintenance off the writer's critical path: two worker threads per writable index.
 
-A write commits its documents, seals the mutable segment when it is full (bounded work) and returns; folds and
-rebuilds, whose cost grows with the size of the segments involved, run here. Each merge builds its graph file
-without holding the write mutex (``_segments.prepare_merge``: segment files are immutable, documents never move
-into a segment being merged) and then takes the mutex only for its commit, one SQLite transaction
-(``_segments.commit_merge``). A crash at any point leaves the last committed state: an unfinished merge's file is
-an orphan the next writable open removes, and its documents are still in their old segments.
+A write commits its documents to the mutable segment (searched exactly) and returns. The *sealer* turns a full
+mutable segment into an HNSW segment; the *merger* runs folds and rebuilds, whose cost grows with the size of the
+segments involved. They are separate threads so that a long fold never holds up sealing. Each builds its graph
+file without holding the write mutex (``_segments.prepare_seal`` works on a snapshot of the mutable segment;
+``_segments.prepare_merge`` on immutable segment files, into which documents never move) and takes the mutex
+only for its commit, one SQLite transaction. A crash at any point leaves the last committed state: an unfinished
+build's file is an orphan the next writable open removes, and its documents are where they were.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
 
-from ._segments import commit_merge, plan_merges, prepare_merge
+from ._segments import commit_merge, commit_seal, plan_merges, prepare_merge, prepare_seal
 from ._state import IndexState
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "start_workers"]
 
 logger = logging.getLogger("colbert_adapters.backends.voyager")
 
+#: Most tokens the sealer puts in one graph, in multiples of ``mutable_max_tokens``.
+SEAL_BATCH = 4
+
+
+def start_workers(st: IndexState) -> None:
+    """Give a writable index its sealer and merger (threads start on their first request), and request what the
+    index already needs."""
+    st.sealer = Worker(st, _seal_all, "seal")
+    st.worker = Worker(st, _merge_all, "merge")
+    if st.mutable_tokens >= st.tuning.mutable_max_tokens:
+        st.sealer.request()
+    if plan_merges(st):
+        st.worker.request()
+
 
 class Worker:
-    """Runs :func:`._segments.plan_merges`' merges in a daemon thread, started on the first request."""
+    """Runs one kind of maintenance (``job``) in a daemon thread, started on the first request."""
 
-    def __init__(self, st: IndexState) -> None:
+    def __init__(self, st: IndexState, job: Callable[[IndexState, Worker], None], kind: str) -> None:
         self._st = st
+        self._job = job
+        self.kind = kind
         self._cond = threading.Condition()
         self._requested = False
         self._busy = False
@@ -43,7 +62,7 @@ class Worker:
             self._requested = True
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name=f"voyager-maintenance {self._st.root}", daemon=True
+                    target=self._run, name=f"voyager-{self.kind} {self._st.root}", daemon=True
                 )
                 self._thread.start()
             self._cond.notify_all()
@@ -58,8 +77,18 @@ class Worker:
         with self._cond:
             return self._cond.wait_for(lambda: not (self._requested or self._busy) or self._stopping, timeout)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def committed(self) -> None:
+        """Record one committed step (wakes :meth:`wait_progress`)."""
+        with self._cond:
+            self._commits += 1
+            self._cond.notify_all()
+
     def wait_progress(self, timeout: float) -> None:
-        """Block until the worker commits its next merge, or is idle, or ``timeout`` seconds pass."""
+        """Block until the worker commits its next step, or is idle, or ``timeout`` seconds pass."""
         with self._cond:
             seen = self._commits
             self._cond.wait_for(
@@ -86,33 +115,54 @@ class Worker:
                 self._requested = False
                 self._busy = True
             try:
-                self._merge_all()
+                self._job(st, self)
                 self.error = None
             except BaseException as err:  # the index keeps its committed state; the next write asks again
                 self.error = err
-                logger.exception("background segment maintenance of %s failed", st.root)
+                logger.exception("background %s of %s failed", self.kind, st.root)
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _merge_all(self) -> None:
-        st = self._st
-        with st.maintenance_lock:
-            while not self._stopping:
-                with st.write_mutex:
-                    if st.closed:
-                        return
-                    jobs = plan_merges(st)
-                if not jobs:
+
+def _seal_all(st: IndexState, worker: Worker) -> None:
+    """Seal the mutable segment while it is full (several writes may land during one build: the next takes them)."""
+    with st.seal_lock:
+        while not worker.stopping:
+            with st.write_mutex:
+                if st.closed or st.mutable_tokens < st.tuning.mutable_max_tokens:
                     return
-                seg_ids, into = jobs[0]
-                with st.db.reader() as conn:  # one thread: the writer's seals and the searches keep a core
-                    built = prepare_merge(st, conn, seg_ids, into, num_threads=1)
-                with st.write_mutex:
-                    if st.closed:  # pragma: no cover - close() waits for the worker first
-                        return
-                    commit_merge(st, built)
-                with self._cond:
-                    self._commits += 1
-                    self._cond.notify_all()
+            # Oldest documents first, a few mutable segments' worth per graph: commits stay frequent when behind.
+            built = prepare_seal(st, max_tokens=SEAL_BATCH * st.tuning.mutable_max_tokens)
+            if built is None:
+                return
+            with st.write_mutex:
+                if st.closed:  # pragma: no cover - close() waits for the workers first
+                    with contextlib.suppress(FileNotFoundError):
+                        (st.root / built.name).unlink()
+                    return
+                commit_seal(st, built)
+                needs_merge = bool(plan_merges(st))
+            if needs_merge and st.worker is not None:
+                st.worker.request()
+            worker.committed()
+
+
+def _merge_all(st: IndexState, worker: Worker) -> None:
+    with st.maintenance_lock:
+        while not worker.stopping:
+            with st.write_mutex:
+                if st.closed:
+                    return
+                jobs = plan_merges(st)
+            if not jobs:
+                return
+            seg_ids, into = jobs[0]
+            with st.db.reader() as conn:
+                built = prepare_merge(st, conn, seg_ids, into)
+            with st.write_mutex:
+                if st.closed:  # pragma: no cover - close() waits for the workers first
+                    return
+                commit_merge(st, built)
+            worker.committed()

@@ -26,7 +26,7 @@ from typing import Any
 from ..._codecs import VECTOR_DTYPES
 from ..._identity import same_model
 from ...errors import CollectionConfigError
-from .._files import fsync_dir, is_temp, write_atomic
+from .._files import fsync_dir, is_temp, with_manifest_crc, write_atomic
 from ._db import DB, SCHEMA, SEGMENT_FILE, add_checksum_columns, file_checksum, rollback
 from ._state import IndexState, segment_path
 
@@ -257,7 +257,7 @@ def write_manifest(st: IndexState) -> None:
         "segments": [{"id": s.id, "file": s.file, "n_tokens": s.n_tokens} for s in st.segments.values()],
         "note": f"mirror of {DB} (the source of truth) at this generation; do not edit",
     }
-    data = json.dumps(manifest, indent=1).encode("utf-8")
+    data = json.dumps(with_manifest_crc(manifest), indent=1).encode("utf-8")
     write_atomic(st.root / MANIFEST, lambda f: f.write(data))
 
 

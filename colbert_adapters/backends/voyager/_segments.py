@@ -60,19 +60,21 @@ PROJECTION_SAMPLE = 100_000
 
 
 def maintain(st: IndexState) -> None:
-    """Automatic maintenance after a write (write mutex held): seal the mutable segment when it is full (bounded
-    work: at most ``mutable_max_tokens`` plus one write's tokens), then fold or rebuild segments as
-    :func:`plan_merges` says, on the background worker when the index has one, else here."""
+    """Automatic maintenance after a write (write mutex held): seal the mutable segment when it is full, then fold
+    or rebuild segments as :func:`plan_merges` says; on the background workers when the index has them, else
+    here."""
+    if st.worker is not None:
+        if st.mutable_tokens >= st.tuning.mutable_max_tokens:
+            st.sealer.request()
+        if plan_merges(st):
+            st.worker.request()
+        return
     if st.mutable_tokens >= st.tuning.mutable_max_tokens:
         try:
             seal(st)
         except OSError as err:  # e.g. a full disk: the write itself committed; the next one seals again
             logger.warning("could not seal the mutable segment of %s (%s); the next write retries", st.root, err)
             return
-    if st.worker is not None:
-        if plan_merges(st):
-            st.worker.request()
-        return
     for seg_ids, into in plan_merges(st, all_rebuilds=True):
         if all(sid in st.segments for sid in seg_ids):
             merge(st, seg_ids, into=into)
@@ -231,49 +233,110 @@ def store_projection(st: IndexState, conn: sqlite3.Connection, sid: int, proj: n
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('format_version', ?)", (str(PROJECTED_FORMAT_VERSION),))
 
 
-def seal(st: IndexState) -> None:
-    """Turn the mutable segment into a sealed HNSW segment (write mutex held)."""
-    seqs = sorted(st.mutable)
-    if not seqs:
-        return
+@dataclass
+class SealBuild:
+    """A sealed graph built from a snapshot of the mutable segment, waiting for :func:`commit_seal`."""
+
+    #: The mutable documents the graph holds (``seq`` -> number of tokens), as the snapshot saw them.
+    seqs: dict[int, int]
+    sid: int
+    name: str
+    index: Any
+    proj: npt.NDArray[np.float32] | None
+    crc: int
+    n_tokens: int
+    started: float
+
+
+def prepare_seal(
+    st: IndexState, *, num_threads: int | None = None, locked: bool = False, max_tokens: int | None = None
+) -> SealBuild | None:
+    """Build the graph of the mutable segment as it is now (``None`` when it is empty), or of its oldest documents
+    up to ``max_tokens`` tokens (at least one document).
+
+    The snapshot of ``st.mutable`` is taken under the write mutex (``locked``: the caller holds it); the graph is
+    built without it when the caller does not hold it (the arrays are never modified in place), so writes go on
+    meanwhile. Documents written or deleted during the build are handled by :func:`commit_seal`.
+    """
     t0 = time.perf_counter()
-    arrays = [st.mutable[s][1] for s in seqs]
+    with contextlib.nullcontext() if locked else st.write_mutex:
+        snapshot = dict(st.mutable)
+    if not snapshot:
+        return None
+    seqs = sorted(snapshot)
+    if max_tokens is not None:
+        counts = np.cumsum([snapshot[s][1].shape[0] for s in seqs])
+        seqs = seqs[: max(1, int(np.searchsorted(counts, max_tokens, side="right")))]
+    arrays = [snapshot[s][1] for s in seqs]
     labels = np.concatenate(
         [
-            np.arange(st.mutable[s][0], st.mutable[s][0] + a.shape[0], dtype=np.int64)
+            np.arange(snapshot[s][0], snapshot[s][0] + a.shape[0], dtype=np.int64)
             for s, a in zip(seqs, arrays, strict=True)
         ]
     )
-    flat = np.concatenate(arrays)
-    sid, name, index, proj, crc = build_segment(st, flat, labels)
+    sid, name, index, proj, crc = build_segment(st, np.concatenate(arrays), labels, num_threads=num_threads)
+    return SealBuild(
+        {s: a.shape[0] for s, a in zip(seqs, arrays, strict=True)}, sid, name, index, proj, crc, len(labels), t0
+    )
+
+
+def commit_seal(st: IndexState, built: SealBuild) -> None:
+    """Make a built seal the index's state in one transaction (write mutex held).
+
+    Only the snapshot's documents that are still in the mutable segment move into the new segment; those
+    deleted or replaced during the build leave dead labels in its graph (reclaimed as any segment's are), and
+    documents written during the build stay mutable. A crash before the commit leaves the file an orphan that
+    the next writable open removes.
+    """
+    present = [seq for seq in built.seqs if seq in st.mutable]
+    if not present:  # every document went during the build (deleted, replaced, cleared, sealed by compact())
+        with contextlib.suppress(FileNotFoundError):
+            (st.root / built.name).unlink()
+        return
+    n_live = sum(built.seqs[seq] for seq in present)
     conn = st.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("UPDATE docs SET segment = ? WHERE segment IS NULL", (sid,))
+        conn.execute(
+            "UPDATE docs SET segment = ? WHERE segment IS NULL AND seq IN (SELECT value FROM json_each(?))",
+            (built.sid, json.dumps(present)),
+        )
         conn.execute(
             "INSERT INTO segments (id, file, n_tokens, n_live_tokens, n_docs, crc) VALUES (?, ?, ?, ?, ?, ?)",
-            (sid, name, len(labels), len(labels), len(seqs), crc),
+            (built.sid, built.name, built.n_tokens, n_live, len(present), built.crc),
         )
-        store_projection(st, conn, sid, proj)
+        store_projection(st, conn, built.sid, built.proj)
         bump_generation(st, conn)
         with st.rw.write():
             conn.execute("COMMIT")
-            if proj is not None:
+            if built.proj is not None:
                 st.format_version = max(st.format_version, PROJECTED_FORMAT_VERSION)
             segments = dict(st.segments)
-            segments[sid] = Segment(sid, name, index, len(labels), len(labels), len(seqs), proj, crc)
+            segments[built.sid] = Segment(
+                built.sid, built.name, built.index, built.n_tokens, n_live, len(present), built.proj, built.crc
+            )
             st.segments = segments
             st.generation += 1
-            st.mutable = {}
-            st.mutable_tokens = 0
+            mutable = dict(st.mutable)
+            for seq in present:
+                del mutable[seq]
+            st.mutable = mutable
+            st.mutable_tokens -= n_live
             st.mutable_cache = None
             st.sealed_cache = None
     except BaseException:
         rollback(conn)
         raise
     write_manifest(st)
-    st.maintenance.append(MaintenanceEvent("seal", name, 0, len(labels), time.perf_counter() - t0))
-    logger.info("sealed %d documents (%d tokens) into %s", len(seqs), len(labels), name)
+    st.maintenance.append(MaintenanceEvent("seal", built.name, 0, built.n_tokens, time.perf_counter() - built.started))
+    logger.info("sealed %d documents (%d tokens) into %s", len(present), built.n_tokens, built.name)
+
+
+def seal(st: IndexState) -> None:
+    """Turn the mutable segment into a sealed HNSW segment, now (write mutex held)."""
+    built = prepare_seal(st, locked=True)
+    if built is not None:
+        commit_seal(st, built)
 
 
 @dataclass

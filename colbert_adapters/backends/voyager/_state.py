@@ -196,8 +196,14 @@ class IndexState:
     maintenance: deque[MaintenanceEvent] = field(default_factory=lambda: deque(maxlen=256))
     #: Held by whoever merges segments (the background worker, ``compact``, ``clear``): one merge at a time.
     maintenance_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: The background maintenance worker of a writer (``_background.Worker``), or ``None``: merges run inline.
+    #: The background merge worker of a writer (``_background.Worker``), or ``None``: merges run inline.
     worker: Any = None
+    #: Held by whoever seals the mutable segment off the write mutex (the sealer, ``compact``, ``clear``); taken
+    #: before ``maintenance_lock`` and ``write_mutex``.
+    seal_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The background sealer of a writer (``_background.Worker``), or ``None``: the write that fills the mutable
+    #: segment seals it.
+    sealer: Any = None
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -15,8 +15,10 @@ import numpy as np
 
 from ..._codecs import blob_parts, residual_widths
 from ...errors import IndexCorruptedError
+from .._files import check_manifest_crc
 from ..base import VerifyReport
 from ._db import FETCH_CHUNK, checksum, columns, file_checksum
+from ._layout import MANIFEST
 from ._state import IndexState, segment_path
 
 __all__ = ["verify"]
@@ -27,6 +29,7 @@ def verify(st: IndexState) -> VerifyReport:
     problems: list[str] = []
     notes: list[str] = []
     checked = {"segments": 0, "documents": 0, "tokens": 0}
+    _check_manifest(st, problems)
     with st.db.reader() as conn:
         conn.execute("BEGIN")  # one snapshot for the whole check
         try:
@@ -36,6 +39,20 @@ def verify(st: IndexState) -> VerifyReport:
         finally:
             conn.execute("ROLLBACK")
     return VerifyReport(str(st.root), checked, problems, notes)
+
+
+def _check_manifest(st: IndexState, problems: list[str]) -> None:
+    """``manifest.json`` (a mirror of the database, rewritten at every commit) parses and matches its checksum."""
+    path = st.root / MANIFEST
+    if not path.is_file():
+        return  # not written yet, or removed: the database is the source of truth, the next commit rewrites it
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        check_manifest_crc(data, MANIFEST)
+    except (OSError, UnicodeDecodeError, ValueError, IndexCorruptedError) as err:
+        problems.append(f"{MANIFEST}: {err}")
 
 
 def _check_sqlite(conn: sqlite3.Connection, problems: list[str]) -> None:

@@ -89,14 +89,22 @@ def _storage_errors(st: IndexState, what: str) -> Iterator[None]:
         ) from err
 
 
-#: Longest a write is held back when the worker has fallen far behind (a soft brake: it bounds the stall).
+#: Longest a write is held back when the workers have fallen far behind (a soft brake: it bounds the stall).
 THROTTLE_SECONDS = 0.25
+#: Mutable tokens, in multiples of ``mutable_max_tokens``, beyond which a write waits for the sealer: the mutable
+#: segment is scored exactly by every search, so its backlog is what a writer faster than the sealer costs them.
+MUTABLE_BACKLOG = 16
 
 
 def _throttle(st: IndexState) -> None:
-    """Hold a write back briefly while far more segments wait for the worker than ``max_segments`` allows (each one
-    costs every search a graph query), giving the worker the CPU; never longer than :data:`THROTTLE_SECONDS`."""
-    if st.worker is not None and len(st.segments) > 4 * st.tuning.max_segments + 8:
+    """Hold a write back briefly while the workers are far behind, giving them the CPU; never longer than
+    :data:`THROTTLE_SECONDS`: while the unsealed backlog exceeds :data:`MUTABLE_BACKLOG` mutable segments, or far
+    more segments wait for folding than ``max_segments`` allows (each costs every search a graph query)."""
+    if st.worker is None:
+        return
+    if st.mutable_tokens >= MUTABLE_BACKLOG * st.tuning.mutable_max_tokens:
+        st.sealer.wait_progress(THROTTLE_SECONDS)
+    elif len(st.segments) > 4 * st.tuning.max_segments + 8:
         st.worker.wait_progress(THROTTLE_SECONDS)
 
 
