@@ -362,7 +362,9 @@ class EdgeEngine(Engine):
             logger.warning("could not record the checksums of %s: %s", self.where, err)
 
     def _check_clean_files(self) -> None:
-        """At open: every file the last clean close recorded is there with its size (cheap; ``verify()`` reads them)."""
+        """At open, before the engine reads the shard: every file the last clean close recorded is there with its
+        size and CRC-32 (one sequential read of the shard, which the engine reads at open anyway), so that damaged
+        data is an error here, never silently different answers later."""
         meta = self.read_meta() or {}
         record = meta.get("files")
         if not isinstance(record, dict):
@@ -378,12 +380,17 @@ class EdgeEngine(Engine):
                 self.where,
             )
             return
-        for rel, (size, _crc) in record.items():
+        for rel, (size, crc) in record.items():
             path = self.root / rel
             if not path.is_file() or path.stat().st_size != size:
                 raise IndexCorruptedError(
                     f"{self.where}: {rel} is {'missing' if not path.is_file() else 'of another size'} since the last "
                     "clean close: the index is damaged. Restore it from a backup (nothing was changed)"
+                )
+            if _file_crc(path) != crc:
+                raise IndexCorruptedError(
+                    f"{self.where}: {rel} does not match its checksum from the last clean close: the index is "
+                    "damaged. Restore it from a backup (nothing was changed)"
                 )
         self._clean_files = record
         self._opened_mtimes = {rel: (self.root / rel).stat().st_mtime_ns for rel in record}
