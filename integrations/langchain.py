@@ -131,10 +131,7 @@ class ColBERTRetriever(BaseRetriever):
     def _search(self, query: str, **kwargs: Any) -> list[Document]:
         k = kwargs.pop("k", self.k)
         flt = kwargs.pop("filter", self.filter)
-        if kwargs:
-            raise InvalidInputError(
-                f"ColBERTRetriever got unexpected arguments {sorted(kwargs)}; it accepts k= and filter="
-            )
+        reject_unknown("ColBERTRetriever.invoke", kwargs, ("k", "filter"))
         check_query(query, owner="ColBERTRetriever")
         return [_to_document(h, {self.score_key: h.score}) for h in self.store.search(query, k=k, filter=flt)]
 
@@ -384,6 +381,28 @@ class ColBERTVectorStore(VectorStore):
     ) -> list[Document]:
         """Top ``k`` documents for ``query`` (see :meth:`similarity_search_with_score`)."""
         return [d for d, _ in self.similarity_search_with_score(query, k, filter=filter, **kwargs)]
+
+    def max_marginal_relevance_search(self, query: str, *args: Any, **kwargs: Any) -> list[Document]:
+        """Not available: MMR needs a document-to-document similarity, which this store does not define yet.
+
+        Raises:
+            NotImplementedError: always; use :meth:`similarity_search` (or ``search_type="similarity"``).
+        """
+        raise NotImplementedError(
+            "ColBERTVectorStore has no max_marginal_relevance_search (search_type='mmr') yet; use "
+            "similarity_search or as_retriever(search_type='similarity')"
+        )
+
+    def max_marginal_relevance_search_by_vector(self, embedding: Any, *args: Any, **kwargs: Any) -> list[Document]:
+        """Not available (see :meth:`max_marginal_relevance_search`).
+
+        Raises:
+            NotImplementedError: always.
+        """
+        raise NotImplementedError(
+            "ColBERTVectorStore has no max_marginal_relevance_search_by_vector: it has no single-vector embeddings "
+            "and no MMR yet; use similarity_search"
+        )
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         # Applied to the *mean per-query-token* MaxSim (see _similarity_search_with_relevance_scores): a

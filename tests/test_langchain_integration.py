@@ -115,7 +115,7 @@ def test_retriever_from_encoder_and_backend_and_bad_input() -> None:
         r.invoke("   ")
     with pytest.raises(InvalidInputError, match="k must be >= 1"):
         r.invoke("rust", k=0)
-    with pytest.raises(InvalidInputError, match="unexpected arguments"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) top_k; it accepts k, filter"):
         r.invoke("rust", top_k=3)
     with pytest.raises(ValidationError):
         ColBERTRetriever(store=r.store, k=0)
@@ -290,6 +290,12 @@ def test_vectorstore_crud_details(store: MultiVectorStore, backend_name: str) ->
         vs.add_texts(["brand new text"], batch_size=1, unknown_kw=True)
     with pytest.raises(TypeError, match="filters"):
         vs.similarity_search("Paris", k=1, filters={"a": 1})
+    with pytest.raises(TypeError, match=r"filters; it accepts k, filter"):
+        vs.as_retriever(search_kwargs={"filters": {"a": 1}}).invoke("Paris")
+    with pytest.raises(TypeError, match=r"ColBERTRetriever.invoke got unexpected keyword argument\(s\) filters"):
+        ColBERTRetriever(store=store, k=1).invoke("Paris", filters={"a": 1})
+    with pytest.raises(NotImplementedError, match="similarity_search"):
+        vs.max_marginal_relevance_search("Paris")
     with pytest.raises(NotImplementedError, match="deleted nothing"):
         vs.delete(filter={"a": 1})
     assert len(vs.get_by_ids(["paris"])) == 1  # nothing was deleted
