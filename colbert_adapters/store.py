@@ -22,7 +22,15 @@ from types import TracebackType
 from typing import Any
 
 from ._identity import same_model
-from ._validation import as_multivector, check_filter, check_ids, check_k, check_metadatas, check_texts
+from ._validation import (
+    as_multivector,
+    check_filter,
+    check_ids,
+    check_k,
+    check_metadatas,
+    check_texts,
+    match_filter,
+)
 from .backends import Backend, Record, backend_factory, detect_backend, open_backend
 from .errors import CollectionConfigError, DimensionMismatchError, InvalidInputError
 from .types import Encoder, Filter, Hit, Metadata, MultiVector
@@ -245,25 +253,29 @@ class MultiVectorStore:
         logger.debug("added %d documents", n)
         return id_list
 
-    def search(self, query: str, k: int = 10, filter: Filter | None = None) -> list[Hit]:
+    def search(
+        self, query: str, k: int = 10, filter: Filter | None = None, *, ids: Sequence[str] | None = None
+    ) -> list[Hit]:
         """Search with one query string.
 
         Args:
             query: a non-empty, non-blank query.
             k: number of hits (>= 1).
             filter: ``{"field": value}`` or ``{"field": [v1, v2]}`` on document metadata (AND over fields).
+            ids: search only these documents (PyLate's ``subset=``, RAGatouille's ``doc_ids=``): they are scored
+                exactly with their stored vectors; unknown ids are skipped, an empty list gives no hits.
 
         Returns:
             Up to ``k`` :class:`~colbert_adapters.types.Hit` by descending MaxSim score.
 
         Raises:
-            InvalidInputError: empty query, bad ``k`` or filter.
+            InvalidInputError: empty query, bad ``k``, filter or ids.
         """
         if not isinstance(query, str):
             raise InvalidInputError(
                 f"query must be a str, got {type(query).__name__}; use search_batch() for several queries"
             )
-        return self.search_batch([query], k=k, filter=filter)[0]
+        return self.search_batch([query], k=k, filter=filter, ids=ids)[0]
 
     def encode_query(self, query: str) -> MultiVector:
         """The query's token vectors, float32 ``(n_query_tokens, dim)`` (what :meth:`search` scores with).
@@ -280,13 +292,21 @@ class MultiVectorStore:
         self._check_encoded(vectors, 1)
         return vectors[0]
 
-    def search_by_vectors(self, query_vectors: MultiVector, k: int = 10, filter: Filter | None = None) -> list[Hit]:
+    def search_by_vectors(
+        self,
+        query_vectors: MultiVector,
+        k: int = 10,
+        filter: Filter | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+    ) -> list[Hit]:
         """Search with query token vectors already encoded (e.g. by :meth:`encode_query`).
 
         Args:
             query_vectors: float32 ``(n_query_tokens, dim)``.
             k: number of hits (>= 1).
             filter: as for :meth:`search`.
+            ids: as for :meth:`search`.
 
         Returns:
             Up to ``k`` hits by descending MaxSim score.
@@ -297,11 +317,33 @@ class MultiVectorStore:
         """
         k = check_k(k)
         check_filter(filter)
+        subset = None if ids is None else _subset_ids(ids)
         self._check_open()
-        return self._backend.search(as_multivector(query_vectors, dim=self._encoder.dim), k=k, filter=filter)
+        q = as_multivector(query_vectors, dim=self._encoder.dim)
+        if subset is not None:
+            return self._search_subset(q, k, filter, subset)
+        return self._backend.search(q, k=k, filter=filter)
+
+    def _search_subset(self, q: MultiVector, k: int, filter: Filter | None, ids: list[str]) -> list[Hit]:
+        """Exact MaxSim of ``q`` against the stored vectors of ``ids`` (those that exist and match ``filter``)."""
+        from .scoring import maxsim
+
+        norm = check_filter(filter)
+        records = [r for r in self._backend.get(ids, with_vectors=True) if match_filter(r.metadata, norm)]
+        if not records:
+            return []
+        scores = maxsim(q, [r.vectors for r in records])
+        order = sorted(range(len(records)), key=lambda i: -float(scores[i]))[:k]  # stable: ties keep ids' order
+        return [Hit(records[i].id, float(scores[i]), records[i].text, records[i].metadata) for i in order]
 
     def search_batch(
-        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None, *, batch_size: int = 32
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        filter: Filter | None = None,
+        *,
+        batch_size: int = 32,
+        ids: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """Search with several query strings, encoded together.
 
@@ -310,6 +352,7 @@ class MultiVectorStore:
             k: number of hits per query (>= 1).
             filter: metadata filter applied to every query.
             batch_size: encoder batch size.
+            ids: search only these documents, for every query (see :meth:`search`).
 
         Returns:
             One list of up to ``k`` hits per query, in input order.
@@ -324,11 +367,14 @@ class MultiVectorStore:
         k = check_k(k)
         check_filter(filter)
         _check_batch_size(batch_size)
+        subset = None if ids is None else _subset_ids(ids)
         self._check_open()
         if not query_list:
             return []
         vectors = self._encoder.encode_queries(query_list, batch_size=batch_size)
         self._check_encoded(vectors, len(query_list))
+        if subset is not None:
+            return [self._search_subset(v, k, filter, subset) for v in vectors]
         return [self._backend.search(v, k=k, filter=filter) for v in vectors]
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -394,6 +440,11 @@ class MultiVectorStore:
                     f"the encoder returned an array of shape {shape} for text {i}; expected "
                     f"(n_tokens, {self._encoder.dim})"
                 )
+
+
+def _subset_ids(ids: object) -> list[str]:
+    """The ``ids=`` of a search: validated ids, duplicates dropped (first kept)."""
+    return list(dict.fromkeys(check_ids(ids, allow_duplicates=True)))
 
 
 def _check_batch_size(batch_size: object) -> None:

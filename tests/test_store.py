@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _backends import BACKEND_NAMES, make_backend
 
 import colbert_adapters.backends as backends_module
 import colbert_adapters.backends.memory as memory_module
@@ -290,3 +291,37 @@ def test_context_manager_closes_backend() -> None:
 def test_module_doctests(module: Any) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ------------------------------------------------------------------------------------------ search within a subset
+
+
+@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
+def test_search_within_a_subset_of_ids(backend_name: str, tmp_path: Any) -> None:
+    """``ids=`` scores exactly the stored vectors of those documents, on every backend: the same ranking and
+    scores as an exhaustive search restricted to them; unknown ids are skipped, duplicates counted once."""
+    enc = FakeEncoder(dim=16)
+    texts = [f"document number {i} about topic {i % 5} and more words {i * 7}" for i in range(40)]
+    ids = [f"d{i}" for i in range(40)]
+    with MultiVectorStore(enc, make_backend(backend_name, tmp_path / backend_name, 16)) as store:
+        store.add(texts, ids=ids, metadatas=[{"topic": i % 5} for i in range(40)])
+        subset = ["d3", "d17", "d22", "d8", "missing", "d3", "d31"]
+        query = "topic 2 and more words"
+        everything = {h.id: h.score for h in store.search(query, k=40)}
+        known = ["d3", "d17", "d22", "d8", "d31"]
+        want = sorted(known, key=lambda i: -everything[i])
+        got = store.search(query, k=10, ids=subset)
+        assert [h.id for h in got] == want
+        np.testing.assert_allclose([h.score for h in got], [everything[i] for i in want], rtol=1e-4, atol=1e-4)
+        assert got[0].text == texts[int(got[0].id[1:])] and got[0].metadata == {"topic": int(got[0].id[1:]) % 5}
+        assert [h.id for h in store.search(query, k=2, ids=subset)] == want[:2]
+        assert {h.id for h in store.search(query, k=10, ids=subset, filter={"topic": 2})} == {"d17", "d22"}
+        assert store.search(query, k=5, ids=[]) == []
+        assert store.search(query, k=5, ids=["nobody"]) == []
+        batch = store.search_batch([query, "document number 8"], k=3, ids=known)
+        assert [h.id for h in batch[0]] == want[:3] and all(h.id in known for h in batch[1])
+        q = store.encode_query(query)
+        assert [h.id for h in store.search_by_vectors(q, k=10, ids=known)] == want
+        for bad in ("d3", [3], ["a\x00b"], [""]):
+            with pytest.raises(InvalidInputError):
+                store.search(query, k=5, ids=bad)  # type: ignore[arg-type]
