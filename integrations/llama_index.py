@@ -77,7 +77,7 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict  # noqa: E402
 
 from .._identity import same_model  # noqa: E402
-from .._validation import check_filter, check_k  # noqa: E402
+from .._validation import check_filter, check_ids, check_k  # noqa: E402
 from ..backends import BACKENDS, open_backend  # noqa: E402
 from ..backends.base import Backend  # noqa: E402
 from ..errors import CollectionConfigError, InvalidInputError  # noqa: E402
@@ -92,6 +92,21 @@ dispatcher = get_dispatcher(__name__)
 
 #: Sentinel filter: the conditions contradict each other (e.g. ``a == 1 AND a == 2``); nothing matches.
 _NO_MATCH: dict[str, list[Any]] = {}
+
+
+def _with_doc_ids(flt: dict[str, list[Any]] | None, doc_ids: Sequence[str] | None) -> dict[str, list[Any]] | None:
+    """``flt`` restricted to the nodes of source documents ``doc_ids`` (their ``ref_doc_id`` metadata field)."""
+    if doc_ids is None or flt is _NO_MATCH:
+        return flt
+    wanted = list(dict.fromkeys(check_ids(doc_ids, allow_duplicates=True)))
+    out = dict(flt or {})
+    if "ref_doc_id" in out:  # both say which documents: the ones both allow
+        wanted = [d for d in wanted if d in out["ref_doc_id"]]
+    if not wanted:
+        return _NO_MATCH
+    out["ref_doc_id"] = wanted
+    return out
+
 
 _MANIFEST = "colbert_index.json"
 _BACKEND_DIR = "colbert_backend"
@@ -211,6 +226,9 @@ class ColBERTRetriever(BaseRetriever):
         backend: the backend, with ``encoder``.
         similarity_top_k: number of nodes to return (>= 1).
         filters: ``MetadataFilters`` (EQ/IN, AND) or ``{"field": value or [values]}``.
+        doc_ids: search only the nodes of these source documents (``ref_doc_id``), as LlamaIndex's vector
+            retrievers do.
+        node_ids: search only these nodes (scored exactly, see ``MultiVectorStore.search(ids=)``).
         callback_manager, object_map, objects, verbose: as for any LlamaIndex ``BaseRetriever``.
 
     Raises:
@@ -226,6 +244,8 @@ class ColBERTRetriever(BaseRetriever):
         backend: Backend | None = None,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
         filters: MetadataFilters | Mapping[str, Any] | None = None,
+        doc_ids: Sequence[str] | None = None,
+        node_ids: Sequence[str] | None = None,
         callback_manager: CallbackManager | None = None,
         object_map: dict[str, Any] | None = None,
         objects: list[IndexNode] | None = None,
@@ -234,7 +254,8 @@ class ColBERTRetriever(BaseRetriever):
         self._store = resolve_store(store, encoder, backend, owner="ColBERTRetriever")
         self._similarity_top_k = check_k(similarity_top_k)
         self._filters = filters
-        self._filter = to_filter(filters)
+        self._filter = _with_doc_ids(to_filter(filters), doc_ids)
+        self._node_ids = None if node_ids is None else check_ids(node_ids, allow_duplicates=True)
         super().__init__(callback_manager=callback_manager, object_map=object_map, objects=objects, verbose=verbose)
 
     @property
@@ -252,7 +273,7 @@ class ColBERTRetriever(BaseRetriever):
         query = check_query(query_bundle.query_str, owner="ColBERTRetriever")
         if self._filter is _NO_MATCH:
             return []
-        hits = self._store.search(query, k=self._similarity_top_k, filter=self._filter)
+        hits = self._store.search(query, k=self._similarity_top_k, filter=self._filter, ids=self._node_ids)
         return [NodeWithScore(node=_hit_to_node(h), score=h.score) for h in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -382,7 +403,7 @@ class ColBERTRerank(BaseNodePostprocessor):
 
 
 #: Keyword arguments of :meth:`ColBERTIndex.as_retriever`.
-_RETRIEVER_KEYS = ("similarity_top_k", "filters", "callback_manager", "verbose")
+_RETRIEVER_KEYS = ("similarity_top_k", "filters", "doc_ids", "node_ids", "callback_manager", "verbose")
 #: Keyword arguments of ``update_ref_doc`` (LlamaIndex's convention: options for the delete and the insert).
 _UPDATE_KEYS = ("insert_kwargs", "delete_kwargs")
 
@@ -576,14 +597,16 @@ class ColBERTIndex(BaseManagedIndex):
         """A :class:`ColBERTRetriever` on this index.
 
         Args:
-            **kwargs: ``similarity_top_k``, ``filters``, ``callback_manager``, ``verbose``; any other raises a
-                :class:`TypeError`.
+            **kwargs: ``similarity_top_k``, ``filters``, ``doc_ids``, ``node_ids``, ``callback_manager``,
+                ``verbose``; any other raises a :class:`TypeError`.
         """
         reject_unknown("ColBERTIndex.as_retriever", _without(kwargs, _RETRIEVER_KEYS), _RETRIEVER_KEYS)
         return ColBERTRetriever(
             self._store,
             similarity_top_k=kwargs.get("similarity_top_k", DEFAULT_SIMILARITY_TOP_K),
             filters=kwargs.get("filters"),
+            doc_ids=kwargs.get("doc_ids"),
+            node_ids=kwargs.get("node_ids"),
             callback_manager=kwargs.get("callback_manager") or self._callback_manager,
             object_map=self._object_map,
             verbose=kwargs.get("verbose", False),

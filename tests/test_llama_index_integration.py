@@ -194,6 +194,25 @@ def test_index_rejects_unknown_keyword_arguments(index: ColBERTIndex) -> None:
     assert type(simple).__name__ == "SimpleChatEngine"
 
 
+def test_retriever_doc_ids_and_node_ids(index: ColBERTIndex) -> None:
+    """``doc_ids=`` keeps the nodes of those source documents, ``node_ids=`` those nodes (LlamaIndex's vector
+    retriever conventions), with filters too; an empty list retrieves nothing."""
+    query = "late interaction token embeddings"
+    everything = index.as_retriever(similarity_top_k=5).retrieve(query)
+    by_doc = {h.node.ref_doc_id: h for h in everything}
+    got = index.as_retriever(similarity_top_k=5, doc_ids=["qdrant", "rust"]).retrieve(query)
+    assert [h.node.ref_doc_id for h in got] == [
+        h.node.ref_doc_id for h in everything if h.node.ref_doc_id in ("qdrant", "rust")
+    ]
+    node = by_doc["paris"].node.node_id
+    got = index.as_retriever(similarity_top_k=5, node_ids=[node, "no-such-node"]).retrieve(query)
+    assert [h.node.node_id for h in got] == [node] and got[0].score == pytest.approx(by_doc["paris"].score, rel=1e-4)
+    ir = MetadataFilters(filters=[MetadataFilter(key="topic", value="ir")])
+    got = index.as_retriever(similarity_top_k=5, filters=ir, doc_ids=["qdrant", "rust"]).retrieve(query)
+    assert [h.node.ref_doc_id for h in got] == ["qdrant"]
+    assert index.as_retriever(similarity_top_k=5, doc_ids=[]).retrieve(query) == []
+
+
 def test_index_filters(index: ColBERTIndex) -> None:
     ir = index.as_retriever(
         similarity_top_k=5, filters=MetadataFilters(filters=[MetadataFilter(key="topic", value="ir")])
