@@ -316,19 +316,19 @@ class MultiVectorStore:
             DimensionMismatchError: the vectors' dimension differs from the encoder's.
         """
         k = check_k(k)
-        check_filter(filter)
+        norm = check_filter(filter)
         subset = None if ids is None else _subset_ids(ids)
         self._check_open()
         q = as_multivector(query_vectors, dim=self._encoder.dim)
         if subset is not None:
-            return self._search_subset(q, k, filter, subset)
+            return self._search_subset(q, k, norm, subset)
         return self._backend.search(q, k=k, filter=filter)
 
-    def _search_subset(self, q: MultiVector, k: int, filter: Filter | None, ids: list[str]) -> list[Hit]:
-        """Exact MaxSim of ``q`` against the stored vectors of ``ids`` (those that exist and match ``filter``)."""
+    def _search_subset(self, q: MultiVector, k: int, norm: dict[str, list[Any]] | None, ids: list[str]) -> list[Hit]:
+        """Exact MaxSim of ``q`` against the stored vectors of ``ids`` (those that exist and match the filter
+        ``norm``, as :func:`check_filter` returns it)."""
         from .scoring import maxsim
 
-        norm = check_filter(filter)
         records = [r for r in self._backend.get(ids, with_vectors=True) if match_filter(r.metadata, norm)]
         if not records:
             return []
@@ -365,7 +365,7 @@ class MultiVectorStore:
             if not q.strip():
                 raise InvalidInputError(f"queries[{i}] is empty or blank; pass at least one word")
         k = check_k(k)
-        check_filter(filter)
+        norm = check_filter(filter)
         _check_batch_size(batch_size)
         subset = None if ids is None else _subset_ids(ids)
         self._check_open()
@@ -374,7 +374,7 @@ class MultiVectorStore:
         vectors = self._encoder.encode_queries(query_list, batch_size=batch_size)
         self._check_encoded(vectors, len(query_list))
         if subset is not None:
-            return [self._search_subset(v, k, filter, subset) for v in vectors]
+            return [self._search_subset(v, k, norm, subset) for v in vectors]
         return [self._backend.search(v, k=k, filter=filter) for v in vectors]
 
     def delete(self, ids: Sequence[str]) -> int:

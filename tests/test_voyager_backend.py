@@ -1625,6 +1625,20 @@ def test_doc_centroids_bound_their_memory_for_long_documents(monkeypatch: pytest
 # ---------------------------------------------------------------------------------------------- background merges
 
 
+def _hold(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> tuple[threading.Event, threading.Event]:
+    """Patch ``module.name`` to stop at its start until ``gate`` is set; ``inside`` is set once it got there."""
+    gate, inside = threading.Event(), threading.Event()
+    real = getattr(module, name)
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        assert gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, held)
+    return gate, inside
+
+
 def test_writes_and_searches_go_on_while_a_background_merge_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1632,15 +1646,7 @@ def test_writes_and_searches_go_on_while_a_background_merge_runs(
     is merging are honoured, searches are exact; once it commits, the layout is folded and nothing was lost."""
     from colbert_adapters.backends.voyager import _background
 
-    gate, inside = threading.Event(), threading.Event()
-    real = _background.prepare_merge
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        inside.set()
-        assert gate.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_background, "prepare_merge", held)
+    gate, inside = _hold(monkeypatch, _background, "prepare_merge")
     ids, vecs = _corpus(200, 16, seed=21)
     rng = np.random.default_rng(22)
     queries = [unit_multivector(rng, 4, 16) for _ in range(5)]
@@ -1682,15 +1688,7 @@ def test_writes_never_wait_for_a_seal(tmp_path: Path, monkeypatch: pytest.Monkey
     documents still there move into the new segment, and nothing is lost."""
     from colbert_adapters.backends.voyager import _background
 
-    gate, inside = threading.Event(), threading.Event()
-    real = _background.prepare_seal
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        inside.set()
-        assert gate.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_background, "prepare_seal", held)
+    gate, inside = _hold(monkeypatch, _background, "prepare_seal")
     ids, vecs = _corpus(60, 16, seed=31)
     _, other = _corpus(60, 16, seed=32)
     rng = np.random.default_rng(33)

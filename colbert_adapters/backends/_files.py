@@ -23,6 +23,7 @@ __all__ = [
     "FileWriteLock",
     "RWLock",
     "check_manifest_crc",
+    "file_crc32",
     "fsync_dir",
     "is_temp",
     "with_manifest_crc",
@@ -31,6 +32,15 @@ __all__ = [
 
 #: The key of a JSON manifest's own CRC-32 (over its other keys, canonically serialised).
 MANIFEST_CRC_KEY = "manifest_crc32"
+
+
+def file_crc32(path: Path) -> int:
+    """The CRC-32 of a file, read in 4 MiB chunks."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(4 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def _manifest_crc(data: dict[str, Any]) -> int:

@@ -29,7 +29,6 @@ import os
 import re
 import threading
 import uuid
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from .._validation import as_multivector, check_filter, check_ids, check_k, chec
 from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, IndexCorruptedError, InvalidInputError
 from ..scoring import maxsim_flat
 from ..types import Filter, Hit, Metadata, MultiVector
-from ._files import check_manifest_crc, fsync_dir, with_manifest_crc, write_atomic
+from ._files import check_manifest_crc, file_crc32, fsync_dir, with_manifest_crc, write_atomic
 from .base import Record, VerifyReport
 
 __all__ = ["MemoryBackend"]
@@ -358,7 +357,7 @@ class MemoryBackend:
                 "metadatas": [self._docs[i].metadata for i in order],
             }
             write_atomic(target / files["docs"], lambda f: f.write(_json_bytes(docs_json)))
-            checksums = {name: _file_crc(target / name) for name in files.values()}
+            checksums = {name: file_crc32(target / name) for name in files.values()}
             manifest = {
                 "format": _FORMAT,
                 "format_version": _FORMAT_VERSION,
@@ -419,7 +418,7 @@ class MemoryBackend:
             files = manifest["files"]
             dim = manifest["dim"]
             for name, crc in (manifest.get("crc32") or {}).items():  # saved before checksums: none recorded
-                if _file_crc(root / str(name)) != crc:
+                if file_crc32(root / str(name)) != crc:
                     raise IndexCorruptedError(
                         f"{root / str(name)} does not match its checksum: the saved index is damaged. Restore it "
                         "from a backup, or save the documents again"
@@ -496,14 +495,6 @@ class MemoryBackend:
             flat = np.concatenate(arrays) if arrays else np.zeros((0, self._dim or 0), dtype=np.float32)
             self._cache = (order, flat, offsets)
         return self._cache
-
-
-def _file_crc(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            crc = zlib.crc32(chunk, crc)
-    return crc
 
 
 def _top_k(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:

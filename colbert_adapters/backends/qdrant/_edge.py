@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import uuid
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +21,7 @@ import numpy.typing as npt
 
 from ..._optional import require
 from ...errors import ColBERTError, CollectionConfigError, IndexCorruptedError, IndexLockedError, QdrantRequestError
-from .._files import MANIFEST_CRC_KEY, check_manifest_crc, with_manifest_crc
+from .._files import MANIFEST_CRC_KEY, check_manifest_crc, file_crc32, with_manifest_crc
 from ._engines import Engine, StoredPoint, stored_point
 from ._filters import to_edge_filter
 from ._points import metadata_path
@@ -355,7 +354,7 @@ class EdgeEngine(Engine):
         if meta is None:
             return
         try:
-            meta["files"] = {rel: [p.stat().st_size, _file_crc(p)] for rel, p in self._shard_files().items()}
+            meta["files"] = {rel: [p.stat().st_size, file_crc32(p)] for rel, p in self._shard_files().items()}
             meta["files_config_mtime_ns"] = (self.shard_path / "edge_config.json").stat().st_mtime_ns
             self.write_meta({k: v for k, v in meta.items() if k not in ("format", "format_version", MANIFEST_CRC_KEY)})
         except OSError as err:  # the shard is closed and intact; only the record is missing
@@ -387,7 +386,7 @@ class EdgeEngine(Engine):
                     f"{self.where}: {rel} is {'missing' if not path.is_file() else 'of another size'} since the last "
                     "clean close: the index is damaged. Restore it from a backup (nothing was changed)"
                 )
-            if _file_crc(path) != crc:
+            if file_crc32(path) != crc:
                 raise IndexCorruptedError(
                     f"{self.where}: {rel} does not match its checksum from the last clean close: the index is "
                     "damaged. Restore it from a backup (nothing was changed)"
@@ -416,15 +415,7 @@ class EdgeEngine(Engine):
                 changed += 1  # present at open: rewritten or removed by the engine since
             else:
                 checked += 1
-                if path.stat().st_size != size or _file_crc(path) != crc:
+                if path.stat().st_size != size or file_crc32(path) != crc:
                     problems.append(f"{rel} does not match its checksum")
         notes = [f"{changed} shard files changed since this open (written since): not checked"] if changed else []
         return problems, notes, checked
-
-
-def _file_crc(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            crc = zlib.crc32(chunk, crc)
-    return crc

@@ -55,7 +55,6 @@ __all__ = [
     "check_blob",
     "checksum",
     "columns",
-    "file_checksum",
     "json_text",
     "rollback",
 ]
@@ -239,15 +238,6 @@ def add_checksum_columns(conn: sqlite3.Connection) -> None:
 def checksum(data: bytes | bytearray | memoryview) -> int:
     """The CRC-32 the index records for a blob."""
     return zlib.crc32(data)
-
-
-def file_checksum(path: Path) -> int:
-    """The CRC-32 of a file, read in 4 MiB chunks."""
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            crc = zlib.crc32(chunk, crc)
-    return crc
 
 
 def check_blob(blob: bytes | None, expected: int | None, what: str) -> None:

@@ -26,8 +26,8 @@ from typing import Any
 from ..._codecs import VECTOR_DTYPES
 from ..._identity import same_model
 from ...errors import CollectionConfigError
-from .._files import fsync_dir, is_temp, with_manifest_crc, write_atomic
-from ._db import DB, SCHEMA, SEGMENT_FILE, add_checksum_columns, file_checksum, rollback
+from .._files import file_crc32, fsync_dir, is_temp, with_manifest_crc, write_atomic
+from ._db import DB, SCHEMA, SEGMENT_FILE, add_checksum_columns, rollback
 from ._state import IndexState, segment_path
 
 __all__ = [
@@ -231,7 +231,7 @@ def migrate(st: IndexState) -> None:
         for sid, file in missing:
             path = segment_path(st.root, sid, file)
             if path.is_file():  # a missing file is reported when the state loads
-                conn.execute("UPDATE segments SET crc = ? WHERE id = ?", (file_checksum(path), sid))
+                conn.execute("UPDATE segments SET crc = ? WHERE id = ?", (file_crc32(path), sid))
         conn.execute("COMMIT")
     except BaseException:
         rollback(conn)

@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._codecs import F32, decode_vectors
-from .._files import fsync_dir
-from ._db import check_blob, file_checksum, rollback
+from .._files import file_crc32, fsync_dir
+from ._db import check_blob, rollback
 from ._layout import PROJECTED_FORMAT_VERSION, remove_orphans, segment_name, write_manifest
 from ._state import IndexState, MaintenanceEvent, Segment
 
@@ -191,7 +191,7 @@ def build_segment(
         index.save(str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        crc = file_checksum(tmp)
+        crc = file_crc32(tmp)
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):

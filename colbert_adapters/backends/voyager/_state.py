@@ -24,9 +24,9 @@ import numpy.typing as npt
 
 from ..._codecs import F32, decode_vectors
 from ...errors import ColBERTError, CollectionConfigError, IndexCorruptedError
-from .._files import FileWriteLock, RWLock
+from .._files import FileWriteLock, RWLock, file_crc32
 from ._centroids import CentroidTable, read_centroids
-from ._db import DB, SEGMENT_FILE, Database, check_blob, columns, file_checksum, rollback
+from ._db import DB, SEGMENT_FILE, Database, check_blob, columns, rollback
 from ._docstore import BlobCache
 
 __all__ = [
@@ -319,7 +319,7 @@ def load_segment(st: IndexState, path: Path, crc: int | None) -> Any:
         IndexCorruptedError: the file is missing, does not match its checksum, or cannot be loaded.
     """
     try:
-        if crc is not None and file_checksum(path) != crc:
+        if crc is not None and file_crc32(path) != crc:
             raise IndexCorruptedError(
                 f"segment {path} of {st.root} does not match its checksum: the file is damaged. Restore the index "
                 "from a backup (VoyagerBackend.verify() lists every damaged part)"

@@ -15,9 +15,9 @@ import numpy as np
 
 from ..._codecs import blob_parts, residual_widths
 from ...errors import IndexCorruptedError
-from .._files import check_manifest_crc
+from .._files import check_manifest_crc, file_crc32
 from ..base import VerifyReport
-from ._db import FETCH_CHUNK, checksum, columns, file_checksum
+from ._db import FETCH_CHUNK, checksum, columns
 from ._layout import MANIFEST
 from ._state import IndexState, segment_path
 
@@ -84,7 +84,7 @@ def _check_segments(
         if crc is None:
             notes.append(f"segment {sid}: {file} has no checksum (written before checksums; a writable open adds it)")
             continue  # loading an unverified file could crash on damage: its graph is not checked
-        if file_checksum(path) != crc:
+        if file_crc32(path) != crc:
             problems.append(f"segment {sid}: {file} does not match its checksum")
             continue
         loaded = st.segments.get(sid)
