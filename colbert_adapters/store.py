@@ -17,20 +17,13 @@ import inspect
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from ._filters import FilterExpr, check_filter, match_filter
 from ._identity import same_model
-from ._validation import (
-    as_multivector,
-    check_filter,
-    check_ids,
-    check_k,
-    check_metadatas,
-    check_texts,
-    match_filter,
-)
+from ._validation import as_multivector, check_ids, check_k, check_metadatas, check_texts
 from .backends import Backend, Record, backend_factory, detect_backend, open_backend
 from .errors import CollectionConfigError, DimensionMismatchError, InvalidInputError
 from .types import Encoder, Filter, Hit, Metadata, MultiVector
@@ -261,7 +254,11 @@ class MultiVectorStore:
         Args:
             query: a non-empty, non-blank query.
             k: number of hits (>= 1).
-            filter: ``{"field": value}`` or ``{"field": [v1, v2]}`` on document metadata (AND over fields).
+            filter: a metadata filter: ``{"field": value}``, ``{"field": [v1, v2]}``, operators
+                ``{"year": {"$gte": 2020}, "lang": {"$ne": "fr"}}`` (``$eq $ne $gt $gte $lt $lte $in $nin
+                $exists $text``), ``{"$or": [...]}``, ``{"$and": [...]}``, ``{"$not": {...}}``, dotted keys for
+                nested fields; a list field matches when one of its elements does. On a Qdrant backend, also a
+                native ``qdrant_client.models.Filter``.
             ids: search only these documents (PyLate's ``subset=``, RAGatouille's ``doc_ids=``): they are scored
                 exactly with their stored vectors; unknown ids are skipped, an empty list gives no hits.
 
@@ -316,15 +313,15 @@ class MultiVectorStore:
             DimensionMismatchError: the vectors' dimension differs from the encoder's.
         """
         k = check_k(k)
-        norm = check_filter(filter)
         subset = None if ids is None else _subset_ids(ids)
+        norm = _check_filter(filter, subset)
         self._check_open()
         q = as_multivector(query_vectors, dim=self._encoder.dim)
         if subset is not None:
             return self._search_subset(q, k, norm, subset)
         return self._backend.search(q, k=k, filter=filter)
 
-    def _search_subset(self, q: MultiVector, k: int, norm: dict[str, list[Any]] | None, ids: list[str]) -> list[Hit]:
+    def _search_subset(self, q: MultiVector, k: int, norm: FilterExpr | None, ids: list[str]) -> list[Hit]:
         """Exact MaxSim of ``q`` against the stored vectors of ``ids`` (those that exist and match the filter
         ``norm``, as :func:`check_filter` returns it)."""
         from .scoring import maxsim
@@ -365,9 +362,9 @@ class MultiVectorStore:
             if not q.strip():
                 raise InvalidInputError(f"queries[{i}] is empty or blank; pass at least one word")
         k = check_k(k)
-        norm = check_filter(filter)
         _check_batch_size(batch_size)
         subset = None if ids is None else _subset_ids(ids)
+        norm = _check_filter(filter, subset)
         self._check_open()
         if not query_list:
             return []
@@ -377,10 +374,40 @@ class MultiVectorStore:
             return [self._search_subset(v, k, norm, subset) for v in vectors]
         return [self._backend.search(v, k=k, filter=filter) for v in vectors]
 
-    def delete(self, ids: Sequence[str]) -> int:
-        """Remove documents by id (unknown ids are ignored); returns how many were removed."""
+    def delete(self, ids: Sequence[str] | None = None, *, filter: Filter | None = None) -> int:
+        """Remove documents by id (unknown ids are ignored) or every document matching a metadata filter.
+
+        Args:
+            ids: ids to remove.
+            filter: a metadata filter (the forms of :meth:`search`); removes every matching document in one
+                transaction on Voyager and the memory backend (paged deletes on Qdrant).
+
+        Returns:
+            How many documents were removed.
+
+        Raises:
+            InvalidInputError: neither or both of ``ids`` and ``filter``, bad ids, an empty or malformed filter.
+
+        Example:
+            >>> from colbert_adapters.testing import FakeEncoder
+            >>> with MultiVectorStore(FakeEncoder(dim=16)) as store:
+            ...     _ = store.add(["a", "b", "c"], metadatas=[{"year": 2019}, {"year": 2021}, {"year": 2023}])
+            ...     store.delete(filter={"year": {"$lt": 2022}}), len(store)
+            (2, 1)
+        """
+        if (ids is None) == (filter is None):
+            raise InvalidInputError("pass ids= (documents to remove) or filter= (remove every match), not both")
         self._check_open()
-        return self._backend.delete(check_ids(ids, allow_duplicates=True))
+        if ids is not None:
+            return self._backend.delete(check_ids(ids, allow_duplicates=True))
+        if isinstance(filter, Mapping) and not filter:
+            raise InvalidInputError("filter={} would remove every document; use store.clear() for that")
+        delete_where = getattr(self._backend, "delete_where", None)
+        if delete_where is not None:
+            return int(delete_where(filter))
+        norm = check_filter(filter)  # a backend without delete_where: find the matches, then delete them
+        doomed = [r.id for r in self._backend.get(self._backend.ids()) if match_filter(r.metadata, norm)]
+        return self._backend.delete(doomed) if doomed else 0
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
         """Stored documents in the order asked, skipping unknown ids (vectors only when ``with_vectors``)."""
@@ -440,6 +467,15 @@ class MultiVectorStore:
                     f"the encoder returned an array of shape {shape} for text {i}; expected "
                     f"(n_tokens, {self._encoder.dim})"
                 )
+
+
+def _check_filter(filter: object, subset: list[str] | None) -> FilterExpr | None:
+    """Check a dict filter (``None`` for a native Qdrant filter, which the backend checks)."""
+    if type(filter).__module__.split(".")[0] not in ("qdrant_client", "qdrant_edge"):
+        return check_filter(filter)
+    if subset is not None:
+        raise InvalidInputError("ids= takes a dict filter; a native backend filter cannot be checked per document")
+    return None
 
 
 def _subset_ids(ids: object) -> list[str]:

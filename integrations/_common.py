@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from .._filters import check_filter
 from .._identity import same_model
-from .._validation import check_filter, check_k
+from .._validation import check_k
 from ..backends.base import Backend
 from ..errors import InvalidInputError
 from ..scoring import rerank

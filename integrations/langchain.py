@@ -330,24 +330,24 @@ class ColBERTVectorStore(VectorStore):
         return added
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Delete documents by id (unknown ids are ignored); ``ids=None`` deletes every document (LangChain's
-        documented semantics).
+        """Delete documents by id (unknown ids are ignored), or every document matching ``filter=`` (the forms of
+        :meth:`similarity_search`); ``ids=None`` without a filter deletes every document (LangChain's documented
+        semantics).
 
         Returns:
             ``True``.
 
         Raises:
-            NotImplementedError: ``filter=`` was given (filtered deletes are not supported yet; nothing is
-                deleted).
+            InvalidInputError: both ``ids`` and ``filter``, or a malformed or empty filter (nothing is deleted).
             TypeError: any other keyword argument.
         """
-        if "filter" in kwargs:
-            raise NotImplementedError(
-                "ColBERTVectorStore.delete(filter=...) is not supported yet and deleted nothing; find the ids with "
-                "similarity_search(..., filter=...) or get_by_ids and pass delete(ids=[...])"
-            )
-        reject_unknown("ColBERTVectorStore.delete", kwargs, ("ids",))
-        if ids is None:
+        flt = kwargs.pop("filter", None)
+        reject_unknown("ColBERTVectorStore.delete", kwargs, ("ids", "filter"))
+        if flt is not None:
+            if ids is not None:
+                raise InvalidInputError("delete takes ids= or filter=, not both")
+            self._store.delete(filter=flt)
+        elif ids is None:
             self._store.clear()
         else:
             self._store.delete(list(ids))

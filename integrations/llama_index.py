@@ -76,8 +76,9 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict  # noqa: E402
 
+from .._filters import check_filter, match_filter  # noqa: E402
 from .._identity import same_model  # noqa: E402
-from .._validation import check_filter, check_ids, check_k  # noqa: E402
+from .._validation import check_ids, check_k  # noqa: E402
 from ..backends import BACKENDS, open_backend  # noqa: E402
 from ..backends.base import Backend  # noqa: E402
 from ..errors import CollectionConfigError, InvalidInputError  # noqa: E402
@@ -90,22 +91,19 @@ __all__ = ["ColBERTIndex", "ColBERTRerank", "ColBERTRetriever", "to_filter"]
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
-#: Sentinel filter: the conditions contradict each other (e.g. ``a == 1 AND a == 2``); nothing matches.
-_NO_MATCH: dict[str, list[Any]] = {}
+#: Sentinel filter: ``doc_ids=[]`` allows no document; the retriever returns ``[]``.
+_NO_MATCH: dict[str, Any] = {}
 
 
-def _with_doc_ids(flt: dict[str, list[Any]] | None, doc_ids: Sequence[str] | None) -> dict[str, list[Any]] | None:
+def _with_doc_ids(flt: dict[str, Any] | None, doc_ids: Sequence[str] | None) -> dict[str, Any] | None:
     """``flt`` restricted to the nodes of source documents ``doc_ids`` (their ``ref_doc_id`` metadata field)."""
-    if doc_ids is None or flt is _NO_MATCH:
+    if doc_ids is None:
         return flt
     wanted = list(dict.fromkeys(check_ids(doc_ids, allow_duplicates=True)))
-    out = dict(flt or {})
-    if "ref_doc_id" in out:  # both say which documents: the ones both allow
-        wanted = [d for d in wanted if d in out["ref_doc_id"]]
     if not wanted:
         return _NO_MATCH
-    out["ref_doc_id"] = wanted
-    return out
+    by_doc: dict[str, Any] = {"ref_doc_id": {"$in": wanted}}
+    return by_doc if not flt else {"$and": [flt, by_doc]}
 
 
 _MANIFEST = "colbert_index.json"
@@ -116,18 +114,20 @@ _FORMAT = "colbert-adapters/llama-index-managed-index"
 # --------------------------------------------------------------------------------------------------- filters
 
 
-def to_filter(filters: MetadataFilters | Mapping[str, Any] | None) -> dict[str, list[Any]] | None:
-    """Translate LlamaIndex ``MetadataFilters`` (or our dict form) to the colbert-adapters filter.
+def to_filter(filters: MetadataFilters | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Translate LlamaIndex ``MetadataFilters`` (or our dict form) to the colbert-adapters filter dict.
 
-    Supported: ``EQ`` and ``IN`` filters, combined with ``AND`` (nested ``AND`` groups included), or ``OR``
-    over filters on one key. Contradictory conditions (``a == 1 AND a == 2``) give a filter that matches
-    nothing (the retriever then returns ``[]``).
+    Operators: ``EQ`` ``NE`` ``GT`` ``GTE`` ``LT`` ``LTE`` ``IN`` ``NIN`` map to ``$eq`` ... ``$nin``;
+    ``CONTAINS`` (a list field holds the value) to ``$eq`` (a list field matches by its elements), ``ANY`` to
+    ``$in``, ``ALL`` to one ``$eq`` per value, ``TEXT_MATCH`` (case-sensitive substring) to ``$text``,
+    ``IS_EMPTY`` to ``$exists: false``. Conditions ``AND``, ``OR`` and ``NOT`` (none of the filters holds), nested
+    to any depth. ``TEXT_MATCH_INSENSITIVE`` has no exact equivalent on every backend and raises.
 
     Args:
-        filters: ``MetadataFilters``, a dict ``{"field": value or [values]}``, or ``None``.
+        filters: ``MetadataFilters``, a filter dict (see ``MultiVectorStore.search``), or ``None``.
 
     Returns:
-        ``{"field": [allowed values]}``, or ``None`` for no filter.
+        The filter dict, or ``None`` for no filter.
 
     Raises:
         InvalidInputError: an unsupported operator or condition, or a malformed dict.
@@ -136,67 +136,68 @@ def to_filter(filters: MetadataFilters | Mapping[str, Any] | None) -> dict[str, 
         >>> from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters, FilterOperator
         >>> to_filter(MetadataFilters(filters=[
         ...     MetadataFilter(key="lang", value="en"),
-        ...     MetadataFilter(key="year", value=[2020, 2021], operator=FilterOperator.IN),
+        ...     MetadataFilter(key="year", value=2020, operator=FilterOperator.GTE),
         ... ]))
-        {'lang': ['en'], 'year': [2020, 2021]}
+        {'$and': [{'lang': {'$eq': 'en'}}, {'year': {'$gte': 2020}}]}
     """
     if filters is None:
         return None
     if isinstance(filters, MetadataFilters):
-        return _translate(filters)
-    if isinstance(filters, Mapping):
-        checked: dict[str, list[Any]] | None = check_filter(filters)
-        return checked
-    raise InvalidInputError(
-        f"filters must be MetadataFilters or a dict like {{'source': 'a'}}, got {type(filters).__name__}"
-    )
+        out = _translate(filters)
+    elif isinstance(filters, Mapping):
+        out = dict(filters) or None
+    else:
+        raise InvalidInputError(
+            f"filters must be MetadataFilters or a dict like {{'source': 'a'}}, got {type(filters).__name__}"
+        )
+    check_filter(out)
+    return out
 
 
-def _leaf(f: MetadataFilter) -> tuple[str, list[Any]]:
-    if f.operator == FilterOperator.EQ:
-        return f.key, [f.value]
-    if f.operator == FilterOperator.IN:
+_OPERATORS = {
+    FilterOperator.EQ: "$eq",
+    FilterOperator.NE: "$ne",
+    FilterOperator.GT: "$gt",
+    FilterOperator.GTE: "$gte",
+    FilterOperator.LT: "$lt",
+    FilterOperator.LTE: "$lte",
+    FilterOperator.IN: "$in",
+    FilterOperator.NIN: "$nin",
+    FilterOperator.ANY: "$in",
+    FilterOperator.CONTAINS: "$eq",
+    FilterOperator.TEXT_MATCH: "$text",
+}
+
+
+def _leaf(f: MetadataFilter) -> dict[str, Any]:
+    op = f.operator
+    if op == FilterOperator.IS_EMPTY:
+        return {f.key: {"$exists": False}}
+    if op == FilterOperator.ALL:
         values = f.value if isinstance(f.value, list) else [f.value]
-        return f.key, list(values)
+        return {"$and": [{f.key: {"$eq": v}} for v in values]} if len(values) != 1 else {f.key: {"$eq": values[0]}}
+    if op in (FilterOperator.IN, FilterOperator.NIN, FilterOperator.ANY) and not isinstance(f.value, list):
+        return {f.key: {_OPERATORS[op]: [f.value]}}
+    if op in _OPERATORS:
+        return {f.key: {_OPERATORS[op]: f.value}}
     raise InvalidInputError(
-        f"unsupported filter operator {f.operator.name} on {f.key!r}: ColBERT filters support EQ and IN "
-        "(combined with AND); filter the results afterwards for other conditions"
+        f"unsupported filter operator {op.name} on {f.key!r}; supported: "
+        f"{', '.join(sorted({o.name for o in _OPERATORS} | {'ALL', 'IS_EMPTY'}))}"
     )
 
 
-def _translate(filters: MetadataFilters) -> dict[str, list[Any]] | None:
+def _translate(filters: MetadataFilters) -> dict[str, Any] | None:
+    parts = [p for f in filters.filters if (p := _translate(f) if isinstance(f, MetadataFilters) else _leaf(f))]
     condition = filters.condition or FilterCondition.AND
-    if condition == FilterCondition.OR:
-        leaves = [_leaf(f) if isinstance(f, MetadataFilter) else None for f in filters.filters]
-        keys = {leaf[0] for leaf in leaves if leaf is not None}
-        if None in leaves or len(keys) > 1:
-            raise InvalidInputError(
-                "OR filters are supported only between EQ/IN filters on the same key "
-                f"(got keys {sorted(keys)}); use IN with a list of values"
-            )
-        if not leaves:
-            return None
-        values: list[Any] = []
-        for leaf in leaves:
-            assert leaf is not None  # checked above
-            values += [v for v in leaf[1] if v not in values]
-        any_of: dict[str, list[Any]] | None = check_filter({keys.pop(): values})
-        return any_of
-    if condition != FilterCondition.AND:
-        raise InvalidInputError(f"unsupported filter condition {condition.name}: use AND (or OR on one key)")
-    merged: dict[str, list[Any]] = {}
-    for f in filters.filters:
-        parts = _translate(f) if isinstance(f, MetadataFilters) else dict([_leaf(f)])
-        if parts is _NO_MATCH:
-            return _NO_MATCH
-        for key, allowed in (parts or {}).items():
-            if key in merged:
-                merged[key] = [v for v in merged[key] if v in allowed]
-                if not merged[key]:
-                    return _NO_MATCH
-            else:
-                merged[key] = list(allowed)
-    return check_filter(merged) if merged else None
+    if not parts:
+        return None
+    if condition == FilterCondition.NOT:
+        return {"$not": parts[0] if len(parts) == 1 else {"$and": parts}}
+    if condition not in (FilterCondition.AND, FilterCondition.OR):
+        raise InvalidInputError(f"unsupported filter condition {condition.name}: use AND, OR or NOT")
+    if len(parts) == 1:
+        return parts[0]
+    return {"$and" if condition == FilterCondition.AND else "$or": parts}
 
 
 # --------------------------------------------------------------------------------------------------- nodes
@@ -558,6 +559,29 @@ class ColBERTIndex(BaseManagedIndex):
             show_progress=False,
         )
         logger.debug("ColBERTIndex: inserted %d nodes", len(node_list))
+
+    def delete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        delete_from_docstore: bool = False,
+        *,
+        filters: MetadataFilters | Mapping[str, Any] | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """Delete nodes by id, or every node matching ``filters`` (in one transaction where the backend has them)."""
+        if filters is None:
+            return super().delete_nodes(node_ids or [], delete_from_docstore, **delete_kwargs)
+        reject_unknown("ColBERTIndex.delete_nodes", delete_kwargs, ())
+        flt = check_filter(to_filter(filters))
+        if node_ids is not None or flt is None:
+            raise InvalidInputError("delete_nodes takes node_ids or a non-empty filters, not both")
+        doomed = [r.id for r in self._store.get(self._store.ids()) if match_filter(r.metadata, flt)]
+        if doomed:
+            self._store.delete(doomed)
+        if delete_from_docstore:
+            for node_id in doomed:
+                self.docstore.delete_document(node_id, raise_error=False)
+        self._storage_context.index_store.add_index_struct(self._index_struct)
 
     def _delete_node(self, node_id: str, **delete_kwargs: Any) -> None:
         reject_unknown("ColBERTIndex.delete_nodes", delete_kwargs, ("delete_from_docstore",))

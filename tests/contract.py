@@ -347,6 +347,117 @@ class BackendContract:
         with pytest.raises(InvalidInputError):
             backend.search(unit_multivector(rng, 2, self.dim), k=3, filter=[("color", "red")])  # type: ignore[arg-type]
 
+    _OPERATOR_METAS: ClassVar[list[Any]] = [
+        {"lang": "en", "year": 2019, "tags": ["ir", "nlp"], "author": {"name": "Ada", "h": 10}, "draft": False,
+         "score": 0.5, "title": "Late interaction retrieval"},
+        {"lang": "fr", "year": 2021, "tags": ["ir"], "author": {"name": "Bob"}, "draft": True, "score": None},
+        {"lang": "en", "year": 2022.0, "tags": [], "author": {"name": "Ada", "h": 3}, "title": "Dense retrieval"},
+        {"lang": "de", "year": "2020", "tags": "nlp", "draft": False},
+        {"year": 2023, "tags": ["cv", None], "score": 7},
+        {"lang": "en", "year": 2020, "draft": 1, "title": "ColBERT"},
+        None,
+        {"lang": "en", "year": [2018, 2024], "author": "Cy"},
+    ]  # fmt: skip
+    #: (filter, the documents n0..n7 it matches), worked out by hand from the documented semantics.
+    _OPERATOR_CASES: ClassVar[list[tuple[Any, set[int]]]] = [
+        ({"year": {"$gte": 2021}}, {1, 2, 4, 7}),
+        ({"year": {"$gt": 2019, "$lt": 2022}}, {1, 5, 7}),  # each operator on some element of a list
+        ({"year": {"$lte": 2019}}, {0, 7}),
+        ({"year": 2022}, {2}),
+        ({"lang": {"$ne": "en"}}, {1, 3, 4, 6}),  # a missing field matches $ne
+        ({"lang": {"$nin": ["en", "fr"]}}, {3, 4, 6}),
+        ({"lang": {"$in": ["fr", "de"]}}, {1, 3}),
+        ({"tags": "ir"}, {0, 1}),
+        ({"tags": {"$in": ["nlp", "cv"]}}, {0, 3, 4}),
+        ({"tags": {"$exists": True}}, {0, 1, 3, 4}),  # [] is empty
+        ({"tags": {"$exists": False}}, {2, 5, 6, 7}),
+        ({"score": {"$exists": False}}, {1, 2, 3, 5, 6, 7}),  # null is empty
+        ({"tags": None}, {4}),
+        ({"score": None}, {1}),
+        ({"author.name": "Ada"}, {0, 2}),
+        ({"author.h": {"$gt": 5}}, {0}),
+        ({"author": {"$exists": True}}, {0, 1, 2, 7}),
+        ({"$or": [{"lang": "de"}, {"author.name": "Bob"}]}, {1, 3}),
+        ({"$and": [{"lang": "en"}, {"$not": {"year": {"$gte": 2021}}}]}, {0, 5}),
+        ({"draft": False}, {0, 3}),
+        ({"draft": True}, {1}),  # 1 is not true
+        ({"draft": 1}, {5}),
+        ({"draft": {"$ne": True}}, {0, 2, 3, 4, 5, 6, 7}),
+        ({"title": {"$text": "retrieval"}}, {0, 2}),
+        ({"title": {"$text": "Retrieval"}}, set()),  # case-sensitive
+        ({"lang": "en", "year": {"$in": [2019, 2020]}}, {0, 5}),
+        ({"$or": [{"year": {"$lt": 2019}}, {"tags": {"$nin": ["ir", "nlp"]}}]}, {2, 4, 5, 6, 7}),
+        ({"$not": {"tags": "ir"}}, {2, 3, 4, 5, 6, 7}),
+    ]
+
+    def _operator_corpus(self, backend: Backend, rng: np.random.Generator) -> tuple[list[str], list[np.ndarray]]:
+        ids, vecs = _corpus(rng, len(self._OPERATOR_METAS), self.dim)
+        ids = [f"n{i}" for i in range(len(ids))]
+        backend.upsert(ids, vecs, metadatas=self._OPERATOR_METAS)
+        return ids, vecs
+
+    def test_operator_filters(self, backend: Backend, rng: np.random.Generator) -> None:
+        ids, _ = self._operator_corpus(backend, rng)
+        q = unit_multivector(rng, 3, self.dim)
+        for flt, want in self._OPERATOR_CASES:
+            got = {h.id for h in backend.search(q, k=len(ids), filter=flt)}
+            assert got == {f"n{i}" for i in want}, flt
+
+    def test_random_filters_match_the_oracle(self, backend: Backend, rng: np.random.Generator) -> None:
+        ids, vecs = self._operator_corpus(backend, rng)
+        oracle = self._oracle(ids, vecs, self._OPERATOR_METAS)
+        leaves = [flt for flt, _ in self._OPERATOR_CASES if not any(k.startswith("$") for k in flt)]
+        q = unit_multivector(rng, 3, self.dim)
+        for _ in range(25):
+            a, b, c = (leaves[int(i)] for i in rng.integers(len(leaves), size=3))
+            op = ["$and", "$or"][int(rng.integers(2))]
+            flt = {op: [a, {"$not": b} if rng.random() < 0.5 else b, c]}
+            got = [h.id for h in backend.search(q, k=3, filter=flt)]
+            want = [h.id for h in oracle.search(q, k=3, filter=flt)]
+            if self.exact:
+                assert got == want, flt
+            else:
+                assert set(got) <= {h.id for h in oracle.search(q, k=len(ids), filter=flt)}, flt
+                assert len(got) == len(want), flt
+
+    @pytest.mark.parametrize(
+        "flt",
+        [
+            {"year": {"$between": [1, 2]}},
+            {"year": {"$gte": "2020"}},
+            {"year": {"$gt": True}},
+            {"lang": {"$in": "en"}},
+            {"lang": {"$in": []}},
+            {"lang": {"$eq": ["en"]}},
+            {"lang": {"$exists": "yes"}},
+            {"$or": {"lang": "en"}},
+            {"$or": []},
+            {"$gte": 3},
+            {"author": {"name": "Ada"}},
+            {"a..b": 1},
+            {"year": {"$lt": float("nan")}},
+        ],
+    )
+    def test_bad_operator_filters(self, filled: Any, rng: np.random.Generator, flt: Any) -> None:
+        backend, _, _ = filled
+        with pytest.raises(InvalidInputError) as err:
+            backend.search(unit_multivector(rng, 2, self.dim), k=3, filter=flt)
+        assert "$" in str(err.value) or "key" in str(err.value)  # names the accepted forms or the key
+        with pytest.raises(InvalidInputError):
+            backend.delete_where(flt)
+        assert backend.count() == 10
+
+    def test_delete_where(self, backend: Backend, rng: np.random.Generator) -> None:
+        self._operator_corpus(backend, rng)
+        with pytest.raises(InvalidInputError):
+            backend.delete_where({})
+        assert backend.delete_where({"lang": "xx"}) == 0
+        assert backend.delete_where({"year": {"$gte": 2021}}) == 4
+        assert sorted(backend.ids()) == ["n0", "n3", "n5", "n6"]
+        assert backend.delete_where({"$or": [{"draft": False}, {"lang": {"$exists": False}}]}) == 3
+        assert backend.ids() == ["n5"] and backend.count() == 1
+        assert backend.search(unit_multivector(rng, 2, self.dim), k=3)[0].id == "n5"
+
     # ------------------------------------------------------------------------------------------ bad input
 
     @pytest.mark.parametrize(

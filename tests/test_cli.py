@@ -337,6 +337,20 @@ def test_qdrant_setup_then_index_uses_that_collection(
     assert code == 0 and json.loads(out) == [], err
     code, out, err = _run(capsys, "search", str(edge), "cats", "--json", "--filter", "bucket=0", "--filter", "bucket=2")
     assert code == 0 and sorted(h["id"] for h in json.loads(out)) == ["d0", "d2", "d3", "d5"], err
+    # operators: --filter FIELD>=VALUE etc. (all must hold), --where with the JSON form
+    code, out, err = _run(capsys, "search", str(edge), "cats", "-k", "6", "--json", "--filter", "bucket>=1")
+    assert code == 0 and sorted(h["id"] for h in json.loads(out)) == ["d1", "d2", "d4", "d5"], err
+    argv = ["search", str(edge), "cats", "-k", "6", "--json", "--filter", "bucket!=0", "--filter", "bucket<2"]
+    code, out, err = _run(capsys, *argv)
+    assert code == 0 and sorted(h["id"] for h in json.loads(out)) == ["d1", "d4"], err
+    code, out, err = _run(
+        capsys, "search", str(edge), "cats", "--json", "--where", '{"$or": [{"bucket": 0}, {"bucket": {"$gt": 1}}]}'
+    )
+    assert code == 0 and sorted(h["id"] for h in json.loads(out)) == ["d0", "d2", "d3", "d5"], err
+    code, out, err = _run(capsys, "search", str(edge), "cats", "--where", '{"bucket": {"$gte": "1"}}')
+    assert code != 0 and "range operators compare numbers" in err
+    code, out, err = _run(capsys, "search", str(edge), "cats", "--where", "[1]")
+    assert code != 0 and "--where must be a JSON object" in err
     # a second run resumes into the same collection
     code, out, err = _index(capsys, tmp_path / "docs.jsonl", edge, tiny_checkpoint)
     assert code == 0 and "skipped 6" in out, err

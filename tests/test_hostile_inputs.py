@@ -233,3 +233,55 @@ def _json_equal(got: Any, want: Any, backend_name: str) -> bool:
             and all(_json_equal(g, w, backend_name) for g, w in zip(got, want, strict=True))
         )
     return bool(got == want) and isinstance(got, bool) == isinstance(want, bool)
+
+
+# ------------------------------------------------------------------------------------------------ filters
+
+_FILTER_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=3), st.binary(max_size=2)
+)
+_FILTER_OPS = st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$text", "$x"])
+_FILTER_ARGS = st.one_of(
+    _FILTER_SCALARS,
+    st.lists(_FILTER_SCALARS, max_size=3),
+    st.dictionaries(st.text(max_size=2), _FILTER_SCALARS, max_size=2),
+)
+_FILTERS = st.recursive(
+    st.dictionaries(
+        st.sampled_from(["a", "b", "a.b", "", "x[0]"]),
+        st.one_of(_FILTER_ARGS, st.dictionaries(_FILTER_OPS, _FILTER_ARGS, min_size=1, max_size=2)),
+        max_size=2,
+    ),
+    lambda inner: st.one_of(
+        st.dictionaries(st.sampled_from(["$and", "$or"]), st.lists(inner, max_size=3), min_size=1, max_size=1),
+        st.dictionaries(st.just("$not"), inner, min_size=1, max_size=1),
+        inner,
+    ),
+    max_leaves=6,
+)
+_METAS = [{"a": 1, "b": "x"}, {"a": [1, 2.5, None], "b": {"b": True}}, {"a": {"b": "xy"}}, {}, {"a": None, "b": []}]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flt=_FILTERS)
+def test_any_filter_is_an_answer_or_a_clear_error(flt: Any) -> None:
+    """Every backend takes the same filters: a malformed one is an InvalidInputError before anything is read or
+    deleted; a well-formed one answers, and deleting by it removes exactly what searching by it finds."""
+    from colbert_adapters.backends.memory import MemoryBackend
+
+    backend = MemoryBackend(dim=DIM)
+    rng = np.random.default_rng(0)
+    ids = [f"d{i}" for i in range(len(_METAS))]
+    backend.upsert(ids, [unit_multivector(rng, 2, DIM) for _ in ids], metadatas=_METAS)
+    try:
+        found = {h.id for h in backend.search(_vec(), k=len(ids), filter=flt)}
+    except InvalidInputError as err:
+        assert str(err)
+        with pytest.raises(InvalidInputError):
+            backend.delete_where(flt)
+        assert backend.count() == len(ids)
+        return
+    if not flt:
+        return
+    assert backend.delete_where(flt) == len(found)
+    assert set(backend.ids()) == set(ids) - found

@@ -296,11 +296,16 @@ def test_vectorstore_crud_details(store: MultiVectorStore, backend_name: str) ->
         ColBERTRetriever(store=store, k=1).invoke("Paris", filters={"a": 1})
     with pytest.raises(NotImplementedError, match="similarity_search"):
         vs.max_marginal_relevance_search("Paris")
-    with pytest.raises(NotImplementedError, match="deleted nothing"):
-        vs.delete(filter={"a": 1})
+    with pytest.raises(InvalidInputError, match="not both"):
+        vs.delete(["paris"], filter={"a": 1})
+    with pytest.raises(InvalidInputError, match=r"\$gte"):
+        vs.delete(filter={"a": {"$between": [1, 2]}})
     assert len(vs.get_by_ids(["paris"])) == 1  # nothing was deleted
     ids = vs.add_texts(["brand new text", "another one"], [{"a": 1}, {"a": 2}], batch_size=1)
     assert len(ids) == 2 and all(ids)
+    assert vs.delete(filter={"a": {"$gte": 2}}) is True  # delete by filter, operator form
+    assert [d.id for d in vs.get_by_ids(ids)] == ids[:1]
+    assert len(vs.get_by_ids(["paris"])) == 1
     mixed = vs.add_documents([Document(page_content="has id", id="given"), Document(page_content="no id")])
     assert mixed[0] == "given" and mixed[1]
     assert {d.id for d in vs.get_by_ids(["given", "missing", "paris"])} == {"given", "paris"}

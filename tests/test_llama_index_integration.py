@@ -280,24 +280,71 @@ def test_index_persistence_with_self_persisting_backend(tmp_path: Path, no_embed
 def test_filter_translation() -> None:
     eq = MetadataFilter(key="topic", value="ir")
     year_in = MetadataFilter(key="year", value=[2020, 2021], operator=FilterOperator.IN)
-    assert to_filter(MetadataFilters(filters=[eq, year_in])) == {"topic": ["ir"], "year": [2020, 2021]}
-    nested = MetadataFilters(filters=[eq, MetadataFilters(filters=[year_in])])
-    assert to_filter(nested) == {"topic": ["ir"], "year": [2020, 2021]}
-    same_key = MetadataFilters(filters=[year_in, MetadataFilter(key="year", value=2021)])
-    assert to_filter(same_key) == {"year": [2021]}
-    either = MetadataFilters(
-        filters=[MetadataFilter(key="topic", value="ir"), MetadataFilter(key="topic", value="geo")],
-        condition=FilterCondition.OR,
+    assert to_filter(MetadataFilters(filters=[eq, year_in])) == {
+        "$and": [{"topic": {"$eq": "ir"}}, {"year": {"$in": [2020, 2021]}}]
+    }
+    assert to_filter(MetadataFilters(filters=[eq, MetadataFilters(filters=[year_in])])) == to_filter(
+        MetadataFilters(filters=[eq, year_in])
     )
-    assert to_filter(either) == {"topic": ["ir", "geo"]}
-    assert to_filter({"topic": "ir"}) == {"topic": ["ir"]} and to_filter(None) is None
+    assert to_filter({"topic": "ir"}) == {"topic": "ir"} and to_filter(None) is None
     assert to_filter(MetadataFilters(filters=[])) is None
-    with pytest.raises(InvalidInputError, match="unsupported filter operator GT"):
-        to_filter(MetadataFilters(filters=[MetadataFilter(key="year", value=2020, operator=FilterOperator.GT)]))
-    with pytest.raises(InvalidInputError, match="same key"):
-        to_filter(MetadataFilters(filters=[eq, year_in], condition=FilterCondition.OR))
+    insensitive = MetadataFilter(key="topic", value="IR", operator=FilterOperator.TEXT_MATCH_INSENSITIVE)
+    with pytest.raises(InvalidInputError, match=r"unsupported filter operator TEXT_MATCH_INSENSITIVE.*supported"):
+        to_filter(MetadataFilters(filters=[insensitive]))
     with pytest.raises(InvalidInputError, match="must be MetadataFilters"):
         to_filter("topic=ir")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="range operators compare numbers"):
+        to_filter(MetadataFilters(filters=[MetadataFilter(key="year", value="2020", operator=FilterOperator.GT)]))
+
+
+_F, _OP, _COND = MetadataFilter, FilterOperator, FilterCondition
+#: Each FilterOperator and condition as a LlamaIndex QdrantVectorStore user writes it, and the nodes it keeps.
+_LLAMA_FILTERS = [
+    (MetadataFilters(filters=[_F(key="year", value=2021, operator=_OP.GT)]), {"rust", "qdrant"}),
+    (MetadataFilters(filters=[_F(key="year", value=2021, operator=_OP.GTE)]), {"paris", "rust", "qdrant"}),
+    (MetadataFilters(filters=[_F(key="year", value=2021, operator=_OP.LT)]), {"colbert", "photo"}),
+    (MetadataFilters(filters=[_F(key="year", value=2020, operator=_OP.LTE)]), {"colbert", "photo"}),
+    (MetadataFilters(filters=[_F(key="topic", value="ir", operator=_OP.NE)]), {"paris", "photo", "rust"}),
+    (MetadataFilters(filters=[_F(key="topic", value=["ir", "geo"], operator=_OP.NIN)]), {"photo", "rust"}),
+    (MetadataFilters(filters=[_F(key="topic", value=["bio", "geo"], operator=_OP.IN)]), {"photo", "paris"}),
+    (MetadataFilters(filters=[_F(key="topic", value="code", operator=_OP.EQ)]), {"rust"}),
+    (MetadataFilters(filters=[_F(key="tags", value="db", operator=_OP.CONTAINS)]), {"qdrant"}),
+    (MetadataFilters(filters=[_F(key="tags", value=["db", "ml"], operator=_OP.ANY)]), {"colbert", "qdrant"}),
+    (MetadataFilters(filters=[_F(key="tags", value=["ir", "ml"], operator=_OP.ALL)]), {"colbert"}),
+    (MetadataFilters(filters=[_F(key="name", value="ColB", operator=_OP.TEXT_MATCH)]), {"colbert"}),
+    (MetadataFilters(filters=[_F(key="tags", value=None, operator=_OP.IS_EMPTY)]), {"paris", "photo", "rust"}),
+    (
+        MetadataFilters(filters=[_F(key="topic", value="ir"), _F(key="year", value=2022, operator=_OP.GTE)]),
+        {"qdrant"},
+    ),
+    (
+        MetadataFilters(filters=[_F(key="topic", value="geo"), _F(key="year", value=2022)], condition=_COND.OR),
+        {"paris", "rust"},
+    ),
+    (MetadataFilters(filters=[_F(key="topic", value="ir")], condition=_COND.NOT), {"paris", "photo", "rust"}),
+]
+_LLAMA_META = {
+    "colbert": {"tags": ["ir", "ml"], "name": "ColBERT"},
+    "qdrant": {"tags": ["ir", "db"], "name": "Qdrant"},
+    "paris": {"tags": []},
+}
+
+
+def test_every_filter_operator_through_the_retriever(backend_name: str, tmp_path: Path) -> None:
+    index = ColBERTIndex.from_documents(
+        [Document(text=t, id_=i, metadata={**META[i], **_LLAMA_META.get(i, {})}) for i, t in TEXTS.items()],
+        encoder=FakeEncoder(dim=DIM),
+        backend=make_backend(backend_name, tmp_path / backend_name, DIM),
+    )
+    for filters, want in _LLAMA_FILTERS:
+        nodes = index.as_retriever(similarity_top_k=5, filters=filters).retrieve("late interaction")
+        assert {n.node.ref_doc_id for n in nodes} == want, filters
+    # delete_nodes(filters=...) as on a LlamaIndex vector store: the matching nodes go, the others stay
+    index.delete_nodes(filters=MetadataFilters(filters=[_F(key="year", value=2021, operator=_OP.LTE)]))
+    assert {n.node.ref_doc_id for n in index.as_retriever(similarity_top_k=5).retrieve("x")} == {"rust", "qdrant"}
+    with pytest.raises(InvalidInputError, match="not both"):
+        index.delete_nodes(["a"], filters={"topic": "ir"})
+    index.store.close()
 
 
 def test_retriever_over_plain_store(backend_name: str, tmp_path: Path) -> None:

@@ -325,3 +325,38 @@ def test_search_within_a_subset_of_ids(backend_name: str, tmp_path: Any) -> None
         for bad in ("d3", [3], ["a\x00b"], [""]):
             with pytest.raises(InvalidInputError):
                 store.search(query, k=5, ids=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
+def test_delete_by_filter_and_operator_search(backend_name: str, tmp_path: Any) -> None:
+    metas = [{"year": 2019, "lang": "en"}, {"year": 2021, "lang": "fr"}, {"year": 2023, "lang": "en"}, {}]
+    with MultiVectorStore(FakeEncoder(dim=16), make_backend(backend_name, tmp_path / "b", 16)) as store:
+        store.add(["cats purr", "dogs bark", "cats sleep", "fish swim"], ids=["a", "b", "c", "d"], metadatas=metas)
+        recent_en = {"year": {"$gte": 2020}, "lang": {"$ne": "fr"}}
+        assert [h.id for h in store.search("cats", k=4, filter=recent_en)] == ["c"]
+        assert {h.id for h in store.search("cats", k=4, filter={"$or": [{"year": 2019}, {"lang": "fr"}]})} == {"a", "b"}
+        assert [h.id for h in store.search("cats", k=4, filter={"lang": "en"}, ids=["c", "b"])] == ["c"]
+        with pytest.raises(InvalidInputError, match="not both"):
+            store.delete(["a"], filter={"lang": "en"})
+        with pytest.raises(InvalidInputError, match="not both"):
+            store.delete()
+        with pytest.raises(InvalidInputError, match="clear"):
+            store.delete(filter={})
+        with pytest.raises(InvalidInputError, match=r"\$lt"):
+            store.delete(filter={"year": {"$less": 2020}})
+        assert store.count() == 4  # nothing deleted by the refused calls
+        assert store.delete(filter={"year": {"$lt": 2022}}) == 2
+        assert sorted(store.ids()) == ["c", "d"]
+        assert store.delete(filter={"lang": {"$exists": False}}) == 1
+        assert store.ids() == ["c"]
+
+
+def test_native_qdrant_filter_through_the_store(tmp_path: Any) -> None:
+    models = pytest.importorskip("qdrant_client.models")
+    with MultiVectorStore(FakeEncoder(dim=16), make_backend("qdrant_edge", tmp_path / "e", 16)) as store:
+        store.add(["cats purr", "dogs bark"], ids=["a", "b"], metadatas=[{"year": 2019}, {"year": 2021}])
+        native = models.Filter(must=[models.FieldCondition(key="metadata.year", range=models.Range(gte=2020))])
+        assert [h.id for h in store.search("cats", k=2, filter=native)] == ["b"]
+        with pytest.raises(InvalidInputError, match="dict filter"):
+            store.search("cats", k=2, filter=native, ids=["a"])
+        assert store.delete(filter=native) == 1 and store.ids() == ["a"]

@@ -95,6 +95,10 @@ class Backend(Protocol):
         """Remove documents by id; unknown ids are ignored. Returns the number removed."""
         ...
 
+    def delete_where(self, filter: Filter) -> int:
+        """Remove every document matching a metadata filter (never empty). Returns the number removed."""
+        ...
+
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
         """Fetch stored documents by id, in the order given, skipping unknown ids."""
         ...

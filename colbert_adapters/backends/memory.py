@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_multivector, check_filter, check_ids, check_k, check_upsert_batch, match_filter
+from .._filters import check_filter, match_filter
+from .._validation import as_multivector, check_ids, check_k, check_upsert_batch
 from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError, IndexCorruptedError, InvalidInputError
 from ..scoring import maxsim_flat
 from ..types import Filter, Hit, Metadata, MultiVector
@@ -174,6 +175,24 @@ class MemoryBackend:
                 self._cache = None
             return removed
 
+    def delete_where(self, filter: Filter) -> int:
+        """Remove every document matching a metadata filter (the forms of :meth:`search`); returns the count.
+
+        Raises:
+            InvalidInputError: an empty or malformed filter (:meth:`clear` deletes everything).
+        """
+        flt = check_filter(filter)
+        if flt is None:
+            raise InvalidInputError("delete_where needs a non-empty filter (clear() deletes everything)")
+        with self._lock:
+            self._check_open()
+            doomed = [doc_id for doc_id, doc in self._docs.items() if match_filter(doc.metadata, flt)]
+            for doc_id in doomed:
+                del self._docs[doc_id]
+            if doomed:
+                self._cache = None
+            return len(doomed)
+
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
         """Fetch stored documents in the order asked, skipping unknown ids.
 
@@ -210,7 +229,8 @@ class MemoryBackend:
         Args:
             query_vectors: float32 array-like ``(n_query_tokens, dim)``.
             k: number of hits (>= 1); more than the number of matching documents returns them all.
-            filter: ``{"field": value}`` or ``{"field": [v1, v2]}`` restricting candidates (AND over fields).
+            filter: a metadata filter restricting candidates (``{"field": value}``, ``{"field": [v1, v2]}``,
+                ``{"year": {"$gte": 2020}}``, ``{"$or": [...]}``; see ``MultiVectorStore.search``).
 
         Returns:
             Up to ``k`` hits by descending score; ties keep insertion order (a replaced document counts as

@@ -214,10 +214,16 @@ def _snippet(text: str | None, width: int) -> str:
 
 
 FILTER_HELP = (
-    "FIELD=VALUE: only documents whose metadata FIELD equals VALUE (repeat a field for any of several values). "
-    'VALUE is typed as JSON reads it: 1 is an integer, 1.5 a float, true/false a bool, null a null, "1" (with '
-    "the quotes) the string 1; anything else is a string"
+    "FIELD=VALUE, FIELD!=VALUE, FIELD>VALUE, FIELD>=VALUE, FIELD<VALUE or FIELD<=VALUE on document metadata "
+    "(a dotted FIELD is a nested one); repeat for more conditions, all must hold (a field repeated with = or != "
+    'means any/none of the values). VALUE is typed as JSON reads it: 1 is an integer, 1.5 a float, true/false a '
+    'bool, null a null, "1" (with the quotes) the string 1; anything else is a string'
 )
+WHERE_HELP = (
+    'a filter as JSON, the form MultiVectorStore.search takes, e.g. \'{"year": {"$gte": 2020}, "$or": '
+    '[{"lang": "en"}, {"lang": "de"}]}\' (operators $eq $ne $gt $gte $lt $lte $in $nin $exists $text, $and $or $not)'
+)
+_CLI_OPS = {"=": "$in", "!=": "$nin", ">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte"}
 
 
 def _filter_value(text: str) -> Any:
@@ -231,14 +237,44 @@ def _filter_value(text: str) -> Any:
     return value
 
 
-def _parse_filter(items: Sequence[str]) -> dict[str, Any] | None:
-    out: dict[str, Any] = {}
+def _simplest(ops: dict[str, Any]) -> Any:
+    """``{"$in": [v]}`` -> ``v``, ``{"$in": [a, b]}`` -> ``[a, b]``, a single ``$in``/``$nin`` value -> ``$eq``/``$ne``."""
+    if list(ops) == ["$in"]:
+        return ops["$in"][0] if len(ops["$in"]) == 1 else ops["$in"]
+    for many, one in (("$in", "$eq"), ("$nin", "$ne")):
+        if len(ops.get(many, ())) == 1:
+            ops[one] = ops.pop(many)[0]
+    return ops
+
+
+def _parse_filter(items: Sequence[str], where: str | None = None) -> dict[str, Any] | None:
+    """The ``--filter`` conditions and the ``--where`` JSON filter, all of which must hold."""
+    fields: dict[str, dict[str, Any]] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--filter expects FIELD=VALUE, got {item!r}")
-        out.setdefault(key, []).append(_filter_value(value))
-    return {k: v[0] if len(v) == 1 else v for k, v in out.items()} or None
+        cut = next((i for i, ch in enumerate(item) if ch in "=!<>"), -1)
+        op = item[cut : cut + 2] if item[cut + 1 : cut + 2] == "=" else item[cut : cut + 1]
+        key, value = item[:cut], item[cut + len(op) :]
+        if cut <= 0 or op not in _CLI_OPS:
+            raise UsageError(f"--filter expects FIELD=VALUE (or !=, >, >=, <, <=), got {item!r}")
+        ops = fields.setdefault(key, {})
+        name = _CLI_OPS[op]
+        if name in ("$in", "$nin"):
+            ops.setdefault(name, []).append(_filter_value(value))
+        elif name in ops:
+            raise UsageError(f"--filter gives {key}{op} twice")
+        else:
+            ops[name] = _filter_value(value)
+    parts: list[dict[str, Any]] = [{k: _simplest(ops)} for k, ops in fields.items()]
+    if where is not None:
+        try:
+            parsed = json.loads(where)
+        except ValueError as err:
+            raise UsageError(f"--where is not valid JSON ({err}); {WHERE_HELP}") from err
+        if not isinstance(parsed, dict):
+            raise UsageError(f"--where must be a JSON object; {WHERE_HELP}")
+        parts.append(parsed)
+    parts = [p for p in parts if p]
+    return None if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -252,7 +288,7 @@ def _search(args: argparse.Namespace) -> int:
     try:
         from ..store import MultiVectorStore
 
-        hits = MultiVectorStore(encoder, backend).search(args.query, k=args.k, filter=_parse_filter(args.filter))
+        hits = MultiVectorStore(encoder, backend).search(args.query, k=args.k, filter=_parse_filter(args.filter, args.where))
     finally:
         close_backend(manifest, args.index, backend, save=False)
     if args.json:
@@ -373,6 +409,7 @@ def add_index_commands(subparsers: Subparsers) -> None:
         metavar="FIELD=VALUE",
         help=FILTER_HELP,
     )
+    s.add_argument("--where", metavar="JSON", help=WHERE_HELP)
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--width", type=int, default=80, help="snippet width (default: 80)")
     add_model_options(s, default_help="default: the index's model; another model is refused")

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from ..._filters import match_filter
 from ..._identity import same_model
-from ..._validation import as_multivector, check_ids, check_k, check_upsert_batch, match_filter, positive_int
+from ..._validation import as_multivector, check_ids, check_k, check_upsert_batch, positive_int
 from ...errors import ColBERTError, CollectionConfigError, InvalidInputError, QdrantRequestError
 from ...types import Filter, Hit, Metadata, MultiVector
 from ..base import Record, VerifyReport
@@ -361,16 +362,16 @@ class QdrantBackend:
         """Remove every document matching a filter; returns how many were removed.
 
         Args:
-            filter: the dict form (``{"field": value}`` / ``{"field": [v1, v2]}``, same semantics as
-                :meth:`search`) or a native ``qdrant_client.models.Filter`` on payload keys
+            filter: the dict form (``{"field": value}``, ``{"year": {"$gte": 2020}}``, ``{"$or": [...]}``, same
+                semantics as :meth:`search`) or a native ``qdrant_client.models.Filter`` on payload keys
                 (``metadata.<field>``, ``doc_id``, ``text``).
 
         Raises:
             InvalidInputError: an empty or malformed filter (:meth:`clear` deletes everything).
         """
         native, post = resolve_filter(filter, self._engine.kind)
-        if native is None:
-            raise InvalidInputError("delete_where needs a non-empty filter")
+        if native is None and post is None:
+            raise InvalidInputError("delete_where needs a non-empty filter (clear() deletes everything)")
         with self._lock:
             self._check_open()
             if self._config is None:
@@ -441,9 +442,9 @@ class QdrantBackend:
         Args:
             query_vectors: float32 array-like ``(n_query_tokens, dim)``.
             k: number of hits (>= 1).
-            filter: ``{"field": value}`` / ``{"field": [v1, v2]}`` on metadata (AND over fields, exact
-                :class:`MemoryBackend` semantics), or a native ``qdrant_client.models.Filter`` (or, on Edge,
-                a ``qdrant_edge.Filter``) on payload keys ``metadata.<field>``.
+            filter: a metadata filter (``{"field": value}``, ``{"year": {"$gte": 2020}}``, ``{"$or": [...]}``;
+                exact :class:`MemoryBackend` semantics, see ``MultiVectorStore.search``), or a native
+                ``qdrant_client.models.Filter`` (on Edge also a ``qdrant_edge.Filter``) on ``metadata.<field>``.
             mode: ``"two_stage"`` or ``"exact"``; default: the backend's ``search_mode``.
             prefetch_limit: first-stage candidates for this call (two-stage); default: the backend's.
 

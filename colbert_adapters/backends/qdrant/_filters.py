@@ -1,8 +1,8 @@
 """Filters: the dict form to ``qdrant_client.models.Filter``, and client filters to Qdrant Edge filters.
 
-A dict filter (``{"field": value}`` / ``{"field": [v1, v2]}`` on metadata) becomes a native filter that
+A dict filter (any form of :mod:`colbert_adapters._filters`, on metadata) becomes a native filter that
 matches a superset of it; the backend re-checks every hit exactly with
-:func:`~colbert_adapters._validation.match_filter`, so results equal :class:`MemoryBackend`'s. Native filters
+:func:`~colbert_adapters._filters.match_filter`, so results equal :class:`MemoryBackend`'s. Native filters
 pass through (an Edge filter only on Edge). ``qdrant_client`` and ``qdrant_edge`` are imported on use.
 """
 
@@ -10,35 +10,32 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from ..._filters import And, Cond, FilterExpr, Not, Or, check_filter
 from ..._optional import require
-from ..._validation import check_filter
 from ...errors import InvalidInputError
 from ._points import metadata_path
 
-__all__ = ["dict_to_models_filter", "native_filter_kind", "resolve_filter", "to_edge_filter"]
+__all__ = ["native_filter_kind", "resolve_filter", "to_edge_filter", "to_models_filter"]
 
 
-def resolve_filter(flt: Any, engine: str) -> tuple[Any, dict[str, list[Any]] | None]:
+def resolve_filter(flt: Any, engine: str) -> tuple[Any, FilterExpr | None]:
     """Turn a backend ``filter=`` argument into what the engine ``engine`` takes.
 
     Args:
-        flt: ``None``, the dict form, a ``qdrant_client.models.Filter`` or a ``qdrant_edge.Filter``.
+        flt: ``None``, the dict form (see :mod:`colbert_adapters._filters`), a normalised filter, a
+            ``qdrant_client.models.Filter`` or a ``qdrant_edge.Filter``.
         engine: ``"edge"``, ``"local"`` or ``"server"``.
 
     Returns:
-        ``(native filter for the engine or None, normalised dict filter to re-check exactly or None)``.
+        ``(native filter for the engine or None, normalised filter to re-check exactly or None)``. The native
+        filter of a dict matches a superset of it (exactly it, for most filters).
 
     Raises:
         InvalidInputError: a malformed dict, an Edge filter on another engine, or another type.
     """
-    if flt is None or isinstance(flt, Mapping):
-        norm = check_filter(flt)
-        if norm is None:
-            return None, None
-        return dict_to_models_filter(norm, native_bools=engine != "edge"), norm
     kind = native_filter_kind(flt)
     if kind == "client" or (kind == "edge" and engine == "edge"):
         return flt, None
@@ -47,45 +44,90 @@ def resolve_filter(flt: Any, engine: str) -> tuple[Any, dict[str, list[Any]] | N
             "a qdrant_edge.Filter only works on a Qdrant Edge backend; pass a qdrant_client.models.Filter "
             "(works on every engine) or the dict form"
         )
-    raise InvalidInputError(
-        "filter must be a dict like {'source': 'a', 'year': [2020, 2021]}, a qdrant_client.models.Filter or "
-        f"a qdrant_edge.Filter, got {type(flt).__name__}"
-    )
+    if flt is not None and not isinstance(flt, (Mapping, Cond, Not, And, Or)):
+        raise InvalidInputError(
+            "filter must be a dict like {'source': 'a', 'year': {'$gte': 2020}}, a qdrant_client.models.Filter or "
+            f"a qdrant_edge.Filter, got {type(flt).__name__}"
+        )
+    norm = check_filter(flt)
+    if norm is None:
+        return None, None
+    return to_models_filter(norm, native_bools=engine != "edge"), norm
 
 
-def dict_to_models_filter(norm: Mapping[str, Sequence[Any]], *, native_bools: bool = True) -> Any:
-    """Translate a normalised dict filter to a ``models.Filter`` that matches a superset of it.
+_ALL = "all"  # translation of a condition every point satisfies (no native condition)
+_NONE = "none"  # translation of a condition no point satisfies
 
-    Numbers use a closed range (so 2020 matches 2020.0, as in MemoryBackend), strings and bools exact
-    matches, ``None`` an is-null condition. Qdrant also matches an element of an array field; the backend
-    re-checks every hit with :func:`~colbert_adapters._validation.match_filter`, which does not.
 
-    ``native_bools=False`` (Qdrant Edge 0.9, which reads a Python ``bool`` filter value as an int and so never
-    matches a stored bool): a field filtered on a bool only has to be present, and the exact re-check does
-    the rest.
+def to_models_filter(expr: FilterExpr, *, native_bools: bool = True) -> Any:
+    """Translate a normalised filter to a ``models.Filter`` that matches a superset of it, or ``None`` (all).
+
+    Most conditions translate exactly (Qdrant, too, matches a list field by its elements). Where Qdrant's
+    meaning differs (``null`` inside lists, ``$text``, which Qdrant matches by tokens, bools on Qdrant Edge,
+    which reads a Python ``bool`` filter value as an int), the translation is chosen by polarity: a superset
+    where the condition counts positively, a subset under a negation, so the whole stays a superset and the
+    backend's exact re-check with :func:`~colbert_adapters._filters.match_filter` does the rest.
     """
     m = require("qdrant_client.models", extra="qdrant", package="qdrant-client")
-    must = []
-    for key, values in norm.items():
-        path = metadata_path(key)
-        if not native_bools and any(isinstance(v, bool) for v in values):
-            must.append(m.Filter(must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key=path))]))
-            continue
+    out = _native(expr, True, m, native_bools)
+    if isinstance(out, str):  # _ALL (a superset never needs _NONE at the top)
+        return None
+    return out if isinstance(out, m.Filter) else m.Filter(must=[out])
+
+
+def _native(expr: FilterExpr, superset: bool, m: Any, native_bools: bool) -> Any:
+    if isinstance(expr, Not):
+        inner = _native(expr.item, not superset, m, native_bools)
+        if isinstance(inner, str):
+            return _NONE if inner == _ALL else _ALL
+        return m.Filter(must_not=[inner])
+    if isinstance(expr, (And, Or)):
+        parts = [_native(item, superset, m, native_bools) for item in expr.items]
+        absorbing, neutral = (_NONE, _ALL) if isinstance(expr, And) else (_ALL, _NONE)
+        if absorbing in parts:
+            return absorbing
+        parts = [p for p in parts if p != neutral]
+        if not parts:
+            return neutral
+        if len(parts) == 1:
+            return parts[0]
+        return m.Filter(must=parts) if isinstance(expr, And) else m.Filter(should=parts)
+    return _condition(expr, superset, m, native_bools)
+
+
+def _condition(c: Cond, superset: bool, m: Any, native_bools: bool) -> Any:
+    path = metadata_path(c.key)
+    not_empty = m.Filter(must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key=path))])
+    if c.op in ("eq", "in"):
+        values = c.value if c.op == "in" else (c.value,)
         conds: list[Any] = []
         strs = [v for v in values if isinstance(v, str)]
-        if len(strs) == 1:
-            conds.append(m.FieldCondition(key=path, match=m.MatchValue(value=strs[0])))
-        elif strs:
-            conds.append(m.FieldCondition(key=path, match=m.MatchAny(any=strs)))
+        if strs:
+            match = m.MatchValue(value=strs[0]) if len(strs) == 1 else m.MatchAny(any=strs)
+            conds.append(m.FieldCondition(key=path, match=match))
         for v in values:
             if isinstance(v, bool):
-                conds.append(m.FieldCondition(key=path, match=m.MatchValue(value=v)))
+                if native_bools:
+                    conds.append(m.FieldCondition(key=path, match=m.MatchValue(value=v)))
+                elif superset:
+                    conds.append(not_empty)
+                # else: no exact native form; as a subset it contributes nothing
             elif isinstance(v, (int, float)):
                 conds.append(m.FieldCondition(key=path, range=m.Range(gte=v, lte=v)))
             elif v is None:
-                conds.append(m.IsNullCondition(is_null=m.PayloadField(key=path)))
-        must.append(conds[0] if len(conds) == 1 else m.Filter(should=conds))
-    return m.Filter(must=must)
+                null = m.IsNullCondition(is_null=m.PayloadField(key=path))
+                # A null inside a list: Qdrant's is_null may not see it; any non-empty list does.
+                conds.append(m.Filter(should=[null, not_empty]) if superset else null)
+        if not conds:
+            return _NONE
+        return conds[0] if len(conds) == 1 else m.Filter(should=conds)
+    if c.op in ("gt", "gte", "lt", "lte"):
+        return m.FieldCondition(key=path, range=m.Range(**{c.op: c.value}))
+    if c.op == "exists":
+        return not_empty
+    # text: Qdrant's MatchText matches whole tokens (Edge always, a server with a full-text index), not the
+    # substrings $text means, so it prunes nothing natively; the exact re-check decides.
+    return _ALL if superset else _NONE
 
 
 def native_filter_kind(flt: Any) -> str | None:

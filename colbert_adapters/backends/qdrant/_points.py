@@ -44,15 +44,19 @@ TEXT_KEY = "text"
 METADATA_KEY = "metadata"
 SEQ_KEY = "seq"
 #: Characters Qdrant reads as JSON-path syntax in a payload key.
-FORBIDDEN_KEY_CHARS = frozenset('.[]"')
+FORBIDDEN_KEY_CHARS = frozenset('[]"')
 
 
 def metadata_path(key: str) -> str:
-    """The payload path where metadata field ``key`` lives (``metadata.<key>``): filters and indexes use it."""
-    if not isinstance(key, str) or not key or FORBIDDEN_KEY_CHARS & set(key):
+    """The payload path where metadata field ``key`` lives (``metadata.<key>``): filters and indexes use it.
+
+    A dotted key (``"author.name"``) is a nested field, as in the filters.
+    """
+    if not isinstance(key, str) or not key or FORBIDDEN_KEY_CHARS & set(key) or "" in key.split("."):
         raise InvalidInputError(
-            f"metadata key {key!r} is empty or contains '.', '[', ']' or '\"', which Qdrant reads as a JSON path; "
-            "rename the metadata field, or pass a qdrant_client.models.Filter with the path you mean"
+            f"metadata key {key!r} is empty, has an empty dotted part or contains '[', ']' or '\"', which Qdrant "
+            "reads as a JSON path; rename the metadata field, or pass a qdrant_client.models.Filter with the path "
+            "you mean"
         )
     return f"{METADATA_KEY}.{key}"
 

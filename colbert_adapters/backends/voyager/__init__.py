@@ -50,9 +50,10 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, cast, overload
 
 from ..._codecs import VECTOR_DTYPES, decode_vectors
+from ..._filters import check_filter
 from ..._identity import same_model
 from ..._optional import require
-from ..._validation import as_multivector, check_filter, check_ids, check_k, positive_int
+from ..._validation import as_multivector, check_ids, check_k, positive_int
 from ...errors import ColBERTError, CollectionConfigError, InvalidInputError
 from ...types import Filter, Hit, Metadata, MultiVector
 from .._files import FileWriteLock, is_temp
@@ -491,6 +492,17 @@ class VoyagerBackend:
         """
         return _writes.delete(self._st, ids)
 
+    def delete_where(self, filter: Filter) -> int:
+        """Remove every document matching a metadata filter (the forms of :meth:`search`) in one transaction.
+
+        Returns the number removed. Raises InvalidInputError on an empty or malformed filter (:meth:`clear`
+        deletes everything), ColBERTError when the backend is closed or read-only.
+        """
+        flt = check_filter(filter)
+        if flt is None:
+            raise InvalidInputError("delete_where needs a non-empty filter (clear() deletes everything)")
+        return _writes.delete_where(self._st, flt)
+
     def clear(self) -> None:
         """Remove every document in one transaction; the index keeps its settings and recorded model.
 
@@ -552,8 +564,8 @@ class VoyagerBackend:
         Args:
             query_vectors: float32 array-like ``(n_query_tokens, dim)``.
             k: number of hits (>= 1); more than the number of matching documents returns them all.
-            filter: ``{"field": value}`` or ``{"field": [v1, v2]}`` restricting candidates (AND over fields),
-                applied before the top ``k`` is taken.
+            filter: a metadata filter (``{"field": value}``, ``{"year": {"$gte": 2020}}``, ``{"$or": [...]}``;
+                see ``MultiVectorStore.search``), applied before the top ``k`` is taken.
 
         Returns:
             Up to ``k`` hits by descending exact MaxSim score; ties keep insertion order.

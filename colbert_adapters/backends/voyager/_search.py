@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._codecs import quantise_int8
+from ..._filters import FilterExpr, match_filter
 from ..._kernels import doc_scale_codes, doc_scale_estimate
-from ..._validation import match_filter
 from ...scoring import maxsim_flat
 from ...types import Hit
 from ._candidates import candidates
@@ -52,7 +52,7 @@ def search(
     st: IndexState,
     q: npt.NDArray[np.float32],
     k: int,
-    flt: dict[str, list[Any]] | None,
+    flt: FilterExpr | None,
     trace: SearchTrace | None = None,
 ) -> list[Hit]:
     """Top ``k`` documents for query tokens ``q`` ``(n_q, dim)`` (checked) among those matching ``flt``, by
@@ -135,7 +135,7 @@ def score(
     conn: sqlite3.Connection,
     q: npt.NDArray[np.float32],
     k: int,
-    flt: dict[str, list[Any]] | None,
+    flt: FilterExpr | None,
     trace: SearchTrace | None = None,
 ) -> dict[int, float]:
     """Exact MaxSim of the selected documents: ``{seq: score}`` (shared lock held); ``trace`` records the
@@ -226,7 +226,7 @@ def exhaustive_limit(n_rerank: int) -> int:
 
 
 def match(
-    st: IndexState, conn: sqlite3.Connection, seqs: npt.NDArray[np.int64], flt: dict[str, list[Any]]
+    st: IndexState, conn: sqlite3.Connection, seqs: npt.NDArray[np.int64], flt: FilterExpr
 ) -> npt.NDArray[np.bool_]:
     """Boolean mask ``(len(seqs),)``: which documents satisfy the filter."""
     ok: set[int] = set()
@@ -241,9 +241,9 @@ def match(
     return np.fromiter((s in ok for s in lst), dtype=bool, count=len(lst))
 
 
-def filtered_seqs(st: IndexState, conn: sqlite3.Connection, flt: dict[str, list[Any]]) -> npt.NDArray[np.int64]:
+def filtered_seqs(st: IndexState, conn: sqlite3.Connection, flt: FilterExpr) -> npt.NDArray[np.int64]:
     """Seqs of all sealed documents matching ``flt`` (cached until the next write)."""
-    key = json.dumps(flt, sort_keys=True, default=repr)
+    key = repr(flt)
     with st.cache_lock:
         hit = st.filter_cache.get(key)
     if hit is not None:

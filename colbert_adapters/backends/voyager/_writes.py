@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from ..._codecs import encode_vectors
+from ..._filters import FilterExpr, match_filter
 from ..._validation import as_multivector, check_ids, check_upsert_batch
 from ...errors import ColBERTError, DimensionMismatchError, InvalidInputError
 from ...types import Metadata, MultiVector
@@ -28,7 +30,7 @@ from ._layout import default_graph_dim, write_manifest
 from ._segments import maintain
 from ._state import IndexState, load_state
 
-__all__ = ["apply_removed", "clear", "delete", "upsert", "write_docs"]
+__all__ = ["apply_removed", "clear", "delete", "delete_where", "upsert", "write_docs"]
 
 _F16_MAX = float(np.finfo(np.float16).max)
 
@@ -114,13 +116,31 @@ def delete(st: IndexState, ids: Sequence[str]) -> int:
     unique = list(dict.fromkeys(check_ids(ids, allow_duplicates=True)))
     if not unique:
         return 0
+    return _delete(st, lambda conn: unique)
+
+
+def delete_where(st: IndexState, flt: FilterExpr) -> int:
+    """Remove the documents matching ``flt`` in one transaction; returns how many were removed."""
+    st.check_writable()
+
+    def matching(conn: sqlite3.Connection) -> list[str]:
+        return [doc_id for doc_id, meta in conn.execute("SELECT id, metadata FROM docs") if match(meta)]
+
+    def match(meta: str) -> bool:
+        return match_filter(json.loads(meta), flt)
+
+    return _delete(st, matching)
+
+
+def _delete(st: IndexState, select: Callable[[sqlite3.Connection], list[str]]) -> int:
+    """Delete the ids ``select`` finds inside the write transaction (so no write slips in between)."""
     with st.write_mutex:
         st.check_writable()
         conn = st.conn
         with _storage_errors(st, "delete"):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                old = lookup_rows(conn, unique)
+                old = lookup_rows(conn, select(conn))
                 delete_rows(conn, list(old.values()))
                 with st.rw.write():
                     conn.execute("COMMIT")
