@@ -1758,3 +1758,47 @@ def test_inline_maintenance_merges_within_the_write(tmp_path: Path) -> None:
             backend.upsert(ids[start : start + 20], vecs[start : start + 20])
             assert len(backend.stats()["segments"]) <= 2 and not backend.stats()["maintenance_pending"]
         assert backend.wait_for_maintenance(timeout=0)
+
+
+# ------------------------------------------------------------------------------------------------ metadata indexes
+
+
+def test_metadata_indexes_answer_like_a_scan(tmp_path: Path) -> None:
+    """Filters through the metadata indexes (SQLite expression indexes) return what the scan returns, for every
+    operator and for list fields; the indexes are kept by the directory and maintained by writes and deletes."""
+    rng = np.random.default_rng(7)
+    metas: list[Any] = BackendContract._OPERATOR_METAS
+    cases = BackendContract._OPERATOR_CASES
+    ids = [f"n{i}" for i in range(len(metas))]
+    vecs = [unit_multivector(rng, 4, 8) for _ in ids]
+    keys = ["year", "lang", "tags", "author.name", "draft", "score", "title"]
+    with pytest.raises(InvalidInputError, match="metadata index key"):
+        VoyagerBackend(tmp_path / "bad", metadata_indexes=["a[0]"])
+    # exact_below_tokens=0: sealed documents are searched through the graph and filtered by filtered_seqs
+    with (
+        VoyagerBackend(tmp_path / "plain", exact_below_tokens=0, background_maintenance=False) as plain,
+        VoyagerBackend(
+            tmp_path / "idx", metadata_indexes=keys, exact_below_tokens=0, background_maintenance=False
+        ) as indexed,
+    ):
+        assert indexed.metadata_indexes == sorted(keys) and plain.metadata_indexes == []
+        for b in (plain, indexed):
+            b.upsert(ids, vecs, metadatas=metas)
+            b.compact()  # seal everything
+        q = unit_multivector(rng, 3, 8)
+        for flt, want in cases:
+            got = {h.id for h in indexed.search(q, k=len(ids), filter=flt)}
+            assert got == {f"n{i}" for i in want} == {h.id for h in plain.search(q, k=len(ids), filter=flt)}, flt
+        assert indexed.delete_where({"year": {"$gte": 2021}}) == 4
+        indexed.upsert(["late"], [vecs[0]], metadatas=[{"year": 2030, "tags": ["ir"]}])
+        indexed.compact()
+        assert {h.id for h in indexed.search(q, k=9, filter={"year": {"$gt": 2020}})} == {"late"}
+        assert {h.id for h in indexed.search(q, k=9, filter={"tags": "ir"})} == {"n0", "late"}
+    with VoyagerBackend(tmp_path / "idx", read_only=True) as reopened:
+        assert reopened.metadata_indexes == sorted(keys)
+        assert {h.id for h in reopened.search(q, k=9, filter={"tags": {"$in": ["ir", "nlp"]}})} == {"n0", "n3", "late"}
+        with pytest.raises(ColBERTError, match="read-only"):
+            reopened.create_metadata_index("lang2")
+    with VoyagerBackend(tmp_path / "idx") as writer:
+        writer.create_metadata_index("lang2")
+        assert "lang2" in writer.metadata_indexes

@@ -216,7 +216,7 @@ def _snippet(text: str | None, width: int) -> str:
 FILTER_HELP = (
     "FIELD=VALUE, FIELD!=VALUE, FIELD>VALUE, FIELD>=VALUE, FIELD<VALUE or FIELD<=VALUE on document metadata "
     "(a dotted FIELD is a nested one); repeat for more conditions, all must hold (a field repeated with = or != "
-    'means any/none of the values). VALUE is typed as JSON reads it: 1 is an integer, 1.5 a float, true/false a '
+    "means any/none of the values). VALUE is typed as JSON reads it: 1 is an integer, 1.5 a float, true/false a "
     'bool, null a null, "1" (with the quotes) the string 1; anything else is a string'
 )
 WHERE_HELP = (
@@ -238,7 +238,7 @@ def _filter_value(text: str) -> Any:
 
 
 def _simplest(ops: dict[str, Any]) -> Any:
-    """``{"$in": [v]}`` -> ``v``, ``{"$in": [a, b]}`` -> ``[a, b]``, a single ``$in``/``$nin`` value -> ``$eq``/``$ne``."""
+    """``{"$in": [v]}`` -> ``v``, ``{"$in": [a, b]}`` -> ``[a, b]``; one ``$in``/``$nin`` value -> ``$eq``/``$ne``."""
     if list(ops) == ["$in"]:
         return ops["$in"][0] if len(ops["$in"]) == 1 else ops["$in"]
     for many, one in (("$in", "$eq"), ("$nin", "$ne")):
@@ -288,7 +288,9 @@ def _search(args: argparse.Namespace) -> int:
     try:
         from ..store import MultiVectorStore
 
-        hits = MultiVectorStore(encoder, backend).search(args.query, k=args.k, filter=_parse_filter(args.filter, args.where))
+        hits = MultiVectorStore(encoder, backend).search(
+            args.query, k=args.k, filter=_parse_filter(args.filter, args.where)
+        )
     finally:
         close_backend(manifest, args.index, backend, save=False)
     if args.json:

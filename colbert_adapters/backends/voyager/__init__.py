@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -49,7 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast, overload
 
-from ..._codecs import VECTOR_DTYPES, decode_vectors
+from ..._codecs import VECTOR_DTYPES
 from ..._filters import check_filter
 from ..._identity import same_model
 from ..._optional import require
@@ -61,9 +60,10 @@ from ..base import Record, VerifyReport
 from . import _layout, _search, _segments, _writes
 from ._background import start_workers
 from ._centroids import backfill_centroids
-from ._db import DB, FETCH_CHUNK, Database, check_blob
+from ._db import DB, Database
 from ._docstore import BlobCache
 from ._segments import STORAGE_TYPES
+from ._sqlfilter import check_index_key
 from ._state import IndexState, MaintenanceEvent, SearchTrace, Tuning, load_state, refresh_if_stale, release
 from ._verify import verify
 
@@ -183,6 +183,7 @@ class VoyagerBackend:
             returns; it waits briefly (at most 0.25 s) only while the threads are far behind. ``False`` seals
             and merges in the write that triggers it. :meth:`wait_for_maintenance` waits for pending work;
             :meth:`close` lets a running build finish. A crash mid-build keeps the last committed state.
+        metadata_indexes: metadata keys to index (created if missing; see :meth:`create_metadata_index`).
 
     Raises:
         CollectionConfigError: ``path`` is not an index (a file, or a non-empty directory without one), an
@@ -254,6 +255,7 @@ class VoyagerBackend:
         num_threads: int = -1,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         background_maintenance: bool = True,
+        metadata_indexes: Sequence[str] = (),
     ) -> None:
         voyager = require("voyager", extra="voyager")
         if dim is not None:
@@ -278,6 +280,8 @@ class VoyagerBackend:
             ef_construction = positive_int(ef_construction, "ef_construction")
         if graph_dim is not None:
             graph_dim = positive_int(graph_dim, "graph_dim")
+        keys = [metadata_indexes] if isinstance(metadata_indexes, str) else list(metadata_indexes)
+        index_keys = [check_index_key(key) for key in keys]
         if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise InvalidInputError(f"cache_bytes must be an int >= 0, got {cache_bytes!r}")
         tuning = Tuning(
@@ -387,6 +391,13 @@ class VoyagerBackend:
         if background_maintenance and not read_only:
             start_workers(st)
         self._st = st
+        try:
+            for key in index_keys:
+                if key not in st.metadata_indexes:
+                    self.create_metadata_index(key)
+        except BaseException:
+            self.close()
+            raise
         logger.info(
             "opened Voyager index %s (%d documents, %d segments, %s)",
             root,
@@ -503,6 +514,17 @@ class VoyagerBackend:
             raise InvalidInputError("delete_where needs a non-empty filter (clear() deletes everything)")
         return _writes.delete_where(self._st, flt)
 
+    @property
+    def metadata_indexes(self) -> list[str]:
+        """Metadata keys with an index (see :meth:`create_metadata_index`), sorted."""
+        return sorted(self._st.metadata_indexes)
+
+    def create_metadata_index(self, key: str) -> None:
+        """Index metadata field ``key`` (dotted: nested) so filters on it read the matching documents through the
+        index instead of scanning every document; kept in the index directory. Existing documents are indexed in
+        one transaction. Raises ColBERTError when read-only, InvalidInputError for a bad key."""
+        _writes.create_metadata_index(self._st, key)
+
     def clear(self) -> None:
         """Remove every document in one transaction; the index keeps its settings and recorded model.
 
@@ -526,37 +548,7 @@ class VoyagerBackend:
         Raises:
             InvalidInputError: ``ids`` is not a sequence of non-empty ``str``.
         """
-        st = self._st
-        id_list = check_ids(ids, allow_duplicates=True)
-        refresh_if_stale(st)
-        with st.rw.read(), st.db.reader() as conn:
-            st.check_open()
-            cols = (
-                f"id, text, metadata, n_tokens, {st.vector_cols}, {st.crc_cols}, seq"
-                if with_vectors
-                else "id, text, metadata"
-            )
-            found: dict[str, tuple[Any, ...]] = {}
-            unique = list(dict.fromkeys(id_list))
-            for start in range(0, len(unique), FETCH_CHUNK):
-                chunk = unique[start : start + FETCH_CHUNK]
-                for row in conn.execute(
-                    f"SELECT {cols} FROM docs WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(chunk),)
-                ):
-                    found[row[0]] = row
-            dim = st.dim or 0
-        out: list[Record] = []
-        for doc_id in id_list:
-            row = found.get(doc_id)
-            if row is None:
-                continue
-            vecs = None
-            if with_vectors:
-                check_blob(row[4], row[6], f"the stored vectors of document {doc_id!r} (seq {row[8]}) in {st.root}")
-                check_blob(row[5], row[7], f"the stored residuals of document {doc_id!r} (seq {row[8]}) in {st.root}")
-                vecs = decode_vectors(row[4], row[3], dim, st.vector_dtype, row[5])
-            out.append(Record(id=doc_id, text=row[1], metadata=json.loads(row[2]), vectors=vecs))
-        return out
+        return _search.get_records(self._st, check_ids(ids, allow_duplicates=True), with_vectors)
 
     def search(self, query_vectors: MultiVector, k: int = 10, filter: Filter | None = None) -> list[Hit]:
         """Approximate top-``k`` documents by MaxSim (exact scores for the returned hits).

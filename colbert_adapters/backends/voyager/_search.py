@@ -22,17 +22,29 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..._codecs import quantise_int8
-from ..._filters import FilterExpr, match_filter
+from ..._codecs import decode_vectors, quantise_int8
+from ..._filters import FilterExpr
 from ..._kernels import doc_scale_codes, doc_scale_estimate
 from ...scoring import maxsim_flat
 from ...types import Hit
+from ..base import Record
 from ._candidates import candidates
 from ._db import FETCH_CHUNK, check_blob, rollback
 from ._rerank import Stacked, rerank, score_exact, score_stacked, stack, take_docs
-from ._state import IndexState, MutableView, SearchTrace
+from ._sqlfilter import where_clause
+from ._state import IndexState, MutableView, SearchTrace, refresh_if_stale
 
-__all__ = ["ScanView", "exhaustive_limit", "filtered_seqs", "match", "mutable_view", "score", "sealed_view", "search"]
+__all__ = [
+    "ScanView",
+    "exhaustive_limit",
+    "filtered_seqs",
+    "get_records",
+    "match",
+    "mutable_view",
+    "score",
+    "sealed_view",
+    "search",
+]
 
 
 @dataclass(frozen=True)
@@ -228,38 +240,65 @@ def exhaustive_limit(n_rerank: int) -> int:
 def match(
     st: IndexState, conn: sqlite3.Connection, seqs: npt.NDArray[np.int64], flt: FilterExpr
 ) -> npt.NDArray[np.bool_]:
-    """Boolean mask ``(len(seqs),)``: which documents satisfy the filter."""
+    """Boolean mask ``(len(seqs),)``: which documents satisfy the filter (evaluated by SQLite)."""
+    clause, params = where_clause(flt)
     ok: set[int] = set()
     lst = seqs.tolist()
     for start in range(0, len(lst), 8 * FETCH_CHUNK):
-        for seq, meta in conn.execute(
-            "SELECT seq, metadata FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
-            (json.dumps(lst[start : start + 8 * FETCH_CHUNK]),),
-        ):
-            if match_filter(json.loads(meta), flt):
-                ok.add(seq)
+        chunk = json.dumps(lst[start : start + 8 * FETCH_CHUNK])
+        sql = f"SELECT seq FROM docs WHERE seq IN (SELECT value FROM json_each(?)) AND {clause}"
+        ok.update(seq for (seq,) in conn.execute(sql, (chunk, *params)))
     return np.fromiter((s in ok for s in lst), dtype=bool, count=len(lst))
 
 
 def filtered_seqs(st: IndexState, conn: sqlite3.Connection, flt: FilterExpr) -> npt.NDArray[np.int64]:
-    """Seqs of all sealed documents matching ``flt`` (cached until the next write)."""
+    """Seqs of all sealed documents matching ``flt`` (cached until the next write), through the metadata indexes
+    where the filter's keys have them."""
     key = repr(flt)
     with st.cache_lock:
         hit = st.filter_cache.get(key)
     if hit is not None:
         return hit
-    out = np.array(
-        [
-            seq
-            for seq, meta in conn.execute("SELECT seq, metadata FROM docs WHERE segment IS NOT NULL")
-            if match_filter(json.loads(meta), flt)
-        ],
-        dtype=np.int64,
-    )
+    clause, params = where_clause(flt, st.metadata_indexes)
+    sql = f"SELECT seq FROM docs WHERE segment IS NOT NULL AND {clause} ORDER BY seq"
+    out = np.array([seq for (seq,) in conn.execute(sql, params)], dtype=np.int64)
     with st.cache_lock:
         if len(st.filter_cache) >= 64:
             st.filter_cache.pop(next(iter(st.filter_cache)))
         st.filter_cache[key] = out
+    return out
+
+
+def get_records(st: IndexState, id_list: list[str], with_vectors: bool) -> list[Record]:
+    """The stored documents of the known ids in ``id_list``, in its order (see ``VoyagerBackend.get``)."""
+    refresh_if_stale(st)
+    with st.rw.read(), st.db.reader() as conn:
+        st.check_open()
+        cols = (
+            f"id, text, metadata, n_tokens, {st.vector_cols}, {st.crc_cols}, seq"
+            if with_vectors
+            else "id, text, metadata"
+        )
+        found: dict[str, tuple[Any, ...]] = {}
+        unique = list(dict.fromkeys(id_list))
+        for start in range(0, len(unique), FETCH_CHUNK):
+            chunk = unique[start : start + FETCH_CHUNK]
+            for row in conn.execute(
+                f"SELECT {cols} FROM docs WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(chunk),)
+            ):
+                found[row[0]] = row
+        dim = st.dim or 0
+    out: list[Record] = []
+    for doc_id in id_list:
+        row = found.get(doc_id)
+        if row is None:
+            continue
+        vecs = None
+        if with_vectors:
+            check_blob(row[4], row[6], f"the stored vectors of document {doc_id!r} (seq {row[8]}) in {st.root}")
+            check_blob(row[5], row[7], f"the stored residuals of document {doc_id!r} (seq {row[8]}) in {st.root}")
+            vecs = decode_vectors(row[4], row[3], dim, st.vector_dtype, row[5])
+        out.append(Record(id=doc_id, text=row[1], metadata=json.loads(row[2]), vectors=vecs))
     return out
 
 

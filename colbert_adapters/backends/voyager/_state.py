@@ -28,6 +28,7 @@ from .._files import FileWriteLock, RWLock, file_crc32
 from ._centroids import CentroidTable, read_centroids
 from ._db import DB, SEGMENT_FILE, Database, check_blob, columns, rollback
 from ._docstore import BlobCache
+from ._sqlfilter import metadata_indexes
 
 __all__ = [
     "IndexState",
@@ -192,6 +193,8 @@ class IndexState:
     #: All sealed documents as the small-index scan reads them (a ``_search.ScanView``).
     sealed_cache: Any = None
     filter_cache: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    #: Metadata keys with an index (``_sqlfilter``): filters on them read through it.
+    metadata_indexes: frozenset[str] = frozenset()
     #: The latest segment maintenance done by this instance, oldest first.
     maintenance: deque[MaintenanceEvent] = field(default_factory=lambda: deque(maxlen=256))
     #: Held by whoever merges segments (the background worker, ``compact``, ``clear``): one merge at a time.
@@ -253,6 +256,7 @@ def _load_state_in(st: IndexState, conn: sqlite3.Connection) -> None:
         f"SELECT id, file, n_tokens, n_live_tokens, n_docs, {seg_crc} FROM segments ORDER BY id"
     ).fetchall()
     st.crc_cols = "vcrc, rcrc" if "vcrc" in columns(conn, "docs") else "NULL, NULL"
+    st.metadata_indexes = frozenset(metadata_indexes(conn))
     dim = int(meta["dim"]) if meta.get("dim") else st.dim
     projections: dict[int, npt.NDArray[np.float32] | None] = {}
     files = {r[0]: r[1] for r in seg_rows}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 
@@ -19,18 +18,28 @@ import numpy as np
 import numpy.typing as npt
 
 from ..._codecs import encode_vectors
-from ..._filters import FilterExpr, match_filter
+from ..._filters import FilterExpr
 from ..._validation import as_multivector, check_ids, check_upsert_batch
 from ...errors import ColBERTError, DimensionMismatchError, InvalidInputError
 from ...types import Metadata, MultiVector
+from . import _sqlfilter
 from ._centroids import CentroidTable, doc_centroids
 from ._db import CHECKPOINT_BYTES, checksum, json_text, rollback
 from ._docstore import Row, delete_rows, lookup_rows
 from ._layout import default_graph_dim, write_manifest
 from ._segments import maintain
+from ._sqlfilter import where_clause
 from ._state import IndexState, load_state
 
-__all__ = ["apply_removed", "clear", "delete", "delete_where", "upsert", "write_docs"]
+__all__ = [
+    "apply_removed",
+    "clear",
+    "create_metadata_index",
+    "delete",
+    "delete_where",
+    "upsert",
+    "write_docs",
+]
 
 _F16_MAX = float(np.finfo(np.float16).max)
 
@@ -123,13 +132,30 @@ def delete_where(st: IndexState, flt: FilterExpr) -> int:
     """Remove the documents matching ``flt`` in one transaction; returns how many were removed."""
     st.check_writable()
 
-    def matching(conn: sqlite3.Connection) -> list[str]:
-        return [doc_id for doc_id, meta in conn.execute("SELECT id, metadata FROM docs") if match(meta)]
+    clause, params = where_clause(flt, st.metadata_indexes)
 
-    def match(meta: str) -> bool:
-        return match_filter(json.loads(meta), flt)
+    def matching(conn: sqlite3.Connection) -> list[str]:
+        return [doc_id for (doc_id,) in conn.execute(f"SELECT id FROM docs WHERE {clause}", params)]
 
     return _delete(st, matching)
+
+
+def create_metadata_index(st: IndexState, key: str) -> None:
+    """Create the indexes of metadata key ``key`` in one transaction (see ``VoyagerBackend.create_metadata_index``)."""
+    st.check_writable()
+    with st.write_mutex:
+        st.check_writable()
+        conn = st.conn
+        with _storage_errors(st, "create a metadata index"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _sqlfilter.create_metadata_index(conn, key)
+                conn.execute("COMMIT")
+            except BaseException:
+                rollback(conn)
+                raise
+        st.metadata_indexes = frozenset(_sqlfilter.metadata_indexes(conn))
+        st.invalidate()
 
 
 def _delete(st: IndexState, select: Callable[[sqlite3.Connection], list[str]]) -> int:
