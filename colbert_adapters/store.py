@@ -24,7 +24,7 @@ from typing import Any
 from ._filters import FilterExpr, check_filter, match_filter
 from ._identity import same_model
 from ._validation import as_multivector, check_ids, check_k, check_metadatas, check_texts
-from .backends import Backend, Record, backend_factory, detect_backend, open_backend
+from .backends import Backend, Record, backend_factory, open_backend
 from .errors import CollectionConfigError, DimensionMismatchError, InvalidInputError
 from .types import Encoder, Filter, Hit, Metadata, MultiVector
 
@@ -117,9 +117,9 @@ class MultiVectorStore:
 
         Args:
             location: the index directory or ``http(s)://`` URL.
-            encoder: the encoder the index was built with. ``None``: load the model that a
-                ``colbert-adapters index`` directory records (other indexes record only a model id, so they
-                need one).
+            encoder: the encoder the index was built with. ``None``: load the model the index records (a
+                ``colbert-adapters index`` directory's model and settings; another index's model id, from its
+                Hub id or directory, checked to be the same weights and settings).
             read_only: open without writing where the backend allows it (Voyager: no write lock).
             device: device for an encoder loaded here.
             **backend_kwargs: passed to the backend (e.g. ``collection_name=`` for a URL, ``k_token=``).
@@ -129,7 +129,7 @@ class MultiVectorStore:
 
         Raises:
             CollectionConfigError: ``location`` is not an index, or ``encoder`` is another model than the index's.
-            InvalidInputError: no encoder is given and the index does not record a loadable model.
+            InvalidInputError: no encoder is given and the index records no model that loads here.
             MissingDependencyError: the backend's optional dependency is missing.
 
         Example:
@@ -151,12 +151,13 @@ class MultiVectorStore:
                 encoder = _index_dir.load_encoder(manifest["model"], manifest.get("settings", {}), device)
             backend = _index_dir.open_backend(manifest, location, encoder.dim, read_only=read_only)
         else:
-            if encoder is None:
-                raise InvalidInputError(
-                    f"{location} ({detect_backend(location)}) records only a model id, not a model to load; pass "
-                    "encoder= (the encoder the index was built with)"
-                )
             backend = open_backend(location, read_only=read_only, **backend_kwargs)
+            if encoder is None:
+                try:
+                    encoder = _load_recorded(getattr(backend, "model_id", None), location, device)
+                except BaseException:
+                    backend.close()
+                    raise
         try:
             return cls(encoder, backend)
         except BaseException:
@@ -467,6 +468,34 @@ class MultiVectorStore:
                     f"the encoder returned an array of shape {shape} for text {i}; expected "
                     f"(n_tokens, {self._encoder.dim})"
                 )
+
+
+def _load_recorded(model_id: str | None, location: object, device: str | None) -> Encoder:
+    """The encoder an index's recorded model id (``name@fingerprint|dim=..|q=..|d=..|exp=..``) names, loaded from
+    ``name`` (a Hub id or a directory) with the recorded lengths, and checked to be that model."""
+    name, sep, rest = (model_id or "").partition("@")
+    settings = dict(part.split("=", 1) for part in rest.split("|")[1:] if "=" in part)
+    if not (sep and name and {"q", "d"} <= settings.keys()):
+        what = f"the model id {model_id!r}, which names no model to load" if model_id else "no model"
+        raise InvalidInputError(f"{location} records {what}; pass encoder= (the encoder the index was built with)")
+    from .encoder import ColBERTEncoder
+
+    kwargs: dict[str, Any] = {"query_length": int(settings["q"]), "document_length": int(settings["d"])}
+    if "exp" in settings:
+        kwargs["do_query_expansion"] = settings["exp"] == "1"
+    logger.info("loading the model %s records: %s", location, name)
+    try:
+        encoder = ColBERTEncoder.from_pretrained(name, device=device, **kwargs)
+    except Exception as err:
+        raise InvalidInputError(
+            f"{location} was built with {name!r}, which does not load here ({err}); pass encoder="
+        ) from err
+    if not same_model(model_id or "", encoder.model_id):
+        raise CollectionConfigError(
+            f"{location} was built with {model_id!r} but {name!r} now loads {encoder.model_id!r} (other weights or "
+            "settings); pass encoder= with the model the index was built with"
+        )
+    return encoder
 
 
 def _check_filter(filter: object, subset: list[str] | None) -> FilterExpr | None:
