@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "ColBERTError",
     "CollectionConfigError",
+    "CopyVerificationError",
     "DimensionMismatchError",
     "HubUnavailableError",
     "IndexCorruptedError",
@@ -56,6 +57,10 @@ class IndexCorruptedError(CollectionConfigError):
 
     Nothing is returned from damaged data; restore the index from a backup or rebuild it.
     """
+
+
+class CopyVerificationError(ColBERTError, RuntimeError):
+    """A copy to another backend ended with a target that differs from its source (counts, documents or searches)."""
 
 
 class IndexLockedError(ColBERTError, RuntimeError):

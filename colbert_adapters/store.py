@@ -17,14 +17,14 @@ import inspect
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from ._filters import FilterExpr, check_filter, match_filter
 from ._identity import same_model
 from ._validation import as_multivector, check_ids, check_k, check_metadatas, check_texts
-from .backends import Backend, Record, backend_factory, open_backend
+from .backends import Backend, CopyReport, Record, backend_factory, open_backend
 from .errors import CollectionConfigError, DimensionMismatchError, InvalidInputError
 from .types import Encoder, Filter, Hit, Metadata, MultiVector
 
@@ -374,6 +374,88 @@ class MultiVectorStore:
         if subset is not None:
             return [self._search_subset(v, k, norm, subset) for v in vectors]
         return [self._backend.search(v, k=k, filter=filter) for v in vectors]
+
+    def copy_to(
+        self,
+        target: Backend | str,
+        location: str | os.PathLike[str] | None = None,
+        *,
+        resume: bool = False,
+        batch_size: int = 256,
+        verify: bool = True,
+        sample: int = 32,
+        show_progress: bool | None = None,
+        progress: Callable[[int], None] | None = None,
+        **backend_kwargs: Any,
+    ) -> CopyReport:
+        """Copy every document to another backend without re-encoding: ids, texts, metadata, the stored token
+        vectors and the model id, streamed in batches, resumable, verified at the end.
+
+        Vectors go as the backend stores them (a Voyager index: its int14 / int8 / float16 codes decoded); a new
+        target gets the settings that fix what it stores (a Voyager source's ``vector_dtype``, a Qdrant source's
+        layout). Documents already in the target are skipped with ``resume=True`` when equal; the verification
+        compares counts, a sample of documents, and searches with sampled documents' vectors (any difference fails
+        when both backends search exactly; with an approximate side the agreement is reported).
+
+        Args:
+            target: a backend instance (left open), or a name: ``"voyager"``, ``"qdrant-edge"``, ``"qdrant-url"``,
+                ``"qdrant-local"`` or ``"memory"`` (opened or created at ``location``, closed at the end).
+            location: for a name: a directory, a Qdrant URL, or ``":memory:"`` (``"qdrant-local"``); a memory
+                target is saved there.
+            resume: continue an interrupted copy into a target that already holds some of the documents.
+            batch_size: documents read and written per step (the memory held is one batch of vectors).
+            verify: check the target at the end.
+            sample: documents checked and searched with by the verification.
+            show_progress: a tqdm bar; ``None`` shows one from 1,000 documents on.
+            progress: called after every written batch with the number of documents done (raise to stop).
+            **backend_kwargs: for a name: passed to the backend (``collection_name=``, ``api_key=``,
+                ``vector_dtype=`` ...).
+
+        Returns:
+            A :class:`~colbert_adapters.backends.base.CopyReport` (counts, tokens, rates, agreement).
+
+        Raises:
+            UnknownBackendError: an unknown target name (the message lists the accepted ones).
+            DimensionMismatchError / CollectionConfigError: the target stores another dimension or model, holds
+                documents without ``resume``, or holds documents this store does not.
+            CopyVerificationError: the target differs from this store after the copy.
+
+        Example:
+            >>> import tempfile
+            >>> from colbert_adapters.testing import FakeEncoder
+            >>> with MultiVectorStore(FakeEncoder(dim=16)) as store:
+            ...     _ = store.add(["the cat sat", "dogs bark"], ids=["cat", "dog"])
+            ...     report = store.copy_to("memory", tempfile.mkdtemp())
+            >>> report.copied, report.verified, report.agreement
+            (2, True, 1.0)
+        """
+        from . import _copy
+
+        self._check_open()
+        options: dict[str, Any] = {
+            "model_id": self._encoder.model_id,
+            "resume": resume,
+            "batch_size": batch_size,
+            "verify": verify,
+            "sample": sample,
+            "show_progress": show_progress,
+            "progress": progress,
+        }
+        if not isinstance(target, str):
+            if location is not None or backend_kwargs:
+                raise InvalidInputError("location and backend options apply to a target given by name only")
+            if not isinstance(target, Backend):
+                raise InvalidInputError(f"target must be a backend or a name, got {type(target).__name__}")
+            return _copy.copy_backend(self._backend, target, **options)
+        name = _copy.target_name(target)
+        backend = _copy.open_target(name, location, source=self._backend, **backend_kwargs)
+        done = False
+        try:
+            report = _copy.copy_backend(self._backend, backend, **options)
+            done = True
+            return report
+        finally:
+            _copy.close_target(backend, name, location, save=done)
 
     def delete(self, ids: Sequence[str] | None = None, *, filter: Filter | None = None) -> int:
         """Remove documents by id (unknown ids are ignored) or every document matching a metadata filter.

@@ -37,7 +37,7 @@ from ..errors import (
     MissingDependencyError,
     UnknownBackendError,
 )
-from .base import Backend, Record
+from .base import Backend, CopyReport, Record
 from .memory import MemoryBackend
 
 # VoyagerBackend and QdrantBackend are importable by name (lazily, through __getattr__) but are left out
@@ -46,6 +46,7 @@ __all__ = [
     "BACKENDS",
     "OPENERS",
     "Backend",
+    "CopyReport",
     "MemoryBackend",
     "Opener",
     "Record",

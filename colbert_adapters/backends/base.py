@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..types import Filter, Hit, Metadata, MultiVector
 
-__all__ = ["Backend", "Record", "VerifyReport"]
+__all__ = ["Backend", "CopyReport", "Record", "VerifyReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,63 @@ class VerifyReport:
     def ok(self) -> bool:
         """Whether nothing is damaged."""
         return not self.problems
+
+
+@dataclass(frozen=True, slots=True)
+class CopyReport:
+    """What a copy to another backend did (``MultiVectorStore.copy_to``, ``colbert-adapters copy``).
+
+    Attributes:
+        source: the backend copied from, for messages.
+        target: the backend copied to.
+        documents: documents in the source.
+        copied: documents written to the target.
+        skipped: documents the target already held, equal (a resumed copy).
+        tokens: token vectors written.
+        seconds: time spent reading and writing (verification excluded).
+        model_id: the model recorded in the target.
+        verified: whether the verification ran (it raises when it fails).
+        target_count: documents in the target after the copy (verified only).
+        sample: documents checked and searched with by the verification.
+        k: hits compared per verification search.
+        agreement: mean fraction of the source's top ``k`` that the target's top ``k`` holds or beats.
+        max_score_diff: largest score difference of a document both top ``k`` hold.
+        exact: whether both backends search exactly (then any disagreement fails the verification).
+        verify_seconds: time the verification took.
+    """
+
+    source: str
+    target: str
+    documents: int
+    copied: int
+    skipped: int
+    tokens: int
+    seconds: float
+    model_id: str | None = None
+    verified: bool = False
+    target_count: int | None = None
+    sample: int = 0
+    k: int = 0
+    agreement: float | None = None
+    max_score_diff: float | None = None
+    exact: bool = False
+    verify_seconds: float | None = None
+
+    @property
+    def docs_per_second(self) -> float:
+        """Documents copied per second."""
+        return self.copied / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Token vectors copied per second."""
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields and the two rates, as plain JSON-serialisable values."""
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out.update(docs_per_second=self.docs_per_second, tokens_per_second=self.tokens_per_second)
+        return out
 
 
 @runtime_checkable

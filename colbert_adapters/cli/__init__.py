@@ -4,7 +4,7 @@ Commands are grouped (``colbert-adapters <group> <command> ...``); each group re
 :data:`COMMAND_GROUPS` with a function that adds its sub-parser, and each command sets ``handler`` to a
 function ``(args) -> exit code``. Optional dependencies are imported inside handlers, so ``--help`` is fast
 and works without them. One module per command group: ``_index`` (index, search, info), ``_eval`` (eval),
-``_qdrant`` (qdrant setup, info, copy), ``_common`` (what they share).
+``_qdrant`` (qdrant setup, info, copy), ``_copy`` (copy to another backend), ``_common`` (what they share).
 
 Exit codes: 0 success, 1 runtime error (the message names the problem and the fix), 2 usage error
 (bad arguments or values), 130 interrupted. Every error is one line on stderr; ``--debug`` adds the traceback.
@@ -22,6 +22,7 @@ Examples::
         --shard-number 6 --replication-factor 2 --quantization int8 --on-disk
     colbert-adapters qdrant copy ./index http://localhost:6333 --to-collection docs
     colbert-adapters qdrant info ./index
+    colbert-adapters copy ./index ./index-qdrant --to qdrant-url --url http://localhost:6333 --collection docs
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .._index_dir import MANIFEST
 from .._version import __version__
 from ..errors import ColBERTError, InvalidInputError
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Subparsers, UsageError
+from ._copy import add_copy_command
 from ._eval import add_eval_command
 from ._index import add_index_commands
 from ._qdrant import add_qdrant_group
@@ -46,13 +48,14 @@ __all__ = ["COMMANDS", "COMMAND_GROUPS", "MANIFEST", "build_parser", "main"]
 def _add_top_level_commands(subparsers: Subparsers) -> None:
     add_index_commands(subparsers)
     add_eval_command(subparsers)
+    add_copy_command(subparsers)
 
 
 #: ``(name, add_parser)`` of every command group; add yours here (e.g. ``index``, ``search``, ``eval``).
 COMMAND_GROUPS: list[tuple[str, Callable[[Subparsers], None]]] = [("qdrant", add_qdrant_group)]
 
-#: ``(name, add_parsers)`` of top-level commands (no group): ``index``, ``search``, ``info``, ``eval``.
-COMMANDS: list[tuple[str, Callable[[Subparsers], None]]] = [("index/search/info/eval", _add_top_level_commands)]
+#: ``(name, add_parsers)`` of top-level commands (no group): ``index``, ``search``, ``info``, ``eval``, ``copy``.
+COMMANDS: list[tuple[str, Callable[[Subparsers], None]]] = [("index/search/info/eval/copy", _add_top_level_commands)]
 
 
 def build_parser() -> argparse.ArgumentParser:
