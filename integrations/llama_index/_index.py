@@ -1,37 +1,7 @@
-"""LlamaIndex integration: a ColBERT retriever, a ColBERT reranker and a managed index that encodes its own text.
-
-Needs ``llama-index-core >= 0.12`` (``pip install "colbert-adapters[llamaindex]"``); importing this module
-without it raises :class:`~colbert_adapters.errors.MissingDependencyError` naming the extra.
-``import colbert_adapters`` never imports LlamaIndex.
-
-* :class:`ColBERTRetriever` - a ``BaseRetriever`` (``similarity_top_k``, ``filters``) over a
-  :class:`~colbert_adapters.store.MultiVectorStore`; ``aretrieve`` runs in a worker thread.
-* :class:`ColBERTRerank` - a ``BaseNodePostprocessor`` scoring nodes with exact MaxSim; emits
-  ``ReRankStartEvent`` / ``ReRankEndEvent`` and the legacy ``CBEventType.RERANKING`` callback event.
-* :class:`ColBERTIndex` - a ``BaseManagedIndex``: ``from_documents``, ``insert``, ``delete_ref_doc``,
-  ``update_ref_doc``, ``refresh_ref_docs``, ``as_retriever``, ``as_query_engine`` and
-  :meth:`~ColBERTIndex.persist` / :meth:`~ColBERTIndex.from_persist_dir`. It never needs an embedding model
-  (``Settings.embed_model`` is not touched).
-
-Filters: our dict form (``{"field": value}`` / ``{"field": [v1, v2]}``) or LlamaIndex ``MetadataFilters``
-made of ``EQ`` / ``IN`` filters combined with ``AND`` (or ``OR`` over one key). Other operators raise
-:class:`~colbert_adapters.errors.InvalidInputError`. A filter on a metadata field no node has matches
-nothing: the result is empty, not an error.
-
-Example:
-    >>> from llama_index.core import Document
-    >>> from colbert_adapters.testing import FakeEncoder
-    >>> index = ColBERTIndex.from_documents(
-    ...     [Document(text="the cat sat", id_="cat"), Document(text="dogs bark loudly", id_="dog")],
-    ...     encoder=FakeEncoder(dim=16),
-    ... )
-    >>> [n.node.ref_doc_id for n in index.as_retriever(similarity_top_k=1).retrieve("a cat")]
-    ['cat']
-"""
+"""The LlamaIndex managed index: ColBERT token vectors in any colbert-adapters backend, no embedding model."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
@@ -40,363 +10,35 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._optional import require
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
+from llama_index.core.data_structs.data_structs import IndexDict
+from llama_index.core.indices.base import BaseIndex
+from llama_index.core.indices.managed.base import BaseManagedIndex
+from llama_index.core.ingestion import run_transformations
+from llama_index.core.schema import BaseNode, Document, IndexNode, MetadataMode, TransformComponent
+from llama_index.core.settings import Settings
+from llama_index.core.storage.docstore.types import RefDocInfo
+from llama_index.core.storage.storage_context import StorageContext
+from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
-require("llama_index.core", extra="llamaindex", package="llama-index-core")
+from ..._identity import same_model
+from ..._validation import check_k
+from ...backends import BACKENDS, open_backend
+from ...backends.base import Backend
+from ...errors import CollectionConfigError
+from ...store import MultiVectorStore
+from ...types import Encoder
+from .._common import reject_unknown, resolve_store
+from ._retriever import ColBERTRetriever
 
-from llama_index.core.base.base_retriever import BaseRetriever  # noqa: E402
-from llama_index.core.bridge.pydantic import Field, PrivateAttr  # noqa: E402
-from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload  # noqa: E402
-from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K  # noqa: E402
-from llama_index.core.data_structs.data_structs import IndexDict  # noqa: E402
-from llama_index.core.indices.base import BaseIndex  # noqa: E402
-from llama_index.core.indices.managed.base import BaseManagedIndex  # noqa: E402
-from llama_index.core.ingestion import run_transformations  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]  # noqa: E402
-from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent  # noqa: E402
-from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
-from llama_index.core.schema import (  # noqa: E402
-    BaseNode,
-    Document,
-    IndexNode,
-    MetadataMode,
-    NodeWithScore,
-    QueryBundle,
-    TextNode,
-    TransformComponent,
-)
-from llama_index.core.settings import Settings  # noqa: E402
-from llama_index.core.storage.docstore.types import RefDocInfo  # noqa: E402
-from llama_index.core.storage.storage_context import StorageContext  # noqa: E402
-from llama_index.core.vector_stores.types import (  # noqa: E402
-    FilterCondition,
-    FilterOperator,
-    MetadataFilter,
-    MetadataFilters,
-)
-from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict  # noqa: E402
-
-from .._identity import same_model  # noqa: E402
-from .._validation import check_filter, check_ids, check_k  # noqa: E402
-from ..backends import BACKENDS, open_backend  # noqa: E402
-from ..backends.base import Backend  # noqa: E402
-from ..errors import CollectionConfigError, InvalidInputError  # noqa: E402
-from ..store import MultiVectorStore  # noqa: E402
-from ..types import Encoder, Hit  # noqa: E402
-from ._common import check_query, reject_unknown, rerank_texts, resolve_store  # noqa: E402
-
-__all__ = ["ColBERTIndex", "ColBERTRerank", "ColBERTRetriever", "to_filter"]
+__all__ = ["ColBERTIndex"]
 
 logger = logging.getLogger(__name__)
-dispatcher = get_dispatcher(__name__)
-
-#: Sentinel filter: the conditions contradict each other (e.g. ``a == 1 AND a == 2``); nothing matches.
-_NO_MATCH: dict[str, list[Any]] = {}
-
-
-def _with_doc_ids(flt: dict[str, list[Any]] | None, doc_ids: Sequence[str] | None) -> dict[str, list[Any]] | None:
-    """``flt`` restricted to the nodes of source documents ``doc_ids`` (their ``ref_doc_id`` metadata field)."""
-    if doc_ids is None or flt is _NO_MATCH:
-        return flt
-    wanted = list(dict.fromkeys(check_ids(doc_ids, allow_duplicates=True)))
-    out = dict(flt or {})
-    if "ref_doc_id" in out:  # both say which documents: the ones both allow
-        wanted = [d for d in wanted if d in out["ref_doc_id"]]
-    if not wanted:
-        return _NO_MATCH
-    out["ref_doc_id"] = wanted
-    return out
-
 
 _MANIFEST = "colbert_index.json"
 _BACKEND_DIR = "colbert_backend"
 _FORMAT = "colbert-adapters/llama-index-managed-index"
-
-
-# --------------------------------------------------------------------------------------------------- filters
-
-
-def to_filter(filters: MetadataFilters | Mapping[str, Any] | None) -> dict[str, list[Any]] | None:
-    """Translate LlamaIndex ``MetadataFilters`` (or our dict form) to the colbert-adapters filter.
-
-    Supported: ``EQ`` and ``IN`` filters, combined with ``AND`` (nested ``AND`` groups included), or ``OR``
-    over filters on one key. Contradictory conditions (``a == 1 AND a == 2``) give a filter that matches
-    nothing (the retriever then returns ``[]``).
-
-    Args:
-        filters: ``MetadataFilters``, a dict ``{"field": value or [values]}``, or ``None``.
-
-    Returns:
-        ``{"field": [allowed values]}``, or ``None`` for no filter.
-
-    Raises:
-        InvalidInputError: an unsupported operator or condition, or a malformed dict.
-
-    Example:
-        >>> from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters, FilterOperator
-        >>> to_filter(MetadataFilters(filters=[
-        ...     MetadataFilter(key="lang", value="en"),
-        ...     MetadataFilter(key="year", value=[2020, 2021], operator=FilterOperator.IN),
-        ... ]))
-        {'lang': ['en'], 'year': [2020, 2021]}
-    """
-    if filters is None:
-        return None
-    if isinstance(filters, MetadataFilters):
-        return _translate(filters)
-    if isinstance(filters, Mapping):
-        checked: dict[str, list[Any]] | None = check_filter(filters)
-        return checked
-    raise InvalidInputError(
-        f"filters must be MetadataFilters or a dict like {{'source': 'a'}}, got {type(filters).__name__}"
-    )
-
-
-def _leaf(f: MetadataFilter) -> tuple[str, list[Any]]:
-    if f.operator == FilterOperator.EQ:
-        return f.key, [f.value]
-    if f.operator == FilterOperator.IN:
-        values = f.value if isinstance(f.value, list) else [f.value]
-        return f.key, list(values)
-    raise InvalidInputError(
-        f"unsupported filter operator {f.operator.name} on {f.key!r}: ColBERT filters support EQ and IN "
-        "(combined with AND); filter the results afterwards for other conditions"
-    )
-
-
-def _translate(filters: MetadataFilters) -> dict[str, list[Any]] | None:
-    condition = filters.condition or FilterCondition.AND
-    if condition == FilterCondition.OR:
-        leaves = [_leaf(f) if isinstance(f, MetadataFilter) else None for f in filters.filters]
-        keys = {leaf[0] for leaf in leaves if leaf is not None}
-        if None in leaves or len(keys) > 1:
-            raise InvalidInputError(
-                "OR filters are supported only between EQ/IN filters on the same key "
-                f"(got keys {sorted(keys)}); use IN with a list of values"
-            )
-        if not leaves:
-            return None
-        values: list[Any] = []
-        for leaf in leaves:
-            assert leaf is not None  # checked above
-            values += [v for v in leaf[1] if v not in values]
-        any_of: dict[str, list[Any]] | None = check_filter({keys.pop(): values})
-        return any_of
-    if condition != FilterCondition.AND:
-        raise InvalidInputError(f"unsupported filter condition {condition.name}: use AND (or OR on one key)")
-    merged: dict[str, list[Any]] = {}
-    for f in filters.filters:
-        parts = _translate(f) if isinstance(f, MetadataFilters) else dict([_leaf(f)])
-        if parts is _NO_MATCH:
-            return _NO_MATCH
-        for key, allowed in (parts or {}).items():
-            if key in merged:
-                merged[key] = [v for v in merged[key] if v in allowed]
-                if not merged[key]:
-                    return _NO_MATCH
-            else:
-                merged[key] = list(allowed)
-    return check_filter(merged) if merged else None
-
-
-# --------------------------------------------------------------------------------------------------- nodes
-
-
-def _hit_to_node(hit: Hit) -> BaseNode:
-    metadata = dict(hit.metadata)
-    if "_node_content" in metadata:  # written by ColBERTIndex: the full node, text stored separately
-        return metadata_dict_to_node(metadata, text=hit.text)
-    return TextNode(id_=hit.id, text=hit.text or "", metadata=metadata)
-
-
-# --------------------------------------------------------------------------------------------------- retriever
-
-
-class ColBERTRetriever(BaseRetriever):
-    """LlamaIndex retriever: MaxSim search over a :class:`~colbert_adapters.store.MultiVectorStore`.
-
-    Nodes written by :class:`ColBERTIndex` come back complete (relationships, metadata); documents added
-    with ``MultiVectorStore.add`` come back as ``TextNode`` with their id, text and metadata. Scores are raw
-    MaxSim (higher is better). ``aretrieve`` runs the search in a worker thread (the LlamaIndex default
-    would block the event loop).
-
-    Args:
-        store: the store to search (or ``encoder=`` and ``backend=``).
-        encoder: the encoder, with ``backend``.
-        backend: the backend, with ``encoder``.
-        similarity_top_k: number of nodes to return (>= 1).
-        filters: ``MetadataFilters`` (EQ/IN, AND) or ``{"field": value or [values]}``.
-        doc_ids: search only the nodes of these source documents (``ref_doc_id``), as LlamaIndex's vector
-            retrievers do.
-        node_ids: search only these nodes (scored exactly, see ``MultiVectorStore.search(ids=)``).
-        callback_manager, object_map, objects, verbose: as for any LlamaIndex ``BaseRetriever``.
-
-    Raises:
-        InvalidInputError: ``similarity_top_k <= 0``, unsupported filters, no store; at query time, a blank
-            query.
-    """
-
-    def __init__(
-        self,
-        store: MultiVectorStore | None = None,
-        *,
-        encoder: Encoder | None = None,
-        backend: Backend | None = None,
-        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-        filters: MetadataFilters | Mapping[str, Any] | None = None,
-        doc_ids: Sequence[str] | None = None,
-        node_ids: Sequence[str] | None = None,
-        callback_manager: CallbackManager | None = None,
-        object_map: dict[str, Any] | None = None,
-        objects: list[IndexNode] | None = None,
-        verbose: bool = False,
-    ) -> None:
-        self._store = resolve_store(store, encoder, backend, owner="ColBERTRetriever")
-        self._similarity_top_k = check_k(similarity_top_k)
-        self._filters = filters
-        self._filter = _with_doc_ids(to_filter(filters), doc_ids)
-        self._node_ids = None if node_ids is None else check_ids(node_ids, allow_duplicates=True)
-        super().__init__(callback_manager=callback_manager, object_map=object_map, objects=objects, verbose=verbose)
-
-    @property
-    def store(self) -> MultiVectorStore:
-        """The store searched."""
-        return self._store
-
-    @property
-    def similarity_top_k(self) -> int:
-        """Number of nodes returned."""
-        top_k: int = self._similarity_top_k
-        return top_k
-
-    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        query = check_query(query_bundle.query_str, owner="ColBERTRetriever")
-        if self._filter is _NO_MATCH:
-            return []
-        hits = self._store.search(query, k=self._similarity_top_k, filter=self._filter, ids=self._node_ids)
-        return [NodeWithScore(node=_hit_to_node(h), score=h.score) for h in hits]
-
-    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)
-
-
-# --------------------------------------------------------------------------------------------------- reranker
-
-
-class ColBERTRerank(BaseNodePostprocessor):
-    """LlamaIndex node postprocessor that reranks nodes with exact ColBERT MaxSim.
-
-    Each node's content with its embeddable metadata (``MetadataMode.EMBED``, as LlamaIndex embeds nodes)
-    is scored against the query by :func:`colbert_adapters.scoring.rerank` (sum over query tokens of the
-    best cosine). Returns the best ``top_n`` as new ``NodeWithScore`` objects holding copies of the nodes:
-    the caller's nodes are never mutated. With ``keep_retrieval_score`` the previous score is kept in the
-    copy's ``metadata["retrieval_score"]``.
-
-    Give it ``index=`` (a :class:`ColBERTIndex`) or ``store=`` and nodes the index holds (same id and text)
-    are scored with their stored token vectors instead of being re-encoded; the others are encoded in one
-    batched call. An empty node list returns ``[]``.
-
-    Args:
-        encoder: the ColBERT encoder (taken from ``store``/``index`` when omitted).
-        store: optional store whose token vectors are reused.
-        index: optional :class:`ColBERTIndex` whose token vectors are reused.
-        top_n: number of nodes to keep (>= 1).
-        batch_size: encoder batch size.
-        keep_retrieval_score: keep the incoming score in ``metadata["retrieval_score"]`` of the copies.
-        callback_manager: LlamaIndex callback manager.
-
-    Raises:
-        InvalidInputError: no encoder, or an encoder/store/index combination that mixes models or backends;
-            at query time, a missing or blank query.
-    """
-
-    model: str = Field(default="", description="model_id of the ColBERT encoder.")
-    top_n: int = Field(default=5, gt=0, description="Number of nodes to return, best first.")
-    batch_size: int = Field(default=32, gt=0, description="Encoder batch size.")
-    keep_retrieval_score: bool = Field(
-        default=False, description="Keep the incoming score in metadata['retrieval_score'] of the copies."
-    )
-    _encoder: Encoder = PrivateAttr()
-    _store: MultiVectorStore | None = PrivateAttr(default=None)
-
-    def __init__(
-        self,
-        encoder: Encoder | None = None,
-        *,
-        store: MultiVectorStore | None = None,
-        index: ColBERTIndex | None = None,
-        top_n: int = 5,
-        batch_size: int = 32,
-        keep_retrieval_score: bool = False,
-        callback_manager: CallbackManager | None = None,
-    ) -> None:
-        if index is not None:
-            if not isinstance(index, ColBERTIndex):
-                raise InvalidInputError(f"index must be a ColBERTIndex, got {type(index).__name__}")
-            if store is not None and store is not index.store:
-                raise InvalidInputError(
-                    "ColBERTRerank: got index= and a different store=; mixing backends would read vectors "
-                    "from the wrong index. Pass one of them"
-                )
-            store = index.store
-        if store is not None:
-            store = resolve_store(store, encoder, None, owner="ColBERTRerank")
-            encoder = encoder or store.encoder
-        if encoder is None:
-            raise InvalidInputError("ColBERTRerank needs encoder= (or store= / index=)")
-        super().__init__(  # type: ignore[call-arg]  # pydantic fields, not seen by mypy without the plugin
-            model=encoder.model_id,
-            top_n=top_n,
-            batch_size=batch_size,
-            keep_retrieval_score=keep_retrieval_score,
-            callback_manager=callback_manager or CallbackManager([]),
-        )
-        self._encoder = encoder
-        self._store = store
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "ColBERTRerank"
-
-    def _postprocess_nodes(
-        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
-    ) -> list[NodeWithScore]:
-        if query_bundle is None:
-            raise InvalidInputError("ColBERTRerank needs the query: pass query_bundle= or query_str=")
-        query = check_query(query_bundle.query_str, owner="ColBERTRerank")
-        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=self.model))
-        if not nodes:
-            dispatcher.event(ReRankEndEvent(nodes=[]))
-            return []
-        with self.callback_manager.event(
-            CBEventType.RERANKING,
-            payload={
-                EventPayload.NODES: nodes,
-                EventPayload.MODEL_NAME: self.model,
-                EventPayload.QUERY_STR: query,
-                EventPayload.TOP_K: self.top_n,
-            },
-        ) as event:
-            result = rerank_texts(
-                query,
-                [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes],
-                [n.node.node_id for n in nodes],
-                stored_texts=[n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes],
-                encoder=self._encoder,
-                store=self._store,
-                top_n=self.top_n,
-                batch_size=self.batch_size,
-            )
-            reranked = [self._copy(nodes[i], score) for i, score in result.order]
-            event.on_end(payload={EventPayload.NODES: reranked})
-        dispatcher.event(ReRankEndEvent(nodes=reranked))
-        return reranked
-
-    def _copy(self, item: NodeWithScore, score: float) -> NodeWithScore:
-        metadata = dict(item.node.metadata)
-        if self.keep_retrieval_score:
-            metadata["retrieval_score"] = item.score
-        return NodeWithScore(node=item.node.model_copy(update={"metadata": metadata}), score=score)
 
 
 # --------------------------------------------------------------------------------------------------- index
