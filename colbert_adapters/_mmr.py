@@ -52,15 +52,15 @@ def check_score_threshold(value: object) -> float | None:
     return threshold
 
 
-def check_lambda_mult(value: object) -> float:
-    """An MMR ``lambda_mult``: a number in ``[0, 1]``."""
+def check_lambda_mult(value: object, name: str = "lambda_mult") -> float:
+    """An MMR ``lambda_mult`` (LlamaIndex: ``mmr_threshold``, named by ``name``): a number in ``[0, 1]``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidInputError(
-            f"lambda_mult must be a number between 0 (most diverse) and 1 (most relevant), got {type(value).__name__}"
+            f"{name} must be a number between 0 (most diverse) and 1 (most relevant), got {type(value).__name__}"
         )
     lam = float(value)
     if not 0.0 <= lam <= 1.0:  # also rejects NaN
-        raise InvalidInputError(f"lambda_mult must be between 0 (most diverse) and 1 (most relevant), got {value}")
+        raise InvalidInputError(f"{name} must be between 0 (most diverse) and 1 (most relevant), got {value}")
     return lam
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -22,30 +21,35 @@ from llama_index.core.storage.docstore.types import RefDocInfo
 from llama_index.core.storage.storage_context import StorageContext
 from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
-from ..._identity import same_model
 from ..._validation import check_k
-from ...backends import BACKENDS, open_backend
 from ...backends.base import Backend
 from ...errors import CollectionConfigError
 from ...store import MultiVectorStore
 from ...types import Encoder
 from .._common import reject_unknown, resolve_store
+from ._persist import MANIFEST, ColBERTIndexStruct, open_store, read_manifest, register, write_manifest
 from ._retriever import ColBERTRetriever
 
 __all__ = ["ColBERTIndex"]
 
 logger = logging.getLogger(__name__)
 
-_MANIFEST = "colbert_index.json"
-_BACKEND_DIR = "colbert_backend"
-_FORMAT = "colbert-adapters/llama-index-managed-index"
-
 
 # --------------------------------------------------------------------------------------------------- index
 
 
 #: Keyword arguments of :meth:`ColBERTIndex.as_retriever`.
-_RETRIEVER_KEYS = ("similarity_top_k", "filters", "doc_ids", "node_ids", "callback_manager", "verbose")
+_RETRIEVER_KEYS = (
+    "similarity_top_k",
+    "filters",
+    "doc_ids",
+    "node_ids",
+    "vector_store_query_mode",
+    "vector_store_kwargs",
+    "score_threshold",
+    "callback_manager",
+    "verbose",
+)
 #: Keyword arguments of ``update_ref_doc`` (LlamaIndex's convention: options for the delete and the insert).
 _UPDATE_KEYS = ("insert_kwargs", "delete_kwargs")
 
@@ -87,6 +91,11 @@ class ColBERTIndex(BaseManagedIndex):
             LlamaIndex index.
         batch_size: encoder batch size.
 
+    Persist it with :meth:`persist` and load it with :meth:`from_persist_dir`, or with LlamaIndex's
+    ``load_index_from_storage(StorageContext.from_defaults(persist_dir=dir))`` (pass ``encoder=`` there, as
+    ``embed_model=`` for a vector index; without it the model the index records is loaded). Neither needs an
+    embedding model.
+
     Example:
         >>> from llama_index.core import Document
         >>> from llama_index.core.llms import MockLLM
@@ -96,6 +105,8 @@ class ColBERTIndex(BaseManagedIndex):
         >>> [n.node.get_content() for n in response.source_nodes]
         ['Paris is in France.']
     """
+
+    index_struct_cls = ColBERTIndexStruct
 
     def __init__(
         self,
@@ -112,6 +123,21 @@ class ColBERTIndex(BaseManagedIndex):
         batch_size: int = 32,
         objects: Sequence[IndexNode] | None = None,
     ) -> None:
+        if store is None and index_struct is not None:  # loading, e.g. by load_index_from_storage
+            persisted = getattr(index_struct, "persist_dir", None)
+            if persisted is not None:
+                if not (Path(persisted) / MANIFEST).is_file():
+                    raise CollectionConfigError(
+                        f"this ColBERTIndex was persisted to {persisted}, which holds no {MANIFEST} now; if the "
+                        "directory moved, load it with ColBERTIndex.from_persist_dir(its new path)"
+                    )
+                store = open_store(Path(persisted), encoder, backend, index_id=index_struct.index_id)
+            elif backend is None:
+                raise CollectionConfigError(
+                    "this ColBERTIndex's token vectors were not persisted (storage_context.persist() saves "
+                    "LlamaIndex's stores only): save it with index.persist(dir), or pass encoder= and backend= (a "
+                    "backend that persists itself)"
+                )
         self._store = resolve_store(store, encoder, backend, owner="ColBERTIndex", default_backend=True)
         self._batch_size = check_k(batch_size)
         if index_struct is None and nodes is None:
@@ -184,7 +210,7 @@ class ColBERTIndex(BaseManagedIndex):
     def _build_index_from_nodes(self, nodes: Sequence[BaseNode], **build_kwargs: Any) -> IndexDict:
         reject_unknown("ColBERTIndex", build_kwargs, ())
         self._insert(nodes)
-        return IndexDict()
+        return ColBERTIndexStruct()
 
     def _insert(self, nodes: Sequence[BaseNode], **insert_kwargs: Any) -> None:
         # Reached from insert(), insert_nodes() and update_ref_doc(insert_kwargs=...): none of them takes options.
@@ -239,8 +265,10 @@ class ColBERTIndex(BaseManagedIndex):
         """A :class:`ColBERTRetriever` on this index.
 
         Args:
-            **kwargs: ``similarity_top_k``, ``filters``, ``doc_ids``, ``node_ids``, ``callback_manager``,
-                ``verbose``; any other raises a :class:`TypeError`.
+            **kwargs: ``similarity_top_k``, ``filters``, ``doc_ids``, ``node_ids``, ``vector_store_query_mode``
+                (``"mmr"``), ``vector_store_kwargs`` (``{"mmr_threshold": 0.5}``), ``score_threshold``,
+                ``callback_manager``, ``verbose`` (see :class:`ColBERTRetriever`); any other raises a
+                :class:`TypeError`.
         """
         reject_unknown("ColBERTIndex.as_retriever", _without(kwargs, _RETRIEVER_KEYS), _RETRIEVER_KEYS)
         return ColBERTRetriever(
@@ -249,6 +277,9 @@ class ColBERTIndex(BaseManagedIndex):
             filters=kwargs.get("filters"),
             doc_ids=kwargs.get("doc_ids"),
             node_ids=kwargs.get("node_ids"),
+            vector_store_query_mode=kwargs.get("vector_store_query_mode", "default"),
+            vector_store_kwargs=kwargs.get("vector_store_kwargs"),
+            score_threshold=kwargs.get("score_threshold"),
             callback_manager=kwargs.get("callback_manager") or self._callback_manager,
             object_map=self._object_map,
             verbose=kwargs.get("verbose", False),
@@ -331,84 +362,63 @@ class ColBERTIndex(BaseManagedIndex):
     def persist(self, persist_dir: str | os.PathLike[str]) -> Path:
         """Save the index: the LlamaIndex storage context (JSON) plus the backend's own persistence.
 
-        Writes ``persist_dir/colbert_index.json`` (format, ``model_id``, backend class, index id). A backend
-        with ``save(path)`` (e.g. :class:`~colbert_adapters.backends.memory.MemoryBackend`) is saved into
-        ``persist_dir/colbert_backend``; a backend that persists itself (Voyager directory, Qdrant Edge,
-        a Qdrant server) is not copied: pass it again to :meth:`from_persist_dir`. No pickle is written.
+        Writes ``persist_dir/colbert_index.json`` (format, ``model_id`` and the model to load, backend class,
+        index id). A backend with ``save(path)`` (e.g. :class:`~colbert_adapters.backends.memory.MemoryBackend`)
+        is saved into ``persist_dir/colbert_backend``; a backend that persists itself (Voyager directory, Qdrant
+        Edge, a Qdrant server) is not copied: pass it again to :meth:`from_persist_dir` (or to
+        ``load_index_from_storage`` as ``backend=``). No pickle is written.
 
         Returns:
             ``persist_dir`` as a :class:`~pathlib.Path`.
         """
         root = Path(persist_dir)
         root.mkdir(parents=True, exist_ok=True)
+        old = self._index_struct
+        self._index_struct = ColBERTIndexStruct(
+            index_id=old.index_id, summary=old.summary, nodes_dict=dict(old.nodes_dict), persist_dir=str(root.resolve())
+        )
+        self._storage_context.index_store.add_index_struct(self._index_struct)
         self._storage_context.persist(persist_dir=str(root))
-        backend = self._store.backend
-        backend_cls = type(backend)
-        save = getattr(backend, "save", None)
-        saved = callable(save) and callable(getattr(backend_cls, "load", None))
-        if saved:
-            assert save is not None
-            save(root / _BACKEND_DIR)
-        manifest = {
-            "format": _FORMAT,
-            "version": 1,
-            "index_id": self.index_id,
-            "model_id": self._store.encoder.model_id,
-            "backend": f"{backend_cls.__module__}:{backend_cls.__qualname__}",
-            "backend_saved": saved,
-        }
-        (root / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        write_manifest(root, self.index_id, self._store)
         return root
 
     @classmethod
     def from_persist_dir(
         cls,
         persist_dir: str | os.PathLike[str],
-        encoder: Encoder,
+        encoder: Encoder | None = None,
         *,
         backend: Backend | None = None,
+        device: str | None = None,
         **kwargs: Any,
     ) -> ColBERTIndex:
         """Load an index saved by :meth:`persist`.
 
         Args:
-            persist_dir: the directory given to :meth:`persist`.
-            encoder: the encoder the index was built with (a different model is refused).
+            persist_dir: the directory given to :meth:`persist` (it may have moved since).
+            encoder: the encoder the index was built with (a different model is refused); ``None`` loads the
+                model the index records (a :class:`~colbert_adapters.encoder.ColBERTEncoder`'s checkpoint).
             backend: the backend, for backends that persist themselves; default: load the saved one.
+            device: device for a model loaded here.
             **kwargs: passed to the constructor (e.g. ``batch_size``).
 
         Raises:
-            CollectionConfigError: not a saved ColBERTIndex, the backend was not saved and none is given, or
-                the encoder's model differs from the one the index was built with.
+            CollectionConfigError: not a saved ColBERTIndex, the backend was not saved and none is given, no
+                encoder is given and the index records no model to load, or the encoder's model differs from the
+                one the index was built with.
         """
         root = Path(persist_dir)
-        manifest_path = root / _MANIFEST
-        if not manifest_path.is_file():
-            raise CollectionConfigError(f"{root} has no {_MANIFEST}; it was not written by ColBERTIndex.persist()")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("format") != _FORMAT:
-            raise CollectionConfigError(f"{manifest_path} is not a ColBERTIndex manifest")
-        if not same_model(str(manifest.get("model_id")), encoder.model_id):
-            raise CollectionConfigError(
-                f"the index in {root} was built with model {manifest.get('model_id')!r} but the encoder is "
-                f"{encoder.model_id!r}; use the same model"
-            )
-        if backend is None:
-            if not manifest.get("backend_saved"):
-                raise CollectionConfigError(
-                    f"the backend of {root} ({manifest.get('backend')}) persists itself; reopen it and pass backend="
-                )
-            target = manifest.get("backend")
-            if target not in BACKENDS.values():  # never import an arbitrary class named in a file
-                raise CollectionConfigError(f"{manifest_path} names an unknown backend {target!r}; pass backend=")
-            backend = open_backend(root / _BACKEND_DIR)
+        store = open_store(root, encoder, backend, device=device)
         storage_context = StorageContext.from_defaults(persist_dir=str(root))
-        index_struct = storage_context.index_store.get_index_struct(manifest.get("index_id"))
+        index_struct = storage_context.index_store.get_index_struct(_manifest_index_id(root))
         if not isinstance(index_struct, IndexDict):
             raise CollectionConfigError(f"{root} holds no ColBERTIndex index struct")
-        return cls(
-            MultiVectorStore(encoder, backend),
-            index_struct=index_struct,
-            storage_context=storage_context,
-            **kwargs,
-        )
+        return cls(store, index_struct=index_struct, storage_context=storage_context, **kwargs)
+
+
+def _manifest_index_id(root: Path) -> str | None:
+    index_id = read_manifest(root).get("index_id")
+    return index_id if isinstance(index_id, str) else None
+
+
+register(ColBERTIndex)

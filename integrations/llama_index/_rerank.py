@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
@@ -12,7 +14,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from ...errors import InvalidInputError
 from ...store import MultiVectorStore
 from ...types import Encoder
-from .._common import check_query, rerank_texts, resolve_store
+from .._common import check_query, load_encoder, rerank_texts, resolve_store
 from ._index import ColBERTIndex
 
 __all__ = ["ColBERTRerank"]
@@ -31,12 +33,22 @@ class ColBERTRerank(BaseNodePostprocessor):
     the caller's nodes are never mutated. With ``keep_retrieval_score`` the previous score is kept in the
     copy's ``metadata["retrieval_score"]``.
 
+    Construct it as the official ``llama-index-postprocessor-colbert-rerank`` is constructed:
+    ``ColBERTRerank(model="lightonai/GTE-ModernColBERT-v1", top_n=3, device="cpu", keep_retrieval_score=True)``
+    (a Hub id or a local checkpoint path, loaded as a :class:`~colbert_adapters.encoder.ColBERTEncoder` with the
+    model's own markers, projection and lengths); it reranks any nodes, no index is needed. ``tokenizer=`` is
+    accepted only when it names the model itself: the tokenizer saved with the checkpoint is always the one
+    used. Or pass an ``encoder``.
+
     Give it ``index=`` (a :class:`ColBERTIndex`) or ``store=`` and nodes the index holds (same id and text)
     are scored with their stored token vectors instead of being re-encoded; the others are encoded in one
     batched call. An empty node list returns ``[]``.
 
     Args:
         encoder: the ColBERT encoder (taken from ``store``/``index`` when omitted).
+        model: Hub id or local path of a ColBERT checkpoint to load, instead of ``encoder``/``store``/``index``.
+        tokenizer: ``None`` or the same as ``model`` (the checkpoint's tokenizer is used).
+        device: device for the model loaded from ``model`` (``None``: cuda, then mps, then cpu).
         store: optional store whose token vectors are reused.
         index: optional :class:`ColBERTIndex` whose token vectors are reused.
         top_n: number of nodes to keep (>= 1).
@@ -45,11 +57,12 @@ class ColBERTRerank(BaseNodePostprocessor):
         callback_manager: LlamaIndex callback manager.
 
     Raises:
-        InvalidInputError: no encoder, or an encoder/store/index combination that mixes models or backends;
-            at query time, a missing or blank query.
+        InvalidInputError: no model or encoder, ``model`` with ``encoder``/``store``/``index``, a ``tokenizer``
+            other than the model, ``device`` without ``model``, or an encoder/store/index combination that mixes
+            models or backends; at query time, a missing or blank query.
     """
 
-    model: str = Field(default="", description="model_id of the ColBERT encoder.")
+    model: str = Field(default="", description="The model loaded (model=), or the encoder's model_id.")
     top_n: int = Field(default=5, gt=0, description="Number of nodes to return, best first.")
     batch_size: int = Field(default=32, gt=0, description="Encoder batch size.")
     keep_retrieval_score: bool = Field(
@@ -62,6 +75,9 @@ class ColBERTRerank(BaseNodePostprocessor):
         self,
         encoder: Encoder | None = None,
         *,
+        model: str | os.PathLike[str] | None = None,
+        tokenizer: str | os.PathLike[str] | None = None,
+        device: str | None = None,
         store: MultiVectorStore | None = None,
         index: ColBERTIndex | None = None,
         top_n: int = 5,
@@ -69,6 +85,25 @@ class ColBERTRerank(BaseNodePostprocessor):
         keep_retrieval_score: bool = False,
         callback_manager: CallbackManager | None = None,
     ) -> None:
+        if encoder is not None and not isinstance(encoder, Encoder):
+            raise InvalidInputError(
+                f"ColBERTRerank: the first positional argument is the encoder, got {type(encoder).__name__}; pass "
+                "model=, top_n= and the other options by keyword"
+            )
+        if model is not None:
+            if encoder is not None or store is not None or index is not None:
+                raise InvalidInputError("ColBERTRerank: pass model= (a checkpoint to load) or encoder=/store=/index=")
+            if tokenizer is not None and os.fspath(tokenizer) != os.fspath(model):
+                raise InvalidInputError(
+                    f"ColBERTRerank: tokenizer={os.fspath(tokenizer)!r} differs from model={os.fspath(model)!r}; the "
+                    "tokenizer saved with the ColBERT checkpoint is always used, so leave tokenizer= out"
+                )
+            encoder = load_encoder(model, device, owner="ColBERTRerank")
+        elif tokenizer is not None or device is not None:
+            raise InvalidInputError(
+                "ColBERTRerank: tokenizer= and device= apply to the model loaded from model=; an encoder you pass "
+                "already has its tokenizer and device"
+            )
         if index is not None:
             if not isinstance(index, ColBERTIndex):
                 raise InvalidInputError(f"index must be a ColBERTIndex, got {type(index).__name__}")
@@ -82,9 +117,11 @@ class ColBERTRerank(BaseNodePostprocessor):
             store = resolve_store(store, encoder, None, owner="ColBERTRerank")
             encoder = encoder or store.encoder
         if encoder is None:
-            raise InvalidInputError("ColBERTRerank needs encoder= (or store= / index=)")
+            raise InvalidInputError(
+                "ColBERTRerank needs encoder= (or model=, a Hub id or checkpoint path; or store= / index=)"
+            )
         super().__init__(  # type: ignore[call-arg]  # pydantic fields, not seen by mypy without the plugin
-            model=encoder.model_id,
+            model=os.fspath(model) if model is not None else encoder.model_id,
             top_n=top_n,
             batch_size=batch_size,
             keep_retrieval_score=keep_retrieval_score,
