@@ -5,10 +5,13 @@ it raises :class:`~colbert_adapters.errors.MissingDependencyError` naming the ex
 never imports LangChain.
 
 * :class:`ColBERTRetriever` - a ``BaseRetriever`` over a :class:`~colbert_adapters.store.MultiVectorStore`.
-* :class:`ColBERTRerank` - a ``BaseDocumentCompressor`` scoring candidates with exact MaxSim; plug it into
-  ``langchain_classic.retrievers.ContextualCompressionRetriever``.
-* :class:`ColBERTVectorStore` - a ``VectorStore`` (CRUD by id, ``similarity_search``, relevance scores in
-  ``[0, 1]``, ``as_retriever()``, ``langchain_core.indexing.index()``).
+* :class:`ColBERTRerank` - a ``BaseDocumentCompressor`` scoring candidates with exact MaxSim
+  (``ColBERTRerank(model="lightonai/GTE-ModernColBERT-v1", top_n=3)``); plug it into
+  ``langchain_classic.retrievers.ContextualCompressionRetriever`` (``langchain-classic`` comes with the extra).
+* :class:`ColBERTVectorStore` - a ``VectorStore`` (CRUD by id, ``similarity_search`` with ``score_threshold``,
+  relevance scores in ``[0, 1]``, MMR, search by token vectors, ``as_retriever()`` with the ``similarity``,
+  ``similarity_score_threshold`` and ``mmr`` search types, ``langchain_core.indexing.index()``,
+  ``from_existing_index``).
 
 Example:
     >>> from colbert_adapters.integrations.langchain import ColBERTVectorStore

@@ -4,14 +4,18 @@ Needs ``llama-index-core >= 0.12`` (``pip install "colbert-adapters[llamaindex]"
 without it raises :class:`~colbert_adapters.errors.MissingDependencyError` naming the extra.
 ``import colbert_adapters`` never imports LlamaIndex.
 
-* :class:`ColBERTRetriever` - a ``BaseRetriever`` (``similarity_top_k``, ``filters``) over a
-  :class:`~colbert_adapters.store.MultiVectorStore`; ``aretrieve`` runs in a worker thread.
-* :class:`ColBERTRerank` - a ``BaseNodePostprocessor`` scoring nodes with exact MaxSim; emits
-  ``ReRankStartEvent`` / ``ReRankEndEvent`` and the legacy ``CBEventType.RERANKING`` callback event.
+* :class:`ColBERTRetriever` - a ``BaseRetriever`` (``similarity_top_k``, ``filters``, ``doc_ids``,
+  ``vector_store_query_mode="mmr"`` with ``vector_store_kwargs={"mmr_threshold": ...}``) over a
+  :class:`~colbert_adapters.store.MultiVectorStore`; ``aretrieve`` runs in a worker thread. Scores are raw MaxSim.
+* :class:`ColBERTRerank` - a ``BaseNodePostprocessor`` scoring nodes with exact MaxSim, built from an encoder or,
+  as the official ColbertRerank, from ``model=``; emits ``ReRankStartEvent`` / ``ReRankEndEvent`` and the legacy
+  ``CBEventType.RERANKING`` callback event.
 * :class:`ColBERTIndex` - a ``BaseManagedIndex``: ``from_documents``, ``insert``, ``delete_ref_doc``,
   ``update_ref_doc``, ``refresh_ref_docs``, ``as_retriever``, ``as_query_engine`` and
-  :meth:`~ColBERTIndex.persist` / :meth:`~ColBERTIndex.from_persist_dir`. It never needs an embedding model
-  (``Settings.embed_model`` is not touched).
+  :meth:`~ColBERTIndex.persist` / :meth:`~ColBERTIndex.from_persist_dir` / ``load_index_from_storage``. It never
+  needs an embedding model (``Settings.embed_model`` is not touched). Importing this package adds the ColBERTIndex
+  struct type to LlamaIndex's index registries (that is how ``load_index_from_storage`` finds it); nothing else
+  of LlamaIndex's is changed.
 
 Filters: our dict form (``{"field": value}`` / ``{"field": [v1, v2]}``) or LlamaIndex ``MetadataFilters``
 made of ``EQ`` / ``IN`` filters combined with ``AND`` (or ``OR`` over one key). Other operators raise
