@@ -19,8 +19,8 @@ similarity to the documents already picked. Both terms are put on the same scale
   (the first pick is the most relevant candidate). ``lambda_mult = 1`` keeps the search order (ties in candidate
   order); ``lambda_mult = 0`` picks for diversity alone after the first.
 
-MaxSim is computed by :mod:`colbert_adapters.scoring` (the kernels), only between the candidates and each picked
-document: ``2 * (k - 1)`` products of a document against the candidates, not the full candidate matrix.
+MaxSim between documents is computed by ``_kernels.maxsim_both_ways``, only between each picked document and the
+candidates left (one product gives both directions): ``k - 1`` products, not the full candidate matrix.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._kernels import maxsim_both_ways
+from ._validation import as_multivector
 from .errors import InvalidInputError
-from .scoring import maxsim, maxsim_batch
 from .types import MultiVector
 
 __all__ = ["check_lambda_mult", "check_score_threshold", "select"]
@@ -84,8 +85,11 @@ def select(
     n = len(vectors)
     if len(relevance) != n:
         raise InvalidInputError(f"got {len(relevance)} relevances for {n} candidates")
+    dim = vectors[0].shape[1] if n else None
+    vectors = [as_multivector(v, dim=dim, where=f"vectors[{i}]") for i, v in enumerate(vectors)]
     rel = np.asarray(relevance, dtype=np.float64)
-    lengths = np.array([v.shape[0] for v in vectors], dtype=np.float64)
+    counts = np.array([v.shape[0] for v in vectors], dtype=np.int64)
+    lengths = counts.astype(np.float64)
     closest = np.zeros(n, dtype=np.float64)  # max similarity to a picked document (no penalty before the first)
     remaining = np.ones(n, dtype=bool)
     picked: list[int] = []
@@ -98,9 +102,10 @@ def select(
         others = np.flatnonzero(remaining)
         if len(picked) == k or others.size == 0:
             break
-        rest = [vectors[int(j)] for j in others]
-        forward = maxsim(vectors[best], rest) / lengths[best]
-        backward = maxsim_batch(rest, [vectors[best]])[:, 0] / lengths[others]
-        sim = (forward.astype(np.float64) + backward.astype(np.float64)) / 2.0
+        flat = np.concatenate([vectors[int(j)] for j in others])
+        offsets = np.zeros(others.size + 1, dtype=np.int64)
+        np.cumsum(counts[others], out=offsets[1:])
+        forward, backward = maxsim_both_ways(vectors[best], flat, offsets)
+        sim = (forward.astype(np.float64) / lengths[best] + backward.astype(np.float64) / lengths[others]) / 2.0
         closest[others] = sim if len(picked) == 1 else np.maximum(closest[others], sim)
     return picked

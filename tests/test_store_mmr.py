@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from _backends import BACKEND_NAMES, make_backend
 
+from colbert_adapters import _kernels
 from colbert_adapters.errors import InvalidInputError
-from colbert_adapters.scoring import maxsim
+from colbert_adapters.scoring import maxsim, maxsim_batch
 from colbert_adapters.store import MultiVectorStore
 from colbert_adapters.testing import FakeEncoder
 
@@ -83,6 +84,20 @@ def test_score_threshold_type_is_checked(bad: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- MMR
+
+
+@pytest.mark.parametrize("chunk_rows", [3, 1000])
+def test_document_similarity_both_ways_from_one_product(monkeypatch: pytest.MonkeyPatch, chunk_rows: int) -> None:
+    """The kernel behind MMR's document similarity equals MaxSim taken each way, also when documents straddle the
+    row chunks (3 rows per chunk)."""
+    monkeypatch.setattr(_kernels, "ROW_CHUNK_BYTES", 4 * 8 * chunk_rows)
+    rng = np.random.default_rng(3)
+    a = _unit(*rng.normal(size=(5, 8)).tolist())
+    docs = [_unit(*rng.normal(size=(int(rng.integers(1, 7)), 8)).tolist()) for _ in range(9)]
+    offsets = np.cumsum([0] + [d.shape[0] for d in docs]).astype(np.int64)
+    forward, backward = _kernels.maxsim_both_ways(a, np.concatenate(docs), offsets)
+    np.testing.assert_allclose(forward, maxsim(a, docs), atol=1e-5)
+    np.testing.assert_allclose(backward, maxsim_batch(docs, [a])[:, 0], atol=1e-5)
 
 
 def test_mmr_picks_a_diverse_document_over_a_near_duplicate(backend_name: str, tmp_path: Path) -> None:
