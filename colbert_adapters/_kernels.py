@@ -34,6 +34,7 @@ __all__ = [
     "doc_scale_estimate",
     "flat_maxsim",
     "int8_estimate",
+    "maxsim_both_ways",
     "maxsim_int14",
     "maxsim_stacked",
     "product_kernel",
@@ -416,3 +417,32 @@ def project(q: npt.NDArray[np.float32], proj: npt.NDArray[np.float32]) -> npt.ND
     with torch_threads(1):
         torch.mm(tq, torch.from_numpy(proj).T, out=torch.from_numpy(out))
     return out
+
+
+def maxsim_both_ways(
+    a: _FloatArray, flat: _FloatArray, offsets: npt.NDArray[np.int64]
+) -> tuple[_FloatArray, _FloatArray]:
+    """``MaxSim(a, doc_i)`` and ``MaxSim(doc_i, a)`` for every document of ``flat``, from one product.
+
+    Inputs validated: ``a`` float32 ``(n_a, dim)``, ``flat`` float32 ``(n_rows, dim)`` split by ``offsets``
+    (``(n_docs + 1,)``, no empty document). Each chunk's ``a @ rows.T`` gives both: maxima along ``a``'s tokens
+    score each document row against ``a`` (summed per document: ``MaxSim(doc_i, a)``), per-document maxima along
+    the rows score ``a``'s tokens against the document (summed: ``MaxSim(a, doc_i)``). Returns two ``(n_docs,)``.
+    """
+    n_a, n_docs, n_rows = a.shape[0], offsets.shape[0] - 1, flat.shape[0]
+    best = np.full((n_a, n_docs), -np.inf, dtype=np.float32)
+    row_best = np.empty(n_rows, dtype=np.float32)
+    rows_per_chunk = max(1, min(MAX_CHUNK_ENTRIES // max(1, n_a), ROW_CHUNK_BYTES // (4 * max(1, flat.shape[1]))))
+    sims_buf = np.empty(n_a * min(rows_per_chunk, n_rows), dtype=np.float32)
+    product = product_kernel(a)
+    for r0 in range(0, n_rows, rows_per_chunk):
+        r1 = min(n_rows, r0 + rows_per_chunk)
+        sims = product(flat[r0:r1], sims_buf[: n_a * (r1 - r0)].reshape(n_a, r1 - r0))
+        np.max(sims, axis=0, out=row_best[r0:r1])
+        first = int(np.searchsorted(offsets, r0, side="right")) - 1
+        last = int(np.searchsorted(offsets, r1 - 1, side="right")) - 1
+        starts = np.maximum(offsets[first : last + 1], r0) - r0
+        np.maximum(best[:, first : last + 1], np.maximum.reduceat(sims, starts, axis=1), out=best[:, first : last + 1])
+    forward = best.sum(axis=0, dtype=np.float64).astype(np.float32)
+    backward = np.add.reduceat(row_best.astype(np.float64), offsets[:-1]).astype(np.float32)
+    return forward, backward

@@ -248,7 +248,13 @@ class MultiVectorStore:
         return id_list
 
     def search(
-        self, query: str, k: int = 10, filter: Filter | None = None, *, ids: Sequence[str] | None = None
+        self,
+        query: str,
+        k: int = 10,
+        filter: Filter | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        score_threshold: float | None = None,
     ) -> list[Hit]:
         """Search with one query string.
 
@@ -262,18 +268,21 @@ class MultiVectorStore:
                 native ``qdrant_client.models.Filter``.
             ids: search only these documents (PyLate's ``subset=``, RAGatouille's ``doc_ids=``): they are scored
                 exactly with their stored vectors; unknown ids are skipped, an empty list gives no hits.
+            score_threshold: keep only hits scoring at least this. Scores are raw MaxSim, higher is better: the
+                sum over the query's token vectors of the best cosine, so between ``-n`` and ``n`` for a query of
+                ``n`` token vectors (``len(store.encode_query(query))``); ``score / n`` is a mean cosine.
 
         Returns:
             Up to ``k`` :class:`~colbert_adapters.types.Hit` by descending MaxSim score.
 
         Raises:
-            InvalidInputError: empty query, bad ``k``, filter or ids.
+            InvalidInputError: empty query, bad ``k``, filter, ids or score_threshold.
         """
         if not isinstance(query, str):
             raise InvalidInputError(
                 f"query must be a str, got {type(query).__name__}; use search_batch() for several queries"
             )
-        return self.search_batch([query], k=k, filter=filter, ids=ids)[0]
+        return self.search_batch([query], k=k, filter=filter, ids=ids, score_threshold=score_threshold)[0]
 
     def encode_query(self, query: str) -> MultiVector:
         """The query's token vectors, float32 ``(n_query_tokens, dim)`` (what :meth:`search` scores with).
@@ -297,6 +306,7 @@ class MultiVectorStore:
         filter: Filter | None = None,
         *,
         ids: Sequence[str] | None = None,
+        score_threshold: float | None = None,
     ) -> list[Hit]:
         """Search with query token vectors already encoded (e.g. by :meth:`encode_query`).
 
@@ -305,22 +315,43 @@ class MultiVectorStore:
             k: number of hits (>= 1).
             filter: as for :meth:`search`.
             ids: as for :meth:`search`.
+            score_threshold: as for :meth:`search` (raw MaxSim, between ``-n_query_tokens`` and
+                ``n_query_tokens``).
 
         Returns:
             Up to ``k`` hits by descending MaxSim score.
 
         Raises:
-            InvalidInputError: bad vectors, ``k`` or filter.
+            InvalidInputError: bad vectors, ``k``, filter or score_threshold.
             DimensionMismatchError: the vectors' dimension differs from the encoder's.
         """
+        from ._mmr import check_score_threshold
+
         k = check_k(k)
         subset = None if ids is None else _subset_ids(ids)
         norm = _check_filter(filter, subset)
+        threshold = check_score_threshold(score_threshold)
         self._check_open()
         q = as_multivector(query_vectors, dim=self._encoder.dim)
-        if subset is not None:
-            return self._search_subset(q, k, norm, subset)
-        return self._backend.search(q, k=k, filter=filter)
+        return self._search_one(q, k, filter, norm, subset, threshold)
+
+    def _search_one(
+        self,
+        q: MultiVector,
+        k: int,
+        filter: Filter | None,
+        norm: FilterExpr | None,
+        subset: list[str] | None,
+        threshold: float | None,
+    ) -> list[Hit]:
+        """One search with checked arguments: the backend's, or exact MaxSim over ``subset``; hits below
+        ``threshold`` dropped."""
+        hits = (
+            self._search_subset(q, k, norm, subset)
+            if subset is not None
+            else self._backend.search(q, k=k, filter=filter)
+        )
+        return hits if threshold is None else [h for h in hits if h.score >= threshold]
 
     def _search_subset(self, q: MultiVector, k: int, norm: FilterExpr | None, ids: list[str]) -> list[Hit]:
         """Exact MaxSim of ``q`` against the stored vectors of ``ids`` (those that exist and match the filter
@@ -342,6 +373,7 @@ class MultiVectorStore:
         *,
         batch_size: int = 32,
         ids: Sequence[str] | None = None,
+        score_threshold: float | None = None,
     ) -> list[list[Hit]]:
         """Search with several query strings, encoded together.
 
@@ -351,13 +383,16 @@ class MultiVectorStore:
             filter: metadata filter applied to every query.
             batch_size: encoder batch size.
             ids: search only these documents, for every query (see :meth:`search`).
+            score_threshold: keep only hits scoring at least this raw MaxSim score (see :meth:`search`).
 
         Returns:
             One list of up to ``k`` hits per query, in input order.
 
         Raises:
-            InvalidInputError: an empty query, bad ``k`` or filter.
+            InvalidInputError: an empty query, bad ``k``, filter or score_threshold.
         """
+        from ._mmr import check_score_threshold
+
         query_list = check_texts(queries, what="queries")
         for i, q in enumerate(query_list):
             if not q.strip():
@@ -366,14 +401,106 @@ class MultiVectorStore:
         _check_batch_size(batch_size)
         subset = None if ids is None else _subset_ids(ids)
         norm = _check_filter(filter, subset)
+        threshold = check_score_threshold(score_threshold)
         self._check_open()
         if not query_list:
             return []
         vectors = self._encoder.encode_queries(query_list, batch_size=batch_size)
         self._check_encoded(vectors, len(query_list))
-        if subset is not None:
-            return [self._search_subset(v, k, norm, subset) for v in vectors]
-        return [self._backend.search(v, k=k, filter=filter) for v in vectors]
+        return [self._search_one(v, k, filter, norm, subset, threshold) for v in vectors]
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Filter | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        """Relevant and diverse hits: the best ``fetch_k`` by MaxSim, then ``k`` of them picked by maximal
+        marginal relevance, with MaxSim between the stored token vectors as the similarity of two documents.
+
+        The next hit is the candidate ``d`` with the highest
+        ``lambda_mult * MaxSim(q, d) / n_q - (1 - lambda_mult) * max_s sim(d, s)`` over the hits ``s`` already
+        picked, where ``n_q`` is the number of query token vectors and
+        ``sim(a, b) = (MaxSim(a, b) / n_a + MaxSim(b, a) / n_b) / 2`` (``n_a``, ``n_b``: the documents' token
+        counts): relevance and similarity are both mean best cosines, in ``[-1, 1]``.
+
+        Args:
+            query: a non-empty, non-blank query.
+            k: number of hits (>= 1).
+            fetch_k: number of candidates searched (>= 1; raised to ``k`` when smaller).
+            lambda_mult: ``1`` ranks by relevance alone (the order of :meth:`search`), ``0`` by diversity alone
+                after the most relevant hit.
+            filter: as for :meth:`search`.
+            ids: search only these documents (see :meth:`search`).
+            score_threshold: candidates scoring below this raw MaxSim score are dropped (see :meth:`search`).
+
+        Returns:
+            Up to ``k`` hits in the order picked, each with its raw MaxSim score for the query.
+
+        Raises:
+            InvalidInputError: empty query, bad ``k``, ``fetch_k``, ``lambda_mult``, filter, ids or
+                score_threshold.
+
+        Example:
+            >>> from colbert_adapters.testing import FakeEncoder
+            >>> store = MultiVectorStore(FakeEncoder(dim=16))
+            >>> _ = store.add(["red apples", "red apples again", "green pears"], ids=["a", "a2", "p"])
+            >>> [h.id for h in store.max_marginal_relevance_search("red apples", k=2, lambda_mult=1.0)]
+            ['a', 'a2']
+            >>> [h.id for h in store.max_marginal_relevance_search("red apples", k=2, lambda_mult=0.3)]
+            ['a', 'p']
+        """
+        return self.max_marginal_relevance_search_by_vectors(
+            self.encode_query(query),
+            k=k,
+            fetch_k=fetch_k,
+            lambda_mult=lambda_mult,
+            filter=filter,
+            ids=ids,
+            score_threshold=score_threshold,
+        )
+
+    def max_marginal_relevance_search_by_vectors(
+        self,
+        query_vectors: MultiVector,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Filter | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        """:meth:`max_marginal_relevance_search` with query token vectors already encoded.
+
+        Args:
+            query_vectors: float32 ``(n_query_tokens, dim)`` (e.g. from :meth:`encode_query`).
+            k, fetch_k, lambda_mult, filter, ids, score_threshold: as for :meth:`max_marginal_relevance_search`.
+
+        Returns:
+            Up to ``k`` hits in the order picked, with their raw MaxSim scores.
+
+        Raises:
+            InvalidInputError: bad vectors or arguments.
+            DimensionMismatchError: the vectors' dimension differs from the encoder's.
+        """
+        from ._mmr import check_lambda_mult, select
+
+        k = check_k(k)
+        n_fetch = max(k, check_k(fetch_k))
+        lam = check_lambda_mult(lambda_mult)
+        q = as_multivector(query_vectors, dim=self._encoder.dim)
+        candidates = self.search_by_vectors(q, n_fetch, filter, ids=ids, score_threshold=score_threshold)
+        stored = {r.id: r.vectors for r in self._backend.get([h.id for h in candidates], with_vectors=True)}
+        candidates = [h for h in candidates if stored.get(h.id) is not None]  # deleted since the search
+        vectors = [as_multivector(stored[h.id]) for h in candidates]
+        picked = select([h.score / q.shape[0] for h in candidates], vectors, k, lam)
+        return [candidates[i] for i in picked]
 
     def copy_to(
         self,

@@ -9,6 +9,7 @@ place where MaxSim is computed).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 
 from .._filters import check_filter
 from .._identity import same_model
+from .._mmr import check_score_threshold
 from .._validation import check_k
 from ..backends.base import Backend
 from ..errors import InvalidInputError
@@ -27,7 +29,9 @@ from ..types import Encoder, Filter, Hit, MultiVector
 __all__ = [
     "RerankResult",
     "check_query",
+    "load_encoder",
     "normalized_relevance",
+    "query_token_vectors",
     "reject_unknown",
     "rerank_texts",
     "resolve_store",
@@ -118,21 +122,70 @@ def check_query(query: object, *, owner: str) -> str:
 
 
 def search_with_query_length(
-    store: MultiVectorStore, query: str, k: int, filter: Filter | None = None
+    store: MultiVectorStore,
+    query: str,
+    k: int,
+    filter: Filter | None = None,
+    score_threshold: float | None = None,
 ) -> tuple[list[Hit], int]:
     """Search ``store`` and also return the number of query token vectors (to normalise scores).
 
-    Validation matches :meth:`MultiVectorStore.search`: a blank query, ``k <= 0`` or a malformed filter raise
-    :class:`InvalidInputError`. A filter on a metadata field no document has matches nothing: the result is
-    empty, not an error.
+    Validation matches :meth:`MultiVectorStore.search`: a blank query, ``k <= 0``, a malformed filter or a
+    non-numeric ``score_threshold`` (raw MaxSim) raise :class:`InvalidInputError`. A filter on a metadata field
+    no document has matches nothing: the result is empty, not an error.
     """
     check_query(query, owner="search")
     k = check_k(k)
     check_filter(filter)
+    check_score_threshold(score_threshold)
     if store.count() == 0:
         return [], 0
     qv = store.encode_query(query)
-    return store.search_by_vectors(qv, k=k, filter=filter), int(qv.shape[0])
+    return store.search_by_vectors(qv, k=k, filter=filter, score_threshold=score_threshold), int(qv.shape[0])
+
+
+def query_token_vectors(embedding: Any, *, owner: str) -> Any:
+    """Return ``embedding`` if it can be a query's token vectors; a flat single vector raises a clear error.
+
+    The store checks the shape, dimension and values (``as_multivector``); this only catches the single-vector
+    embedding that code written for dense vector stores passes, and says what a ColBERT store needs instead.
+    """
+    shape = getattr(embedding, "shape", None)
+    if shape is not None:
+        flat = len(shape) == 1
+    else:
+        flat = (
+            isinstance(embedding, Sequence)
+            and not isinstance(embedding, (str, bytes))
+            and len(embedding) > 0
+            and isinstance(embedding[0], (int, float, np.number))
+        )
+    if flat:
+        raise InvalidInputError(
+            f"{owner}: got a single vector of length {len(embedding)}, but a ColBERT store scores a query's token "
+            "vectors with MaxSim: pass a (n_tokens, dim) array or a list of lists, e.g. store.encode_query(text)"
+        )
+    return embedding
+
+
+def load_encoder(model: object, device: str | None, *, owner: str) -> Encoder:
+    """Load the ColBERT encoder ``model`` names: a Hugging Face Hub id or a local checkpoint directory.
+
+    Raises:
+        InvalidInputError: ``model`` is not a ``str`` or path, or ``device`` is not a ``str``.
+        CheckpointError, HubUnavailableError: from :meth:`ColBERTEncoder.from_pretrained`.
+    """
+    if not isinstance(model, (str, os.PathLike)) or not os.fspath(model).strip():
+        raise InvalidInputError(
+            f"{owner}: model must be a Hugging Face Hub id or a local checkpoint path (e.g. "
+            f"'lightonai/GTE-ModernColBERT-v1'), got {model!r}"
+        )
+    if device is not None and not isinstance(device, str):
+        raise InvalidInputError(f"{owner}: device must be a str such as 'cpu' or 'cuda', got {device!r}")
+    from ..encoder import ColBERTEncoder
+
+    logger.info("%s: loading model %s", owner, os.fspath(model))
+    return ColBERTEncoder.from_pretrained(model, device=device)
 
 
 def normalized_relevance(mean_token_score: float) -> float:

@@ -5,10 +5,13 @@ it raises :class:`~colbert_adapters.errors.MissingDependencyError` naming the ex
 never imports LangChain.
 
 * :class:`ColBERTRetriever` - a ``BaseRetriever`` over a :class:`~colbert_adapters.store.MultiVectorStore`.
-* :class:`ColBERTRerank` - a ``BaseDocumentCompressor`` scoring candidates with exact MaxSim; plug it into
-  ``langchain_classic.retrievers.ContextualCompressionRetriever``.
-* :class:`ColBERTVectorStore` - a ``VectorStore`` (CRUD by id, ``similarity_search``, relevance scores in
-  ``[0, 1]``, ``as_retriever()``, ``langchain_core.indexing.index()``).
+* :class:`ColBERTRerank` - a ``BaseDocumentCompressor`` scoring candidates with exact MaxSim
+  (``ColBERTRerank(model="lightonai/GTE-ModernColBERT-v1", top_n=3)``); plug it into
+  ``langchain_classic.retrievers.ContextualCompressionRetriever`` (``langchain-classic`` comes with the extra).
+* :class:`ColBERTVectorStore` - a ``VectorStore`` (CRUD by id, ``similarity_search`` with ``score_threshold``,
+  relevance scores in ``[0, 1]``, MMR, search by token vectors, ``as_retriever()`` with the ``similarity``,
+  ``similarity_score_threshold`` and ``mmr`` search types, ``langchain_core.indexing.index()``,
+  ``from_existing_index``).
 
 Example:
     >>> from colbert_adapters.integrations.langchain import ColBERTVectorStore
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -51,7 +55,9 @@ from ..store import MultiVectorStore  # noqa: E402
 from ..types import Encoder, Hit  # noqa: E402
 from ._common import (  # noqa: E402
     check_query,
+    load_encoder,
     normalized_relevance,
+    query_token_vectors,
     reject_unknown,
     rerank_texts,
     resolve_store,
@@ -157,20 +163,27 @@ class ColBERTRerank(BaseDocumentCompressor):
     the ColBERT formula). The best ``top_n`` documents come back as *copies* with
     ``metadata["relevance_score"]`` set (the raw MaxSim score); the caller's documents are never mutated.
 
+    Construct it with a model, as the official LlamaIndex ColbertRerank and RAGatouille are
+    (``ColBERTRerank(model="lightonai/GTE-ModernColBERT-v1", top_n=3)``: a Hub id or a local checkpoint path,
+    loaded as a :class:`~colbert_adapters.encoder.ColBERTEncoder`), or with an ``encoder=``. It reranks any
+    texts; no index is needed.
+
     Give it ``store=`` (or ``encoder=`` + ``backend=``) and documents whose ``id`` the backend knows are scored
     with the stored token vectors instead of being re-encoded (only when the stored text equals
     ``page_content``). The other documents, including those without an ``id``, are encoded in one batched
     call. An empty document list returns ``[]``.
 
     Args:
+        model: Hub id or local path of a ColBERT checkpoint, loaded when no ``encoder``/``store`` is given.
+        device: device for the model loaded from ``model`` (``None``: cuda, then mps, then cpu).
         encoder: the ColBERT encoder (taken from ``store`` when omitted).
         store: optional store whose stored token vectors are reused.
         top_n: number of documents to keep (>= 1).
         batch_size: encoder batch size for documents that must be encoded.
 
     Raises:
-        InvalidInputError: no encoder, an encoder that differs from the store's ("mixed" models), a blank
-            query.
+        InvalidInputError: no model or encoder, ``model`` with ``encoder``/``store``, ``device`` without
+            ``model``, an encoder that differs from the store's ("mixed" models), a blank query.
 
     Example:
         >>> from langchain_core.documents import Document
@@ -189,6 +202,10 @@ class ColBERTRerank(BaseDocumentCompressor):
     )
     top_n: int = Field(default=3, gt=0, description="Number of documents to return.")
     batch_size: int = Field(default=32, gt=0, description="Encoder batch size.")
+    model: str | None = Field(
+        default=None, description="Hub id or local path of the ColBERT checkpoint loaded as the encoder."
+    )
+    device: str | None = Field(default=None, description="Device of the model loaded from `model`.")
 
     @model_validator(mode="before")
     @classmethod
@@ -197,13 +214,30 @@ class ColBERTRerank(BaseDocumentCompressor):
             return data
         data = dict(data)
         store, encoder, backend = data.get("store"), data.get("encoder"), data.pop("backend", None)
+        model, device = data.get("model"), data.get("device")
+        if model is not None:
+            if store is not None or encoder is not None or backend is not None:
+                raise InvalidInputError(
+                    "ColBERTRerank: pass model= (a checkpoint to load) or encoder=/store=, not both"
+                )
+            data["encoder"] = load_encoder(model, device, owner="ColBERTRerank")
+            data["model"] = os.fspath(model)
+            return data
+        if device is not None:
+            raise InvalidInputError(
+                "ColBERTRerank: device= applies to the model loaded from model=; an encoder you pass is already "
+                "on its device"
+            )
         if store is not None or backend is not None:
             data["store"] = resolve_store(store, encoder, backend, owner="ColBERTRerank")
             data.setdefault("encoder", data["store"].encoder)
             if data["encoder"] is None:
                 data["encoder"] = data["store"].encoder
         elif encoder is None:
-            raise InvalidInputError("ColBERTRerank needs encoder= (or store=MultiVectorStore(encoder, backend))")
+            raise InvalidInputError(
+                "ColBERTRerank needs encoder=, model= (a Hub id or checkpoint path to load) or "
+                "store=MultiVectorStore(encoder, backend)"
+            )
         return data
 
     def compress_documents(
@@ -253,13 +287,21 @@ class ColBERTVectorStore(VectorStore):
     * Every method raises :class:`TypeError` on a keyword argument it does not take (a misspelt ``filters=``
       never passes silently).
     * ``get_by_ids`` returns the known documents with ``Document.id`` set.
-    * ``similarity_search(query, k, filter=...)`` returns documents with exactly their stored metadata;
-      ``similarity_search_with_score`` adds the raw MaxSim score (``0 .. n_query_tokens``, higher is better).
-    * ``similarity_search_with_relevance_scores`` (and ``as_retriever(search_type="similarity_score_threshold")``)
-      use a score in ``[0, 1]``: the MaxSim score divided by the number of query token vectors (a mean cosine
-      in ``[-1, 1]``) mapped linearly to ``[0, 1]``.
-    * ``max_marginal_relevance_search`` and search by vector are not supported (a single vector cannot express
-      a multi-vector query).
+    * ``similarity_search(query, k, filter=..., score_threshold=...)`` returns documents with exactly their
+      stored metadata; ``similarity_search_with_score`` adds the raw MaxSim score (the sum over the query's
+      token vectors of the best cosine: ``-n .. n`` for ``n`` query token vectors, higher is better).
+      ``score_threshold`` there is on that raw scale, as in langchain-qdrant.
+    * ``similarity_search_with_relevance_scores`` (and ``as_retriever(search_type="similarity_score_threshold",
+      search_kwargs={"score_threshold": 0.8})``) use a score in ``[0, 1]``: the MaxSim score divided by the
+      number of query token vectors (a mean cosine in ``[-1, 1]``) mapped linearly to ``[0, 1]``.
+    * ``max_marginal_relevance_search`` (and ``as_retriever(search_type="mmr", search_kwargs={"k", "fetch_k",
+      "lambda_mult", "filter"})``) use :meth:`MultiVectorStore.max_marginal_relevance_search`: MaxSim between
+      the stored token vectors is the similarity of two documents.
+    * ``similarity_search_by_vector`` / ``max_marginal_relevance_search_by_vector`` take the query's token
+      vectors (``vs.store.encode_query(text)``, a ``(n_tokens, dim)`` array or list of lists); a single flat
+      vector raises.
+    * :meth:`from_documents` / :meth:`from_texts` take ``encoder=`` (no ``embedding``);
+      :meth:`from_existing_index` reopens an index directory or Qdrant URL.
 
     A filter on a metadata field no document has matches nothing (empty result).
 
@@ -362,7 +404,12 @@ class ColBERTVectorStore(VectorStore):
         ]
 
     def similarity_search_with_score(
-        self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        query: str,
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        **kwargs: Any,
     ) -> list[tuple[Document, float]]:
         """Top ``k`` documents with their raw MaxSim score (higher is better).
 
@@ -370,39 +417,176 @@ class ColBERTVectorStore(VectorStore):
             query: the query (non-blank).
             k: number of results (>= 1).
             filter: metadata filter ``{"field": value}`` / ``{"field": [v1, v2]}``.
+            score_threshold: drop documents scoring below this raw MaxSim score (``-n .. n`` for ``n`` query
+                token vectors; ``len(vs.store.encode_query(query))`` is ``n``).
             **kwargs: none accepted (raises :class:`TypeError`).
         """
-        reject_unknown("ColBERTVectorStore.similarity_search", kwargs, ("k", "filter"))
-        hits, _ = search_with_query_length(self._store, query, k, filter)
+        reject_unknown("ColBERTVectorStore.similarity_search", kwargs, ("k", "filter", "score_threshold"))
+        hits, _ = search_with_query_length(self._store, query, k, filter, score_threshold)
         return [(_to_document(h), h.score) for h in hits]
 
     def similarity_search(
-        self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        query: str,
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        **kwargs: Any,
     ) -> list[Document]:
         """Top ``k`` documents for ``query`` (see :meth:`similarity_search_with_score`)."""
-        return [d for d, _ in self.similarity_search_with_score(query, k, filter=filter, **kwargs)]
+        hits = self.similarity_search_with_score(query, k, filter=filter, score_threshold=score_threshold, **kwargs)
+        return [d for d, _ in hits]
 
-    def max_marginal_relevance_search(self, query: str, *args: Any, **kwargs: Any) -> list[Document]:
-        """Not available: MMR needs a document-to-document similarity, which this store does not define yet.
+    def similarity_search_with_score_by_vector(
+        self,
+        embedding: Any,
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Top ``k`` documents for a query given as its token vectors, with their raw MaxSim scores.
+
+        Args:
+            embedding: the query's token vectors, float32 ``(n_tokens, dim)`` (``vs.store.encode_query(text)``)
+                or a list of ``n_tokens`` lists of ``dim`` floats. A single flat vector raises: MaxSim needs one
+                vector per query token.
+            k: number of results (>= 1).
+            filter: metadata filter.
+            score_threshold: drop documents scoring below this raw MaxSim score.
+            **kwargs: none accepted (raises :class:`TypeError`).
 
         Raises:
-            NotImplementedError: always; use :meth:`similarity_search` (or ``search_type="similarity"``).
+            InvalidInputError: a flat vector, a ragged or empty array, bad ``k``, filter or threshold.
+            DimensionMismatchError: the token vectors' dimension differs from the encoder's.
         """
-        raise NotImplementedError(
-            "ColBERTVectorStore has no max_marginal_relevance_search (search_type='mmr') yet; use "
-            "similarity_search or as_retriever(search_type='similarity')"
+        reject_unknown("ColBERTVectorStore.similarity_search_by_vector", kwargs, ("k", "filter", "score_threshold"))
+        q = query_token_vectors(embedding, owner="ColBERTVectorStore.similarity_search_by_vector")
+        hits = self._store.search_by_vectors(q, k=k, filter=filter, score_threshold=score_threshold)
+        return [(_to_document(h), h.score) for h in hits]
+
+    def similarity_search_by_vector(
+        self,
+        embedding: Any,
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Top ``k`` documents for a query given as its token vectors (see
+        :meth:`similarity_search_with_score_by_vector`)."""
+        hits = self.similarity_search_with_score_by_vector(
+            embedding, k, filter=filter, score_threshold=score_threshold, **kwargs
+        )
+        return [d for d, _ in hits]
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Documents both relevant and diverse, by maximal marginal relevance over MaxSim.
+
+        The best ``fetch_k`` documents by MaxSim are the candidates; ``k`` of them are picked one at a time,
+        trading relevance (MaxSim / query tokens) against similarity to the documents already picked (MaxSim
+        between their stored token vectors, both ways, each divided by its token count): see
+        :meth:`MultiVectorStore.max_marginal_relevance_search` for the formula.
+
+        Args:
+            query: the query (non-blank).
+            k: number of documents to return.
+            fetch_k: number of candidates (raised to ``k`` when smaller).
+            lambda_mult: ``1`` is relevance alone (the order of :meth:`similarity_search`), ``0`` diversity
+                alone after the first document.
+            filter: metadata filter.
+            score_threshold: drop candidates scoring below this raw MaxSim score.
+            **kwargs: none accepted (raises :class:`TypeError`).
+
+        Returns:
+            Up to ``k`` documents in the order picked.
+        """
+        return [
+            d
+            for d, _ in self._mmr(
+                "max_marginal_relevance_search", query, None, k, fetch_k, lambda_mult, filter, score_threshold, kwargs
+            )
+        ]
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: Any,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """:meth:`max_marginal_relevance_search` for a query given as its token vectors (a ``(n_tokens, dim)``
+        array or list of lists, e.g. ``vs.store.encode_query(text)``; a single flat vector raises)."""
+        return [
+            d
+            for d, _ in self.max_marginal_relevance_search_with_score_by_vector(
+                embedding, k, fetch_k, lambda_mult, filter=filter, score_threshold=score_threshold, **kwargs
+            )
+        ]
+
+    def max_marginal_relevance_search_with_score_by_vector(
+        self,
+        embedding: Any,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """:meth:`max_marginal_relevance_search_by_vector` with each document's raw MaxSim score for the query."""
+        return self._mmr(
+            "max_marginal_relevance_search_by_vector",
+            None,
+            embedding,
+            k,
+            fetch_k,
+            lambda_mult,
+            filter,
+            score_threshold,
+            kwargs,
         )
 
-    def max_marginal_relevance_search_by_vector(self, embedding: Any, *args: Any, **kwargs: Any) -> list[Document]:
-        """Not available (see :meth:`max_marginal_relevance_search`).
-
-        Raises:
-            NotImplementedError: always.
-        """
-        raise NotImplementedError(
-            "ColBERTVectorStore has no max_marginal_relevance_search_by_vector: it has no single-vector embeddings "
-            "and no MMR yet; use similarity_search"
-        )
+    def _mmr(
+        self,
+        owner: str,
+        query: str | None,
+        embedding: Any,
+        k: int,
+        fetch_k: int,
+        lambda_mult: float,
+        filter: dict[str, Any] | None,
+        score_threshold: float | None,
+        kwargs: dict[str, Any],
+    ) -> list[tuple[Document, float]]:
+        accepted = ("k", "fetch_k", "lambda_mult", "filter", "score_threshold")
+        reject_unknown(f"ColBERTVectorStore.{owner}", kwargs, accepted)
+        options: dict[str, Any] = {
+            "k": k,
+            "fetch_k": fetch_k,
+            "lambda_mult": lambda_mult,
+            "filter": filter,
+            "score_threshold": score_threshold,
+        }
+        if query is not None:
+            check_query(query, owner=f"ColBERTVectorStore.{owner}")
+            hits = self._store.max_marginal_relevance_search(query, **options)
+        else:
+            q = query_token_vectors(embedding, owner=f"ColBERTVectorStore.{owner}")
+            hits = self._store.max_marginal_relevance_search_by_vectors(q, **options)
+        return [(_to_document(h), h.score) for h in hits]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         # Applied to the *mean per-query-token* MaxSim (see _similarity_search_with_relevance_scores): a
@@ -465,3 +649,62 @@ class ColBERTVectorStore(VectorStore):
         vs = cls(store, encoder=encoder, backend=backend, embedding=embedding)
         vs.add_texts(texts, metadatas, ids=ids, **kwargs)
         return vs
+
+    @classmethod
+    def from_documents(
+        cls, documents: list[Document], embedding: Embeddings | None = None, **kwargs: Any
+    ) -> ColBERTVectorStore:
+        """Create a store and add ``documents`` (their ``id`` kept when set): LangChain's ``from_documents``,
+        with the ColBERT encoder given as ``encoder=`` and no ``embedding``.
+
+        Args:
+            documents: the documents.
+            embedding: unused (a ColBERT store encodes with ``encoder``); accepted for LangChain compatibility.
+            **kwargs: :meth:`from_texts` arguments: ``encoder=`` (with ``backend=``) or ``store=``, ``ids=``,
+                ``batch_size=``.
+
+        Raises:
+            InvalidInputError: neither ``encoder`` nor ``store`` was given.
+
+        Example:
+            >>> from colbert_adapters.testing import FakeEncoder
+            >>> vs = ColBERTVectorStore.from_documents([Document("the cat sat", id="cat")], encoder=FakeEncoder())
+            >>> vs.similarity_search("cat", k=1)[0].id
+            'cat'
+        """
+        vs: ColBERTVectorStore = super().from_documents(documents, embedding, **kwargs)  # type: ignore[arg-type]
+        return vs
+
+    @classmethod
+    async def afrom_documents(
+        cls, documents: list[Document], embedding: Embeddings | None = None, **kwargs: Any
+    ) -> ColBERTVectorStore:
+        """:meth:`from_documents` in a worker thread."""
+        return await run_in_executor(None, cls.from_documents, documents, embedding, **kwargs)
+
+    @classmethod
+    def from_existing_index(
+        cls,
+        location: str | os.PathLike[str],
+        encoder: Encoder | None = None,
+        *,
+        batch_size: int = 32,
+        **kwargs: Any,
+    ) -> ColBERTVectorStore:
+        """Reopen an existing index (langchain-qdrant's ``from_existing_collection``), through
+        :meth:`MultiVectorStore.open`.
+
+        Args:
+            location: a directory made by ``colbert-adapters index``, a Voyager / Qdrant Edge / saved memory
+                index directory, or a Qdrant server URL.
+            encoder: the encoder the index was built with; ``None`` loads the model a ``colbert-adapters index``
+                directory records.
+            batch_size: default encoder batch size for writes.
+            **kwargs: :meth:`MultiVectorStore.open` arguments: ``read_only=``, ``device=``, and backend arguments
+                such as ``collection_name=`` for a URL.
+
+        Raises:
+            CollectionConfigError: ``location`` is not an index, or ``encoder`` is another model than its own.
+            InvalidInputError: no encoder is given and the index records no loadable model.
+        """
+        return cls(MultiVectorStore.open(location, encoder, **kwargs), batch_size=batch_size)

@@ -294,8 +294,6 @@ def test_vectorstore_crud_details(store: MultiVectorStore, backend_name: str) ->
         vs.as_retriever(search_kwargs={"filters": {"a": 1}}).invoke("Paris")
     with pytest.raises(TypeError, match=r"ColBERTRetriever.invoke got unexpected keyword argument\(s\) filters"):
         ColBERTRetriever(store=store, k=1).invoke("Paris", filters={"a": 1})
-    with pytest.raises(NotImplementedError, match="similarity_search"):
-        vs.max_marginal_relevance_search("Paris")
     with pytest.raises(InvalidInputError, match="not both"):
         vs.delete(["paris"], filter={"a": 1})
     with pytest.raises(InvalidInputError, match=r"\$gte"):

@@ -506,8 +506,16 @@ def test_real_encoder_index_and_rerank(tiny_encoder: Any, tmp_path: Path, no_emb
 
 
 def test_module_doctests(no_embed_model: None) -> None:
-    result = doctest.testmod(li_module)
-    assert result.attempted > 0 and result.failed == 0
+    import importlib
+    import pkgutil
+
+    names = [li_module.__name__] + [m.name for m in pkgutil.iter_modules(li_module.__path__, f"{li_module.__name__}.")]
+    attempted = 0
+    for name in names:
+        result = doctest.testmod(importlib.import_module(name))
+        assert result.failed == 0, name
+        attempted += result.attempted
+    assert attempted >= 3
 
 
 def test_missing_llama_index_names_the_extra() -> None:
