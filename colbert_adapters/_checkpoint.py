@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import string
 import warnings
 from collections.abc import Mapping
@@ -21,7 +22,16 @@ from .errors import CheckpointError, HubUnavailableError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointFiles", "DenseSpec", "read_checkpoint", "resolve_model_dir"]
+__all__ = [
+    "SETTING_KEYS",
+    "CheckpointFiles",
+    "DenseSpec",
+    "describe_plain_backbone",
+    "prefix_advice",
+    "read_checkpoint",
+    "resolve_model_dir",
+    "spare_tokens",
+]
 
 # What we download from the Hub: configs, tokenizer files and safetensors weights; never pickles.
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.md"]
@@ -35,6 +45,24 @@ PYLATE_DEFAULTS: dict[str, Any] = {
     "attend_to_expansion_tokens": False,
     "skiplist_words": list(string.punctuation),
 }
+
+#: The encoding settings a checkpoint configures and a caller may override (``from_pretrained`` keyword arguments,
+#: ``ModelSpec`` fields, the ``settings`` an index directory records).
+SETTING_KEYS: tuple[str, ...] = tuple(PYLATE_DEFAULTS)
+
+# Weight formats other libraries run, recognised so the error names them: (format, glob patterns).
+_FOREIGN_FORMATS = (
+    ("ONNX", ("*.onnx", "onnx/*.onnx")),
+    ("OpenVINO", ("openvino_model.xml", "openvino/*.xml")),
+    ("TensorFlow", ("tf_model.h5", "saved_model.pb")),
+    ("Flax", ("flax_model.msgpack",)),
+    ("GGUF", ("*.gguf",)),
+    ("Core ML", ("*.mlpackage", "*.mlmodel")),
+)
+
+# Spare vocabulary entries that ColBERT models use as query/document markers (BERT's "[unused0]", Gemma's
+# "<unused0>"): Stanford ColBERT trains with "[unused0]" / "[unused1]".
+_SPARE_TOKEN = re.compile(r"^(?:\[unused(\d+)\]|<unused(\d+)>)$")
 
 # Keys of config_sentence_transformers.json that we read or that carry no meaning for encoding.
 _KNOWN_ST_KEYS = set(PYLATE_DEFAULTS) | {
@@ -186,7 +214,31 @@ def _weight_files(d: Path, what: str) -> list[Path]:
             "safetensors only, because unpickling can execute code. Convert them once in a trusted environment, "
             "e.g. `model.save_pretrained(dir, safe_serialization=True)`."
         )
+    foreign = _foreign_format_error(d)
+    if foreign is not None:
+        raise CheckpointError(foreign)
     raise CheckpointError(f"{what}: no model.safetensors in {d}; is this a model checkpoint directory?")
+
+
+def _foreign_format_error(d: Path) -> str | None:
+    """The error for a directory holding another runtime's model (ONNX, OpenVINO, ...) or an index, else ``None``."""
+    for fmt, patterns in _FOREIGN_FORMATS:
+        found = sorted(str(p.relative_to(d)) for pattern in patterns for p in d.glob(pattern))
+        if found:
+            return (
+                f"{d} holds a {fmt} model ({', '.join(found[:3])}) and no safetensors weights; colbert-adapters "
+                f"runs PyTorch models from safetensors and does not support {fmt}. Pass the checkpoint it was "
+                "exported from instead: a directory with config.json and model.safetensors (a PyLate, "
+                "sentence-transformers or transformers save), or its Hub id"
+            )
+    for marker in ("colbert-index.json", "store.sqlite", "colbert_adapters.json"):
+        if (d / marker).is_file():
+            return (
+                f"{d} is a colbert-adapters index ({marker}), not a model checkpoint; pass it as the index "
+                "(`colbert-adapters search DIR QUERY`, `MultiVectorStore.open(DIR)`), which reopens with the model "
+                "it records, and pass the model's directory or Hub id as the model"
+            )
+    return None
 
 
 def read_checkpoint(root: Path) -> CheckpointFiles:
@@ -219,6 +271,9 @@ def read_checkpoint(root: Path) -> CheckpointFiles:
                 )
     config_path = transformer_dir / "config.json"
     if not config_path.is_file():
+        foreign = _foreign_format_error(transformer_dir)
+        if foreign is not None:
+            raise CheckpointError(foreign)
         raise CheckpointError(
             f"{root} is not a model checkpoint: no config.json in {transformer_dir}. Pass a directory saved by "
             "PyLate, sentence-transformers or transformers, or a Hub id like 'lightonai/GTE-ModernColBERT-v1'"
@@ -311,3 +366,65 @@ def resolve_settings(files: CheckpointFiles, overrides: Mapping[str, Any]) -> di
     name = files.st_config.get("default_prompt_name")
     out["prompt"] = prompts.get(name, "") if name else ""
     return out
+
+
+def spare_tokens(vocab: Mapping[str, int], n: int = 2) -> list[str]:
+    """The first ``n`` unused vocabulary entries (``[unused0]``, ``[unused1]``, ... or ``<unused0>``, ...), in order.
+
+    Stanford ColBERT (and answerai-colbert-small-v1) use BERT's ``[unused0]`` / ``[unused1]`` as the query and
+    document markers where PyLate adds ``[Q] `` / ``[D] ``.
+    """
+    numbered = []
+    for token in vocab:
+        m = _SPARE_TOKEN.match(token)
+        if m:
+            numbered.append((int(m.group(1) or m.group(2)), token))
+    return [t for _, t in sorted(numbered)[:n]]
+
+
+def prefix_advice(vocab: Mapping[str, int]) -> str:
+    """What to pass as prefixes for a tokenizer: its ``[Q] ``/``[D] `` tokens, else its spare tokens, else none.
+
+    Names both the keyword arguments and the command-line flags.
+    """
+    if "[Q] " in vocab and "[D] " in vocab:
+        q, d = "[Q] ", "[D] "
+        why = "The tokenizer has PyLate's '[Q] ' / '[D] ' tokens. If the model was trained with them"
+    else:
+        spare = spare_tokens(vocab)
+        if len(spare) < 2:
+            return (
+                "The tokenizer has no '[Q] ' / '[D] ' or unused tokens to serve as markers: keep query_prefix='' "
+                "and document_prefix='' (command line: --query-prefix '' --document-prefix '')"
+            )
+        q, d = spare
+        why = (
+            "The tokenizer has no '[Q] ' / '[D] ' tokens. If the model was trained with two of its unused tokens "
+            "as markers (as answerai-colbert-small-v1 was with '[unused0]' / '[unused1]')"
+        )
+    return (
+        f"{why}, pass query_prefix={q!r}, document_prefix={d!r} (command line: --query-prefix '{q}' "
+        f"--document-prefix '{d}'); a backbone trained without markers takes query_prefix='', document_prefix=''"
+    )
+
+
+def describe_plain_backbone(name: str, files: CheckpointFiles, settings: Mapping[str, Any], dim: int) -> str:
+    """One paragraph saying what a checkpoint without a PyLate configuration is encoded with."""
+    skip = list(settings["skiplist_words"])
+    if sorted(skip) == sorted(string.punctuation):
+        skip_text = "the 32 characters of string.punctuation"
+    elif not skip:
+        skip_text = "none"
+    else:
+        skip_text = f"{len(skip)} tokens"
+    return (
+        f"{name} is a plain {files.config.get('model_type', 'transformers')} backbone (no PyLate configuration: "
+        "no query_prefix in config_sentence_transformers.json, no Dense projection). It is encoded with: token "
+        f"vectors = the last hidden states, no projection (dim {dim}); query_prefix={settings['query_prefix']!r}, "
+        f"document_prefix={settings['document_prefix']!r}; query_length={settings['query_length']}, "
+        f"document_length={settings['document_length']}; do_query_expansion={settings['do_query_expansion']}, "
+        f"attend_to_expansion_tokens={settings['attend_to_expansion_tokens']}; document skiplist: {skip_text}. "
+        "Each of these can be set (from_pretrained keyword arguments; command line: --query-prefix, "
+        "--document-prefix, --query-length, --document-length, --query-expansion, --attend-to-expansion-tokens, "
+        "--skiplist)."
+    )

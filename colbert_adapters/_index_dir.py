@@ -3,8 +3,11 @@
 Layout::
 
     colbert-index.json   {"format": 1, "model": hub id or absolute path, "model_id", "dim", "backend": an
-                         OPENERS name, "settings": {"document_length", "query_length"}, and for "qdrant-url"
-                         "url" and "collection"}
+                         OPENERS name, "settings": the encoding settings in force when it was indexed (every
+                         key of ``SETTING_KEYS``, plus "revision" for a Hub revision; indexes made by earlier
+                         versions record only "document_length" and "query_length", possibly null: the
+                         checkpoint's own configuration supplies the rest), and for "qdrant-url" "url" and
+                         "collection"}
     data/                the backend's own directory (Voyager, Qdrant Edge, a saved MemoryBackend); absent for a
                          server collection. ``"data": "."`` in the manifest: the index directory itself is the
                          backend's directory (one ``qdrant setup`` or a program made, adopted by ``index``)
@@ -20,6 +23,7 @@ import logging
 import os
 from typing import Any
 
+from ._checkpoint import SETTING_KEYS
 from .backends import OPENERS, Backend, MemoryBackend, create_backend, detect_backend
 from .backends import open_backend as registry_open
 from .backends._files import check_manifest_crc, with_manifest_crc
@@ -28,8 +32,10 @@ from .errors import ColBERTError, CollectionConfigError
 __all__ = [
     "DATA",
     "MANIFEST",
+    "check_settings",
     "close_backend",
     "data_dir",
+    "effective_settings",
     "load_encoder",
     "model_ref",
     "open_backend",
@@ -78,13 +84,62 @@ def model_ref(model: str) -> str:
     return os.path.abspath(model) if os.path.isdir(model) else model
 
 
-def load_encoder(model: str, settings: dict[str, Any], device: str | None) -> Any:
-    """The :class:`~colbert_adapters.encoder.ColBERTEncoder` a manifest records (``settings``: its lengths)."""
+def load_encoder(model: str, settings: dict[str, Any], device: str | None, **options: Any) -> Any:
+    """The :class:`~colbert_adapters.encoder.ColBERTEncoder` a manifest records.
+
+    Args:
+        model: hub id or checkpoint directory.
+        settings: the manifest's ``settings``: values of :data:`SETTING_KEYS` (``None`` or absent: the
+            checkpoint's own), and ``revision``.
+        device: torch device, ``None`` for the best available.
+        **options: more ``from_pretrained`` arguments (``dtype``, ``trust_remote_code``).
+    """
     from .encoder import ColBERTEncoder
 
-    kwargs = {k: settings[k] for k in ("document_length", "query_length") if settings.get(k) is not None}
+    kwargs = {k: settings[k] for k in (*SETTING_KEYS, "revision") if settings.get(k) is not None}
     logger.info("loading model %s", model)
-    return ColBERTEncoder.from_pretrained(model, device=device, **kwargs)
+    return ColBERTEncoder.from_pretrained(model, device=device, **kwargs, **options)
+
+
+def effective_settings(encoder: Any) -> dict[str, Any]:
+    """The encoding settings an encoder is in force with, as a manifest records them (JSON types)."""
+    spec = encoder.spec
+    out = {k: getattr(spec, k) for k in SETTING_KEYS}
+    out["skiplist_words"] = list(out["skiplist_words"])
+    return out
+
+
+def setting_differences(recorded: dict[str, Any], given: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, recorded value, given value)`` for each setting both name with different values."""
+    out = []
+    for key in (*SETTING_KEYS, "revision"):
+        a, b = recorded.get(key), given.get(key)
+        if a is None or b is None:
+            continue
+        if key == "skiplist_words":
+            a, b = sorted(a), sorted(b)
+        if a != b:
+            out.append((key, recorded[key], given[key]))
+    return out
+
+
+def check_settings(manifest: dict[str, Any], encoder: Any, index_dir: str | os.PathLike[str]) -> None:
+    """Refuse an encoder whose encoding settings differ from those ``index_dir``'s manifest records.
+
+    Encoders without a ``spec`` (custom ones) and settings the manifest does not record pass.
+
+    Raises:
+        CollectionConfigError: a recorded setting differs; the message names each one and the fix.
+    """
+    if getattr(encoder, "spec", None) is None:
+        return
+    diffs = setting_differences(manifest.get("settings") or {}, effective_settings(encoder))
+    if diffs:
+        listed = "; ".join(f"{k} {a!r} recorded, {b!r} given" for k, a, b in diffs)
+        raise CollectionConfigError(
+            f"{index_dir} was indexed with other encoder settings than this encoder's ({listed}); reopen it "
+            "without an encoder (its recorded settings are used) or load the encoder with the recorded settings"
+        )
 
 
 def data_dir(manifest: dict[str, Any], index_dir: str | os.PathLike[str]) -> str:

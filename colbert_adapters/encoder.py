@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ._checkpoint import CheckpointFiles, DenseSpec, read_checkpoint, resolve_model_dir, resolve_settings
+from ._checkpoint import (
+    CheckpointFiles,
+    DenseSpec,
+    describe_plain_backbone,
+    prefix_advice,
+    read_checkpoint,
+    resolve_model_dir,
+    resolve_settings,
+)
 from ._validation import check_texts
 from .errors import CheckpointError, InvalidInputError
 from .types import MultiVector
@@ -36,6 +44,8 @@ __all__ = ["ColBERTEncoder", "ModelSpec", "Tokenized", "cpu_has_native_bf16"]
 _MAX_TOKENS_PER_BATCH = 16384
 # Show a progress bar by default when a call has more batches than this.
 _PROGRESS_MIN_BATCHES = 8
+# Plain backbones whose assumed settings were logged already in this process: (directory, settings).
+_EXPLAINED: set[tuple[str, str]] = set()
 
 _DTYPES = {
     "float32": "float32",
@@ -339,6 +349,8 @@ class ColBERTEncoder:
             _packed=packed,
         )
         logger.info("loaded %s (%s, dim %d) on %s/%s", name, enc.spec.backbone, enc.dim, dev, dt)
+        if not files.is_colbert:
+            _explain_plain_backbone(enc, files, settings, assumed=query_prefix is None or document_prefix is None)
         return enc
 
     # ------------------------------------------------------------------------------------------------
@@ -462,8 +474,8 @@ class ColBERTEncoder:
         pid = tok.convert_tokens_to_ids(prefix)
         if pid is None or (tok.unk_token_id is not None and pid == tok.unk_token_id and prefix != tok.unk_token):
             raise CheckpointError(
-                f"{what} {prefix!r} is not a token of this tokenizer; PyLate checkpoints store it as an added "
-                f"token. Pass {what}='' for a backbone trained without prefixes"
+                f"{what} {prefix!r} is not a token of this tokenizer (PyLate checkpoints store it as an added "
+                f"token). {prefix_advice(tok.get_vocab())}"
             )
         return int(pid)
 
@@ -613,6 +625,25 @@ class ColBERTEncoder:
 
 
 # ----------------------------------------------------------------------------------------------------
+def _explain_plain_backbone(
+    enc: ColBERTEncoder, files: CheckpointFiles, settings: dict[str, Any], *, assumed: bool
+) -> None:
+    """Log, once per checkpoint and settings, what a backbone without a PyLate configuration is encoded with.
+
+    A WARNING when the prefixes are assumed (the caller gave neither), with what the tokenizer offers as
+    markers; INFO when the caller chose them.
+    """
+    key = (str(files.root.resolve()), repr(sorted(settings.items())))
+    if key in _EXPLAINED:
+        return
+    _EXPLAINED.add(key)
+    message = describe_plain_backbone(enc.spec.name, files, settings, enc.dim)
+    if assumed:
+        logger.warning("%s %s", message, prefix_advice(enc.tokenizer.get_vocab()))
+    else:
+        logger.info("%s", message)
+
+
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     import torch
 

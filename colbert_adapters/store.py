@@ -128,7 +128,8 @@ class MultiVectorStore:
             The store; a saved memory index is loaded into memory (save it again with ``store.backend.save``).
 
         Raises:
-            CollectionConfigError: ``location`` is not an index, or ``encoder`` is another model than the index's.
+            CollectionConfigError: ``location`` is not an index, or ``encoder`` is another model than the index's
+                (or has other encoding settings than those a ``colbert-adapters index`` directory records).
             InvalidInputError: no encoder is given and the index records no model that loads here.
             MissingDependencyError: the backend's optional dependency is missing.
 
@@ -149,6 +150,7 @@ class MultiVectorStore:
         if manifest is not None:
             if encoder is None:
                 encoder = _index_dir.load_encoder(manifest["model"], manifest.get("settings", {}), device)
+            _index_dir.check_settings(manifest, encoder, location)
             backend = _index_dir.open_backend(manifest, location, encoder.dim, read_only=read_only)
         else:
             backend = open_backend(location, read_only=read_only, **backend_kwargs)

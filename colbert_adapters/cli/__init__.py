@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from .._index_dir import MANIFEST
 from .._version import __version__
 from ..errors import ColBERTError, InvalidInputError
-from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Subparsers, UsageError
+from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Subparsers, UsageError, quiet_libraries
 from ._copy import add_copy_command
 from ._eval import add_eval_command
 from ._index import add_index_commands
@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return int(args.handler(args))
+        with quiet_libraries(bool(getattr(args, "quiet", False))):
+            return int(args.handler(args))
     except Exception as err:
         if args.debug:
             traceback.print_exc(file=sys.stderr)

@@ -6,12 +6,24 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
-from .._index_dir import load_encoder, model_ref
+import numpy as np
+
+from .._index_dir import effective_settings, load_encoder, model_ref
 from ..backends import OPENERS, resolve_backend
 from ..errors import ColBERTError
-from ._common import DEFAULT_MODEL, EXIT_OK, Subparsers, UsageError, add_model_options, print_json
+from ._common import (
+    DEFAULT_MODEL,
+    EXIT_OK,
+    Subparsers,
+    UsageError,
+    add_model_options,
+    encoder_settings,
+    load_options,
+    print_json,
+)
 
 __all__ = ["EVAL_BACKENDS", "add_eval_command"]
 
@@ -25,6 +37,42 @@ def _eval_backend(name: str, dim: int, workdir: str) -> Any:
     if name == "memory":
         return resolve_backend(name, dim=dim)
     return resolve_backend(name, path=os.path.join(workdir, name), dim=dim)
+
+
+class _SpilledVectors:
+    """Document vectors written once to a scratch file, read back a chunk at a time for each backend.
+
+    ``eval`` encodes the collection once and indexes it into several backends; holding every vector in memory
+    next to the backends' own copies is what made its peak memory several times the vectors' size. Chunks read
+    back are bit-identical float32 arrays, so each backend receives exactly what the encoder produced.
+    """
+
+    def __init__(self, path: str, dim: int) -> None:
+        self._path = path
+        self._dim = dim
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by finish())
+        self.rows: list[int] = []
+
+    def write(self, vectors: list[Any]) -> None:
+        for v in vectors:
+            np.ascontiguousarray(v, dtype=np.float32).tofile(self._file)
+            self.rows.append(int(v.shape[0]))
+
+    def finish(self) -> None:
+        self._file.close()
+
+    def chunks(self, size: int) -> Iterator[tuple[int, list[Any]]]:
+        """``(first document's position, its chunk of up to ``size`` float32 (n_tokens, dim) arrays)``, in order."""
+        with open(self._path, "rb") as f:
+            for start in range(0, len(self.rows), size):
+                counts = self.rows[start : start + size]
+                flat = np.fromfile(f, dtype=np.float32, count=sum(counts) * self._dim).reshape(-1, self._dim)
+                yield start, np.split(flat, np.cumsum(counts)[:-1])
+
+
+#: Documents encoded per call, and written to a backend per upsert.
+_ENCODE_CHUNK = 256
+_UPSERT_CHUNK = 512
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -44,41 +92,50 @@ def _eval(args: argparse.Namespace) -> int:
     data = data.subset(args.max_docs, args.max_queries)
     if not data.queries:
         raise ColBERTError(f"{args.dataset}: no judged queries")
-    settings = {"document_length": args.document_length, "query_length": args.query_length}
-    encoder = load_encoder(model_ref(args.model or DEFAULT_MODEL), settings, args.device)
+    encoder = load_encoder(
+        model_ref(args.model or DEFAULT_MODEL), encoder_settings(args), args.device, **load_options(args)
+    )
     doc_ids = list(data.corpus)
-    texts = [ev.document_text(data.corpus[d]) or " " for d in doc_ids]
     qids = list(data.queries)
-    t0 = time.perf_counter()
-    doc_vecs: list[Any] = []
-    with tqdm(total=len(texts), desc=f"Encoding {data.name}", unit="doc", disable=args.quiet, file=sys.stderr) as bar:
-        for s in range(0, len(texts), 256):
-            doc_vecs.extend(encoder.encode_documents(texts[s : s + 256], batch_size=args.batch_size))
-            bar.update(len(texts[s : s + 256]))
-    encode_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    q_vecs = encoder.encode_queries([data.queries[q] for q in qids], batch_size=args.batch_size)
-    q_encode_ms = (time.perf_counter() - t0) * 1000 / max(1, len(qids))
     result: dict[str, Any] = {
         "dataset": data.name,
         "format": data.format,
         "path": os.path.abspath(args.dataset),
         "documents": len(doc_ids),
         "queries": len(qids),
-        "tokens": int(sum(v.shape[0] for v in doc_vecs)),
+        "tokens": 0,
         "model": encoder.model_id,
-        "settings": settings,
-        "encode_documents_s": round(encode_s, 2),
-        "encode_query_ms": round(q_encode_ms, 2),
+        "settings": effective_settings(encoder),
+        "encode_documents_s": 0.0,
+        "encode_query_ms": 0.0,
         "backends": {},
     }
     with tempfile.TemporaryDirectory(prefix="colbert-eval-") as work:
+        spill = _SpilledVectors(os.path.join(work, "documents.f32"), encoder.dim)
+        t0 = time.perf_counter()
+        with tqdm(
+            total=len(doc_ids), desc=f"Encoding {data.name}", unit="doc", disable=args.quiet, file=sys.stderr
+        ) as bar:
+            try:
+                for s in range(0, len(doc_ids), _ENCODE_CHUNK):
+                    part = [ev.document_text(data.corpus[d]) or " " for d in doc_ids[s : s + _ENCODE_CHUNK]]
+                    spill.write(encoder.encode_documents(part, batch_size=args.batch_size, show_progress=False))
+                    bar.update(len(part))
+            finally:
+                spill.finish()
+        result["encode_documents_s"] = round(time.perf_counter() - t0, 2)
+        result["tokens"] = sum(spill.rows)
+        t0 = time.perf_counter()
+        q_vecs = encoder.encode_queries(
+            [data.queries[q] for q in qids], batch_size=args.batch_size, show_progress=False if args.quiet else None
+        )
+        result["encode_query_ms"] = round((time.perf_counter() - t0) * 1000 / max(1, len(qids)), 2)
         for name in backends:
             backend = _eval_backend(name, encoder.dim, work)
             try:
                 t0 = time.perf_counter()
-                for s in range(0, len(doc_ids), 512):
-                    backend.upsert(doc_ids[s : s + 512], doc_vecs[s : s + 512])
+                for s, vecs in spill.chunks(_UPSERT_CHUNK):
+                    backend.upsert(doc_ids[s : s + len(vecs)], vecs)
                 index_s = time.perf_counter() - t0
                 run: dict[str, dict[str, float]] = {}
                 lat: list[float] = []
@@ -133,7 +190,9 @@ def add_eval_command(subparsers: Subparsers) -> None:
         "eval",
         help="measure nDCG@10, Recall@10/100, MRR@10 and latency on a test collection",
         description="Encode DATASET once (BEIR folder, TREC/Vaswani, Cranfield or CISI) and evaluate each "
-        "--backend on the same vectors.",
+        "--backend on the same vectors. The vectors are streamed: written once to a scratch file (float32, "
+        "tokens x dim x 4 bytes, in the system's temporary directory) and read back a chunk at a time for each "
+        "backend, so memory holds one backend's index at a time.",
     )
     e.add_argument("dataset", metavar="DATASET")
     e.add_argument("--format", default="auto", choices=("auto", "beir", "trec", "cranfield", "cisi"))
@@ -142,13 +201,16 @@ def add_eval_command(subparsers: Subparsers) -> None:
         "--backend", action="append", choices=EVAL_BACKENDS, help="backend to evaluate (repeatable; default: memory)"
     )
     add_model_options(e, default_help=f"default: {DEFAULT_MODEL}")
-    e.add_argument("--document-length", type=int, help="max document tokens (default: the model's)")
-    e.add_argument("--query-length", type=int, help="max query tokens (default: the model's)")
     e.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default: 32)")
     e.add_argument("-k", type=int, default=100, help="hits retrieved per query (default: 100)")
     e.add_argument("--max-docs", type=int, help="evaluate on a slice (judged documents are kept)")
     e.add_argument("--max-queries", type=int, help="evaluate the first N judged queries")
     e.add_argument("-o", "--output", help="write the results as JSON to this file")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars, and no loading bars or warnings from transformers and huggingface_hub",
+    )
     e.set_defaults(handler=_eval)

@@ -16,10 +16,12 @@ from .._identity import same_model
 from .._index_dir import (
     MANIFEST,
     close_backend,
+    effective_settings,
     load_encoder,
     model_ref,
     open_backend,
     read_manifest,
+    setting_differences,
     write_manifest,
 )
 from .._validation import check_texts
@@ -33,6 +35,8 @@ from ._common import (
     Subparsers,
     UsageError,
     add_model_options,
+    encoder_settings,
+    load_options,
     logger,
     print_json,
     report_errors,
@@ -92,14 +96,34 @@ def _adopt(args: argparse.Namespace, held: str, *, creating: bool) -> dict[str, 
                 f"{args.index} is a {held} index without a {MANIFEST}; pass --model with the model that indexed it"
             )
         logger.info("%s holds a %s index: indexing into it with %s", args.index, held, DEFAULT_MODEL)
-    settings = {key: getattr(args, key, None) for key in ("document_length", "query_length")}
     return {
         "format": 1,
         "model": model_ref(args.model or DEFAULT_MODEL),
         "backend": held,
         "data": ".",
-        "settings": settings,
+        "settings": encoder_settings(args),
     }
+
+
+def _flag(key: str) -> str:
+    return {
+        "do_query_expansion": "--query-expansion",
+        "skiplist_words": "--skiplist",
+    }.get(key, "--" + key.replace("_", "-"))
+
+
+def _refuse_contradicting_flags(args: argparse.Namespace, indexed_with: dict[str, Any]) -> None:
+    """Flags given for an existing index must agree with the settings it was indexed with: those its manifest
+    records, and (an index made before every setting was recorded) the checkpoint's own, which the loaded encoder
+    holds."""
+    diffs = setting_differences(indexed_with, encoder_settings(args))
+    if diffs:
+        key, recorded, given = diffs[0]
+        raise UsageError(
+            f"{args.index} was indexed with {key}={recorded!r}, but {_flag(key)} gives {given!r}; omit "
+            f"{_flag(key)} (an index reopens with the settings it recorded; see `colbert-adapters info`), or "
+            "index into a new directory"
+        )
 
 
 def open_index(args: argparse.Namespace, *, creating: bool) -> tuple[dict[str, Any], Any]:
@@ -121,7 +145,7 @@ def open_index(args: argparse.Namespace, *, creating: bool) -> tuple[dict[str, A
             "format": 1,
             "model": model_ref(args.model or DEFAULT_MODEL),
             "backend": backend,
-            "settings": {"document_length": args.document_length, "query_length": args.query_length},
+            "settings": encoder_settings(args),
         }
         if backend == "qdrant-url":
             manifest.update(url=args.url, collection=args.collection)
@@ -130,14 +154,17 @@ def open_index(args: argparse.Namespace, *, creating: bool) -> tuple[dict[str, A
             raise UsageError(
                 f"{args.index} uses backend {manifest['backend']!r}; omit --backend or index into a new directory"
             )
-        for key in ("document_length", "query_length"):
-            given = getattr(args, key, None)
-            stored = manifest.get("settings", {}).get(key)
-            if given is not None and stored is not None and given != stored:
-                raise UsageError(f"{args.index} was indexed with --{key.replace('_', '-')} {stored}, not {given}")
+        _refuse_contradicting_flags(args, manifest.get("settings") or {})  # before loading the model
+        if args.revision is not None:  # not recorded by an index made by an earlier version
+            manifest["settings"] = {**(manifest.get("settings") or {}), "revision": args.revision}
     model = model_ref(args.model) if args.model else manifest["model"]
-    encoder = load_encoder(model, manifest.get("settings", {}), args.device)
+    settings = manifest.get("settings") or {}
+    encoder = load_encoder(model, settings, args.device, **load_options(args))
     _check_model(manifest, encoder, args.index)
+    _refuse_contradicting_flags(args, effective_settings(encoder))
+    # Record the settings in force (an index made by an earlier version recorded only its lengths).
+    revision = settings.get("revision")
+    manifest["settings"] = {**effective_settings(encoder), **({"revision": revision} if revision else {})}
     return manifest, encoder
 
 
@@ -206,6 +233,9 @@ def _index(args: argparse.Namespace) -> int:
     )
     logger.debug("%s", summary)
     return EXIT_ERROR if errors else EXIT_OK
+
+
+QUIET_HELP = "no progress bars, and no loading bars or warnings from transformers and huggingface_hub"
 
 
 def _snippet(text: str | None, width: int) -> str:
@@ -394,10 +424,8 @@ def add_index_commands(subparsers: Subparsers) -> None:
     p.add_argument("--update", action="store_true", help="re-encode and replace documents whose id is stored")
     p.add_argument("--id-field", default="id", help="JSONL key / CSV column of the id (default: id)")
     p.add_argument("--text-field", default="text", help="JSONL key / CSV column of the text (default: text)")
-    p.add_argument("--document-length", type=int, help="max document tokens (default: the model's)")
-    p.add_argument("--query-length", type=int, help="max query tokens (default: the model's)")
     p.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default: 32)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(handler=_index)
 
     s = subparsers.add_parser("search", help="search an index", description="Print the top hits for QUERY.")
@@ -415,7 +443,8 @@ def add_index_commands(subparsers: Subparsers) -> None:
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--width", type=int, default=80, help="snippet width (default: 80)")
     add_model_options(s, default_help="default: the index's model; another model is refused")
-    s.set_defaults(handler=_search, document_length=None, query_length=None)
+    s.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
+    s.set_defaults(handler=_search)
 
     i = subparsers.add_parser("info", help="show an index's size, model and settings")
     i.add_argument("index", metavar="INDEX")
