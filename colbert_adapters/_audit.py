@@ -328,6 +328,8 @@ class _QdrantKnobs(_Knobs):
     names = ("prefetch_limit", "mode")
     #: prefetch_limit values tried (capped below the number of documents; ``mode="exact"`` covers the rest).
     LIMITS = (50, 100, 200, 400, 800, 1600, 3200)
+    #: Largest collection whose default alternatives include ``mode="exact"`` (a full scan per query).
+    EXACT_MAX_DOCS = 10_000
 
     def describe(self) -> str:
         return f"QdrantBackend ({self.backend.engine})"
@@ -353,9 +355,17 @@ class _QdrantKnobs(_Knobs):
         if cur["mode"] == "two_stage":
             values.discard(pl)
         out: list[Setting] = [{"mode": "two_stage", "prefetch_limit": v} for v in sorted(values) if k < v < n_docs]
-        if cur["mode"] != "exact":
+        if cur["mode"] != "exact" and n_docs <= self.EXACT_MAX_DOCS:
             out.append({"mode": "exact"})
         return out
+
+    def notes(self, n_docs: int) -> list[str]:
+        if self.backend.search_mode != "exact" and n_docs > self.EXACT_MAX_DOCS:
+            return [
+                f"mode=exact is not tried on more than {self.EXACT_MAX_DOCS} documents (a full scan per query); "
+                "add it with settings=[{'mode': 'exact'}] (--setting mode=exact)"
+            ]
+        return []
 
     def search(self, setting: Setting, q: MultiVector, k: int) -> list[Hit]:
         kwargs = {**self.current(), **setting}
