@@ -6,6 +6,9 @@ and ``qrels {qid: {doc_id: grade}}``) from a BEIR folder (``corpus.jsonl``, ``qu
 SMART folder (Cranfield: ``cran.all.1400``, ``cran.qry``, ``cranqrel``; CISI: ``CISI.ALL``, ``CISI.QRY``,
 ``CISI.REL``). :func:`load_dataset` detects the format.
 
+:func:`audit` measures what an approximate backend's search costs in recall: its top k against exact MaxSim over
+the same stored vectors, for its current and a few alternative search settings (docs/recall-audit.md).
+
 Metrics follow trec_eval / pytrec_eval: nDCG@k with linear gain (``grade / log2(rank + 1)``), Recall@k
 (relevant documents retrieved in the top k / relevant documents), MRR@k (reciprocal rank of the first
 relevant document in the top k, else 0). Ties in a run are broken by document id, ascending.
@@ -28,10 +31,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._audit import AuditReport, SettingResult, audit
 from .errors import InvalidInputError
 
 __all__ = [
+    "AuditReport",
     "Dataset",
+    "SettingResult",
+    "audit",
     "detect_format",
     "document_text",
     "evaluate",

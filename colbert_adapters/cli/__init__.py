@@ -4,7 +4,8 @@ Commands are grouped (``colbert-adapters <group> <command> ...``); each group re
 :data:`COMMAND_GROUPS` with a function that adds its sub-parser, and each command sets ``handler`` to a
 function ``(args) -> exit code``. Optional dependencies are imported inside handlers, so ``--help`` is fast
 and works without them. One module per command group: ``_index`` (index, search, info), ``_eval`` (eval),
-``_qdrant`` (qdrant setup, info, copy), ``_copy`` (copy to another backend), ``_common`` (what they share).
+``_qdrant`` (qdrant setup, info, copy), ``_copy`` (copy to another backend), ``_audit`` (audit),
+``_common`` (what they share).
 
 Exit codes: 0 success, 1 runtime error (the message names the problem and the fix), 2 usage error
 (bad arguments or values), 130 interrupted. Every error is one line on stderr; ``--debug`` adds the traceback.
@@ -36,6 +37,7 @@ from collections.abc import Callable, Sequence
 from .._index_dir import MANIFEST
 from .._version import __version__
 from ..errors import ColBERTError, InvalidInputError
+from ._audit import add_audit_command
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Subparsers, UsageError, quiet_libraries
 from ._copy import add_copy_command
 from ._eval import add_eval_command
@@ -49,6 +51,7 @@ def _add_top_level_commands(subparsers: Subparsers) -> None:
     add_index_commands(subparsers)
     add_eval_command(subparsers)
     add_copy_command(subparsers)
+    add_audit_command(subparsers)
 
 
 #: ``(name, add_parser)`` of every command group; add yours here (e.g. ``index``, ``search``, ``eval``).
