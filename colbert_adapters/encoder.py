@@ -462,6 +462,27 @@ class ColBERTEncoder:
             for ids, n_keys, n_real in self._tokenize(check_texts(texts), is_query)
         ]
 
+    def document_token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int] | None]]:
+        """Each document row's ``(start, end)`` character offsets in its text, aligned with
+        :meth:`encode_documents`' rows; ``None`` for ``[CLS]``, the prefix, ``[SEP]`` and prompt tokens.
+
+        Raises:
+            InvalidInputError: ``texts`` is not a sequence of ``str``, or the tokenizer has no offsets (slow).
+        """
+        from ._highlight import token_offsets
+
+        return [
+            [span for span, kept in zip(spans, self._keep_mask(np.asarray(ids), len(ids), False), strict=True) if kept]
+            for ids, spans in token_offsets(
+                self._tokenizer,
+                check_texts(texts, what="documents"),
+                prompt=self._prompt,
+                lower=bool(self._files.do_lower_case),
+                prefix_id=self._document_prefix_id,
+                length=self._spec.document_length,
+            )
+        ]
+
     def count_tokens(self, texts: Sequence[str], *, is_query: bool = False) -> list[int]:
         """Number of input tokens (including ``[CLS]``, prefix, ``[SEP]``) each text has after truncation."""
         return [len(ids) for ids, _, _ in self._tokenize(check_texts(texts), is_query)]

@@ -257,6 +257,7 @@ class MultiVectorStore:
         *,
         ids: Sequence[str] | None = None,
         score_threshold: float | None = None,
+        highlight: bool = False,
     ) -> list[Hit]:
         """Search with one query string.
 
@@ -273,18 +274,25 @@ class MultiVectorStore:
             score_threshold: keep only hits scoring at least this. Scores are raw MaxSim, higher is better: the
                 sum over the query's token vectors of the best cosine, so between ``-n`` and ``n`` for a query of
                 ``n`` token vectors (``len(store.encode_query(query))``); ``score / n`` is a mean cosine.
+            highlight: fill each hit's ``highlights``: the ``(start, end, weight)`` character spans of its text that
+                its query tokens match best, adjacent tokens merged, ``weight`` the span's share of the score
+                (render them with :func:`colbert_adapters.highlight.render`). Needs stored texts and an encoder
+                with ``document_token_offsets`` (:class:`~colbert_adapters.encoder.ColBERTEncoder`).
 
         Returns:
             Up to ``k`` :class:`~colbert_adapters.types.Hit` by descending MaxSim score.
 
         Raises:
-            InvalidInputError: empty query, bad ``k``, filter, ids or score_threshold.
+            InvalidInputError: empty query, bad ``k``, filter, ids or score_threshold; ``highlight=True`` with an
+                encoder without token offsets or a hit without stored text.
         """
         if not isinstance(query, str):
             raise InvalidInputError(
                 f"query must be a str, got {type(query).__name__}; use search_batch() for several queries"
             )
-        return self.search_batch([query], k=k, filter=filter, ids=ids, score_threshold=score_threshold)[0]
+        return self.search_batch(
+            [query], k=k, filter=filter, ids=ids, score_threshold=score_threshold, highlight=highlight
+        )[0]
 
     def encode_query(self, query: str) -> MultiVector:
         """The query's token vectors, float32 ``(n_query_tokens, dim)`` (what :meth:`search` scores with).
@@ -309,6 +317,7 @@ class MultiVectorStore:
         *,
         ids: Sequence[str] | None = None,
         score_threshold: float | None = None,
+        highlight: bool = False,
     ) -> list[Hit]:
         """Search with query token vectors already encoded (e.g. by :meth:`encode_query`).
 
@@ -319,6 +328,7 @@ class MultiVectorStore:
             ids: as for :meth:`search`.
             score_threshold: as for :meth:`search` (raw MaxSim, between ``-n_query_tokens`` and
                 ``n_query_tokens``).
+            highlight: fill each hit's ``highlights`` (see :meth:`search`).
 
         Returns:
             Up to ``k`` hits by descending MaxSim score.
@@ -335,7 +345,7 @@ class MultiVectorStore:
         threshold = check_score_threshold(score_threshold)
         self._check_open()
         q = as_multivector(query_vectors, dim=self._encoder.dim)
-        return self._search_one(q, k, filter, norm, subset, threshold)
+        return self._search_one(q, k, filter, norm, subset, threshold, _check_highlight(self._encoder, highlight))
 
     def _search_one(
         self,
@@ -345,15 +355,21 @@ class MultiVectorStore:
         norm: FilterExpr | None,
         subset: list[str] | None,
         threshold: float | None,
+        highlight: bool = False,
     ) -> list[Hit]:
         """One search with checked arguments: the backend's, or exact MaxSim over ``subset``; hits below
-        ``threshold`` dropped."""
+        ``threshold`` dropped; highlights filled when ``highlight``."""
         hits = (
             self._search_subset(q, k, norm, subset)
             if subset is not None
             else self._backend.search(q, k=k, filter=filter)
         )
-        return hits if threshold is None else [h for h in hits if h.score >= threshold]
+        hits = hits if threshold is None else [h for h in hits if h.score >= threshold]
+        if highlight:
+            from ._highlight import add_highlights
+
+            hits = add_highlights(self._encoder, self._backend, q, hits)
+        return hits
 
     def _search_subset(self, q: MultiVector, k: int, norm: FilterExpr | None, ids: list[str]) -> list[Hit]:
         """Exact MaxSim of ``q`` against the stored vectors of ``ids`` (those that exist and match the filter
@@ -376,6 +392,7 @@ class MultiVectorStore:
         batch_size: int = 32,
         ids: Sequence[str] | None = None,
         score_threshold: float | None = None,
+        highlight: bool = False,
     ) -> list[list[Hit]]:
         """Search with several query strings, encoded together.
 
@@ -386,6 +403,7 @@ class MultiVectorStore:
             batch_size: encoder batch size.
             ids: search only these documents, for every query (see :meth:`search`).
             score_threshold: keep only hits scoring at least this raw MaxSim score (see :meth:`search`).
+            highlight: fill each hit's ``highlights`` (see :meth:`search`).
 
         Returns:
             One list of up to ``k`` hits per query, in input order.
@@ -404,12 +422,13 @@ class MultiVectorStore:
         subset = None if ids is None else _subset_ids(ids)
         norm = _check_filter(filter, subset)
         threshold = check_score_threshold(score_threshold)
+        highlight = _check_highlight(self._encoder, highlight)
         self._check_open()
         if not query_list:
             return []
         vectors = self._encoder.encode_queries(query_list, batch_size=batch_size)
         self._check_encoded(vectors, len(query_list))
-        return [self._search_one(v, k, filter, norm, subset, threshold) for v in vectors]
+        return [self._search_one(v, k, filter, norm, subset, threshold, highlight) for v in vectors]
 
     def max_marginal_relevance_search(
         self,
@@ -721,6 +740,17 @@ def _check_filter(filter: object, subset: list[str] | None) -> FilterExpr | None
 def _subset_ids(ids: object) -> list[str]:
     """The ``ids=`` of a search: validated ids, duplicates dropped (first kept)."""
     return list(dict.fromkeys(check_ids(ids, allow_duplicates=True)))
+
+
+def _check_highlight(encoder: Encoder, highlight: object) -> bool:
+    """``highlight`` checked: a bool, and when true an encoder that gives token offsets."""
+    if not isinstance(highlight, bool):
+        raise InvalidInputError(f"highlight must be True or False, got {highlight!r}")
+    if highlight:
+        from ._highlight import offsets_function
+
+        offsets_function(encoder)
+    return highlight
 
 
 def _check_batch_size(batch_size: object) -> None:

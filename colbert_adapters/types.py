@@ -24,12 +24,18 @@ Filter: TypeAlias = Mapping[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One search result. Higher ``score`` is better (MaxSim: sum over query tokens of the best cosine)."""
+    """One search result. Higher ``score`` is better (MaxSim: sum over query tokens of the best cosine).
+
+    ``highlights`` is ``None`` unless the search was asked for them (``highlight=True``): then the
+    ``(start, end, weight)`` character spans of ``text`` the score comes from, in text order, ``weight`` being the
+    span's share of ``score`` (see :func:`colbert_adapters.highlight.render`).
+    """
 
     id: str
     score: float
     text: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    highlights: list[tuple[int, int, float]] | None = None
 
 
 @runtime_checkable

@@ -1,0 +1,154 @@
+"""Highlights: ``store.search(..., highlight=True)`` fills ``Hit.highlights``; ``highlight.render`` marks them."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pathlib
+from typing import Any
+
+import numpy as np
+import pytest
+from _backends import make_backend
+
+from colbert_adapters import MultiVectorStore
+from colbert_adapters.errors import InvalidInputError
+from colbert_adapters.highlight import render
+from colbert_adapters.testing import FakeEncoder
+
+TEXTS = [
+    "  The zebra, quickly running; crossed the savanna!  ",
+    "Dogs bark (loudly) at night... and cats sleep.",
+    "Late interaction scores every query token against every document token.",
+]
+HIGHLIGHT_BACKENDS = ["memory", "voyager", "qdrant_edge"]
+
+
+def _word_rows(store: MultiVectorStore, doc_id: str) -> tuple[np.ndarray, list[tuple[int, int] | None], str]:
+    """A stored document's vectors, the offsets of its rows and its text."""
+    record = store.get([doc_id], with_vectors=True)[0]
+    assert record.text is not None and record.vectors is not None
+    offsets = store.encoder.document_token_offsets([record.text])[0]  # type: ignore[attr-defined]
+    return np.asarray(record.vectors), offsets, record.text
+
+
+def _check_spans(text: str, spans: list[tuple[int, int, float]]) -> None:
+    for start, end, weight in spans:
+        assert 0 <= start < end <= len(text)
+        piece = text[start:end]
+        assert piece == piece.strip() and any(c.isalnum() for c in piece), piece
+        assert np.isfinite(weight)
+    assert [s[:2] for s in spans] == sorted(s[:2] for s in spans)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))  # disjoint, in text order
+
+
+def test_document_token_offsets_align_with_encoded_rows(make_checkpoint: Any) -> None:
+    from colbert_adapters.encoder import ColBERTEncoder
+
+    enc = ColBERTEncoder.from_pretrained(make_checkpoint(document_length=12), device="cpu")
+    texts = [*TEXTS, "!!!", "x"]
+    offsets = enc.document_token_offsets(texts)
+    for text, offs, vecs, tok in zip(texts, offsets, enc.encode_documents(texts), enc.tokenize(texts), strict=True):
+        assert len(offs) == vecs.shape[0]
+        assert offs[0] is None and offs[1] is None and offs[-1] is None  # [CLS], [D] prefix, [SEP]
+        kept = [t for t, k in zip(tok.ids, tok.keep, strict=True) if k]
+        pieces = enc.tokenizer.convert_ids_to_tokens(kept)
+        for off, piece in zip(offs, pieces, strict=True):
+            if off is not None:
+                assert text[off[0] : off[1]].strip() == piece.replace("Ġ", "").strip()
+
+
+@pytest.mark.parametrize("backend_name", HIGHLIGHT_BACKENDS)
+def test_highlight_weights_sum_to_score_when_every_match_is_a_word(
+    backend_name: str, tiny_encoder: Any, tmp_path: pathlib.Path
+) -> None:
+    with MultiVectorStore(tiny_encoder, make_backend(backend_name, tmp_path, tiny_encoder.dim)) as store:
+        store.add(TEXTS, ids=["zebra", "dogs", "late"])
+        vectors, offsets, text = _word_rows(store, "late")
+        words = [j for j, off in enumerate(offsets) if off is not None]
+        query = vectors[words]  # each query row's best match is its own word token
+        hit = next(h for h in store.search_by_vectors(query, k=3, highlight=True) if h.id == "late")
+        assert hit.highlights is not None
+        _check_spans(text, hit.highlights)
+        assert sum(w for *_, w in hit.highlights) == pytest.approx(hit.score, abs=1e-4)
+        covered = "".join(text[a:b] for a, b, _ in hit.highlights)
+        assert covered.replace(" ", "") == "".join(text[offsets[j][0] : offsets[j][1]] for j in words).replace(" ", "")
+
+
+@pytest.mark.parametrize("backend_name", HIGHLIGHT_BACKENDS)
+def test_best_matching_word_carries_the_weight(backend_name: str, tiny_encoder: Any, tmp_path: pathlib.Path) -> None:
+    with MultiVectorStore(tiny_encoder, make_backend(backend_name, tmp_path, tiny_encoder.dim)) as store:
+        store.add(TEXTS, ids=["zebra", "dogs", "late"])
+        vectors, offsets, text = _word_rows(store, "zebra")
+        rows = [j for j, off in enumerate(offsets) if off is not None and "sav" in text[off[0] : off[1]]]
+        hits = store.search_by_vectors(vectors[rows], k=1, highlight=True)
+        assert hits[0].id == "zebra" and hits[0].highlights is not None
+        start, end, _ = max(hits[0].highlights, key=lambda s: s[2])
+        assert text[start:end] == "savanna"
+        assert "**savanna**" in render(text, hits[0].highlights)
+
+
+def test_text_query_highlights_the_matching_word_with_a_real_model(minilm_path: pathlib.Path) -> None:
+    from colbert_adapters.encoder import ColBERTEncoder
+
+    enc = ColBERTEncoder.from_pretrained(minilm_path, device="cpu")
+    with MultiVectorStore(enc) as store:
+        store.add(["The giraffe ate leaves from the tallest acacia tree.", "Stock markets fell sharply on Monday."])
+        for hits in store.search_batch(["giraffe", "markets"], k=1, highlight=True):
+            hit = hits[0]
+            assert hit.text is not None and hit.highlights
+            _check_spans(hit.text, hit.highlights)
+            start, end, _ = max(hit.highlights, key=lambda s: s[2])
+            assert hit.text[start:end].lower() in ("giraffe", "markets")
+            assert sum(w for *_, w in hit.highlights) <= hit.score + 1e-4
+
+
+def test_highlight_off_leaves_none_and_subset_search_highlights(tiny_encoder: Any) -> None:
+    with MultiVectorStore(tiny_encoder) as store:
+        store.add(TEXTS, ids=["zebra", "dogs", "late"])
+        assert all(h.highlights is None for h in store.search("zebra", k=3))
+        hits = store.search("dogs bark", k=3, ids=["dogs"], highlight=True)
+        assert [h.id for h in hits] == ["dogs"] and hits[0].highlights
+        _check_spans(TEXTS[1], hits[0].highlights)
+        assert "(" not in "".join(TEXTS[1][a:b] for a, b, _ in hits[0].highlights)
+
+
+def test_highlight_needs_an_encoder_with_offsets() -> None:
+    with MultiVectorStore(FakeEncoder(dim=16)) as store:
+        store.add(["the cat sat"])
+        with pytest.raises(InvalidInputError, match="document_token_offsets"):
+            store.search("cat", highlight=True)
+        with pytest.raises(InvalidInputError, match="highlight must be True or False"):
+            store.search("cat", highlight="yes")  # type: ignore[arg-type]
+        assert store.search("cat")[0].highlights is None
+
+
+def test_highlight_needs_stored_texts(tiny_encoder: Any) -> None:
+    with MultiVectorStore(tiny_encoder) as store:
+        store.backend.upsert(["v"], tiny_encoder.encode_documents(["vectors only"]))
+        with pytest.raises(InvalidInputError, match="no stored text"):
+            store.search("vectors", highlight=True)
+
+
+def test_text_stored_other_than_encoded_gives_no_highlights(tiny_encoder: Any, caplog: Any) -> None:
+    with MultiVectorStore(tiny_encoder) as store:
+        store.add(["short"], ids=["a"], encode_texts=["title: short, with its metadata prepended to it"])
+        with caplog.at_level(logging.WARNING, logger="colbert_adapters"):
+            hits = store.search("short", highlight=True)
+        assert hits[0].highlights == []
+        assert "do not line up" in caplog.text
+
+
+def test_render_styles_weights_and_windows() -> None:
+    text = "a < b & the cat sat on the mat"
+    spans = [(12, 15, 2.0), (27, 30, 0.2)]
+    assert render(text, spans) == "a < b & the **cat** sat on the **mat**"
+    assert render(text, spans, style="html") == "a &lt; b &amp; the <mark>cat</mark> sat on the <mark>mat</mark>"
+    assert render(text, spans, min_weight=1.0) == "a < b & the **cat** sat on the mat"
+    assert render(text, None) == text
+    window = render(text, spans, width=12)
+    assert "**cat**" in window and window.startswith("…") and window.endswith("…")
+    with pytest.raises(InvalidInputError, match="not inside the text"):
+        render("short", [(2, 40, 1.0)])
+    with pytest.raises(InvalidInputError, match="style"):
+        render(text, spans, style="latex")  # type: ignore[arg-type]
