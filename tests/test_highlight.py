@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import pathlib
 from typing import Any
@@ -152,3 +153,25 @@ def test_render_styles_weights_and_windows() -> None:
         render("short", [(2, 40, 1.0)])
     with pytest.raises(InvalidInputError, match="style"):
         render(text, spans, style="latex")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", ["memory", "voyager", "qdrant-edge"])
+def test_cli_search_highlight(capsys: Any, tmp_path: pathlib.Path, tiny_checkpoint: pathlib.Path, backend: str) -> None:
+    from colbert_adapters.cli import main
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(TEXTS)), "utf-8")
+    idx = str(tmp_path / "idx")
+    assert main(["index", str(src), idx, "--model", str(tiny_checkpoint), "--backend", backend, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["search", idx, "zebra savanna", "-k", "3", "--json", "--highlight"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 3
+    for hit in hits:
+        _check_spans(hit["text"], [tuple(s) for s in hit["highlights"]])
+        assert hit["highlights"]
+    assert main(["search", idx, "zebra savanna", "-k", "3", "--highlight", "--width", "30"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and all("**" in line for line in lines[1:])
+    assert main(["search", idx, "zebra", "--json"]) == 0
+    assert "highlights" not in json.loads(capsys.readouterr().out)[0]

@@ -319,14 +319,21 @@ def _search(args: argparse.Namespace) -> int:
         from ..store import MultiVectorStore
 
         hits = MultiVectorStore(encoder, backend).search(
-            args.query, k=args.k, filter=_parse_filter(args.filter, args.where)
+            args.query, k=args.k, filter=_parse_filter(args.filter, args.where), highlight=args.highlight
         )
     finally:
         close_backend(manifest, args.index, backend, save=False)
     if args.json:
         print_json(
             [
-                {"rank": i + 1, "id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata}
+                {
+                    "rank": i + 1,
+                    "id": h.id,
+                    "score": h.score,
+                    "text": h.text,
+                    "metadata": h.metadata,
+                    **({"highlights": [list(s) for s in h.highlights or []]} if args.highlight else {}),
+                }
                 for i, h in enumerate(hits)
             ]
         )
@@ -337,7 +344,13 @@ def _search(args: argparse.Namespace) -> int:
     idw = min(40, max(2, *(len(h.id) for h in hits)))
     sys.stdout.write(f"{'#':>3}  {'id':<{idw}}  {'score':>8}  snippet\n")
     for i, h in enumerate(hits, start=1):
-        sys.stdout.write(f"{i:>3}  {_snippet(h.id, idw):<{idw}}  {h.score:>8.3f}  {_snippet(h.text, args.width)}\n")
+        if args.highlight:
+            from ..highlight import render
+
+            snippet = render(h.text or "", h.highlights, width=args.width)
+        else:
+            snippet = _snippet(h.text, args.width)
+        sys.stdout.write(f"{i:>3}  {_snippet(h.id, idw):<{idw}}  {h.score:>8.3f}  {snippet}\n")
     return EXIT_OK
 
 
@@ -442,6 +455,12 @@ def add_index_commands(subparsers: Subparsers) -> None:
     s.add_argument("--where", metavar="JSON", help=WHERE_HELP)
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--width", type=int, default=80, help="snippet width (default: 80)")
+    s.add_argument(
+        "--highlight",
+        action="store_true",
+        help="mark the words each hit matches (**word**, the snippet centred on the best); --json adds each hit's "
+        "[start, end, weight] character spans",
+    )
     add_model_options(s, default_help="default: the index's model; another model is refused")
     s.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     s.set_defaults(handler=_search)
