@@ -130,8 +130,18 @@ def spans_for(
     return merged
 
 
-def add_highlights(encoder: object, backend: Any, query: MultiVector, hits: list[Hit]) -> list[Hit]:
+def add_highlights(
+    encoder: object,
+    backend: Any,
+    query: MultiVector,
+    hits: list[Hit],
+    encoded_texts: Sequence[str] | None = None,
+) -> list[Hit]:
     """``hits`` with :attr:`~colbert_adapters.types.Hit.highlights` filled from the stored vectors and texts.
+
+    ``encoded_texts``: per hit, the text its vectors were encoded from when it is not the stored text but
+    contains it (``store.add(encode_texts=)``, e.g. a LlamaIndex node's content with its metadata before it);
+    spans are found in it and kept, shifted, where they fall inside the stored text.
 
     A hit whose document was deleted since the search, or whose stored vectors do not match its re-tokenised
     text (the text stored is not the text encoded, or the vectors were pooled), gets ``[]`` and a warning.
@@ -150,13 +160,18 @@ def add_highlights(encoder: object, backend: Any, query: MultiVector, hits: list
     if not hits:
         return hits
     records = {r.id: r for r in backend.get([h.id for h in hits], with_vectors=True)}
-    offsets = offsets_of([h.text or "" for h in hits])
+    texts = [h.text or "" for h in hits]
+    sources = texts if encoded_texts is None else list(encoded_texts)
     out = []
-    for h, offs in zip(hits, offsets, strict=True):
+    for h, text, source, offs in zip(hits, texts, sources, offsets_of(sources), strict=True):
         rec = records.get(h.id)
         spans = None
         if rec is not None and rec.vectors is not None:
-            spans = spans_for(query, np.asarray(rec.vectors, dtype=np.float32), offs, h.text or "")
+            spans = spans_for(query, np.asarray(rec.vectors, dtype=np.float32), offs, source)
+        shift = source.find(text)
+        if spans is not None and source != text:
+            end = shift + len(text)
+            spans = None if shift < 0 else [(a - shift, b - shift, w) for a, b, w in spans if shift <= a and b <= end]
         if spans is None:
             logger.warning(
                 "no highlights for %r: its stored vectors do not line up with its re-tokenised text (a text "

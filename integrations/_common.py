@@ -127,6 +127,8 @@ def search_with_query_length(
     k: int,
     filter: Filter | None = None,
     score_threshold: float | None = None,
+    *,
+    highlight: bool = False,
 ) -> tuple[list[Hit], int]:
     """Search ``store`` and also return the number of query token vectors (to normalise scores).
 
@@ -141,7 +143,8 @@ def search_with_query_length(
     if store.count() == 0:
         return [], 0
     qv = store.encode_query(query)
-    return store.search_by_vectors(qv, k=k, filter=filter, score_threshold=score_threshold), int(qv.shape[0])
+    hits = store.search_by_vectors(qv, k=k, filter=filter, score_threshold=score_threshold, highlight=highlight)
+    return hits, int(qv.shape[0])
 
 
 def query_token_vectors(embedding: Any, *, owner: str) -> Any:

@@ -71,7 +71,10 @@ logger = logging.getLogger(__name__)
 
 def _to_document(hit: Hit, extra: dict[str, Any] | None = None) -> Document:
     # A fresh Document per hit: the backend returns copies, so callers can edit results freely.
-    return Document(id=hit.id, page_content=hit.text or "", metadata={**hit.metadata, **(extra or {})})
+    metadata = {**hit.metadata, **(extra or {})}
+    if hit.highlights is not None:
+        metadata["highlights"] = list(hit.highlights)
+    return Document(id=hit.id, page_content=hit.text or "", metadata=metadata)
 
 
 def _build_store_from_parts(data: Any, owner: str, *, default_backend: bool = False) -> Any:
@@ -106,9 +109,13 @@ class ColBERTRetriever(BaseRetriever):
         k: number of documents to return (>= 1).
         filter: metadata filter ``{"field": value}`` / ``{"field": [v1, v2]}`` (AND over fields).
         score_key: metadata key receiving the MaxSim score.
+        highlight: put the matched ``(start, end, weight)`` character spans of each document's text in
+            ``metadata["highlights"]`` (see ``MultiVectorStore.search(highlight=True)``; render them with
+            :func:`colbert_adapters.highlight.render`).
 
     Raises:
-        InvalidInputError: (at call time) blank query, ``k <= 0`` or a malformed filter.
+        InvalidInputError: (at call time) blank query, ``k <= 0``, a malformed filter, or ``highlight`` with an
+            encoder without token offsets.
 
     Example:
         >>> from colbert_adapters import MultiVectorStore
@@ -128,6 +135,7 @@ class ColBERTRetriever(BaseRetriever):
         default=None, description="Metadata filter {'field': value or [values]} applied to every query."
     )
     score_key: str = Field(default="score", description="Metadata key that receives the MaxSim score.")
+    highlight: bool = Field(default=False, description="Put the matched character spans in metadata['highlights'].")
 
     @model_validator(mode="before")
     @classmethod
@@ -137,9 +145,11 @@ class ColBERTRetriever(BaseRetriever):
     def _search(self, query: str, **kwargs: Any) -> list[Document]:
         k = kwargs.pop("k", self.k)
         flt = kwargs.pop("filter", self.filter)
-        reject_unknown("ColBERTRetriever.invoke", kwargs, ("k", "filter"))
+        highlight = kwargs.pop("highlight", self.highlight)
+        reject_unknown("ColBERTRetriever.invoke", kwargs, ("k", "filter", "highlight"))
         check_query(query, owner="ColBERTRetriever")
-        return [_to_document(h, {self.score_key: h.score}) for h in self.store.search(query, k=k, filter=flt)]
+        hits = self.store.search(query, k=k, filter=flt, highlight=highlight)
+        return [_to_document(h, {self.score_key: h.score}) for h in hits]
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
@@ -409,6 +419,7 @@ class ColBERTVectorStore(VectorStore):
         k: int = 4,
         filter: dict[str, Any] | None = None,
         score_threshold: float | None = None,
+        highlight: bool = False,
         **kwargs: Any,
     ) -> list[tuple[Document, float]]:
         """Top ``k`` documents with their raw MaxSim score (higher is better).
@@ -419,10 +430,13 @@ class ColBERTVectorStore(VectorStore):
             filter: metadata filter ``{"field": value}`` / ``{"field": [v1, v2]}``.
             score_threshold: drop documents scoring below this raw MaxSim score (``-n .. n`` for ``n`` query
                 token vectors; ``len(vs.store.encode_query(query))`` is ``n``).
+            highlight: put the matched ``(start, end, weight)`` character spans of each document's text in
+                ``metadata["highlights"]`` (see ``MultiVectorStore.search(highlight=True)``).
             **kwargs: none accepted (raises :class:`TypeError`).
         """
-        reject_unknown("ColBERTVectorStore.similarity_search", kwargs, ("k", "filter", "score_threshold"))
-        hits, _ = search_with_query_length(self._store, query, k, filter, score_threshold)
+        allowed = ("k", "filter", "score_threshold", "highlight")
+        reject_unknown("ColBERTVectorStore.similarity_search", kwargs, allowed)
+        hits, _ = search_with_query_length(self._store, query, k, filter, score_threshold, highlight=highlight)
         return [(_to_document(h), h.score) for h in hits]
 
     def similarity_search(
@@ -431,10 +445,13 @@ class ColBERTVectorStore(VectorStore):
         k: int = 4,
         filter: dict[str, Any] | None = None,
         score_threshold: float | None = None,
+        highlight: bool = False,
         **kwargs: Any,
     ) -> list[Document]:
         """Top ``k`` documents for ``query`` (see :meth:`similarity_search_with_score`)."""
-        hits = self.similarity_search_with_score(query, k, filter=filter, score_threshold=score_threshold, **kwargs)
+        hits = self.similarity_search_with_score(
+            query, k, filter=filter, score_threshold=score_threshold, highlight=highlight, **kwargs
+        )
         return [d for d, _ in hits]
 
     def similarity_search_with_score_by_vector(

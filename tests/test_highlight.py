@@ -175,3 +175,47 @@ def test_cli_search_highlight(capsys: Any, tmp_path: pathlib.Path, tiny_checkpoi
     assert len(lines) == 4 and all("**" in line for line in lines[1:])
     assert main(["search", idx, "zebra", "--json"]) == 0
     assert "highlights" not in json.loads(capsys.readouterr().out)[0]
+
+
+@pytest.mark.parametrize("backend_name", HIGHLIGHT_BACKENDS)
+def test_langchain_documents_carry_highlights(backend_name: str, tiny_encoder: Any, tmp_path: pathlib.Path) -> None:
+    from colbert_adapters.integrations.langchain import ColBERTRetriever, ColBERTVectorStore
+
+    store = MultiVectorStore(tiny_encoder, make_backend(backend_name, tmp_path, tiny_encoder.dim))
+    vs = ColBERTVectorStore(store)
+    vs.add_texts(TEXTS, ids=["zebra", "dogs", "late"])
+    docs = ColBERTRetriever(store=store, k=2, highlight=True).invoke("zebra savanna")
+    assert len(docs) == 2
+    for doc in docs:
+        assert doc.metadata["highlights"]
+        _check_spans(doc.page_content, doc.metadata["highlights"])
+    assert "highlights" not in ColBERTRetriever(store=store, k=1).invoke("zebra")[0].metadata
+    assert ColBERTRetriever(store=store, k=1).invoke("zebra", highlight=True)[0].metadata["highlights"]
+    for doc, score in vs.similarity_search_with_score("dogs bark", k=3, highlight=True):
+        _check_spans(doc.page_content, doc.metadata["highlights"])
+        assert sum(w for *_, w in doc.metadata["highlights"]) <= score + 1e-4
+    assert "highlights" not in vs.similarity_search("dogs", k=1)[0].metadata
+    store.close()
+
+
+@pytest.mark.parametrize("backend_name", HIGHLIGHT_BACKENDS)
+def test_llama_index_nodes_carry_highlights(backend_name: str, tiny_encoder: Any, tmp_path: pathlib.Path) -> None:
+    from colbert_adapters.integrations.llama_index import ColBERTIndex, ColBERTRetriever
+    from llama_index.core import Document
+
+    store = MultiVectorStore(tiny_encoder, make_backend(backend_name, tmp_path, tiny_encoder.dim))
+    # nodes are encoded with their metadata before the text: the spans still land in the node's own text
+    docs = [Document(text=t, id_=str(i), metadata={"source": f"file{i}.txt"}) for i, t in enumerate(TEXTS)]
+    index = ColBERTIndex.from_documents(docs, store)
+    results = index.as_retriever(similarity_top_k=3, highlight=True).retrieve("zebra savanna")
+    assert len(results) == 3
+    for result in results:
+        text = result.node.get_content()
+        assert result.node.metadata["highlights"]
+        _check_spans(text, result.node.metadata["highlights"])
+    mmr = ColBERTRetriever(store, similarity_top_k=2, vector_store_query_mode="mmr", highlight=True)
+    assert all(r.node.metadata["highlights"] for r in mmr.retrieve("dogs bark"))
+    assert "highlights" not in index.as_retriever(similarity_top_k=1).retrieve("zebra")[0].node.metadata
+    with pytest.raises(InvalidInputError, match="document_token_offsets"):
+        ColBERTRetriever(MultiVectorStore(FakeEncoder(dim=16)), highlight=True)
+    store.close()

@@ -50,6 +50,7 @@ _RETRIEVER_KEYS = (
     "vector_store_query_mode",
     "vector_store_kwargs",
     "score_threshold",
+    "highlight",
     "callback_manager",
     "verbose",
 )
@@ -293,7 +294,7 @@ class ColBERTIndex(BaseManagedIndex):
         Args:
             **kwargs: ``similarity_top_k``, ``filters``, ``doc_ids``, ``node_ids``, ``vector_store_query_mode``
                 (``"mmr"``), ``vector_store_kwargs`` (``{"mmr_threshold": 0.5}``), ``score_threshold``,
-                ``callback_manager``, ``verbose`` (see :class:`ColBERTRetriever`); any other raises a
+                ``highlight``, ``callback_manager``, ``verbose`` (see :class:`ColBERTRetriever`); any other raises a
                 :class:`TypeError`.
         """
         reject_unknown("ColBERTIndex.as_retriever", _without(kwargs, _RETRIEVER_KEYS), _RETRIEVER_KEYS)
@@ -306,6 +307,7 @@ class ColBERTIndex(BaseManagedIndex):
             vector_store_query_mode=kwargs.get("vector_store_query_mode", "default"),
             vector_store_kwargs=kwargs.get("vector_store_kwargs"),
             score_threshold=kwargs.get("score_threshold"),
+            highlight=kwargs.get("highlight", False),
             callback_manager=kwargs.get("callback_manager") or self._callback_manager,
             object_map=self._object_map,
             verbose=kwargs.get("verbose", False),

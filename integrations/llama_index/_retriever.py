@@ -11,10 +11,11 @@ from typing import Any
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
-from llama_index.core.schema import BaseNode, IndexNode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import BaseNode, IndexNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQueryMode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
+from ..._highlight import add_highlights, offsets_function
 from ..._mmr import check_lambda_mult, check_score_threshold
 from ..._validation import check_ids, check_k
 from ...backends.base import Backend
@@ -112,6 +113,9 @@ class ColBERTRetriever(BaseRetriever):
             relevance only, default 0.5), and the candidates, ``mmr_prefetch_k`` or ``mmr_prefetch_factor``
             (default 4: ``4 * similarity_top_k`` candidates).
         score_threshold: drop nodes scoring below this raw MaxSim score (see below).
+        highlight: put the matched ``(start, end, weight)`` character spans of each node's text in
+            ``node.metadata["highlights"]`` (see ``MultiVectorStore.search(highlight=True)``; render them with
+            :func:`colbert_adapters.highlight.render`). Needs an encoder with token offsets (``ColBERTEncoder``).
         callback_manager, object_map, objects, verbose: as for any LlamaIndex ``BaseRetriever``.
 
     Scores are raw MaxSim, in MMR mode too: the sum over the query's token vectors of the best cosine, so between
@@ -137,6 +141,7 @@ class ColBERTRetriever(BaseRetriever):
         vector_store_query_mode: VectorStoreQueryMode | str = VectorStoreQueryMode.DEFAULT,
         vector_store_kwargs: Mapping[str, Any] | None = None,
         score_threshold: float | None = None,
+        highlight: bool = False,
         callback_manager: CallbackManager | None = None,
         object_map: dict[str, Any] | None = None,
         objects: list[IndexNode] | None = None,
@@ -149,6 +154,11 @@ class ColBERTRetriever(BaseRetriever):
         self._node_ids = None if node_ids is None else check_ids(node_ids, allow_duplicates=True)
         self._mmr = _mmr_settings(vector_store_query_mode, vector_store_kwargs, self._similarity_top_k)
         self._score_threshold = check_score_threshold(score_threshold)
+        if not isinstance(highlight, bool):
+            raise InvalidInputError(f"highlight must be True or False, got {highlight!r}")
+        if highlight:
+            offsets_function(self._store.encoder)
+        self._highlight = highlight
         super().__init__(callback_manager=callback_manager, object_map=object_map, objects=objects, verbose=verbose)
 
     @property
@@ -171,13 +181,20 @@ class ColBERTRetriever(BaseRetriever):
             "ids": self._node_ids,
             "score_threshold": self._score_threshold,
         }
+        qv = self._store.encode_query(query)
         if self._mmr is None:
-            hits = self._store.search(query, k=self._similarity_top_k, **options)
+            hits = self._store.search_by_vectors(qv, k=self._similarity_top_k, **options)
         else:
-            hits = self._store.max_marginal_relevance_search(
-                query, k=self._similarity_top_k, fetch_k=self._mmr.fetch_k, lambda_mult=self._mmr.lambda_mult, **options
+            hits = self._store.max_marginal_relevance_search_by_vectors(
+                qv, k=self._similarity_top_k, fetch_k=self._mmr.fetch_k, lambda_mult=self._mmr.lambda_mult, **options
             )
-        return [NodeWithScore(node=_hit_to_node(h), score=h.score) for h in hits]
+        nodes = [_hit_to_node(h) for h in hits]
+        if self._highlight:  # nodes are encoded with their metadata (MetadataMode.EMBED): align on that text
+            embedded = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+            hits = add_highlights(self._store.encoder, self._store.backend, qv, hits, embedded)
+            for node, hit in zip(nodes, hits, strict=True):
+                node.metadata["highlights"] = list(hit.highlights or [])
+        return [NodeWithScore(node=n, score=h.score) for n, h in zip(nodes, hits, strict=True)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
