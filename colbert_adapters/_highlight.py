@@ -40,30 +40,37 @@ def token_offsets(
             f"{type(tokenizer).__name__} is a slow tokenizer without character offsets; save the checkpoint with a "
             "tokenizer.json (a fast tokenizer) to get document token offsets"
         )
+    if not texts:
+        return []
     base = len(prompt)
-    out = []
+    leads, prepared, maps = [], [], []
     for text in texts:
-        lead = len(text) - len(text.lstrip())
-        prepared = prompt + text.strip()
+        leads.append(len(text) - len(text.lstrip()))
+        p = prompt + text.strip()
         to_source = None  # lowercasing may change the length ("İ" -> "i̇"): map back per character
         if lower:
-            lowered = prepared.lower()
-            if len(lowered) != len(prepared):
-                to_source = [i for i, c in enumerate(prepared) for _ in c.lower()]
-            prepared = lowered
-        enc = tokenizer(
-            prepared,
-            truncation=True,
-            max_length=length - 1 if prefix_id is not None else length,
-            add_special_tokens=True,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        ids = list(enc["input_ids"])
+            lowered = p.lower()
+            if len(lowered) != len(p):
+                to_source = [i for i, c in enumerate(p) for _ in c.lower()]
+            p = lowered
+        prepared.append(p)
+        maps.append(to_source)
+    enc = tokenizer(
+        prepared,
+        truncation=True,
+        max_length=length - 1 if prefix_id is not None else length,
+        add_special_tokens=True,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    out = []
+    for i, lead in enumerate(leads):
+        ids = list(enc["input_ids"][i])
         spans: list[tuple[int, int] | None] = []
-        for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True):
+        to_source = maps[i]
+        for (a, b), special in zip(enc["offset_mapping"][i], enc["special_tokens_mask"][i], strict=True):
             if to_source is not None and b > a:
                 a, b = to_source[a], to_source[b - 1] + 1
             ok = not special and b > a and a >= base

@@ -1,4 +1,5 @@
-"""Render a hit's highlights (``store.search(query, highlight=True)``) as Markdown bold or HTML ``<mark>``.
+"""Highlights: the characters of a hit's text its MaxSim score comes from (``store.search(query, highlight=True)``
+fills ``Hit.highlights``), rendered as Markdown bold or HTML ``<mark>``.
 
 Example:
     >>> from colbert_adapters.highlight import render
@@ -12,11 +13,16 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from ._validation import as_multivector
 from .errors import InvalidInputError
+from .types import Hit, MultiVector
 
-__all__ = ["render"]
+if TYPE_CHECKING:
+    from .store import MultiVectorStore
+
+__all__ = ["highlight_hits", "render"]
 
 _STYLES = ("markdown", "html")
 
@@ -84,3 +90,38 @@ def render(
         parts.append("…")
     out = "".join(parts)
     return out if width is None else " ".join(out.split())
+
+
+def highlight_hits(
+    store: MultiVectorStore,
+    query_vectors: MultiVector,
+    hits: Sequence[Hit],
+    *,
+    encoded_texts: Sequence[str] | None = None,
+) -> list[Hit]:
+    """``hits`` of a search with ``query_vectors``, with their ``highlights`` filled (for results that did not ask
+    for them, such as :meth:`~colbert_adapters.store.MultiVectorStore.max_marginal_relevance_search`'s).
+
+    Args:
+        store: the store the hits come from.
+        query_vectors: float32 ``(n_query_tokens, dim)``, the query the hits were searched with
+            (``store.encode_query(query)``).
+        hits: the hits.
+        encoded_texts: per hit, the text its vectors were encoded from when it is not the stored text but contains
+            it (``store.add(encode_texts=...)``, e.g. a LlamaIndex node's content after its metadata): spans are
+            found in it and kept, shifted, where they fall in the stored text.
+
+    Returns:
+        New hits with ``highlights`` set, in order; ``[]`` with a logged warning for a hit whose stored vectors do
+        not line up with its text.
+
+    Raises:
+        InvalidInputError: the store's encoder gives no token offsets, a hit has no stored text, bad vectors, or
+            ``encoded_texts`` of another length than ``hits``.
+    """
+    from ._highlight import add_highlights
+
+    q = as_multivector(query_vectors, dim=store.encoder.dim, where="query_vectors")
+    if encoded_texts is not None and len(encoded_texts) != len(hits):
+        raise InvalidInputError(f"got {len(encoded_texts)} encoded_texts for {len(hits)} hits; pass one per hit")
+    return add_highlights(store.encoder, store.backend, q, list(hits), encoded_texts)

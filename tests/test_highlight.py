@@ -14,7 +14,7 @@ from _backends import make_backend
 
 from colbert_adapters import MultiVectorStore
 from colbert_adapters.errors import InvalidInputError
-from colbert_adapters.highlight import render
+from colbert_adapters.highlight import highlight_hits, render
 from colbert_adapters.testing import FakeEncoder
 
 TEXTS = [
@@ -112,6 +112,20 @@ def test_highlight_off_leaves_none_and_subset_search_highlights(tiny_encoder: An
         assert [h.id for h in hits] == ["dogs"] and hits[0].highlights
         _check_spans(TEXTS[1], hits[0].highlights)
         assert "(" not in "".join(TEXTS[1][a:b] for a, b, _ in hits[0].highlights)
+
+
+def test_highlight_hits_fills_mmr_results(tiny_encoder: Any) -> None:
+    with MultiVectorStore(tiny_encoder) as store:
+        store.add(TEXTS, ids=["zebra", "dogs", "late"])
+        q = store.encode_query("dogs bark at night")
+        hits = store.max_marginal_relevance_search_by_vectors(q, k=2, fetch_k=3)
+        assert all(h.highlights is None for h in hits)
+        filled = highlight_hits(store, q, hits)
+        assert [h.id for h in filled] == [h.id for h in hits] and all(h.highlights for h in filled)
+        plain = {h.id: h.highlights for h in store.search_by_vectors(q, k=3, highlight=True)}
+        assert all(h.highlights == plain[h.id] for h in filled)
+        with pytest.raises(InvalidInputError, match="encoded_texts"):
+            highlight_hits(store, q, hits, encoded_texts=["one"])
 
 
 def test_highlight_needs_an_encoder_with_offsets() -> None:
@@ -216,6 +230,8 @@ def test_llama_index_nodes_carry_highlights(backend_name: str, tiny_encoder: Any
     mmr = ColBERTRetriever(store, similarity_top_k=2, vector_store_query_mode="mmr", highlight=True)
     assert all(r.node.metadata["highlights"] for r in mmr.retrieve("dogs bark"))
     assert "highlights" not in index.as_retriever(similarity_top_k=1).retrieve("zebra")[0].node.metadata
+    fake = MultiVectorStore(FakeEncoder(dim=16))
+    fake.add(["the cat sat"])
     with pytest.raises(InvalidInputError, match="document_token_offsets"):
-        ColBERTRetriever(MultiVectorStore(FakeEncoder(dim=16)), highlight=True)
+        ColBERTRetriever(fake, highlight=True).retrieve("cat")
     store.close()

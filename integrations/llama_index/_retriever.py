@@ -15,11 +15,11 @@ from llama_index.core.schema import BaseNode, IndexNode, MetadataMode, NodeWithS
 from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQueryMode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
-from ..._highlight import add_highlights, offsets_function
 from ..._mmr import check_lambda_mult, check_score_threshold
 from ..._validation import check_ids, check_k
 from ...backends.base import Backend
 from ...errors import InvalidInputError
+from ...highlight import highlight_hits
 from ...store import MultiVectorStore
 from ...types import Encoder, Hit
 from .._common import check_query, resolve_store
@@ -125,7 +125,8 @@ class ColBERTRetriever(BaseRetriever):
 
     Raises:
         InvalidInputError: ``similarity_top_k <= 0``, unsupported filters, an unsupported query mode or
-            ``vector_store_kwargs``, a bad ``score_threshold``, no store; at query time, a blank query.
+            ``vector_store_kwargs``, a bad ``score_threshold``, no store; at query time, a blank query, or
+            ``highlight`` with an encoder without token offsets.
     """
 
     def __init__(
@@ -156,8 +157,6 @@ class ColBERTRetriever(BaseRetriever):
         self._score_threshold = check_score_threshold(score_threshold)
         if not isinstance(highlight, bool):
             raise InvalidInputError(f"highlight must be True or False, got {highlight!r}")
-        if highlight:
-            offsets_function(self._store.encoder)
         self._highlight = highlight
         super().__init__(callback_manager=callback_manager, object_map=object_map, objects=objects, verbose=verbose)
 
@@ -191,7 +190,7 @@ class ColBERTRetriever(BaseRetriever):
         nodes = [_hit_to_node(h) for h in hits]
         if self._highlight:  # nodes are encoded with their metadata (MetadataMode.EMBED): align on that text
             embedded = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
-            hits = add_highlights(self._store.encoder, self._store.backend, qv, hits, embedded)
+            hits = highlight_hits(self._store, qv, hits, encoded_texts=embedded)
             for node, hit in zip(nodes, hits, strict=True):
                 node.metadata["highlights"] = list(hit.highlights or [])
         return [NodeWithScore(node=n, score=h.score) for n, h in zip(nodes, hits, strict=True)]
