@@ -22,7 +22,7 @@ TEXTS = [
     "Dogs bark (loudly) at night... and cats sleep.",
     "Late interaction scores every query token against every document token.",
 ]
-HIGHLIGHT_BACKENDS = ["memory", "voyager", "qdrant_edge"]
+HIGHLIGHT_BACKENDS = ["memory", "voyager", "qdrant_edge", "qdrant_local"]
 
 
 def _word_rows(store: MultiVectorStore, doc_id: str) -> tuple[np.ndarray, list[tuple[int, int] | None], str]:
