@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -730,7 +731,8 @@ def _load_recorded(model_id: str | None, location: object, device: str | None) -
 
 def _check_filter(filter: object, subset: list[str] | None) -> FilterExpr | None:
     """Check a dict filter (``None`` for a native Qdrant filter, which the backend checks)."""
-    if type(filter).__module__.split(".")[0] not in ("qdrant_client", "qdrant_edge"):
+    native = (sys.modules.get("qdrant_client.models"), sys.modules.get("qdrant_edge"))
+    if not any(module is not None and isinstance(filter, module.Filter) for module in native):
         return check_filter(filter)
     if subset is not None:
         raise InvalidInputError("ids= takes a dict filter; a native backend filter cannot be checked per document")

@@ -410,3 +410,56 @@ def test_edited_index_manifest_is_refused(capsys: Any, tmp_path: Path, folder: P
     (idx / MANIFEST).write_text(json.dumps(data))
     code, _, err = _run(capsys, "search", str(idx), "cats")
     assert code == 1 and "checksum" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("backend", ["memory", "voyager", "qdrant-edge"])
+def test_search_options_and_delete(capsys: Any, tmp_path: Path, tiny_checkpoint: Path, backend: str) -> None:
+    if backend == "qdrant-edge":
+        pytest.importorskip("qdrant_edge")
+    idx = tmp_path / "idx"
+    assert _index(capsys, _jsonl(tmp_path / "docs.jsonl"), idx, tiny_checkpoint, "--backend", backend)[0] == 0
+
+    def search(*extra: str) -> list[dict[str, Any]]:
+        code, out, err = _run(capsys, "search", str(idx), "cats", "-k", "6", "--json", "-q", *extra)
+        assert code == 0, err
+        return list(json.loads(out))
+
+    everything = search()
+    assert len(everything) == 6
+    assert [h["id"] for h in search("--id", "d4", "--id", "d1", "--id", "nope")] == [
+        h["id"] for h in everything if h["id"] in ("d1", "d4")
+    ]
+    cut = everything[2]["score"]
+    assert [h["id"] for h in search("--score-threshold", str(cut))] == [h["id"] for h in everything[:3]]
+    mmr = search("--mmr", "--fetch-k", "6", "--lambda-mult", "1")  # relevance only: the plain order
+    assert [h["id"] for h in mmr] == [h["id"] for h in everything]
+    assert len(search("--mmr", "-k", "2", "--lambda-mult", "0.3")) == 2
+    # delete by id, then by filter; the count is reported and the index reopens without them
+    code, out, err = _run(capsys, "delete", str(idx), "--id", "d0", "--id", "nope")
+    assert code == 0 and json.loads(out)["documents"] == 1, err
+    code, out, err = _run(capsys, "delete", str(idx), "--filter", "bucket>=2")
+    assert code == 0 and json.loads(out)["documents"] == 2, err  # d2, d5
+    assert sorted(h["id"] for h in search()) == ["d1", "d3", "d4"]
+    code, _, err = _run(capsys, "delete", str(idx))
+    assert code == 2 and "--id" in err
+    code, _, err = _run(capsys, "delete", str(idx), "--where", '{"bucket": {"$gte": "x"}}')
+    assert code != 0 and "range operators compare numbers" in err
+    assert len(search()) == 3
+
+
+@pytest.mark.parametrize("backend", ["memory", "voyager"])
+def test_delete_in_a_backends_own_directory(capsys: Any, tmp_path: Path, backend: str) -> None:
+    from colbert_adapters import MultiVectorStore
+    from colbert_adapters.testing import FakeEncoder
+
+    kwargs = {} if backend == "memory" else {"path": tmp_path / "own"}
+    with MultiVectorStore(FakeEncoder(dim=8), backend, **kwargs) as store:
+        store.add(["a b", "c d", "e f"], ids=["x", "y", "z"], metadatas=[{"n": 1}, {"n": 2}, {"n": 3}])
+        if backend == "memory":
+            store.backend.save(tmp_path / "own")  # type: ignore[attr-defined]
+    code, out, err = _run(capsys, "delete", str(tmp_path / "own"), "--where", '{"n": {"$lt": 3}}')
+    assert code == 0 and json.loads(out)["documents"] == 2, err
+    with MultiVectorStore.open(tmp_path / "own", FakeEncoder(dim=8)) as reopened:
+        assert reopened.ids() == ["z"]
+    code, _, err = _run(capsys, "delete", str(tmp_path / "nothing-here"), "--id", "x")
+    assert code == 1 and "not" in err

@@ -189,6 +189,9 @@ def test_cli_search_highlight(capsys: Any, tmp_path: pathlib.Path, tiny_checkpoi
     assert len(lines) == 4 and all("**" in line for line in lines[1:])
     assert main(["search", idx, "zebra", "--json"]) == 0
     assert "highlights" not in json.loads(capsys.readouterr().out)[0]
+    assert main(["search", idx, "dogs bark", "-k", "2", "--mmr", "--json", "--highlight"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 2 and all(hit["highlights"] for hit in hits)
 
 
 @pytest.mark.parametrize("backend_name", HIGHLIGHT_BACKENDS)

@@ -359,4 +359,8 @@ def test_native_qdrant_filter_through_the_store(tmp_path: Any) -> None:
         assert [h.id for h in store.search("cats", k=2, filter=native)] == ["b"]
         with pytest.raises(InvalidInputError, match="dict filter"):
             store.search("cats", k=2, filter=native, ids=["a"])
+        import qdrant_edge as qe
+
+        edge_native = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchValue("a"))])
+        assert [h.id for h in store.search("dogs", k=2, filter=edge_native)] == ["a"]
         assert store.delete(filter=native) == 1 and store.ids() == ["a"]

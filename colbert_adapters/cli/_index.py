@@ -318,9 +318,27 @@ def _search(args: argparse.Namespace) -> int:
     try:
         from ..store import MultiVectorStore
 
-        hits = MultiVectorStore(encoder, backend).search(
-            args.query, k=args.k, filter=_parse_filter(args.filter, args.where), highlight=args.highlight
-        )
+        store = MultiVectorStore(encoder, backend)
+        flt = _parse_filter(args.filter, args.where)
+        ids = args.ids or None
+        if args.mmr:
+            q = store.encode_query(args.query)
+            hits = store.max_marginal_relevance_search_by_vectors(
+                q, args.k, args.fetch_k, args.lambda_mult, flt, ids=ids, score_threshold=args.score_threshold
+            )
+            if args.highlight:
+                from ..highlight import highlight_hits
+
+                hits = highlight_hits(store, q, hits)
+        else:
+            hits = store.search(
+                args.query,
+                k=args.k,
+                filter=flt,
+                ids=ids,
+                score_threshold=args.score_threshold,
+                highlight=args.highlight,
+            )
     finally:
         close_backend(manifest, args.index, backend, save=False)
     if args.json:
@@ -351,6 +369,31 @@ def _search(args: argparse.Namespace) -> int:
         else:
             snippet = _snippet(h.text, args.width)
         sys.stdout.write(f"{i:>3}  {_snippet(h.id, idw):<{idw}}  {h.score:>8.3f}  {snippet}\n")
+    return EXIT_OK
+
+
+def _delete(args: argparse.Namespace) -> int:
+    flt = _parse_filter(args.filter, args.where)
+    if bool(args.ids) == (flt is not None):
+        raise UsageError("delete takes --id (repeatable) or --filter/--where, not both and not neither")
+    manifest = read_manifest(args.index)
+    if manifest is None:  # a backend's own directory (Voyager, Qdrant Edge, a saved MemoryBackend)
+        manifest = {"backend": detect_backend(args.index)}  # not an index: a clear error
+        backend: Any = registry_open(args.index)
+        own = True
+    else:
+        backend = open_backend(manifest, args.index, manifest.get("dim"))
+        own = False
+    try:
+        removed = backend.delete(args.ids) if args.ids else backend.delete_where(flt)
+    finally:
+        if own:
+            if manifest["backend"] == "memory":
+                backend.save(args.index)
+            backend.close()
+        else:
+            close_backend(manifest, args.index, backend, save=True)
+    print_json({"status": "deleted", "documents": removed, "index": os.path.abspath(args.index)})
     return EXIT_OK
 
 
@@ -453,6 +496,11 @@ def add_index_commands(subparsers: Subparsers) -> None:
         help=FILTER_HELP,
     )
     s.add_argument("--where", metavar="JSON", help=WHERE_HELP)
+    s.add_argument("--id", dest="ids", action="append", default=[], metavar="ID", help="search only these documents")
+    s.add_argument("--score-threshold", type=float, help="keep hits whose MaxSim score is at least this")
+    s.add_argument("--mmr", action="store_true", help="diverse hits: maximal marginal relevance, MaxSim between docs")
+    s.add_argument("--fetch-k", type=int, default=20, help="--mmr: candidates to choose from (default: 20)")
+    s.add_argument("--lambda-mult", type=float, default=0.5, help="--mmr: 1 = relevance only, 0 = diversity only")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--width", type=int, default=80, help="snippet width (default: 80)")
     s.add_argument(
@@ -464,6 +512,15 @@ def add_index_commands(subparsers: Subparsers) -> None:
     add_model_options(s, default_help="default: the index's model; another model is refused")
     s.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     s.set_defaults(handler=_search)
+
+    d = subparsers.add_parser(
+        "delete", help="delete documents by id or by filter", description="Delete documents from an index."
+    )
+    d.add_argument("index", metavar="INDEX")
+    d.add_argument("--id", dest="ids", action="append", default=[], metavar="ID", help="a document to delete")
+    d.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE", help=FILTER_HELP)
+    d.add_argument("--where", metavar="JSON", help=WHERE_HELP)
+    d.set_defaults(handler=_delete)
 
     i = subparsers.add_parser("info", help="show an index's size, model and settings")
     i.add_argument("index", metavar="INDEX")
