@@ -75,6 +75,16 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
+def _dir_file_bytes(root: Path) -> int:
+    """Bytes of the files in ``root``; a background seal's temporary file may be renamed away while it is read."""
+    total = 0
+    for p in root.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_file():
+                total += p.stat().st_size
+    return total
+
+
 class _Tuned(Generic[_T]):
     """A setting of ``IndexState.tuning`` exposed on the backend: read it, or set it (validated) on an open index."""
 
@@ -716,7 +726,7 @@ class VoyagerBackend:
                 "maintenance": [dataclasses.asdict(e) for e in st.maintenance],
                 "maintenance_pending": any(w is not None and w.pending() for w in (st.sealer, st.worker)),
             }
-        out["disk_bytes"] = sum(p.stat().st_size for p in st.root.iterdir() if p.is_file())
+        out["disk_bytes"] = _dir_file_bytes(st.root)
         return out
 
     def verify(self) -> VerifyReport:
