@@ -372,18 +372,21 @@ def _search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _open_any(index: str, *, read_only: bool) -> tuple[dict[str, Any], Any, bool]:
+    """``(manifest, backend, own)`` for an index directory, or for a backend's own directory (Voyager, Qdrant Edge,
+    a saved MemoryBackend: ``own``, manifest ``{"backend": kind}``); no model is loaded."""
+    manifest = read_manifest(index)
+    if manifest is not None:
+        return manifest, open_backend(manifest, index, manifest.get("dim"), read_only=read_only), False
+    kind = detect_backend(index)  # not an index: a clear error
+    return {"backend": kind}, registry_open(index, read_only=read_only), True
+
+
 def _delete(args: argparse.Namespace) -> int:
     flt = _parse_filter(args.filter, args.where)
     if bool(args.ids) == (flt is not None):
         raise UsageError("delete takes --id (repeatable) or --filter/--where, not both and not neither")
-    manifest = read_manifest(args.index)
-    if manifest is None:  # a backend's own directory (Voyager, Qdrant Edge, a saved MemoryBackend)
-        manifest = {"backend": detect_backend(args.index)}  # not an index: a clear error
-        backend: Any = registry_open(args.index)
-        own = True
-    else:
-        backend = open_backend(manifest, args.index, manifest.get("dim"))
-        own = False
+    manifest, backend, own = _open_any(args.index, read_only=False)
     try:
         removed = backend.delete(args.ids) if args.ids else backend.delete_where(flt)
     finally:
@@ -407,13 +410,9 @@ def _dir_bytes(path: str) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    manifest = read_manifest(args.index)
-    if manifest is None:  # a backend's own directory (Voyager, Qdrant Edge, a saved MemoryBackend)
-        kind = detect_backend(args.index)
-        backend: Any = registry_open(args.index, read_only=True)
-        manifest = {"backend": kind, "model_id": backend.model_id, "dim": backend.dim}
-    else:
-        backend = open_backend(manifest, args.index, manifest.get("dim"), read_only=True)
+    manifest, backend, own = _open_any(args.index, read_only=True)
+    if own:
+        manifest.update(model_id=backend.model_id, dim=backend.dim)
     report = None
     try:
         docs = backend.count()
