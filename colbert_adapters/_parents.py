@@ -33,6 +33,7 @@ __all__ = [
     "delete_where",
     "get",
     "highlight",
+    "highlight_hits",
     "log_split",
     "search",
     "search_subset",
@@ -326,6 +327,18 @@ def source_records(backend: Backend, hits: Sequence[Hit], *, with_vectors: bool 
                 break
         out.append(match)
     return out
+
+
+def highlight_hits(
+    encoder: object, backend: Backend, q: MultiVector, hits: Sequence[Hit], encoded: Sequence[str] | None = None
+) -> list[Hit]:
+    """:func:`highlight` for documents' hits alone: the window of a hit with a ``span`` looked up by that span."""
+    records = source_records(backend, hits) if any(h.span is not None for h in hits) else [None] * len(hits)
+    pairs = [
+        (h, Hit(r.id, h.score, r.text, r.metadata) if h.span is not None and r is not None else h)
+        for h, r in zip(hits, records, strict=True)
+    ]
+    return highlight(encoder, backend, q, pairs, encoded)
 
 
 def highlight(

@@ -60,6 +60,12 @@ def document_length(encoder: object) -> int | None:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
+def _starts_word(text: str, start: int, previous_end: int) -> bool:
+    """Whether a token starting at ``start`` begins a word: a gap after the previous token, or whitespace at or
+    before its start (byte-level BPE offsets include the space before a word)."""
+    return start > previous_end or text[start].isspace() or (start > 0 and text[start - 1].isspace())
+
+
 def plan_windows(text: str, spans: Sequence[Span], capacity: int, overlap: int) -> list[Span]:
     """Character spans of the windows of ``text``.
 
@@ -76,7 +82,7 @@ def plan_windows(text: str, spans: Sequence[Span], capacity: int, overlap: int) 
     n = len(spans)
     if n <= capacity:
         return [(0, len(text))]
-    word_start = [i == 0 or spans[i][0] > spans[i - 1][1] for i in range(n)] + [True]
+    word_start = [i == 0 or _starts_word(text, spans[i][0], spans[i - 1][1]) for i in range(n)] + [True]
     ranges: list[tuple[int, int]] = []
     t0 = 0
     while True:

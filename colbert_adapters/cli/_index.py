@@ -185,7 +185,7 @@ def _index(args: argparse.Namespace) -> int:
     errors: list[Any] = list(read.errors)
     added = skipped = 0
     try:
-        store = MultiVectorStore(encoder, backend)
+        store = MultiVectorStore(encoder, backend, long_documents=args.long_documents)
         docs = read.docs
         chunk = max(args.batch_size, 256)
         with tqdm(total=len(docs), desc="Indexing", unit="doc", disable=args.quiet, file=sys.stderr) as bar:
@@ -351,6 +351,7 @@ def _search(args: argparse.Namespace) -> int:
                     "text": h.text,
                     "metadata": h.metadata,
                     **({"highlights": [list(s) for s in h.highlights or []]} if args.highlight else {}),
+                    **({"span": list(h.span)} if h.span is not None else {}),
                 }
                 for i, h in enumerate(hits)
             ]
@@ -366,6 +367,8 @@ def _search(args: argparse.Namespace) -> int:
             from ..highlight import render
 
             snippet = render(h.text or "", h.highlights, width=args.width)
+        elif h.span is not None:  # a long document: the window that matched, and where it is
+            snippet = f"[{h.span[0]}:{h.span[1]}] " + _snippet((h.text or "")[h.span[0] : h.span[1]], args.width)
         else:
             snippet = _snippet(h.text, args.width)
         sys.stdout.write(f"{i:>3}  {_snippet(h.id, idw):<{idw}}  {h.score:>8.3f}  {snippet}\n")
@@ -480,6 +483,13 @@ def add_index_commands(subparsers: Subparsers) -> None:
     p.add_argument("--id-field", default="id", help="JSONL key / CSV column of the id (default: id)")
     p.add_argument("--text-field", default="text", help="JSONL key / CSV column of the text (default: text)")
     p.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default: 32)")
+    p.add_argument(
+        "--long-documents",
+        choices=("split", "truncate"),
+        default="split",
+        help="a text longer than the model's document length: split into overlapping windows, found whole "
+        "(default), or truncate",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(handler=_index)
 
