@@ -366,3 +366,89 @@ def test_bad_input_is_refused_with_the_fix(tmp_path: pathlib.Path) -> None:
     with pytest.raises(InvalidInputError, match="reserved for the windows"):
         store.add(["text"], metadatas=[{KEY: 1}])
     assert store.count() == 0
+
+
+# ---------------------------------------------------------------------------------------------- integrations
+
+
+def test_langchain_gets_one_document_per_long_text_with_its_span(
+    tmp_path: pathlib.Path, stores: Callable[..., MultiVectorStore]
+) -> None:
+    pytest.importorskip("langchain_core")
+    from colbert_adapters.integrations.langchain import ColBERTRetriever, ColBERTVectorStore
+
+    store = stores("voyager", tmp_path)
+    vs = ColBERTVectorStore(store=store)
+    vs.add_texts(list(CORPUS.values()), metadatas=[META[i] for i in CORPUS], ids=list(CORPUS))
+    docs = vs.similarity_search("zebra giraffe", k=3)
+    assert len(docs) == 3 and len({d.id for d in docs}) == 3
+    for doc in docs:
+        assert doc.page_content == CORPUS[str(doc.id)]
+        if doc.metadata["kind"] == "long":
+            a, b = doc.metadata["span"]
+            assert "zebra" in doc.page_content[a:b] or "giraffe" in doc.page_content[a:b]
+        else:
+            assert "span" not in doc.metadata
+    assert [d.page_content for d in vs.get_by_ids(["long-c"])] == [CORPUS["long-c"]]
+    assert [d.id for d in ColBERTRetriever(store=store, k=1).invoke("delta3 delta4 delta5")] == ["long-c"]
+    vs.delete(["long-c"])
+    assert not [i for i in store.backend.ids() if i.startswith("long-c")] and len(store) == 4
+
+
+def test_llama_index_nodes_of_long_documents_come_back_whole(
+    tmp_path: pathlib.Path, stores: Callable[..., MultiVectorStore]
+) -> None:
+    pytest.importorskip("llama_index.core")
+    from colbert_adapters.integrations.llama_index import ColBERTIndex
+    from llama_index.core.schema import TextNode
+
+    store = stores("qdrant_local", tmp_path, length=16)
+    nodes = [TextNode(text=t, id_=i, metadata={"kind": META[i]["kind"]}) for i, t in CORPUS.items()]
+    index = ColBERTIndex(store, nodes=nodes)
+    assert store.backend.count() > len(CORPUS) and store.count() == len(CORPUS)
+    found = index.as_retriever(similarity_top_k=3, highlight=False).retrieve("gamma40 gamma41")
+    assert found[0].node.node_id == "long-b" and found[0].node.get_content() == CORPUS["long-b"]
+    a, b = found[0].node.metadata["span"]
+    assert "gamma40 gamma41" in CORPUS["long-b"][a:b] and len({n.node.node_id for n in found}) == 3
+    index.delete_nodes(["long-b"])
+    assert store.count() == len(CORPUS) - 1 and not [i for i in store.backend.ids() if i.startswith("long-b")]
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize("mode", ["split", "truncate"])
+def test_cli_indexes_long_documents_and_shows_spans(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, tiny_checkpoint: pathlib.Path, mode: str
+) -> None:
+    import json
+
+    from colbert_adapters.cli import main
+
+    src = tmp_path / "docs.jsonl"
+    long_text = " ".join(["late interaction tokenizer"] * 10) + " the zebra crossed the savanna" + " a b" * 20
+    src.write_text(
+        json.dumps({"id": "long", "text": long_text}) + "\n" + json.dumps({"id": "short", "text": "cats"}) + "\n"
+    )
+    idx = str(tmp_path / "idx")
+    args = ["index", str(src), idx, "--model", str(tiny_checkpoint), "--document-length", "24", "-q"]
+    assert main([*args, "--backend", "voyager", "--long-documents", mode]) == 0
+    capsys.readouterr()
+    assert main(["search", idx, "zebra savanna", "-k", "2", "--json"]) == 0
+    hits = {h["id"]: h for h in json.loads(capsys.readouterr().out)}
+    assert set(hits) == {"long", "short"} and "span" not in hits["short"]
+    assert main(["info", idx, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["documents"] == 2
+    if mode == "truncate":
+        assert "span" not in hits["long"] and "records" not in info
+        return
+    a, b = hits["long"]["span"]
+    assert hits["long"]["text"] == long_text and "zebra" in long_text[a:b] and info["records"] > 2
+    assert main(["search", idx, "zebra savanna", "-k", "1"]) == 0
+    assert f"[{a}:{b}]" in capsys.readouterr().out
+    assert main(["delete", idx, "--id", "long"]) == 0
+    assert json.loads(capsys.readouterr().out)["documents"] == 1
+    assert main(["info", idx, "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["documents"] == 1 and "records" not in after

@@ -391,7 +391,9 @@ def _delete(args: argparse.Namespace) -> int:
         raise UsageError("delete takes --id (repeatable) or --filter/--where, not both and not neither")
     manifest, backend, own = _open_any(args.index, read_only=False)
     try:
-        removed = backend.delete(args.ids) if args.ids else backend.delete_where(flt)
+        from .._parents import delete as delete_documents  # a long document: every window
+
+        removed = delete_documents(backend, args.ids) if args.ids else backend.delete_where(flt)
     finally:
         if own:
             if manifest["backend"] == "memory":
@@ -418,7 +420,10 @@ def _info(args: argparse.Namespace) -> int:
         manifest.update(model_id=backend.model_id, dim=backend.dim)
     report = None
     try:
-        docs = backend.count()
+        from .._parents import visible_ids
+
+        records = backend.count()
+        docs = len(visible_ids(backend)) if records else 0  # a long document's windows count once
         tokens: int | None = None
         if hasattr(backend, "stats"):
             tokens = int(backend.stats().get("n_live_tokens", 0))
@@ -435,6 +440,7 @@ def _info(args: argparse.Namespace) -> int:
     info: dict[str, Any] = {
         "index": os.path.abspath(args.index),
         "documents": docs,
+        **({"records": records} if records != docs else {}),  # a long document stored as windows
         "tokens": tokens,
         "bytes_on_disk": _dir_bytes(args.index),
         "model": manifest.get("model"),
