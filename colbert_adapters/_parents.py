@@ -287,16 +287,21 @@ def _group(backend: Backend, hits: Sequence[Hit], k: int) -> list[Pair]:
     return [pair for _, pair in found[:k]]
 
 
-def search(backend: Backend, q: MultiVector, k: int, filter: Filter | None) -> list[Pair]:
+def search(backend: Backend, q: MultiVector, k: int, filter: Filter | None, *, windows: bool = False) -> list[Pair]:
     """The backend's top ``k`` documents: windows fetched until ``k`` distinct documents (see
-    :data:`MAX_FETCH_FACTOR`), grouped to their best window."""
-    fetch = k
+    :data:`MAX_FETCH_FACTOR`), grouped to their best window.
+
+    ``windows``: the backend is known to hold split documents, so the first fetch is ``4 * k`` windows (else
+    ``k``, exactly the search of a store without them); a next fetch grows with the windows per document seen.
+    """
+    cap = k * MAX_FETCH_FACTOR
+    fetch = min(cap, 4 * k) if windows else k
     while True:
         hits = backend.search(q, k=fetch, filter=filter)
         parents = {str(i["parent"]) if (i := _info(h.metadata)) else h.id for h in hits}
-        if len(parents) >= k or len(hits) < fetch or fetch >= k * MAX_FETCH_FACTOR:
+        if len(parents) >= k or len(hits) < fetch or fetch >= cap:
             return _group(backend, hits, k)
-        fetch = min(k * MAX_FETCH_FACTOR, fetch * 4)
+        fetch = min(cap, max(fetch * 4, -(-fetch * k * 5 // (4 * max(1, len(parents))))))
 
 
 def search_subset(backend: Backend, q: MultiVector, k: int, norm: FilterExpr | None, ids: list[str]) -> list[Pair]:

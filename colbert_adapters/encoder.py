@@ -427,7 +427,8 @@ class ColBERTEncoder:
         """Encode documents.
 
         Documents longer than ``document_length`` tokens are truncated (the final ``[SEP]`` is kept), exactly
-        as PyLate does; an INFO log line counts them. Raise ``document_length`` to keep more.
+        as PyLate does; an INFO log line counts them. Raise ``document_length`` to keep more, or let a
+        ``MultiVectorStore`` split them into windows (its default, ``long_documents="split"``).
 
         Args:
             texts: ``n`` document strings.

@@ -393,8 +393,9 @@ class MultiVectorStore:
         pairs = (
             _parents.search_subset(self._backend, q, k, norm, subset)
             if subset is not None
-            else _parents.search(self._backend, q, k, filter)
+            else _parents.search(self._backend, q, k, filter, windows=bool(self._has_windows))
         )
+        self._has_windows = True if any(hit.span is not None for hit, _ in pairs) else self._has_windows
         pairs = pairs if threshold is None else [p for p in pairs if p[0].score >= threshold]
         if highlight:
             return _parents.highlight(self._encoder, self._backend, q, pairs)
