@@ -256,6 +256,30 @@ def _writer_stall_section(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _long_documents_section(r: dict[str, Any]) -> list[str]:
+    """``bench_long_documents.py``: long SciFact documents indexed truncated vs split into windows."""
+    k, t, s = r["k"], r["truncate"], r["split"]
+    return [
+        "## Long documents: truncated vs split (`python benchmarks/bench_long_documents.py`)",
+        "",
+        f"{r['n_documents']} documents of {r['others'] + 1} SciFact abstracts ({r['mean_tokens']:.0f} tokens on "
+        f"average; all-MiniLM-L6-v2, document_length 256), {r['n_queries']} test queries, each relevant abstract "
+        "at a random position of one document.",
+        "",
+        "| long_documents | Recall@10 | nDCG@10 | records | token vectors | encoding s | search ms/query |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {m['mode']} | {m[f'recall@{k}']:.3f} | {m[f'ndcg@{k}']:.3f} | {m['records']:,} | "
+            f"{m['token_vectors']:,} | {m['encode_seconds']:.1f} | {m['search_seconds_per_query'] * 1e3:,.0f} |"
+            for m in (t, s)
+        ),
+        "",
+        f"Load {r['load_start']} / {r['load_end']} (start / end). Details: "
+        "[results/long-documents.md](results/long-documents.md).",
+        "",
+    ]
+
+
 def _plot(lat: dict[str, list[tuple[int, float]]], bars: dict[str, float], path: Path) -> bool:
     try:
         import matplotlib
@@ -349,6 +373,8 @@ def build_report(out: Path | None = None) -> Path:
     stall = read_json(RESULTS / "writer-stall.json") if (RESULTS / "writer-stall.json").is_file() else None
     if isinstance(stall, list) and stall:
         body += _writer_stall_section(stall)
+    if (RESULTS / "long-documents.json").is_file():
+        body += _long_documents_section(read_json(RESULTS / "long-documents.json"))
     png = RESULTS / "plots.png"
     if _plot(lat, bars, png):
         lines += ["![latency vs collection size; encoder throughput](results/plots.png)", ""]

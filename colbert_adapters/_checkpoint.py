@@ -27,6 +27,8 @@ __all__ = [
     "CheckpointFiles",
     "DenseSpec",
     "describe_plain_backbone",
+    "load_hf_model",
+    "load_tokenizer",
     "prefix_advice",
     "read_checkpoint",
     "resolve_model_dir",
@@ -428,3 +430,39 @@ def describe_plain_backbone(name: str, files: CheckpointFiles, settings: Mapping
         "--document-prefix, --query-length, --document-length, --query-expansion, --attend-to-expansion-tokens, "
         "--skiplist)."
     )
+
+
+def load_tokenizer(path: Any, trust_remote_code: bool) -> Any:
+    """The checkpoint's tokenizer (``tokenizer.json`` directly when AutoTokenizer cannot read the directory)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        tj = os.path.join(str(path), "tokenizer.json")
+        if os.path.isfile(tj):
+            from transformers import PreTrainedTokenizerFast
+
+            logger.debug("AutoTokenizer failed (%s); loading tokenizer.json directly", err)
+            return PreTrainedTokenizerFast(tokenizer_file=tj)  # type: ignore[no-untyped-call]
+        raise CheckpointError(f"cannot load a tokenizer from {path}: {err}") from err
+
+
+def load_hf_model(files: CheckpointFiles, trust_remote_code: bool) -> Any:
+    """The backbone (its encoder for an encoder-decoder), safetensors only."""
+    from transformers import AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(
+            str(files.transformer_dir), trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise CheckpointError(
+                f"{files.transformer_dir} needs custom modelling code; pass trust_remote_code=True only if you "
+                "trust its author"
+            ) from err
+        raise CheckpointError(f"cannot load the backbone in {files.transformer_dir}: {err}") from err
+    if hasattr(model, "get_encoder") and getattr(model.config, "is_encoder_decoder", False):
+        model = model.get_encoder()
+    return model

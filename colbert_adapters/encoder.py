@@ -23,6 +23,8 @@ from ._checkpoint import (
     CheckpointFiles,
     DenseSpec,
     describe_plain_backbone,
+    load_hf_model,
+    load_tokenizer,
     prefix_advice,
     read_checkpoint,
     resolve_model_dir,
@@ -44,6 +46,8 @@ __all__ = ["ColBERTEncoder", "ModelSpec", "Tokenized", "cpu_has_native_bf16"]
 _MAX_TOKENS_PER_BATCH = 16384
 # Show a progress bar by default when a call has more batches than this.
 _PROGRESS_MIN_BATCHES = 8
+# Tokenizer max_length that truncates nothing (counting a long document's tokens, splitting it).
+_NO_LIMIT = 1 << 30
 # Plain backbones whose assumed settings were logged already in this process: (directory, settings).
 _EXPLAINED: set[tuple[str, str]] = set()
 
@@ -306,7 +310,7 @@ class ColBERTEncoder:
                 skiplist_words=list(skiplist_words) if skiplist_words is not None else None,
             ),
         )
-        tokenizer = _load_tokenizer(files.transformer_dir, trust_remote_code)
+        tokenizer = load_tokenizer(files.transformer_dir, trust_remote_code)
         model_type = str(files.config.get("model_type", ""))
         packed = model_type == "modernbert"
         if packed:
@@ -323,7 +327,7 @@ class ColBERTEncoder:
                     max_pos,
                 )
         else:
-            model = _load_hf_model(files, trust_remote_code)
+            model = load_hf_model(files, trust_remote_code)
             max_pos = int(files.config.get("max_position_embeddings", 0) or 0)
             for key in ("query_length", "document_length"):
                 if max_pos and int(settings[key]) > max_pos:
@@ -423,7 +427,8 @@ class ColBERTEncoder:
         """Encode documents.
 
         Documents longer than ``document_length`` tokens are truncated (the final ``[SEP]`` is kept), exactly
-        as PyLate does; an INFO log line counts them. Raise ``document_length`` to keep more.
+        as PyLate does; an INFO log line counts them. Raise ``document_length`` to keep more, or let a
+        ``MultiVectorStore`` split them into windows (its default, ``long_documents="split"``).
 
         Args:
             texts: ``n`` document strings.
@@ -483,9 +488,29 @@ class ColBERTEncoder:
             )
         ]
 
-    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False) -> list[int]:
-        """Number of input tokens (including ``[CLS]``, prefix, ``[SEP]``) each text has after truncation."""
-        return [len(ids) for ids, _, _ in self._tokenize(check_texts(texts), is_query)]
+    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, truncate: bool = False) -> list[int]:
+        """Number of input tokens (``[CLS]``, prefix and ``[SEP]`` included) of each text, before truncation to
+        ``query_length`` / ``document_length``; ``truncate=True``: after (what is encoded, expansion padding
+        included). A store splits a longer document into :meth:`count_windows` windows."""
+        return [len(ids) if truncate else n for ids, _, n in self._tokenize(check_texts(texts), is_query, truncate)]
+
+    def count_windows(self, texts: Sequence[str], *, overlap: int | None = None) -> list[int]:
+        """How many token windows each document makes when a store splits long documents (1: it fits
+        ``document_length``); ``overlap``: tokens consecutive windows share (``None``: the store's default)."""
+        from ._windows import count_windows
+
+        return count_windows(self, texts, overlap)
+
+    def text_token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Each document's token ``(start, end)`` character spans, before truncation, without ``[CLS]``, prefix,
+        ``[SEP]`` and prompt tokens (what long documents are split by)."""
+        from ._highlight import token_offsets
+
+        lower, pid = bool(self._files.do_lower_case), self._document_prefix_id
+        found = token_offsets(
+            self._tokenizer, check_texts(texts), prompt=self._prompt, lower=lower, prefix_id=pid, length=_NO_LIMIT
+        )
+        return [[span for span in spans if span is not None] for _, spans in found]
 
     # ------------------------------------------------------------------------------------------------
     def _prefix_id(self, prefix: str, what: str) -> int | None:
@@ -500,12 +525,12 @@ class ColBERTEncoder:
             )
         return int(pid)
 
-    def _tokenize(self, texts: list[str], is_query: bool) -> list[tuple[list[int], int, int]]:
+    def _tokenize(self, texts: list[str], is_query: bool, truncate: bool = True) -> list[tuple[list[int], int, int]]:
         """Per text: (input ids, number of attended leading ids, number of real (non-padding) ids)."""
         s = self._spec
         length = s.query_length if is_query else s.document_length
         prefix_id = self._query_prefix_id if is_query else self._document_prefix_id
-        max_len = length - 1 if prefix_id is not None else length
+        max_len = (length - 1 if prefix_id is not None else length) if truncate else _NO_LIMIT
         prepared = [self._prompt + t.strip() if self._prompt else t.strip() for t in texts]
         if self._files.do_lower_case:
             prepared = [t.lower() for t in prepared]
@@ -744,37 +769,3 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
     except OSError:
         return None
     return None
-
-
-def _load_tokenizer(path: Any, trust_remote_code: bool) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as err:
-        tj = os.path.join(str(path), "tokenizer.json")
-        if os.path.isfile(tj):
-            from transformers import PreTrainedTokenizerFast
-
-            logger.debug("AutoTokenizer failed (%s); loading tokenizer.json directly", err)
-            return PreTrainedTokenizerFast(tokenizer_file=tj)  # type: ignore[no-untyped-call]
-        raise CheckpointError(f"cannot load a tokenizer from {path}: {err}") from err
-
-
-def _load_hf_model(files: CheckpointFiles, trust_remote_code: bool) -> Any:
-    from transformers import AutoModel
-
-    try:
-        model = AutoModel.from_pretrained(
-            str(files.transformer_dir), trust_remote_code=trust_remote_code, use_safetensors=True
-        )
-    except ValueError as err:
-        if "trust_remote_code" in str(err):
-            raise CheckpointError(
-                f"{files.transformer_dir} needs custom modelling code; pass trust_remote_code=True only if you "
-                "trust its author"
-            ) from err
-        raise CheckpointError(f"cannot load the backbone in {files.transformer_dir}: {err}") from err
-    if hasattr(model, "get_encoder") and getattr(model.config, "is_encoder_decoder", False):
-        model = model.get_encoder()
-    return model

@@ -119,7 +119,7 @@ def highlight_hits(
         InvalidInputError: the store's encoder gives no token offsets, a hit has no stored text, bad vectors, or
             ``encoded_texts`` of another length than ``hits``.
     """
-    from ._highlight import add_highlights
+    from ._parents import highlight_hits as add_highlights
 
     q = as_multivector(query_vectors, dim=store.encoder.dim, where="query_vectors")
     if encoded_texts is not None and len(encoded_texts) != len(hits):

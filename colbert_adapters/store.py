@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from ._filters import FilterExpr, check_filter, match_filter
+from . import _parents
+from ._filters import FilterExpr, check_filter
 from ._identity import same_model
 from ._validation import as_multivector, check_ids, check_k, check_metadatas, check_texts
 from .backends import Backend, CopyReport, Record, backend_factory, open_backend
@@ -44,12 +45,19 @@ class MultiVectorStore:
         backend: a backend instance (preferred), or a registered name (``"memory"``, ``"voyager"``,
             ``"qdrant"``, ``"qdrant-edge"``, ``"qdrant-url"``, ``"qdrant-local"``; see
             :data:`colbert_adapters.backends.OPENERS`).
+        long_documents: ``"split"`` (default): a text longer than the encoder's ``document_length`` is stored as
+            overlapping token windows under its id, and found whole (one hit per document, the best window's
+            score and ``Hit.span``); ``"truncate"``: the encoder cuts it. Splitting needs an encoder with
+            ``text_token_spans`` (:class:`~colbert_adapters.encoder.ColBERTEncoder`, ``FakeEncoder(
+            document_length=...)``); other encoders get whole texts.
+        window_overlap: tokens consecutive windows share (default: an eighth of a window).
         **backend_kwargs: constructor arguments when ``backend`` is a name. When the backend's constructor
             takes ``dim`` and it is not given, the encoder's ``dim`` is passed.
 
     Raises:
-        InvalidInputError: ``encoder`` or ``backend`` does not implement its protocol, or ``backend_kwargs``
-            are given with a backend instance.
+        InvalidInputError: ``encoder`` or ``backend`` does not implement its protocol, ``backend_kwargs``
+            are given with a backend instance, an unknown ``long_documents``, or ``window_overlap`` not below
+            the window's size.
         DimensionMismatchError: the backend already stores vectors of another dimension than the encoder's.
         CollectionConfigError: the backend records another ``model_id`` than the encoder's.
         UnknownBackendError: ``backend`` is an unknown name.
@@ -61,12 +69,25 @@ class MultiVectorStore:
     #: :meth:`add` shows a progress bar (when ``show_progress`` is ``None``) from this many texts on.
     PROGRESS_THRESHOLD = 1000
 
-    def __init__(self, encoder: Encoder, backend: Backend | str = "memory", **backend_kwargs: Any) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        backend: Backend | str = "memory",
+        *,
+        long_documents: str = "split",
+        window_overlap: int | None = None,
+        **backend_kwargs: Any,
+    ) -> None:
         if not isinstance(encoder, Encoder):
             raise InvalidInputError(
                 "encoder must implement the Encoder protocol (dim, model_id, encode_queries, "
                 f"encode_documents), got {type(encoder).__name__}"
             )
+        from ._windows import make_splitter
+
+        self._splitter = make_splitter(encoder, long_documents, window_overlap)
+        self._split_logged = False
+        self._has_windows: bool | None = None  # None: not known yet (count() looks once)
         if isinstance(backend, str):
             factory = backend_factory(backend)
             if "dim" not in backend_kwargs and _accepts_kwarg(factory, "dim"):
@@ -147,6 +168,7 @@ class MultiVectorStore:
         """
         from . import _index_dir
 
+        options = {k: backend_kwargs.pop(k) for k in ("long_documents", "window_overlap") if k in backend_kwargs}
         manifest = _index_dir.read_manifest(location) if not _is_url(location) else None
         if manifest is not None:
             if encoder is None:
@@ -162,7 +184,7 @@ class MultiVectorStore:
                     backend.close()
                     raise
         try:
-            return cls(encoder, backend)
+            return cls(encoder, backend, **options)
         except BaseException:
             backend.close()
             raise
@@ -187,7 +209,7 @@ class MultiVectorStore:
         show_progress: bool | None = None,
         encode_texts: Sequence[str] | None = None,
     ) -> list[str]:
-        """Encode documents and insert (or replace) them.
+        """Encode documents and insert (or replace) them; long ones are split (see ``long_documents``).
 
         Everything is validated before encoding starts. Texts are encoded and written in steps of
         :attr:`WRITE_CHUNK`; if the encoder or backend fails midway, earlier steps stay stored.
@@ -221,6 +243,7 @@ class MultiVectorStore:
             if len(id_list) != n:
                 raise InvalidInputError(f"got {len(id_list)} ids for {n} texts; pass one id per text (or ids=None)")
         meta_list = check_metadatas(metadatas, n)
+        _parents.check_user_input(id_list, meta_list)
         to_encode = text_list if encode_texts is None else check_texts(encode_texts, what="encode_texts")
         if len(to_encode) != n:
             raise InvalidInputError(f"got {len(to_encode)} encode_texts for {n} texts; pass one per text")
@@ -237,11 +260,18 @@ class MultiVectorStore:
         try:
             for start in range(0, n, chunk):
                 stop = min(n, start + chunk)
-                vectors = self._encoder.encode_documents(to_encode[start:stop], batch_size=batch_size)
-                self._check_encoded(vectors, stop - start)
-                self._backend.upsert(
-                    id_list[start:stop], vectors, texts=text_list[start:stop], metadatas=meta_list[start:stop]
+                n_split, n_windows = _parents.write(
+                    self._backend,
+                    lambda chunk_texts: self._encode_documents(chunk_texts, batch_size),
+                    self._splitter,
+                    id_list[start:stop],
+                    text_list[start:stop],
+                    meta_list[start:stop],
+                    to_encode[start:stop],
                 )
+                if n_split:
+                    self._has_windows = True
+                    self._split_logged = self._split_logged or _parents.log_split(self._splitter, n_split, n_windows)
                 if bar is not None:
                     bar.update(stop - start)
         finally:
@@ -360,29 +390,16 @@ class MultiVectorStore:
     ) -> list[Hit]:
         """One search with checked arguments: the backend's, or exact MaxSim over ``subset``; hits below
         ``threshold`` dropped; highlights filled when ``highlight``."""
-        hits = (
-            self._search_subset(q, k, norm, subset)
+        pairs = (
+            _parents.search_subset(self._backend, q, k, norm, subset)
             if subset is not None
-            else self._backend.search(q, k=k, filter=filter)
+            else _parents.search(self._backend, q, k, filter, windows=bool(self._has_windows))
         )
-        hits = hits if threshold is None else [h for h in hits if h.score >= threshold]
+        self._has_windows = True if any(hit.span is not None for hit, _ in pairs) else self._has_windows
+        pairs = pairs if threshold is None else [p for p in pairs if p[0].score >= threshold]
         if highlight:
-            from ._highlight import add_highlights
-
-            hits = add_highlights(self._encoder, self._backend, q, hits)
-        return hits
-
-    def _search_subset(self, q: MultiVector, k: int, norm: FilterExpr | None, ids: list[str]) -> list[Hit]:
-        """Exact MaxSim of ``q`` against the stored vectors of ``ids`` (those that exist and match the filter
-        ``norm``, as :func:`check_filter` returns it)."""
-        from .scoring import maxsim
-
-        records = [r for r in self._backend.get(ids, with_vectors=True) if match_filter(r.metadata, norm)]
-        if not records:
-            return []
-        scores = maxsim(q, [r.vectors for r in records])
-        order = sorted(range(len(records)), key=lambda i: -float(scores[i]))[:k]  # stable: ties keep ids' order
-        return [Hit(records[i].id, float(scores[i]), records[i].text, records[i].metadata) for i in order]
+            return _parents.highlight(self._encoder, self._backend, q, pairs)
+        return [hit for hit, _ in pairs]
 
     def search_batch(
         self,
@@ -518,9 +535,10 @@ class MultiVectorStore:
         lam = check_lambda_mult(lambda_mult)
         q = as_multivector(query_vectors, dim=self._encoder.dim)
         candidates = self.search_by_vectors(q, n_fetch, filter, ids=ids, score_threshold=score_threshold)
-        stored = {r.id: r.vectors for r in self._backend.get([h.id for h in candidates], with_vectors=True)}
-        candidates = [h for h in candidates if stored.get(h.id) is not None]  # deleted since the search
-        vectors = [as_multivector(stored[h.id]) for h in candidates]
+        records = _parents.source_records(self._backend, candidates, with_vectors=True)  # a window: the best one
+        kept = [(h, r) for h, r in zip(candidates, records, strict=True) if r is not None and r.vectors is not None]
+        candidates = [h for h, _ in kept]  # documents deleted since the search left out
+        vectors = [as_multivector(r.vectors) for _, r in kept]
         picked = select([h.score / q.shape[0] for h in candidates], vectors, k, lam)
         return [candidates[i] for i in picked]
 
@@ -631,25 +649,23 @@ class MultiVectorStore:
             raise InvalidInputError("pass ids= (documents to remove) or filter= (remove every match), not both")
         self._check_open()
         if ids is not None:
-            return self._backend.delete(check_ids(ids, allow_duplicates=True))
+            return _parents.delete(self._backend, check_ids(ids, allow_duplicates=True))
         if isinstance(filter, Mapping) and not filter:
             raise InvalidInputError("filter={} would remove every document; use store.clear() for that")
-        delete_where = getattr(self._backend, "delete_where", None)
-        if delete_where is not None:
-            return int(delete_where(filter))
-        norm = check_filter(filter)  # a backend without delete_where: find the matches, then delete them
-        doomed = [r.id for r in self._backend.get(self._backend.ids()) if match_filter(r.metadata, norm)]
-        return self._backend.delete(doomed) if doomed else 0
+        before = self.count() if self._windows_present() else None  # windows are records: count documents
+        removed = _parents.delete_where(self._backend, filter)
+        return removed if before is None else before - self.count()
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
-        """Stored documents in the order asked, skipping unknown ids (vectors only when ``with_vectors``)."""
+        """Stored documents in the order asked, skipping unknown ids (vectors only when ``with_vectors``); a split
+        document whole: its text reassembled from its windows, its vectors the windows' rows in order."""
         self._check_open()
-        return self._backend.get(check_ids(ids, allow_duplicates=True), with_vectors=with_vectors)
+        return _parents.get(self._backend, check_ids(ids, allow_duplicates=True), with_vectors=with_vectors)
 
     def ids(self) -> list[str]:
-        """Every stored id (a snapshot)."""
+        """Every stored document id (a snapshot; a split document's windows are not listed)."""
         self._check_open()
-        return list(self._backend.ids())
+        return _parents.visible_ids(self._backend)
 
     def clear(self) -> None:
         """Remove every document; the backend keeps its configuration and recorded model."""
@@ -657,9 +673,20 @@ class MultiVectorStore:
         self._backend.clear()
 
     def count(self) -> int:
-        """Number of stored documents."""
+        """Number of stored documents (a split document counts once; ``store.backend.count()`` counts records)."""
         self._check_open()
-        return self._backend.count()
+        return len(self.ids()) if self._windows_present() else self._backend.count()
+
+    def _windows_present(self) -> bool:
+        """Whether the backend may hold windows of split documents (looked up once, then kept up to date)."""
+        if self._has_windows is None:
+            self._has_windows = len(self.ids()) != self._backend.count()
+        return self._has_windows
+
+    def _encode_documents(self, texts: list[str], batch_size: int) -> list[MultiVector]:
+        vectors = self._encoder.encode_documents(texts, batch_size=batch_size)
+        self._check_encoded(vectors, len(texts))
+        return vectors
 
     def __len__(self) -> int:
         return self.count()

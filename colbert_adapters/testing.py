@@ -46,6 +46,9 @@ class FakeEncoder:
     Args:
         dim: dimension of the token vectors (>= 1).
         seed: changes every token vector; two encoders with the same ``dim`` and ``seed`` agree.
+        document_length: most tokens (``[CLS]`` included) a document is encoded with, as
+            ``ColBERTEncoder``'s; longer documents are truncated, and a store splits them into windows.
+            ``None`` (default): no limit.
 
     Attributes:
         CLS_TOKEN: the marker token prepended to every text.
@@ -53,13 +56,18 @@ class FakeEncoder:
 
     CLS_TOKEN = "[CLS]"
 
-    def __init__(self, dim: int = 16, *, seed: int = 0) -> None:
+    def __init__(self, dim: int = 16, *, seed: int = 0, document_length: int | None = None) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise InvalidInputError(f"dim must be a positive int, got {dim!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InvalidInputError(f"seed must be an int, got {seed!r}")
+        if document_length is not None and (
+            isinstance(document_length, bool) or not isinstance(document_length, int) or document_length < 2
+        ):
+            raise InvalidInputError(f"document_length must be an int >= 2 or None, got {document_length!r}")
         self._dim = dim
         self._seed = seed
+        self.document_length = document_length
         self._cache: dict[str, npt.NDArray[np.float32]] = {}
 
     @property
@@ -71,11 +79,26 @@ class FakeEncoder:
     def model_id(self) -> str:
         """``"fake-encoder-dim{dim}"`` (plus ``-seed{seed}`` for a non-zero seed)."""
         suffix = f"-seed{self._seed}" if self._seed else ""
+        suffix += f"-d{self.document_length}" if self.document_length is not None else ""
         return f"fake-encoder-dim{self._dim}{suffix}"
 
     def tokenize(self, text: str) -> list[str]:
         """The tokens a text is encoded as: ``[CLS]`` then its lowercase ``\\w+`` words."""
         return [self.CLS_TOKEN, *(w.lower() for w in _WORD.findall(text))]
+
+    def text_token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Each text's word ``(start, end)`` character spans (its tokens but ``[CLS]``), before truncation."""
+        return [[m.span() for m in _WORD.finditer(text)] for text in check_texts(texts)]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text (``[CLS]`` included), before truncation to ``document_length``."""
+        return [len(self.tokenize(text)) for text in check_texts(texts)]
+
+    def count_windows(self, texts: Sequence[str], *, overlap: int | None = None) -> list[int]:
+        """How many windows each text makes when a store splits long documents (1: it fits)."""
+        from ._windows import count_windows
+
+        return count_windows(self, texts, overlap)
 
     def token_vector(self, token: str) -> npt.NDArray[np.float32]:
         """The float32 unit vector ``(dim,)`` of one token (a copy)."""
@@ -109,15 +132,16 @@ class FakeEncoder:
             batch_size: accepted for protocol compatibility; must be a positive int.
 
         Returns:
-            One float32 array ``(1 + n_words, dim)`` per text, in input order.
+            One float32 array ``(1 + n_words, dim)`` per text (at most ``document_length`` rows), in input order.
         """
-        return self._encode(texts, batch_size, "texts")
+        return self._encode(texts, batch_size, "texts", self.document_length)
 
-    def _encode(self, texts: Sequence[str], batch_size: int, what: str) -> list[MultiVector]:
+    def _encode(self, texts: Sequence[str], batch_size: int, what: str, limit: int | None = None) -> list[MultiVector]:
         items = check_texts(texts, what=what)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
-        return [np.stack([self.token_vector(t) for t in self.tokenize(text)]) for text in items]
+        return [np.stack([self.token_vector(t) for t in self.tokenize(text)[:limit]]) for text in items]
 
     def __repr__(self) -> str:
-        return f"FakeEncoder(dim={self._dim}, seed={self._seed})"
+        length = f", document_length={self.document_length}" if self.document_length is not None else ""
+        return f"FakeEncoder(dim={self._dim}, seed={self._seed}{length})"

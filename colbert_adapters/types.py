@@ -29,6 +29,10 @@ class Hit:
     ``highlights`` is ``None`` unless the search was asked for them (``highlight=True``): then the
     ``(start, end, weight)`` character spans of ``text`` the score comes from, in text order, ``weight`` being the
     span's share of ``score`` (see :func:`colbert_adapters.highlight.render`).
+
+    ``span`` is ``None`` unless the document was stored split into windows (a text longer than the encoder's
+    ``document_length``, ``MultiVectorStore(long_documents="split")``): then ``(start, end)``, the characters of
+    ``text`` (the whole document) covered by the window the score comes from.
     """
 
     id: str
@@ -36,6 +40,7 @@ class Hit:
     text: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     highlights: list[tuple[int, int, float]] | None = None
+    span: tuple[int, int] | None = None
 
 
 @runtime_checkable

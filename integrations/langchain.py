@@ -74,6 +74,8 @@ def _to_document(hit: Hit, extra: dict[str, Any] | None = None) -> Document:
     metadata = {**hit.metadata, **(extra or {})}
     if hit.highlights is not None:
         metadata["highlights"] = list(hit.highlights)
+    if hit.span is not None:  # a long document stored in windows: the characters of the window that matched
+        metadata["span"] = list(hit.span)
     return Document(id=hit.id, page_content=hit.text or "", metadata=metadata)
 
 

@@ -398,7 +398,8 @@ def test_missing_prefix_token(tiny_checkpoint: pathlib.Path) -> None:
 
 def test_count_tokens(tiny_encoder: ColBERTEncoder) -> None:
     assert tiny_encoder.count_tokens(["", "hello"]) == [3, 4]
-    assert tiny_encoder.count_tokens([" ".join(["x"] * 500)]) == [300]
+    assert tiny_encoder.count_tokens([" ".join(["x"] * 500)]) == [503]  # before truncation
+    assert tiny_encoder.count_tokens([" ".join(["x"] * 500)], truncate=True) == [300]
 
 
 def test_pooling_survives_duplicate_tokens(tiny_encoder: ColBERTEncoder) -> None:

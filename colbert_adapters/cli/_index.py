@@ -185,7 +185,7 @@ def _index(args: argparse.Namespace) -> int:
     errors: list[Any] = list(read.errors)
     added = skipped = 0
     try:
-        store = MultiVectorStore(encoder, backend)
+        store = MultiVectorStore(encoder, backend, long_documents=args.long_documents)
         docs = read.docs
         chunk = max(args.batch_size, 256)
         with tqdm(total=len(docs), desc="Indexing", unit="doc", disable=args.quiet, file=sys.stderr) as bar:
@@ -351,6 +351,7 @@ def _search(args: argparse.Namespace) -> int:
                     "text": h.text,
                     "metadata": h.metadata,
                     **({"highlights": [list(s) for s in h.highlights or []]} if args.highlight else {}),
+                    **({"span": list(h.span)} if h.span is not None else {}),
                 }
                 for i, h in enumerate(hits)
             ]
@@ -366,6 +367,8 @@ def _search(args: argparse.Namespace) -> int:
             from ..highlight import render
 
             snippet = render(h.text or "", h.highlights, width=args.width)
+        elif h.span is not None:  # a long document: the window that matched, and where it is
+            snippet = f"[{h.span[0]}:{h.span[1]}] " + _snippet((h.text or "")[h.span[0] : h.span[1]], args.width)
         else:
             snippet = _snippet(h.text, args.width)
         sys.stdout.write(f"{i:>3}  {_snippet(h.id, idw):<{idw}}  {h.score:>8.3f}  {snippet}\n")
@@ -388,7 +391,9 @@ def _delete(args: argparse.Namespace) -> int:
         raise UsageError("delete takes --id (repeatable) or --filter/--where, not both and not neither")
     manifest, backend, own = _open_any(args.index, read_only=False)
     try:
-        removed = backend.delete(args.ids) if args.ids else backend.delete_where(flt)
+        from .._parents import delete as delete_documents  # a long document: every window
+
+        removed = delete_documents(backend, args.ids) if args.ids else backend.delete_where(flt)
     finally:
         if own:
             if manifest["backend"] == "memory":
@@ -415,7 +420,10 @@ def _info(args: argparse.Namespace) -> int:
         manifest.update(model_id=backend.model_id, dim=backend.dim)
     report = None
     try:
-        docs = backend.count()
+        from .._parents import visible_ids
+
+        records = backend.count()
+        docs = len(visible_ids(backend)) if records else 0  # a long document's windows count once
         tokens: int | None = None
         if hasattr(backend, "stats"):
             tokens = int(backend.stats().get("n_live_tokens", 0))
@@ -432,6 +440,7 @@ def _info(args: argparse.Namespace) -> int:
     info: dict[str, Any] = {
         "index": os.path.abspath(args.index),
         "documents": docs,
+        **({"records": records} if records != docs else {}),  # a long document stored as windows
         "tokens": tokens,
         "bytes_on_disk": _dir_bytes(args.index),
         "model": manifest.get("model"),
@@ -480,6 +489,13 @@ def add_index_commands(subparsers: Subparsers) -> None:
     p.add_argument("--id-field", default="id", help="JSONL key / CSV column of the id (default: id)")
     p.add_argument("--text-field", default="text", help="JSONL key / CSV column of the text (default: text)")
     p.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default: 32)")
+    p.add_argument(
+        "--long-documents",
+        choices=("split", "truncate"),
+        default="split",
+        help="a text longer than the model's document length: split into overlapping windows, found whole "
+        "(default), or truncate",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(handler=_index)
 

@@ -193,6 +193,9 @@ class ColBERTRetriever(BaseRetriever):
             hits = highlight_hits(self._store, qv, hits, encoded_texts=embedded)
             for node, hit in zip(nodes, hits, strict=True):
                 node.metadata["highlights"] = list(hit.highlights or [])
+        for node, hit in zip(nodes, hits, strict=True):
+            if hit.span is not None:  # a long document stored in windows: the characters of the matching window
+                node.metadata["span"] = list(hit.span)
         return [NodeWithScore(node=n, score=h.score) for n, h in zip(nodes, hits, strict=True)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
