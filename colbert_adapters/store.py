@@ -13,18 +13,25 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
-import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from . import _parents
-from ._filters import FilterExpr, check_filter
+from ._filters import FilterExpr
 from ._identity import same_model
+from ._store_checks import (
+    _accepts_kwarg,
+    _check_batch_size,
+    _check_filter,
+    _check_highlight,
+    _is_url,
+    _load_recorded,
+    _subset_ids,
+)
 from ._validation import as_multivector, check_ids, check_k, check_metadatas, check_texts
 from .backends import Backend, CopyReport, Record, backend_factory, open_backend
 from .errors import CollectionConfigError, DimensionMismatchError, InvalidInputError
@@ -726,74 +733,3 @@ class MultiVectorStore:
                     f"the encoder returned an array of shape {shape} for text {i}; expected "
                     f"(n_tokens, {self._encoder.dim})"
                 )
-
-
-def _load_recorded(model_id: str | None, location: object, device: str | None) -> Encoder:
-    """The encoder an index's recorded model id (``name@fingerprint|dim=..|q=..|d=..|exp=..``) names, loaded from
-    ``name`` (a Hub id or a directory) with the recorded lengths, and checked to be that model."""
-    name, sep, rest = (model_id or "").partition("@")
-    settings = dict(part.split("=", 1) for part in rest.split("|")[1:] if "=" in part)
-    if not (sep and name and {"q", "d"} <= settings.keys()):
-        what = f"the model id {model_id!r}, which names no model to load" if model_id else "no model"
-        raise InvalidInputError(f"{location} records {what}; pass encoder= (the encoder the index was built with)")
-    from .encoder import ColBERTEncoder
-
-    kwargs: dict[str, Any] = {"query_length": int(settings["q"]), "document_length": int(settings["d"])}
-    if "exp" in settings:
-        kwargs["do_query_expansion"] = settings["exp"] == "1"
-    logger.info("loading the model %s records: %s", location, name)
-    try:
-        encoder = ColBERTEncoder.from_pretrained(name, device=device, **kwargs)
-    except Exception as err:
-        raise InvalidInputError(
-            f"{location} was built with {name!r}, which does not load here ({err}); pass encoder="
-        ) from err
-    if not same_model(model_id or "", encoder.model_id):
-        raise CollectionConfigError(
-            f"{location} was built with {model_id!r} but {name!r} now loads {encoder.model_id!r} (other weights or "
-            "settings); pass encoder= with the model the index was built with"
-        )
-    return encoder
-
-
-def _check_filter(filter: object, subset: list[str] | None) -> FilterExpr | None:
-    """Check a dict filter (``None`` for a native Qdrant filter, which the backend checks)."""
-    native = (sys.modules.get("qdrant_client.models"), sys.modules.get("qdrant_edge"))
-    if not any(module is not None and isinstance(filter, module.Filter) for module in native):
-        return check_filter(filter)
-    if subset is not None:
-        raise InvalidInputError("ids= takes a dict filter; a native backend filter cannot be checked per document")
-    return None
-
-
-def _subset_ids(ids: object) -> list[str]:
-    """The ``ids=`` of a search: validated ids, duplicates dropped (first kept)."""
-    return list(dict.fromkeys(check_ids(ids, allow_duplicates=True)))
-
-
-def _check_highlight(encoder: Encoder, highlight: object) -> bool:
-    """``highlight`` checked: a bool, and when true an encoder that gives token offsets."""
-    if not isinstance(highlight, bool):
-        raise InvalidInputError(f"highlight must be True or False, got {highlight!r}")
-    if highlight:
-        from ._highlight import offsets_function
-
-        offsets_function(encoder)
-    return highlight
-
-
-def _check_batch_size(batch_size: object) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
-
-
-def _is_url(location: str | os.PathLike[str]) -> bool:
-    return os.fspath(location).startswith(("http://", "https://"))
-
-
-def _accepts_kwarg(factory: Any, name: str) -> bool:
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
-        return False
-    return name in params
