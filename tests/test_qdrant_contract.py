@@ -14,10 +14,9 @@ pytest.importorskip("qdrant_edge")
 from colbert_adapters.backends.base import Backend
 from colbert_adapters.backends.qdrant import QdrantBackend
 
-BackendContract.supports_lexical = False  # until the Qdrant sparse vectors land
-
 
 class TestQdrantEdgeExact(BackendContract):
+    supports_lexical = False  # until the Qdrant sparse vectors land
     """Edge, full-scan MaxSim: equal to the exact MemoryBackend (ids, order, scores)."""
 
     supports_persistence = True
@@ -31,6 +30,7 @@ class TestQdrantEdgeExact(BackendContract):
 
 
 class TestQdrantEdgeTwoStage(BackendContract):
+    supports_lexical = False  # until the Qdrant sparse vectors land
     """Edge, two-stage (summary prefetch + MaxSim rerank): exact whenever the prefetch covers the corpus."""
 
     supports_persistence = True
@@ -44,6 +44,7 @@ class TestQdrantEdgeTwoStage(BackendContract):
 
 
 class TestQdrantEdgeLazyDim(BackendContract):
+    supports_lexical = False  # until the Qdrant sparse vectors land
     """Edge created at the first upsert (dim unknown at construction), as MultiVectorStore may do."""
 
     dim = 5
@@ -53,6 +54,7 @@ class TestQdrantEdgeLazyDim(BackendContract):
 
 
 class TestQdrantLocalExact(BackendContract):
+    supports_lexical = False  # until the Qdrant sparse vectors land
     """qdrant-client local mode (':memory:'), full-scan MaxSim."""
 
     def make_backend(self, tmp_path: Path, dim: int) -> Backend:
@@ -60,6 +62,7 @@ class TestQdrantLocalExact(BackendContract):
 
 
 class TestQdrantLocalTwoStage(BackendContract):
+    supports_lexical = False  # until the Qdrant sparse vectors land
     """qdrant-client local mode on disk, two-stage search, persistence through the directory."""
 
     supports_persistence = True
