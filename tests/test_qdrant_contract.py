@@ -16,7 +16,7 @@ from colbert_adapters.backends.qdrant import QdrantBackend
 
 
 class TestQdrantEdgeExact(BackendContract):
-    supports_lexical = False  # until the Qdrant sparse vectors land
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
     """Edge, full-scan MaxSim: equal to the exact MemoryBackend (ids, order, scores)."""
 
     supports_persistence = True
@@ -30,7 +30,7 @@ class TestQdrantEdgeExact(BackendContract):
 
 
 class TestQdrantEdgeTwoStage(BackendContract):
-    supports_lexical = False  # until the Qdrant sparse vectors land
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
     """Edge, two-stage (summary prefetch + MaxSim rerank): exact whenever the prefetch covers the corpus."""
 
     supports_persistence = True
@@ -44,7 +44,7 @@ class TestQdrantEdgeTwoStage(BackendContract):
 
 
 class TestQdrantEdgeLazyDim(BackendContract):
-    supports_lexical = False  # until the Qdrant sparse vectors land
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
     """Edge created at the first upsert (dim unknown at construction), as MultiVectorStore may do."""
 
     dim = 5
@@ -54,7 +54,7 @@ class TestQdrantEdgeLazyDim(BackendContract):
 
 
 class TestQdrantLocalExact(BackendContract):
-    supports_lexical = False  # until the Qdrant sparse vectors land
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
     """qdrant-client local mode (':memory:'), full-scan MaxSim."""
 
     def make_backend(self, tmp_path: Path, dim: int) -> Backend:
@@ -62,7 +62,7 @@ class TestQdrantLocalExact(BackendContract):
 
 
 class TestQdrantLocalTwoStage(BackendContract):
-    supports_lexical = False  # until the Qdrant sparse vectors land
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
     """qdrant-client local mode on disk, two-stage search, persistence through the directory."""
 
     supports_persistence = True
