@@ -20,6 +20,7 @@ from .errors import InvalidInputError
 __all__ = [
     "FTS_TOKENIZER",
     "MODES",
+    "STOPWORDS",
     "check_mode",
     "match_expression",
     "query_words",
@@ -37,6 +38,18 @@ FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 # Words as unicode61 sees them: runs of letters and digits (underscore and punctuation separate words).
 _WORD = re.compile(r"[^\W_]+")
 
+#: English function words left out of a query (documents keep them): they match most documents and carry almost
+#: no BM25 weight, yet make the query slow. A query made only of them keeps them.
+_STOPWORDS_TEXT = """
+    a about above after again against all am an and any are as at be because been before being below between both
+    but by can could did do does doing down during each few for from further had has have having he her here
+    hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of
+    off on once only or other our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until up very was we were what
+    when where which while who whom why will with would you your yours yourself yourselves
+"""
+STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+
 
 def check_mode(mode: object) -> str:
     """``mode`` checked: one of :data:`MODES`.
@@ -50,13 +63,16 @@ def check_mode(mode: object) -> str:
 
 
 def query_words(query: str) -> list[str]:
-    """The distinct words of ``query`` (before stemming), in order of first appearance."""
-    return list(dict.fromkeys(w.casefold() for w in _WORD.findall(query)))
+    """The words of ``query`` that are searched (before stemming): case-folded, in order, repeats kept (a word
+    the query repeats weighs more), :data:`STOPWORDS` left out unless the query has nothing else."""
+    words = [w.casefold() for w in _WORD.findall(query)]
+    return [w for w in words if w not in STOPWORDS] or words
 
 
 def match_expression(query: str) -> str | None:
     """An FTS5 ``MATCH`` expression matching documents holding any word of ``query`` (each word quoted, so FTS5
-    syntax in the query is taken literally); ``None`` when the query has no word."""
+    syntax in the query is taken literally; a repeated word is a repeated phrase, which FTS5's ``bm25()`` counts
+    once per occurrence); ``None`` when the query has no word."""
     words = query_words(query)
     if not words:
         return None

@@ -35,11 +35,12 @@ CORPUS = {
 
 def fts5_bm25(query: str, corpus: dict[str, str], k1: float = 1.2, b: float = 0.75) -> dict[str, float]:
     """BM25 as SQLite FTS5 documents it (``idf = log((N - n + 0.5) / (n + 0.5))``, at least 1e-6), computed
-    independently with a whitespace split, for the documents holding a query word."""
+    independently with a whitespace split, for the documents holding a query word (a repeated query word counts
+    once per occurrence)."""
     docs = {i: Counter(t.lower().split()) for i, t in corpus.items()}
     n_docs = len(docs)
     avgdl = sum(sum(c.values()) for c in docs.values()) / n_docs
-    words = list(dict.fromkeys(query.lower().split()))
+    words = query.lower().split()
     out: dict[str, float] = {}
     for i, tf in docs.items():
         dl = sum(tf.values())
@@ -81,7 +82,7 @@ class LexicalContract:
     def test_lexical_implements_protocol(self, backend: Backend) -> None:
         assert isinstance(backend, LexicalBackend)
 
-    @pytest.mark.parametrize("query", ["cat", "fish dog", "tree lamp", "cat bird desk"])
+    @pytest.mark.parametrize("query", ["cat", "fish dog", "tree lamp", "cat bird desk", "lamp lamp lamp cat"])
     def test_lexical_bm25_matches_independent_computation(self, backend: Any, query: str) -> None:
         self._fill_texts(backend)
         want = fts5_bm25(query, CORPUS)
@@ -121,6 +122,11 @@ class LexicalContract:
         self._fill_texts(backend)
         hits = backend.lexical_search(query, k=10)
         assert {"a", "c", "e"} <= {h.id for h in hits}
+
+    def test_lexical_stopwords_are_dropped_from_queries(self, backend: Any) -> None:
+        self._fill_texts(backend, {"x": "the cat", "y": "the the the the dog", "z": "what about the"})
+        assert [h.id for h in backend.lexical_search("the cat", k=5)] == ["x"]
+        assert {h.id for h in backend.lexical_search("the", k=5)} == {"x", "y", "z"}  # nothing else to search
 
     def test_lexical_query_without_words(self, backend: Any) -> None:
         self._fill_texts(backend)

@@ -100,10 +100,14 @@ def add_sparse_vectors(backend: Any, points: Sequence[StoredPoint]) -> None:
 
 
 def query_vector(query: str) -> tuple[list[int], list[float]] | None:
-    """The query's sparse vector: weight 1 per distinct term (Qdrant applies the IDF); ``None`` without terms."""
+    """The query's sparse vector: each term weighted by its count in the query (Qdrant applies the IDF), as the
+    FTS5 backends weigh a repeated word; ``None`` without terms."""
     tf = term_frequencies([" ".join(query_words(query))])[0]
-    ids = sorted({term_id(t) for t in tf})
-    return (ids, [1.0] * len(ids)) if ids else None
+    out: dict[int, float] = {}
+    for term, n in tf.items():
+        out[term_id(term)] = out.get(term_id(term), 0.0) + float(n)
+    ids = sorted(out)
+    return (ids, [out[i] for i in ids]) if ids else None
 
 
 def _query(engine: Engine, vector: tuple[list[int], list[float]], limit: int, flt: Any, name: str) -> list[Any]:
