@@ -22,6 +22,7 @@ Writes ``benchmarks/results/hybrid.json`` and ``hybrid.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import sys
@@ -265,19 +266,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("datasets", nargs="+", help="collection folders (encoded first with _hybrid_encode.py)")
     ap.add_argument("--out", type=Path, default=RESULTS / "hybrid")
+    ap.add_argument("--merge", action="store_true", help="keep the other collections of an existing --out .json")
     args = ap.parse_args(argv)
-    results = []
+    results: list[dict[str, Any]] = []
+    loads: list[str] = []
+    if args.merge and args.out.with_suffix(".json").is_file():
+        old = json.loads(args.out.with_suffix(".json").read_text(encoding="utf-8"))
+        results, loads = old["results"], [old["load_average"]]
     for folder in args.datasets:
         name = Path(folder).name
         if not cache_path(name).is_file():
             print(f"{folder}: not encoded yet (run _hybrid_encode.py); skipped", file=sys.stderr)
             continue
         res = run_collection(folder)
-        results.append(res)
+        results = [r for r in results if r["dataset"] != res["dataset"]] + [res]
         print(
             f"{res['dataset']}: " + ", ".join(f"{k} {v['nDCG@10']:.4f}" for k, v in res["metrics"].items()), flush=True
         )
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    load = "; ".join([*loads, " ".join(f"{x:.1f}" for x in os.getloadavg())])
     write_json(args.out.with_suffix(".json"), {"load_average": load, "results": results}, indent=2)
     args.out.with_suffix(".md").write_text(report(results, load), encoding="utf-8")
     print(f"wrote {args.out.with_suffix('.md')}")
