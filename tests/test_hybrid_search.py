@@ -235,3 +235,11 @@ def test_qdrant_collection_without_sparse_vector_names_the_fix() -> None:
     assert [h.id for h in store.search("cat")] == ["c"]
     with pytest.raises(CollectionConfigError, match="copy_to"):
         store.search("cat", mode="lexical")
+
+
+@pytest.mark.parametrize("target", ["qdrant-edge", "voyager"])
+def test_copy_to_builds_the_lexical_index(oracle: MultiVectorStore, tmp_path: Path, target: str) -> None:
+    oracle.copy_to(target, tmp_path / "copy")
+    with MultiVectorStore.open(tmp_path / "copy", FakeEncoder(dim=DIM)) as copied:
+        got = [h.id for h in copied.search("fish dog", k=10, mode="lexical")]
+    assert got == [h.id for h in oracle.search("fish dog", k=10, mode="lexical")]
