@@ -16,8 +16,9 @@ from colbert_adapters.backends.qdrant import QdrantBackend
 
 
 class TestQdrantEdgeExact(BackendContract):
-    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
     """Edge, full-scan MaxSim: equal to the exact MemoryBackend (ids, order, scores)."""
+
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
 
     supports_persistence = True
 
@@ -30,8 +31,9 @@ class TestQdrantEdgeExact(BackendContract):
 
 
 class TestQdrantEdgeTwoStage(BackendContract):
-    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
     """Edge, two-stage (summary prefetch + MaxSim rerank): exact whenever the prefetch covers the corpus."""
+
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
 
     supports_persistence = True
 
@@ -44,8 +46,9 @@ class TestQdrantEdgeTwoStage(BackendContract):
 
 
 class TestQdrantEdgeLazyDim(BackendContract):
-    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
     """Edge created at the first upsert (dim unknown at construction), as MultiVectorStore may do."""
+
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
 
     dim = 5
 
@@ -54,16 +57,18 @@ class TestQdrantEdgeLazyDim(BackendContract):
 
 
 class TestQdrantLocalExact(BackendContract):
-    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
     """qdrant-client local mode (':memory:'), full-scan MaxSim."""
+
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
 
     def make_backend(self, tmp_path: Path, dim: int) -> Backend:
         return QdrantBackend.local(":memory:", dim=dim, search_mode="exact")
 
 
 class TestQdrantLocalTwoStage(BackendContract):
-    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
     """qdrant-client local mode on disk, two-stage search, persistence through the directory."""
+
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
 
     supports_persistence = True
 
