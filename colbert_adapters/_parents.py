@@ -22,12 +22,13 @@ import numpy as np
 
 from ._filters import FilterExpr, match_filter
 from ._windows import SEPARATOR, WINDOW_KEY, Splitter, is_extra_window, window_id
-from .backends.base import Backend, Record
+from .backends.base import Backend, LexicalBackend, Record
 from .errors import InvalidInputError
 from .types import Filter, Hit, Metadata, MultiVector
 
 __all__ = [
     "MAX_FETCH_FACTOR",
+    "GroupedLexical",
     "check_user_input",
     "delete",
     "delete_where",
@@ -302,6 +303,32 @@ def search(backend: Backend, q: MultiVector, k: int, filter: Filter | None, *, w
         if len(parents) >= k or len(hits) < fetch or fetch >= cap:
             return _group(backend, hits, k)
         fetch = min(cap, max(fetch * 4, -(-fetch * k * 5 // (4 * max(1, len(parents))))))
+
+
+class GroupedLexical:
+    """A backend's lexical search answering one hit per document: windows grouped to their document (fetched until
+    ``k`` distinct documents, as :func:`search`), ``ids=`` naming documents (every window of each is searched)."""
+
+    def __init__(self, lexical: LexicalBackend, backend: Backend, *, windows: bool) -> None:
+        self._lexical = lexical
+        self._backend = backend
+        self._windows = windows
+
+    def lexical_search(
+        self, query: str, k: int = 10, filter: Filter | None = None, *, ids: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """Up to ``k`` documents by their best window's BM25 score."""
+        if ids is not None and self._windows:
+            loaded = _load(self._backend, list(ids))
+            ids = [r.id for i in ids for r in loaded.get(i, ())]
+        cap = k * MAX_FETCH_FACTOR
+        fetch = min(cap, 4 * k) if self._windows else k
+        while True:
+            hits = self._lexical.lexical_search(query, fetch, filter, ids=ids)
+            parents = {str(i["parent"]) if (i := _info(h.metadata)) else h.id for h in hits}
+            if len(parents) >= k or len(hits) < fetch or fetch >= cap:
+                return [hit for hit, _ in _group(self._backend, hits, k)]
+            fetch = min(cap, fetch * 4)
 
 
 def search_subset(backend: Backend, q: MultiVector, k: int, norm: FilterExpr | None, ids: list[str]) -> list[Pair]:

@@ -1,17 +1,14 @@
-"""Argument checks and helpers of :class:`~colbert_adapters.store.MultiVectorStore`: the checks a search's
-arguments go through, and loading the encoder an index records."""
+"""Helpers of :class:`~colbert_adapters.store.MultiVectorStore`'s construction: loading the encoder an index
+records, telling a URL from a path, and a factory's keyword arguments (a search's checks: ``_search_args``)."""
 
 from __future__ import annotations
 
 import inspect
 import logging
 import os
-import sys
 from typing import Any
 
-from ._filters import FilterExpr, check_filter
 from ._identity import same_model
-from ._validation import check_ids
 from .errors import CollectionConfigError, InvalidInputError
 from .types import Encoder
 
@@ -44,37 +41,6 @@ def _load_recorded(model_id: str | None, location: object, device: str | None) -
             "settings); pass encoder= with the model the index was built with"
         )
     return encoder
-
-
-def _check_filter(filter: object, subset: list[str] | None) -> FilterExpr | None:
-    """Check a dict filter (``None`` for a native Qdrant filter, which the backend checks)."""
-    native = (sys.modules.get("qdrant_client.models"), sys.modules.get("qdrant_edge"))
-    if not any(module is not None and isinstance(filter, module.Filter) for module in native):
-        return check_filter(filter)
-    if subset is not None:
-        raise InvalidInputError("ids= takes a dict filter; a native backend filter cannot be checked per document")
-    return None
-
-
-def _subset_ids(ids: object) -> list[str]:
-    """The ``ids=`` of a search: validated ids, duplicates dropped (first kept)."""
-    return list(dict.fromkeys(check_ids(ids, allow_duplicates=True)))
-
-
-def _check_highlight(encoder: Encoder, highlight: object) -> bool:
-    """``highlight`` checked: a bool, and when true an encoder that gives token offsets."""
-    if not isinstance(highlight, bool):
-        raise InvalidInputError(f"highlight must be True or False, got {highlight!r}")
-    if highlight:
-        from ._highlight import offsets_function
-
-        offsets_function(encoder)
-    return highlight
-
-
-def _check_batch_size(batch_size: object) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
 def _is_url(location: str | os.PathLike[str]) -> bool:

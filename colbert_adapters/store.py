@@ -23,15 +23,11 @@ from typing import Any
 from . import _parents
 from ._filters import FilterExpr
 from ._identity import same_model
-from ._store_checks import (
-    _accepts_kwarg,
-    _check_batch_size,
-    _check_filter,
-    _check_highlight,
-    _is_url,
-    _load_recorded,
-    _subset_ids,
-)
+from ._search_args import check_batch_size as _check_batch_size
+from ._search_args import check_highlight as _check_highlight
+from ._search_args import check_search_filter as _check_filter
+from ._search_args import subset_ids as _subset_ids
+from ._store_checks import _accepts_kwarg, _is_url, _load_recorded
 from ._validation import as_multivector, check_ids, check_k, check_metadatas, check_texts
 from .backends import Backend, CopyReport, Record, backend_factory, open_backend
 from .errors import CollectionConfigError, DimensionMismatchError, InvalidInputError
@@ -296,8 +292,15 @@ class MultiVectorStore:
         ids: Sequence[str] | None = None,
         score_threshold: float | None = None,
         highlight: bool = False,
+        mode: str = "late",
+        fusion: str = "rrf",
+        alpha: float = 0.5,
+        rrf_k: int = 60,
+        fetch_k: int | None = None,
+        rerank: bool = False,
     ) -> list[Hit]:
-        """Search with one query string.
+        """Search with one query string: by MaxSim (``mode="late"``), BM25 over the stored texts (``"lexical"``),
+        or both fused (``"hybrid"``).
 
         Args:
             query: a non-empty, non-blank query.
@@ -316,21 +319,33 @@ class MultiVectorStore:
                 its query tokens match best, adjacent tokens merged, ``weight`` the span's share of the score
                 (render them with :func:`colbert_adapters.highlight.render`). Needs stored texts and an encoder
                 with ``document_token_offsets`` (:class:`~colbert_adapters.encoder.ColBERTEncoder`).
+            mode: ``"late"`` (MaxSim); ``"lexical"``: BM25 of the stored texts against the query's words (stemmed,
+                case and accents folded; documents without text never match); ``"hybrid"``: the best ``fetch_k`` of
+                both fused. ``score`` (and ``score_threshold``) is then the BM25 score, the fused score, or MaxSim.
+            fusion: hybrid only: ``"rrf"``, reciprocal-rank fusion, ``score = sum 1 / (rrf_k + rank)`` over the
+                two lists; ``"blend"``, ``alpha * late + (1 - alpha) * lexical`` of min-max normalised scores.
+            alpha: the late list's weight in ``"blend"`` (``[0, 1]``).
+            rrf_k: the constant of ``"rrf"``.
+            fetch_k: hits of each list fused (default ``max(100, 2 * k)``).
+            rerank: hybrid only: score the union of both lists by exact MaxSim (``score`` is MaxSim): lexical
+                matches an approximate late stage missed compete on MaxSim.
 
         Returns:
-            Up to ``k`` :class:`~colbert_adapters.types.Hit` by descending MaxSim score.
+            Up to ``k`` :class:`~colbert_adapters.types.Hit` by descending score (higher is better).
 
         Raises:
-            InvalidInputError: empty query, bad ``k``, filter, ids or score_threshold; ``highlight=True`` with an
-                encoder without token offsets or a hit without stored text.
+            InvalidInputError: empty query, bad ``k``, filter, ids, score_threshold, mode or hybrid option; a
+                lexical mode on a backend without lexical search; ``highlight=True`` with an encoder without token
+                offsets or a hit without stored text.
         """
         if not isinstance(query, str):
             raise InvalidInputError(
                 f"query must be a str, got {type(query).__name__}; use search_batch() for several queries"
             )
         return self.search_batch(
-            [query], k=k, filter=filter, ids=ids, score_threshold=score_threshold, highlight=highlight
-        )[0]
+            [query], k, filter, ids=ids, score_threshold=score_threshold, highlight=highlight, mode=mode,
+            fusion=fusion, alpha=alpha, rrf_k=rrf_k, fetch_k=fetch_k, rerank=rerank,
+        )[0]  # fmt: skip
 
     def encode_query(self, query: str) -> MultiVector:
         """The query's token vectors, float32 ``(n_query_tokens, dim)`` (what :meth:`search` scores with).
@@ -418,6 +433,12 @@ class MultiVectorStore:
         ids: Sequence[str] | None = None,
         score_threshold: float | None = None,
         highlight: bool = False,
+        mode: str = "late",
+        fusion: str = "rrf",
+        alpha: float = 0.5,
+        rrf_k: int = 60,
+        fetch_k: int | None = None,
+        rerank: bool = False,
     ) -> list[list[Hit]]:
         """Search with several query strings, encoded together.
 
@@ -429,14 +450,21 @@ class MultiVectorStore:
             ids: search only these documents, for every query (see :meth:`search`).
             score_threshold: keep only hits scoring at least this raw MaxSim score (see :meth:`search`).
             highlight: fill each hit's ``highlights`` (see :meth:`search`).
+            mode, fusion, alpha, rrf_k, fetch_k, rerank: the search mode and its hybrid options (see :meth:`search`).
 
         Returns:
             One list of up to ``k`` hits per query, in input order.
 
         Raises:
-            InvalidInputError: an empty query, bad ``k``, filter or score_threshold.
+            InvalidInputError: an empty query, bad ``k``, filter, score_threshold, mode or hybrid option.
         """
+        from ._fusion import check_hybrid
+        from ._hybrid import lexical_backend, search_mode
+        from ._lexical import check_mode
         from ._mmr import check_score_threshold
+
+        mode = check_mode(mode)
+        options = check_hybrid(fusion, alpha, rrf_k, fetch_k, rerank)
 
         query_list = check_texts(queries, what="queries")
         for i, q in enumerate(query_list):
@@ -451,9 +479,34 @@ class MultiVectorStore:
         self._check_open()
         if not query_list:
             return []
-        vectors = self._encoder.encode_queries(query_list, batch_size=batch_size)
-        self._check_encoded(vectors, len(query_list))
-        return [self._search_one(v, k, filter, norm, subset, threshold, highlight) for v in vectors]
+        lexical = None if mode == "late" else lexical_backend(self._backend)
+        vectors = self._encode_for(mode, highlight, query_list, batch_size)
+        if lexical is None:
+            return [self._search_one(v, k, filter, norm, subset, threshold, highlight) for v in vectors]
+        late = lambda q, n: self._search_one(q, n, filter, norm, subset, None)  # noqa: E731
+        exact = lambda q, cand, n: [h for h, _ in _parents.search_subset(self._backend, q, n, None, cand)]  # noqa: E731
+        grouped = _parents.GroupedLexical(lexical, self._backend, windows=self._windows_present())
+        return [
+            self._finish(
+                search_mode(grouped, mode, options, t, v, k, filter, subset, late, exact), v, threshold, highlight
+            )
+            for t, v in zip(query_list, vectors, strict=True)
+        ]
+
+    def _finish(self, hits: list[Hit], q: MultiVector | None, threshold: float | None, highlight: bool) -> list[Hit]:
+        """Hits below ``threshold`` dropped; highlights filled when ``highlight`` (``q``: the query's vectors)."""
+        hits = hits if threshold is None else [h for h in hits if h.score >= threshold]
+        if highlight and q is not None:
+            hits = _parents.highlight_hits(self._encoder, self._backend, q, hits)
+        return hits
+
+    def _encode_for(self, mode: str, highlight: bool, queries: list[str], batch_size: int) -> list[Any]:
+        """The queries' vectors when the mode or the highlights need them, else ``None`` per query."""
+        if mode == "lexical" and not highlight:  # BM25 alone needs no query vectors
+            return [None] * len(queries)
+        vectors = self._encoder.encode_queries(queries, batch_size=batch_size)
+        self._check_encoded(vectors, len(queries))
+        return vectors
 
     def max_marginal_relevance_search(
         self,

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from ..types import Encoder, Filter, Hit, MultiVector
 
 __all__ = [
     "RerankResult",
+    "RetrievalMode",
     "check_query",
     "load_encoder",
     "normalized_relevance",
@@ -35,10 +37,40 @@ __all__ = [
     "reject_unknown",
     "rerank_texts",
     "resolve_store",
+    "search_mode",
     "search_with_query_length",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class RetrievalMode(str, Enum):
+    """How a retriever searches, named as langchain-qdrant names it: ``DENSE`` is late interaction (MaxSim),
+    ``SPARSE`` BM25 over the stored texts, ``HYBRID`` both fused (``MultiVectorStore.search(mode=...)``)."""
+
+    DENSE = "dense"
+    SPARSE = "sparse"
+    HYBRID = "hybrid"
+
+
+_MODES = {"dense": "late", "late": "late", "sparse": "lexical", "lexical": "lexical", "hybrid": "hybrid"}
+
+
+def search_mode(retrieval_mode: object) -> str:
+    """The store's ``mode`` for a retrieval mode: a :class:`RetrievalMode` (or langchain-qdrant's, or LlamaIndex's
+    string enums with the same values), or the strings ``"dense"``/``"late"``, ``"sparse"``/``"lexical"``,
+    ``"hybrid"``.
+
+    Raises:
+        InvalidInputError: anything else (the message lists the accepted values).
+    """
+    value = retrieval_mode.value if isinstance(retrieval_mode, Enum) else retrieval_mode
+    if not isinstance(value, str) or value.lower() not in _MODES:
+        raise InvalidInputError(
+            f"retrieval_mode must be RetrievalMode.DENSE, SPARSE or HYBRID (or 'late', 'lexical', 'hybrid'), "
+            f"got {retrieval_mode!r}"
+        )
+    return _MODES[value.lower()]
 
 
 def resolve_store(
@@ -129,6 +161,7 @@ def search_with_query_length(
     score_threshold: float | None = None,
     *,
     highlight: bool = False,
+    mode: str = "late",
 ) -> tuple[list[Hit], int]:
     """Search ``store`` and also return the number of query token vectors (to normalise scores).
 
@@ -142,6 +175,8 @@ def search_with_query_length(
     check_score_threshold(score_threshold)
     if store.count() == 0:
         return [], 0
+    if mode != "late":  # BM25 or fused scores: no query length to normalise by
+        return store.search(query, k, filter, score_threshold=score_threshold, highlight=highlight, mode=mode), 0
     qv = store.encode_query(query)
     hits = store.search_by_vectors(qv, k=k, filter=filter, score_threshold=score_threshold, highlight=highlight)
     return hits, int(qv.shape[0])

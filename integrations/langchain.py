@@ -54,6 +54,7 @@ from ..errors import InvalidInputError  # noqa: E402
 from ..store import MultiVectorStore  # noqa: E402
 from ..types import Encoder, Hit  # noqa: E402
 from ._common import (  # noqa: E402
+    RetrievalMode,
     check_query,
     load_encoder,
     normalized_relevance,
@@ -61,10 +62,11 @@ from ._common import (  # noqa: E402
     reject_unknown,
     rerank_texts,
     resolve_store,
+    search_mode,
     search_with_query_length,
 )
 
-__all__ = ["ColBERTRerank", "ColBERTRetriever", "ColBERTVectorStore"]
+__all__ = ["ColBERTRerank", "ColBERTRetriever", "ColBERTVectorStore", "RetrievalMode"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,8 @@ class ColBERTRetriever(BaseRetriever):
         highlight: put the matched ``(start, end, weight)`` character spans of each document's text in
             ``metadata["highlights"]`` (see ``MultiVectorStore.search(highlight=True)``; render them with
             :func:`colbert_adapters.highlight.render`).
+        retrieval_mode: ``RetrievalMode.DENSE`` (MaxSim, the default), ``SPARSE`` (BM25 over the stored texts) or
+            ``HYBRID`` (both, reciprocal-rank fused), as langchain-qdrant; ``"late"``/``"lexical"``/``"hybrid"`` too.
 
     Raises:
         InvalidInputError: (at call time) blank query, ``k <= 0``, a malformed filter, or ``highlight`` with an
@@ -138,6 +142,9 @@ class ColBERTRetriever(BaseRetriever):
     )
     score_key: str = Field(default="score", description="Metadata key that receives the MaxSim score.")
     highlight: bool = Field(default=False, description="Put the matched character spans in metadata['highlights'].")
+    retrieval_mode: RetrievalMode | str = Field(
+        default=RetrievalMode.DENSE, description="DENSE (MaxSim), SPARSE (BM25) or HYBRID (both fused)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -148,9 +155,10 @@ class ColBERTRetriever(BaseRetriever):
         k = kwargs.pop("k", self.k)
         flt = kwargs.pop("filter", self.filter)
         highlight = kwargs.pop("highlight", self.highlight)
-        reject_unknown("ColBERTRetriever.invoke", kwargs, ("k", "filter", "highlight"))
+        mode = search_mode(kwargs.pop("retrieval_mode", self.retrieval_mode))
+        reject_unknown("ColBERTRetriever.invoke", kwargs, ("k", "filter", "highlight", "retrieval_mode"))
         check_query(query, owner="ColBERTRetriever")
-        hits = self.store.search(query, k=k, filter=flt, highlight=highlight)
+        hits = self.store.search(query, k=k, filter=flt, highlight=highlight, mode=mode)
         return [_to_document(h, {self.score_key: h.score}) for h in hits]
 
     def _get_relevant_documents(
@@ -324,6 +332,9 @@ class ColBERTVectorStore(VectorStore):
         embedding: ignored; accepted so code written for single-vector stores keeps working. ColBERT encodes
             with ``encoder`` (the ``Embeddings`` interface returns one vector per text).
         batch_size: default encoder batch size for writes.
+        retrieval_mode: how ``similarity_search*`` (and its retrievers) search: ``RetrievalMode.DENSE`` (MaxSim),
+            ``SPARSE`` (BM25; scores are BM25) or ``HYBRID`` (fused; scores are reciprocal-rank sums), as
+            langchain-qdrant's ``retrieval_mode``; relevance scores in ``[0, 1]`` exist for ``DENSE`` only.
     """
 
     def __init__(
@@ -334,9 +345,12 @@ class ColBERTVectorStore(VectorStore):
         backend: Backend | None = None,
         embedding: Embeddings | None = None,
         batch_size: int = 32,
+        retrieval_mode: RetrievalMode | str = RetrievalMode.DENSE,
     ) -> None:
         self._store = resolve_store(store, encoder, backend, owner="ColBERTVectorStore", default_backend=True)
         self._batch_size = check_k(batch_size)
+        self._mode = search_mode(retrieval_mode)
+        self.retrieval_mode = retrieval_mode
         del embedding  # documented as unused
 
     @property
@@ -436,9 +450,12 @@ class ColBERTVectorStore(VectorStore):
                 ``metadata["highlights"]`` (see ``MultiVectorStore.search(highlight=True)``).
             **kwargs: none accepted (raises :class:`TypeError`).
         """
-        allowed = ("k", "filter", "score_threshold", "highlight")
+        mode = search_mode(kwargs.pop("retrieval_mode", self._mode))
+        allowed = ("k", "filter", "score_threshold", "highlight", "retrieval_mode")
         reject_unknown("ColBERTVectorStore.similarity_search", kwargs, allowed)
-        hits, _ = search_with_query_length(self._store, query, k, filter, score_threshold, highlight=highlight)
+        hits, _ = search_with_query_length(
+            self._store, query, k, filter, score_threshold, highlight=highlight, mode=mode
+        )
         return [(_to_document(h), h.score) for h in hits]
 
     def similarity_search(
@@ -620,6 +637,11 @@ class ColBERTVectorStore(VectorStore):
         reject_unknown(
             "ColBERTVectorStore.similarity_search_with_relevance_scores", kwargs, ("k", "filter", "score_threshold")
         )
+        if self._mode != "late":
+            raise InvalidInputError(
+                f"relevance scores in [0, 1] are defined for RetrievalMode.DENSE; this store searches {self._mode} "
+                "(BM25 and fused scores have no fixed range): use similarity_search_with_score"
+            )
         hits, n_q = search_with_query_length(self._store, query, k, flt)
         fn = self._select_relevance_score_fn()
         return [(_to_document(h), fn(h.score / n_q)) for h in hits]
@@ -665,7 +687,8 @@ class ColBERTVectorStore(VectorStore):
                 "ColBERTVectorStore.from_texts needs encoder= (a ColBERT encoder) or store=; the single-vector "
                 "`embedding` argument is not used by a multi-vector store"
             )
-        vs = cls(store, encoder=encoder, backend=backend, embedding=embedding)
+        mode = kwargs.pop("retrieval_mode", RetrievalMode.DENSE)
+        vs = cls(store, encoder=encoder, backend=backend, embedding=embedding, retrieval_mode=mode)
         vs.add_texts(texts, metadatas, ids=ids, **kwargs)
         return vs
 

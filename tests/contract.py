@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from lexical_contract import LexicalContract
 
 from colbert_adapters.backends.base import Backend
 from colbert_adapters.backends.memory import MemoryBackend
@@ -64,7 +65,7 @@ def _snapshot(backend: Backend) -> tuple[int, list[tuple[str, str | None, dict[s
     ]
 
 
-class BackendContract:
+class BackendContract(LexicalContract):
     """Shared behavioural tests; subclass it as ``Test<Backend>`` and implement :meth:`make_backend`."""
 
     dim: ClassVar[int] = 8

@@ -9,8 +9,10 @@ in its old or in its new state (a Qdrant server behaves the same; re-running the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -57,6 +59,11 @@ def _check_consistent(kind: str, backend: Any, model: State, path: Path) -> None
         backend.wait_for_maintenance()  # the reopened writer may resume the merges the killed one had pending
         stats = backend.stats()
         assert stats["n_live_tokens"] == sum(v[2].shape[0] for v in model.values())
+        # The lexical (FTS5) index holds exactly the committed texts: every live document, no deleted one.
+        with contextlib.closing(sqlite3.connect(path / "store.sqlite")) as db:
+            db.execute("INSERT INTO docs_fts(docs_fts, rank) VALUES ('integrity-check', 1)")
+        words = " ".join(v[0] for v in model.values())
+        assert {h.id for h in backend.lexical_search(words, k=len(POOL))} == set(model)
         # No orphan segment files, no temporary files left behind by the killed writer.
         assert sorted(p.name for p in path.glob("seg-*")) == sorted(s["file"] for s in stats["segments"])
         assert not [p.name for p in path.iterdir() if p.name.endswith(".tmp")]

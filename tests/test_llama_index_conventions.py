@@ -103,8 +103,8 @@ def test_mmr_retriever(index: ColBERTIndex) -> None:
 
 def test_mmr_options_are_checked(no_embed_model: None) -> None:
     index = ColBERTIndex.from_documents(_documents(), encoder=FakeEncoder(dim=DIM))
-    with pytest.raises(InvalidInputError, match=r"'hybrid' is not supported.*'default' or 'mmr'"):
-        index.as_retriever(vector_store_query_mode="hybrid")
+    with pytest.raises(InvalidInputError, match=r"'semantic_hybrid' is not supported.*'default'.*'mmr'.*'hybrid'"):
+        index.as_retriever(vector_store_query_mode="semantic_hybrid")
     with pytest.raises(InvalidInputError, match="unknown vector_store_kwargs mmr_treshold"):
         index.as_retriever(vector_store_query_mode="mmr", vector_store_kwargs={"mmr_treshold": 0.5})
     with pytest.raises(InvalidInputError, match="apply to vector_store_query_mode='mmr' only"):

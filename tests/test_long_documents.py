@@ -185,6 +185,27 @@ def test_one_hit_per_document_with_the_best_window(
 
 
 @pytest.mark.parametrize("backend_name", BACKEND_NAMES)
+@pytest.mark.parametrize("mode", ["lexical", "hybrid"])
+def test_lexical_and_hybrid_modes_give_one_hit_per_document(
+    backend_name: str, mode: str, tmp_path: pathlib.Path, stores: Callable[..., MultiVectorStore]
+) -> None:
+    store = stores(backend_name, tmp_path)
+    store.add(list(CORPUS.values()), ids=list(CORPUS), metadatas=[META[i] for i in CORPUS])
+    hits = store.search("giraffe", k=5, mode=mode)
+    ids = [h.id for h in hits]
+    assert len(ids) == len(set(ids)) and set(ids) <= set(CORPUS)
+    assert {"long-a", "long-c", "short-1"} <= set(ids)  # every text with the word, windows folded into it
+    for h in hits:
+        assert h.text == CORPUS[h.id] and h.metadata == META[h.id]
+        if h.id.startswith("long") and mode == "lexical":
+            a, b = h.span
+            assert "giraffe" in CORPUS[h.id][a:b]  # the window that matched
+    subset = store.search("giraffe", k=5, mode=mode, ids=["long-c"])
+    assert [h.id for h in subset] == ["long-c"]  # ids= names the document: every window of it is searched
+    assert [h.id for h in store.search("giraffe", k=5, mode="lexical", filter={"kind": "short"})] == ["short-1"]
+
+
+@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
 def test_filters_subsets_thresholds_batches_and_mmr(
     backend_name: str, tmp_path: pathlib.Path, stores: Callable[..., MultiVectorStore]
 ) -> None:

@@ -18,6 +18,8 @@ from colbert_adapters.backends.qdrant import QdrantBackend
 class TestQdrantEdgeExact(BackendContract):
     """Edge, full-scan MaxSim: equal to the exact MemoryBackend (ids, order, scores)."""
 
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
+
     supports_persistence = True
 
     def make_backend(self, tmp_path: Path, dim: int) -> Backend:
@@ -30,6 +32,8 @@ class TestQdrantEdgeExact(BackendContract):
 
 class TestQdrantEdgeTwoStage(BackendContract):
     """Edge, two-stage (summary prefetch + MaxSim rerank): exact whenever the prefetch covers the corpus."""
+
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
 
     supports_persistence = True
 
@@ -44,6 +48,8 @@ class TestQdrantEdgeTwoStage(BackendContract):
 class TestQdrantEdgeLazyDim(BackendContract):
     """Edge created at the first upsert (dim unknown at construction), as MultiVectorStore may do."""
 
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
+
     dim = 5
 
     def make_backend(self, tmp_path: Path, dim: int) -> Backend:
@@ -53,12 +59,16 @@ class TestQdrantEdgeLazyDim(BackendContract):
 class TestQdrantLocalExact(BackendContract):
     """qdrant-client local mode (':memory:'), full-scan MaxSim."""
 
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
+
     def make_backend(self, tmp_path: Path, dim: int) -> Backend:
         return QdrantBackend.local(":memory:", dim=dim, search_mode="exact")
 
 
 class TestQdrantLocalTwoStage(BackendContract):
     """qdrant-client local mode on disk, two-stage search, persistence through the directory."""
+
+    lexical_fts_bm25 = False  # Qdrant's IDF: ln(1 + (N - n + 0.5) / (n + 0.5))
 
     supports_persistence = True
 

@@ -37,7 +37,7 @@ from ..errors import (
     MissingDependencyError,
     UnknownBackendError,
 )
-from .base import Backend, CopyReport, Record
+from .base import Backend, CopyReport, LexicalBackend, Record
 from .memory import MemoryBackend
 
 # VoyagerBackend and QdrantBackend are importable by name (lazily, through __getattr__) but are left out
@@ -47,6 +47,7 @@ __all__ = [
     "OPENERS",
     "Backend",
     "CopyReport",
+    "LexicalBackend",
     "MemoryBackend",
     "Opener",
     "Record",

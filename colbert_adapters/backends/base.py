@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..types import Filter, Hit, Metadata, MultiVector
 
-__all__ = ["Backend", "CopyReport", "Record", "VerifyReport"]
+__all__ = ["Backend", "CopyReport", "LexicalBackend", "Record", "VerifyReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,4 +188,21 @@ class Backend(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Close the backend."""
+        ...
+
+
+@runtime_checkable
+class LexicalBackend(Protocol):
+    """A backend that also ranks its stored texts by BM25 (``MultiVectorStore.search(mode="lexical" | "hybrid")``).
+
+    The memory and Voyager backends implement it with SQLite FTS5, the Qdrant backend with a sparse vector scored
+    with Qdrant's IDF modifier. A document stored without text has no terms and is never returned.
+    """
+
+    def lexical_search(
+        self, query: str, k: int = 10, filter: Filter | None = None, *, ids: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """Top ``k`` documents by BM25 of their texts against the words of ``query`` (any word matches; stemmed,
+        case and accents folded), restricted by a metadata ``filter`` and to ``ids`` when given; scores are BM25,
+        higher is better."""
         ...

@@ -44,6 +44,7 @@ from ..errors import ColBERTError, CollectionConfigError, DimensionMismatchError
 from ..scoring import maxsim_flat
 from ..types import Filter, Hit, Metadata, MultiVector
 from ._files import check_manifest_crc, file_crc32, fsync_dir, with_manifest_crc, write_atomic
+from ._fts import TextIndex
 from .base import Record, VerifyReport
 
 __all__ = ["MemoryBackend"]
@@ -94,6 +95,7 @@ class MemoryBackend:
         self._closed = False
         # Concatenation cache, rebuilt lazily after writes: ids in insertion order, flat tokens, offsets.
         self._cache: tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
+        self._texts = TextIndex()  # BM25 over the texts (lexical_search), written with the documents
 
     # ------------------------------------------------------------------------------------------ protocol
 
@@ -145,6 +147,7 @@ class MemoryBackend:
             if n == 0:
                 return
             # Validated: write.
+            self._texts.put(id_list, text_list)
             for doc_id, arr, text, meta in zip(id_list, arrays, text_list, meta_list, strict=True):
                 self._docs.pop(doc_id, None)  # a replaced document counts as newly inserted
                 self._docs[doc_id] = _Doc(arr, text, copy.deepcopy(meta))
@@ -168,9 +171,11 @@ class MemoryBackend:
         with self._lock:
             self._check_open()
             removed = 0
-            for doc_id in dict.fromkeys(check_ids(ids, allow_duplicates=True)):
+            unique = list(dict.fromkeys(check_ids(ids, allow_duplicates=True)))
+            for doc_id in unique:
                 if self._docs.pop(doc_id, None) is not None:
                     removed += 1
+            self._texts.remove(unique)
             if removed:
                 self._cache = None
             return removed
@@ -189,6 +194,7 @@ class MemoryBackend:
             doomed = [doc_id for doc_id, doc in self._docs.items() if match_filter(doc.metadata, flt)]
             for doc_id in doomed:
                 del self._docs[doc_id]
+            self._texts.remove(doomed)
             if doomed:
                 self._cache = None
             return len(doomed)
@@ -273,6 +279,40 @@ class MemoryBackend:
                 hits.append(Hit(id=doc_id, score=float(scores[j]), text=doc.text, metadata=copy.deepcopy(doc.metadata)))
             return hits
 
+    def lexical_search(
+        self, query: str, k: int = 10, filter: Filter | None = None, *, ids: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """Top ``k`` documents by BM25 of their texts against the words of ``query`` (SQLite FTS5, in memory).
+
+        Args:
+            query: the query text; its words are matched (any of them), stemmed, case and accents folded.
+            k: number of hits (>= 1).
+            filter: a metadata filter, as for :meth:`search`.
+            ids: only these documents.
+
+        Returns:
+            Up to ``k`` hits by descending BM25 score (``-bm25()`` of FTS5, higher is better); documents without
+            text or without a query word are never returned.
+
+        Raises:
+            InvalidInputError: bad ``query``, ``k``, filter or ids.
+        """
+        k = check_k(k)
+        flt = check_filter(filter)
+        subset = None if ids is None else check_ids(ids, allow_duplicates=True)
+        if not isinstance(query, str):
+            raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
+        with self._lock:
+            self._check_open()
+            hits: list[Hit] = []
+            for score, doc_id in self._texts.search(query, ids=subset, limit=None if flt else k):
+                doc = self._docs[doc_id]
+                if flt is None or match_filter(doc.metadata, flt):
+                    hits.append(Hit(doc_id, score, doc.text, copy.deepcopy(doc.metadata)))
+                    if len(hits) == k:
+                        break
+            return hits
+
     def count(self) -> int:
         """Number of stored documents."""
         with self._lock:
@@ -284,6 +324,8 @@ class MemoryBackend:
         Idempotent. Call :meth:`save` first to keep the data.
         """
         with self._lock:
+            if not self._closed:
+                self._texts.close()
             self._closed = True
             self._docs = {}
             self._cache = None
@@ -307,6 +349,7 @@ class MemoryBackend:
         with self._lock:
             self._check_open()
             self._docs.clear()
+            self._texts.clear()
             self._cache = None
 
     def __enter__(self) -> MemoryBackend:

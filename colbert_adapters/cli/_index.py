@@ -313,6 +313,8 @@ def _search(args: argparse.Namespace) -> int:
     if not args.query.strip():
         raise UsageError("the query is empty")
     check_texts([args.query], what="the query")  # before loading anything: e.g. bytes that are not UTF-8
+    if args.mmr and args.mode != "late":
+        raise UsageError("--mmr ranks by MaxSim: use it with --mode late (the default)")
     manifest, encoder = open_index(args, creating=False)
     backend = open_backend(manifest, args.index, encoder.dim, read_only=True)
     try:
@@ -338,6 +340,10 @@ def _search(args: argparse.Namespace) -> int:
                 ids=ids,
                 score_threshold=args.score_threshold,
                 highlight=args.highlight,
+                mode=args.mode,
+                fusion=args.fusion,
+                alpha=args.alpha,
+                rerank=args.rerank,
             )
     finally:
         close_backend(manifest, args.index, backend, save=False)
@@ -512,7 +518,21 @@ def add_index_commands(subparsers: Subparsers) -> None:
     )
     s.add_argument("--where", metavar="JSON", help=WHERE_HELP)
     s.add_argument("--id", dest="ids", action="append", default=[], metavar="ID", help="search only these documents")
-    s.add_argument("--score-threshold", type=float, help="keep hits whose MaxSim score is at least this")
+    s.add_argument("--score-threshold", type=float, help="keep hits whose score (MaxSim, BM25, fused) is at least this")
+    s.add_argument(
+        "--mode",
+        choices=("late", "lexical", "hybrid"),
+        default="late",
+        help="late: MaxSim (default); lexical: BM25 over the texts; hybrid: both fused",
+    )
+    s.add_argument(
+        "--fusion",
+        choices=("rrf", "blend"),
+        default="rrf",
+        help="--mode hybrid: reciprocal-rank fusion (default) or a blend of normalised scores (--alpha)",
+    )
+    s.add_argument("--alpha", type=float, default=0.5, help="--fusion blend: weight of MaxSim, 0..1 (default: 0.5)")
+    s.add_argument("--rerank", action="store_true", help="--mode hybrid: score both lists' documents by MaxSim")
     s.add_argument("--mmr", action="store_true", help="diverse hits: maximal marginal relevance, MaxSim between docs")
     s.add_argument("--fetch-k", type=int, default=20, help="--mmr: candidates to choose from (default: 20)")
     s.add_argument("--lambda-mult", type=float, default=0.5, help="--mmr: 1 = relevance only, 0 = diversity only")

@@ -49,6 +49,7 @@ _RETRIEVER_KEYS = (
     "node_ids",
     "vector_store_query_mode",
     "vector_store_kwargs",
+    "alpha",
     "score_threshold",
     "highlight",
     "callback_manager",
@@ -293,7 +294,8 @@ class ColBERTIndex(BaseManagedIndex):
 
         Args:
             **kwargs: ``similarity_top_k``, ``filters``, ``doc_ids``, ``node_ids``, ``vector_store_query_mode``
-                (``"mmr"``), ``vector_store_kwargs`` (``{"mmr_threshold": 0.5}``), ``score_threshold``,
+                (``"mmr"``, ``"sparse"``, ``"text_search"``, ``"hybrid"``), ``alpha``, ``vector_store_kwargs``
+                (``{"mmr_threshold": 0.5}``), ``score_threshold``,
                 ``highlight``, ``callback_manager``, ``verbose`` (see :class:`ColBERTRetriever`); any other raises a
                 :class:`TypeError`.
         """
@@ -306,6 +308,7 @@ class ColBERTIndex(BaseManagedIndex):
             node_ids=kwargs.get("node_ids"),
             vector_store_query_mode=kwargs.get("vector_store_query_mode", "default"),
             vector_store_kwargs=kwargs.get("vector_store_kwargs"),
+            alpha=kwargs.get("alpha"),
             score_threshold=kwargs.get("score_threshold"),
             highlight=kwargs.get("highlight", False),
             callback_manager=kwargs.get("callback_manager") or self._callback_manager,

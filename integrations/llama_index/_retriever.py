@@ -15,6 +15,7 @@ from llama_index.core.schema import BaseNode, IndexNode, MetadataMode, NodeWithS
 from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQueryMode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
+from ..._fusion import check_hybrid
 from ..._mmr import check_lambda_mult, check_score_threshold
 from ..._validation import check_ids, check_k
 from ...backends.base import Backend
@@ -41,16 +42,24 @@ class _Mmr:
     fetch_k: int
 
 
+#: LlamaIndex query modes answered by ``MultiVectorStore.search(mode=...)``: BM25, and BM25 fused with MaxSim.
+_LEXICAL_MODES = {
+    VectorStoreQueryMode.SPARSE: "lexical",
+    VectorStoreQueryMode.TEXT_SEARCH: "lexical",
+    VectorStoreQueryMode.HYBRID: "hybrid",
+}
+
+
 def _mmr_settings(mode: object, kwargs: Mapping[str, Any] | None, top_k: int) -> _Mmr | None:
     """The MMR settings of ``vector_store_query_mode`` / ``vector_store_kwargs``; ``None`` for plain search."""
     try:
         resolved = VectorStoreQueryMode(mode)
     except ValueError:
         resolved = None
-    if resolved not in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR):
+    if resolved not in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR, *_LEXICAL_MODES):
         raise InvalidInputError(
-            f"vector_store_query_mode {mode!r} is not supported: ColBERT scores every query token with MaxSim; use "
-            "'default' or 'mmr'"
+            f"vector_store_query_mode {mode!r} is not supported: use 'default' (MaxSim), 'mmr', 'sparse' or "
+            "'text_search' (BM25 over the texts), or 'hybrid' (both fused)"
         )
     options = dict(kwargs or {})
     unknown = sorted(set(options) - set(MMR_KEYS))
@@ -59,7 +68,7 @@ def _mmr_settings(mode: object, kwargs: Mapping[str, Any] | None, top_k: int) ->
             f"unknown vector_store_kwargs {', '.join(unknown)}; ColBERTRetriever takes {', '.join(MMR_KEYS)} (with "
             "vector_store_query_mode='mmr')"
         )
-    if resolved == VectorStoreQueryMode.DEFAULT:
+    if resolved != VectorStoreQueryMode.MMR:
         if options:
             raise InvalidInputError(
                 f"vector_store_kwargs {', '.join(sorted(options))} apply to vector_store_query_mode='mmr' only"
@@ -109,6 +118,11 @@ class ColBERTRetriever(BaseRetriever):
         vector_store_query_mode: ``"default"`` (MaxSim search) or ``"mmr"`` (``VectorStoreQueryMode.MMR``):
             maximal marginal relevance, with MaxSim between the stored token vectors as the similarity of two
             nodes (:meth:`MultiVectorStore.max_marginal_relevance_search`).
+            ``"sparse"`` / ``"text_search"``: BM25 over the stored texts (scores are BM25); ``"hybrid"``: MaxSim
+            and BM25 fused (``MultiVectorStore.search(mode="hybrid")``), by reciprocal rank, or with ``alpha`` by
+            a weighted blend of min-max normalised scores (scores in ``[0, 1]``).
+        alpha: ``"hybrid"`` only: the weight of the dense (MaxSim) list, LlamaIndex's convention (``1`` dense
+            alone, ``0`` BM25 alone); ``None`` fuses by reciprocal rank.
         vector_store_kwargs: for ``"mmr"``, LlamaIndex's keys: ``mmr_threshold`` (``0`` most diverse .. ``1``
             relevance only, default 0.5), and the candidates, ``mmr_prefetch_k`` or ``mmr_prefetch_factor``
             (default 4: ``4 * similarity_top_k`` candidates).
@@ -141,6 +155,7 @@ class ColBERTRetriever(BaseRetriever):
         node_ids: Sequence[str] | None = None,
         vector_store_query_mode: VectorStoreQueryMode | str = VectorStoreQueryMode.DEFAULT,
         vector_store_kwargs: Mapping[str, Any] | None = None,
+        alpha: float | None = None,
         score_threshold: float | None = None,
         highlight: bool = False,
         callback_manager: CallbackManager | None = None,
@@ -154,6 +169,12 @@ class ColBERTRetriever(BaseRetriever):
         self._filter = _with_doc_ids(to_filter(filters), doc_ids)
         self._node_ids = None if node_ids is None else check_ids(node_ids, allow_duplicates=True)
         self._mmr = _mmr_settings(vector_store_query_mode, vector_store_kwargs, self._similarity_top_k)
+        self._mode = _LEXICAL_MODES.get(VectorStoreQueryMode(vector_store_query_mode), "late")
+        if alpha is not None and self._mode != "hybrid":
+            raise InvalidInputError("alpha applies to vector_store_query_mode='hybrid' only")
+        self._hybrid = {"fusion": "rrf"} if alpha is None else {"fusion": "blend", "alpha": alpha}
+        if self._mode == "hybrid":
+            check_hybrid(self._hybrid["fusion"], self._hybrid.get("alpha", 0.5), 60, None, False)
         self._score_threshold = check_score_threshold(score_threshold)
         if not isinstance(highlight, bool):
             raise InvalidInputError(f"highlight must be True or False, got {highlight!r}")
@@ -180,15 +201,21 @@ class ColBERTRetriever(BaseRetriever):
             "ids": self._node_ids,
             "score_threshold": self._score_threshold,
         }
-        qv = self._store.encode_query(query)
-        if self._mmr is None:
+        if self._mode != "late":
+            hits = self._store.search(query, self._similarity_top_k, mode=self._mode, **self._hybrid, **options)
+            qv = self._store.encode_query(query) if self._highlight else None
+        elif self._mmr is None:
+            qv = self._store.encode_query(query)
             hits = self._store.search_by_vectors(qv, k=self._similarity_top_k, **options)
         else:
+            qv = self._store.encode_query(query)
             hits = self._store.max_marginal_relevance_search_by_vectors(
                 qv, k=self._similarity_top_k, fetch_k=self._mmr.fetch_k, lambda_mult=self._mmr.lambda_mult, **options
             )
         nodes = [_hit_to_node(h) for h in hits]
-        if self._highlight:  # nodes are encoded with their metadata (MetadataMode.EMBED): align on that text
+        if (
+            self._highlight and qv is not None
+        ):  # nodes are encoded with their metadata (MetadataMode.EMBED): align on that text
             embedded = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
             hits = highlight_hits(self._store, qv, hits, encoded_texts=embedded)
             for node, hit in zip(nodes, hits, strict=True):

@@ -20,6 +20,7 @@ from ..._validation import as_multivector, check_ids, check_k, check_upsert_batc
 from ...errors import ColBERTError, CollectionConfigError, InvalidInputError, QdrantRequestError
 from ...types import Filter, Hit, Metadata, MultiVector
 from ..base import Record, VerifyReport
+from . import _sparse
 from ._client import ClientEngine, open_client_engine
 from ._edge import EdgeEngine
 from ._engines import (
@@ -42,6 +43,7 @@ from ._points import (
     point_id,
     summary_vector,
 )
+from ._sparse import LexicalSearch
 from .config import QdrantCollectionConfig, check_schema
 
 __all__ = ["QdrantBackend"]
@@ -54,7 +56,7 @@ _SEARCH_MODES = ("two_stage", "exact")
 _PAGE = 1024
 
 
-class QdrantBackend:
+class QdrantBackend(LexicalSearch):
     """Multi-vector store on Qdrant: Edge (embedded, on disk), local mode, or a server/cluster.
 
     Pass exactly one of ``path``, ``local``, ``url`` or ``client`` (or use the classmethods :meth:`edge`,
@@ -178,6 +180,7 @@ class QdrantBackend:
         self._config: QdrantCollectionConfig | None = None
         self._quantized = False
         self._model_id: str | None = None
+        self._lexical: dict[str, Any] | None = None  # the BM25 sparse vector's layout (_sparse.py), if any
 
         engine: Engine
         if path is not None:
@@ -645,6 +648,7 @@ class QdrantBackend:
                 where=self._describe(),
                 fix=fix,
             )
+            self._lexical = _sparse.layout(meta)
             stored_model = meta.get("model_id")
             self._model_id = stored_model if isinstance(stored_model, str) else None
             wanted = ensure_payload_indexes(self._engine, self._config, config, where=self._describe())
@@ -661,13 +665,15 @@ class QdrantBackend:
     def _create(self, config: QdrantCollectionConfig) -> None:
         if config.shard_keys and self._engine.kind == "edge":
             raise InvalidInputError("shard_keys need a server collection; Qdrant Edge is a single shard")
+        self._lexical = _sparse.new_layout()
         self._engine.create(config, self._meta_dict(config))
         self._config = config
         self._quantized = config.quantization is not None
         logger.info("created %s (dim %d)", self._describe(), config.dim)
 
     def _meta_dict(self, config: QdrantCollectionConfig) -> dict[str, Any]:
-        return {"version": _META_VERSION, "model_id": self._model_id, "config": config.to_json()}
+        meta = {"version": _META_VERSION, "model_id": self._model_id, "config": config.to_json()}
+        return meta if self._lexical is None else {**meta, "lexical": self._lexical}
 
     def _save_meta(self) -> None:
         assert self._config is not None
@@ -691,6 +697,7 @@ class QdrantBackend:
         return out
 
     def _write(self, points: Sequence[StoredPoint]) -> None:
+        _sparse.add_sparse_vectors(self, points)
         if not isinstance(self._engine, ClientEngine):  # Edge: in-process, no request size limit
             for start in range(0, len(points), self.max_batch_points):
                 self._engine.upsert(points[start : start + self.max_batch_points], self._names)

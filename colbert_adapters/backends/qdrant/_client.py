@@ -32,6 +32,7 @@ from ...errors import (
 )
 from ._engines import Engine, StoredPoint, stored_point
 from ._points import metadata_path
+from ._sparse import SPARSE_NAME, client_sparse_config
 from .config import QdrantCollectionConfig, Schema
 
 __all__ = ["ClientEngine", "open_client_engine"]
@@ -199,6 +200,7 @@ class ClientEngine(Engine):
             lambda: self.client.create_collection(
                 self.collection,
                 vectors_config={spec.multivector_name: mv_params, spec.summary_name: summary_params},
+                sparse_vectors_config=client_sparse_config(m, meta),
                 metadata={"colbert_adapters": meta},
                 timeout=self.timeout,
                 **kwargs,
@@ -274,7 +276,15 @@ class ClientEngine(Engine):
         structs = [
             m.PointStruct(
                 id=p.pid,
-                vector={mv_name: p.multivector.tolist(), sum_name: p.summary.tolist()},  # type: ignore[union-attr]
+                vector={
+                    mv_name: p.multivector.tolist(),  # type: ignore[union-attr]
+                    sum_name: p.summary.tolist(),  # type: ignore[union-attr]
+                    **(
+                        {}
+                        if p.sparse is None
+                        else {SPARSE_NAME: m.SparseVector(indices=p.sparse[0], values=p.sparse[1])}
+                    ),
+                },
                 payload=p.payload,
             )
             for p in points

@@ -25,6 +25,7 @@ from .._files import MANIFEST_CRC_KEY, check_manifest_crc, file_crc32, with_mani
 from ._engines import Engine, StoredPoint, stored_point
 from ._filters import to_edge_filter
 from ._points import metadata_path
+from ._sparse import SPARSE_NAME, edge_sparse_config
 from .config import QdrantCollectionConfig, Schema
 
 logger = logging.getLogger("colbert_adapters.backends.qdrant")
@@ -142,6 +143,7 @@ class EdgeEngine(Engine):
         )
         cfg = qe.EdgeConfig(
             vectors={spec.multivector_name: mv_params, spec.summary_name: summary_params},
+            sparse_vectors=edge_sparse_config(qe, meta),
             wal_enabled=self.wal,
         )
         if self.root.is_dir() and not self.meta_path.exists():
@@ -240,7 +242,15 @@ class EdgeEngine(Engine):
         batch = [
             qe.Point(
                 id=self._pid(p.pid),
-                vector={mv_name: p.multivector.tolist(), sum_name: p.summary.tolist()},  # type: ignore[union-attr]
+                vector={
+                    mv_name: p.multivector.tolist(),  # type: ignore[union-attr]
+                    sum_name: p.summary.tolist(),  # type: ignore[union-attr]
+                    **(
+                        {}
+                        if p.sparse is None
+                        else {SPARSE_NAME: qe.SparseVector(indices=p.sparse[0], values=p.sparse[1])}
+                    ),
+                },
                 payload=p.payload,
             )
             for p in points

@@ -57,6 +57,8 @@ class StoredPoint:
     multivector: npt.NDArray[np.float32] | None = None
     summary: npt.NDArray[np.float32] | None = None
     score: float = 0.0
+    #: The BM25 sparse vector ``(term ids, weights)`` of the text (``_sparse.py``), written when set.
+    sparse: tuple[list[int], list[float]] | None = None
 
 
 def stored_point(record: Any, names: tuple[str, str], score: float = 0.0) -> StoredPoint:

@@ -62,6 +62,7 @@ from ._background import start_workers
 from ._centroids import backfill_centroids
 from ._db import DB, Database
 from ._docstore import BlobCache
+from ._lexical import LexicalSearch
 from ._segments import STORAGE_TYPES
 from ._sqlfilter import check_index_key
 from ._state import IndexState, MaintenanceEvent, SearchTrace, Tuning, load_state, refresh_if_stale, release
@@ -102,7 +103,7 @@ class _Tuned(Generic[_T]):
         setattr(obj._st.tuning, self._name, self._check(value, self._name))
 
 
-class VoyagerBackend:
+class VoyagerBackend(LexicalSearch):
     """Approximate MaxSim search over a persistent, incrementally updated Voyager token index.
 
     Implements the :class:`~colbert_adapters.backends.base.Backend` protocol. Every write that returns is durable

@@ -28,6 +28,7 @@ from ..._identity import same_model
 from ...errors import CollectionConfigError
 from .._files import file_crc32, fsync_dir, is_temp, with_manifest_crc, write_atomic
 from ._db import DB, SCHEMA, SEGMENT_FILE, add_checksum_columns, rollback
+from ._lexical import migrate as lexical_migrate
 from ._state import IndexState, segment_path
 
 __all__ = [
@@ -227,6 +228,7 @@ def migrate(st: IndexState) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         add_checksum_columns(conn)
+        lexical_migrate(conn)  # the FTS5 table of lexical search, built from the texts when missing
         missing = conn.execute("SELECT id, file FROM segments WHERE crc IS NULL").fetchall()
         for sid, file in missing:
             path = segment_path(st.root, sid, file)
