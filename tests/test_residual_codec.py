@@ -78,9 +78,10 @@ def test_extend_appends_centroids_and_keeps_old_codes() -> None:
     np.testing.assert_array_equal(grown.decode(codes, packed), codec.decode(codes, packed))
     new_codes, new_packed = grown.encode(far)
     assert (new_codes >= codec.n_centroids).mean() > 0.9
-    assert grown.reconstruction_error(far, new_codes, new_packed).mean() < codec.reconstruction_error(
-        far, *codec.encode(far)
-    ).mean()
+    assert (
+        grown.reconstruction_error(far, new_codes, new_packed).mean()
+        < codec.reconstruction_error(far, *codec.encode(far)).mean()
+    )
 
 
 def test_n_centroids_and_code_width() -> None:

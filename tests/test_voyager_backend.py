@@ -104,7 +104,6 @@ class TestVoyagerBackend4bit(TestVoyagerBackend):
         "background_maintenance": False,
     }
 
-
     def _assert_like_oracle(self, got: list[Any], want: list[Any]) -> None:
         """Decompressed vectors swap near-ties: a hit the oracle ranks lower must score within ``score_atol`` of
         the oracle's last hit; shared hits are scored within ``score_atol``; recall holds from ``k = 5``."""
