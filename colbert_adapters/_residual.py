@@ -41,6 +41,8 @@ __all__ = [
 
 #: The compressed modes and their bits per residual component.
 COMPRESSIONS = {"2bit": 2, "4bit": 4}
+#: Lloyd-Max refinement steps of the bucket cut-offs and weights.
+LLOYD_STEPS = 8
 #: Rows assigned or decoded per batch (bounds the temporary ``(rows, n_centroids)`` score matrix).
 BATCH = 8192
 
@@ -182,18 +184,17 @@ class ResidualCodec:
         centroids, labels = kmeans(x, k, seed=seed)
         residual = x - centroids[labels]
         levels = 1 << nbits
-        qs = np.arange(1, levels) / levels
-        cutoffs = np.quantile(residual, qs, axis=0).T.astype(F32)  # (dim, levels - 1)
-        buckets = _bucketise(residual, cutoffs)
-        weights = np.empty((x.shape[1], levels), dtype=F32)
-        for j in range(x.shape[1]):
-            sums = np.bincount(buckets[:, j], weights=residual[:, j], minlength=levels)
-            counts = np.bincount(buckets[:, j], minlength=levels)
-            mids = np.concatenate([[cutoffs[j, 0]], (cutoffs[j, :-1] + cutoffs[j, 1:]) / 2, [cutoffs[j, -1]]])
-            weights[j] = np.where(counts > 0, sums / np.maximum(counts, 1), mids)
+        # Start from equal-probability buckets, then Lloyd-Max steps per component: each weight the mean of its
+        # bucket, each cut-off halfway between two weights (the outer buckets of equal-probability cut-offs are
+        # wide; these steps halve the 4-bit reconstruction error of Gaussian residuals).
+        cutoffs = np.quantile(residual, np.arange(1, levels) / levels, axis=0).T.astype(F32)  # (dim, levels - 1)
+        weights = _bucket_means(residual, cutoffs)
+        for _ in range(LLOYD_STEPS):
+            cutoffs = ((weights[:, :-1] + weights[:, 1:]) / 2).astype(F32)
+            weights = _bucket_means(residual, cutoffs)
         codec = cls(centroids, cutoffs, weights, nbits, 0.0, 0.0)
         norms = np.linalg.norm(residual, axis=1)
-        error = codec.reconstruction_error(x, labels, pack_bits(buckets, nbits))
+        error = codec.reconstruction_error(x, labels, pack_bits(_bucketise(residual, cutoffs), nbits))
         return cls(centroids, cutoffs, weights, nbits, float(error.mean()), float(np.quantile(norms, 0.99)))
 
     def extend(self, far: npt.NDArray[np.float32], *, seed: int = 0) -> ResidualCodec:
@@ -278,6 +279,20 @@ class ResidualCodec:
         """Squared error ``|x - decode(codes, packed)|^2`` per row ``(n,)``."""
         d = x - self.decode(codes, packed)
         return np.einsum("ij,ij->i", d, d)
+
+
+def _bucket_means(residual: npt.NDArray[np.float32], cutoffs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``(dim, levels)``: the mean residual of each component's buckets (an empty bucket: its interval's middle,
+    or its inner edge for an outer bucket)."""
+    dim, levels = residual.shape[1], cutoffs.shape[1] + 1
+    buckets = _bucketise(residual, cutoffs)
+    weights = np.empty((dim, levels), dtype=F32)
+    for j in range(dim):
+        sums = np.bincount(buckets[:, j], weights=residual[:, j], minlength=levels)
+        counts = np.bincount(buckets[:, j], minlength=levels)
+        mids = np.concatenate([[cutoffs[j, 0]], (cutoffs[j, :-1] + cutoffs[j, 1:]) / 2, [cutoffs[j, -1]]])
+        weights[j] = np.where(counts > 0, sums / np.maximum(counts, 1), mids)
+    return weights
 
 
 def _bucketise(r: npt.NDArray[np.float32], cutoffs: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:

@@ -289,6 +289,7 @@ class VoyagerBackend:
         storage_data_type, vector_dtype, compression = _options.check_store_options(
             storage_data_type, vector_dtype, compression
         )
+        _options.check_compressed_dim(compression, dim)
         if M is not None:
             M = positive_int(M, "M")
             if M < 2:
@@ -393,6 +394,7 @@ class VoyagerBackend:
                 st, meta, dim, model_id, M, ef_construction, storage_data_type, vector_dtype, compression
             )
             _layout.apply_graph_dim(st, meta, graph_dim)
+            _options.check_compressed_dim(st.compression, st.dim)
             if not read_only:
                 _layout.migrate(st)
                 _layout.remove_orphans(st)

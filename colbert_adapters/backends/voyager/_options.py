@@ -22,6 +22,7 @@ from ._state import IndexState
 
 __all__ = [
     "COMPRESSION_NAMES",
+    "check_compressed_dim",
     "check_store_options",
     "deleted_ratio",
     "dir_bytes",
@@ -70,6 +71,16 @@ def check_store_options(
             f"compression={compression!r} stores residual codes, not {vdt} vectors; leave vector_dtype out"
         )
     return sdt, vdt, comp
+
+
+def check_compressed_dim(compression: str | None, dim: int | None) -> None:
+    """Raise :class:`InvalidInputError` when ``dim`` components cannot be packed at ``compression``'s bits."""
+    if compression in COMPRESSIONS and dim is not None and (dim * COMPRESSIONS[compression]) % 8:
+        per = 8 // COMPRESSIONS[compression]
+        raise InvalidInputError(
+            f"compression={compression!r} packs {per} components per byte, so dim must be a multiple of {per}; "
+            f"got dim={dim}. Use compression='int8' or 'int14' for {dim}-d vectors"
+        )
 
 
 def exact_below(value: object, _name: str = "exact_below_tokens") -> int:

@@ -5,8 +5,8 @@ A search over compressed segments (``_compressed``) runs in three stages, all on
 
 1. **Probe**: each query token's ``n_probe`` best centroids; the inverted lists of those centroids give the
    candidate documents. A candidate's first approximate score sums, over query tokens, the best probed centroid
-   score among its tokens, or for a query token that probed none of its centroids the token's lowest probed score
-   (an upper bound of what it would have found there).
+   score among its tokens (0 for a query token that probed none of its centroids: an upper bound there would
+   favour documents that few query tokens reach).
 2. **Centroid interaction**: the ``n_interact`` best candidates are scored with every token standing for its
    centroid: ``sum_i max_t S[i, code(t)]`` (their centroid ids read from the segments' memory-mapped codes).
 3. **Exact stage**: the ``n_full`` best of those are decompressed and scored with exact MaxSim.
@@ -73,7 +73,6 @@ def probe(
         else np.tile(np.arange(n_c), (n_q, 1))
     )
     vals = np.take_along_axis(scores, probed, axis=1)
-    floor = vals.min(axis=1).astype(np.float64)
     tok = np.repeat(np.arange(n_q), probed.shape[1])
     cents = probed.ravel()
     pvals = vals.ravel()
@@ -105,7 +104,7 @@ def probe(
     uniq, first, inv = np.unique(seqs, return_index=True, return_inverse=True)
     tokens = np.concatenate(parts_tok)
     values = np.concatenate(parts_val).astype(np.float64)
-    mat = np.broadcast_to(floor, (uniq.size, n_q)).copy()
+    mat = np.zeros((uniq.size, n_q))
     # Ascending values: with repeated (document, token) cells NumPy keeps the last write, i.e. the maximum.
     order = np.argsort(values, kind="stable")
     mat[inv[order], tokens[order]] = values[order]

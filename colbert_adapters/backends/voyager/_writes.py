@@ -25,6 +25,7 @@ from ...types import Metadata, MultiVector
 from . import _sqlfilter
 from ._centroids import CentroidTable, doc_centroids
 from ._cstore import seal_threshold
+from ._options import check_compressed_dim
 from ._db import CHECKPOINT_BYTES, checksum, json_text, rollback
 from ._docstore import Row, delete_rows, lookup_rows
 from ._layout import default_graph_dim, write_manifest
@@ -81,6 +82,8 @@ def upsert(
         if n == 0:
             return
         assert dim is not None
+        if st.dim is None:
+            check_compressed_dim(st.compression, dim)
         with _storage_errors(st, "write"):
             write_docs(st, id_list, encoded, text_list, meta_json, dim)
         if sum(len(blob) + len(res or b"") for blob, res, _ in encoded) >= CHECKPOINT_BYTES:
