@@ -217,7 +217,8 @@ class ResidualCodec:
         """``|x - centroid(code)|`` per row ``(n,)``: rows above :attr:`outlier_norm` are far from every
         centroid."""
         d = x - self.centroids[np.asarray(codes, dtype=np.intp)]
-        return np.sqrt(np.einsum("ij,ij->i", d, d))
+        norms: npt.NDArray[np.float32] = np.sqrt(np.einsum("ij,ij->i", d, d)).astype(F32)
+        return norms
 
     def assign(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
         """Nearest centroid id of every row of ``x`` ``(n, dim)``."""
@@ -278,7 +279,8 @@ class ResidualCodec:
     ) -> npt.NDArray[np.float32]:
         """Squared error ``|x - decode(codes, packed)|^2`` per row ``(n,)``."""
         d = x - self.decode(codes, packed)
-        return np.einsum("ij,ij->i", d, d)
+        err: npt.NDArray[np.float32] = np.einsum("ij,ij->i", d, d).astype(F32)
+        return err
 
 
 def _bucket_means(residual: npt.NDArray[np.float32], cutoffs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -60,7 +60,7 @@ def _recall(backend: Any, oracle: MemoryBackend, queries: list[np.ndarray], k: i
 
 @pytest.fixture(scope="module")
 def hard() -> tuple[list[str], list[np.ndarray], list[np.ndarray], MemoryBackend]:
-    ids, docs, queries, axis = _hard_set()
+    ids, docs, queries, _ = _hard_set()
     oracle = MemoryBackend(dim=DIM)
     oracle.upsert(ids, docs)
     return ids, docs, queries, oracle
@@ -186,7 +186,7 @@ def test_convert_a_legacy_index(tmp_path: Path) -> None:
 
 
 def test_cli_compact_converts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ids, docs, queries, _ = _hard_set(seed=4, n_docs=60)
+    ids, docs, _, _ = _hard_set(seed=4, n_docs=60)
     with VoyagerBackend(tmp_path / "index", dim=DIM) as backend:
         backend.upsert(ids, docs)
     assert main(["compact", str(tmp_path / "index"), "--compression", "2bit"]) == 0
@@ -221,9 +221,11 @@ def test_bad_compression_arguments(tmp_path: Path) -> None:
         VoyagerBackend(tmp_path / "a", dim=8, compression="2bit", vector_dtype="int8")
     with pytest.raises(InvalidInputError, match="dim must be a multiple of 4"):
         VoyagerBackend(tmp_path / "b", dim=6, compression="2bit")
-    with VoyagerBackend(tmp_path / "c", compression="4bit") as backend:
-        with pytest.raises(InvalidInputError, match="dim must be a multiple of 2"):
-            backend.upsert(["x"], [np.ones((2, 7), dtype=np.float32)])
+    with (
+        VoyagerBackend(tmp_path / "c", compression="4bit") as backend,
+        pytest.raises(InvalidInputError, match="dim must be a multiple of 2"),
+    ):
+        backend.upsert(["x"], [np.ones((2, 7), dtype=np.float32)])
     with VoyagerBackend(tmp_path / "d", dim=8, compression="2bit") as backend:
         backend.upsert(["x"], [_unit(np.ones((2, 8)))])
         with pytest.raises(InvalidInputError, match="converts a vector store"):

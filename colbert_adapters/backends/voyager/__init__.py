@@ -702,12 +702,13 @@ class VoyagerBackend:
                 compressed modes, or from a compressed index back to a vector store).
         """
         st = self._st
-        target = _options.check_store_options(None, None, compression)
+        _, vdt, comp = _options.check_store_options(None, None, compression)
+        target = vdt or comp
         st.check_writable()
         with st.seal_lock, st.maintenance_lock, st.write_mutex:
             st.check_writable()
-            if _cstore.needs_conversion(st, target[1] or target[2]):
-                _cstore.convert(st, target[1] or target[2])
+            if target is not None and _cstore.needs_conversion(st, target):
+                _cstore.convert(st, target)
             _segments.compact(st)
         logger.info("compacted %s: %d documents in %d segment(s)", st.root, st.n_docs, len(st.segments))
 

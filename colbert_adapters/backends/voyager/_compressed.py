@@ -71,7 +71,8 @@ def is_compressed_file(name: str) -> bool:
 
 
 def _load(path: Path) -> npt.NDArray[Any]:
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    arr: npt.NDArray[Any] = np.load(path, mmap_mode="r", allow_pickle=False)
+    return arr
 
 
 class CompressedSegment:
@@ -103,7 +104,8 @@ class CompressedSegment:
 
     def live(self, label_seq: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         """``(n_docs,)``: which of the segment's documents are live (their first label still maps to them)."""
-        return label_seq[self.doc_labels] == self.doc_seqs
+        live: npt.NDArray[np.bool_] = label_seq[self.doc_labels] == self.doc_seqs
+        return live
 
     def rows(self, local: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Token rows of the documents at positions ``local``: ``(row indices (T,), offsets (len(local) + 1,))``."""

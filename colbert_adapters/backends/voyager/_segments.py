@@ -391,9 +391,9 @@ def prepare_merge(
     t0 = time.perf_counter()
     if st.compression is not None:  # codes are copied: a rebuild costs no more than a fold
         parts = _cstore.build_merge(st, seg_ids)
-        new = None if parts is None else Segment(parts.sid, parts.name, parts.segment, parts.n_tokens,
+        merged = None if parts is None else Segment(parts.sid, parts.name, parts.segment, parts.n_tokens,
                                                  parts.n_tokens, parts.n_docs, None, parts.crc)  # fmt: skip
-        return MergeBuild(seg_ids, None, new, t0)
+        return MergeBuild(seg_ids, None, merged, t0)
     base = st.segments[into] if into is not None else None
     read_json = json.dumps([s for s in seg_ids if s != into])
     arrays: list[npt.NDArray[np.float32]] = []

@@ -25,10 +25,10 @@ from ...types import Metadata, MultiVector
 from . import _sqlfilter
 from ._centroids import CentroidTable, doc_centroids
 from ._cstore import seal_threshold
-from ._options import check_compressed_dim
 from ._db import CHECKPOINT_BYTES, checksum, json_text, rollback
 from ._docstore import Row, delete_rows, lookup_rows
 from ._layout import default_graph_dim, write_manifest
+from ._options import check_compressed_dim
 from ._segments import maintain
 from ._sqlfilter import where_clause
 from ._state import IndexState, load_state
