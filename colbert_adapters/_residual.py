@@ -220,6 +220,14 @@ class ResidualCodec:
         norms: npt.NDArray[np.float32] = np.sqrt(np.einsum("ij,ij->i", d, d)).astype(F32)
         return norms
 
+    def dense_centroids(self) -> npt.NDArray[np.float32]:
+        """The centroids as a private, writeable in-memory copy (cached; a loaded codec memory-maps them)."""
+        cached = self.__dict__.get("_dense")
+        if cached is None:
+            cached = np.array(self.centroids, dtype=F32, order="C")
+            object.__setattr__(self, "_dense", cached)
+        return cached  # type: ignore[no-any-return]
+
     def assign(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
         """Nearest centroid id of every row of ``x`` ``(n, dim)``."""
         c = self.centroids

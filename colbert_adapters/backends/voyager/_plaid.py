@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ..._kernels import product_kernel
 from ..._residual import ResidualCodec
 from ...scoring import maxsim_flat
 from ._compressed import CompressedSegment
@@ -199,7 +200,8 @@ def search_compressed(
 
     ``keep``: ``None``, or a callable ``seqs -> bool mask`` applied to the candidates (a metadata filter).
     """
-    scores = np.ascontiguousarray(q @ codec.centroids.T, dtype=np.float32)
+    centroids = codec.dense_centroids()
+    scores = product_kernel(q)(centroids, np.empty((q.shape[0], centroids.shape[0]), dtype=np.float32))
     cand, approx = probe(scores, segments, live, params.n_probe)
     n_cand = cand.seqs.size
     if keep is not None and cand.seqs.size:

@@ -345,6 +345,8 @@ def commit_seal(st: IndexState, built: SealBuild) -> None:
     except BaseException:
         rollback(conn)
         raise
+    if built.parts is not None:  # the emptied rows' pages: give them back to the file system
+        st.conn.execute("PRAGMA incremental_vacuum").fetchall()
     write_manifest(st)
     st.maintenance.append(MaintenanceEvent("seal", built.name, 0, built.n_tokens, time.perf_counter() - built.started))
     logger.info("sealed %d documents (%d tokens) into %s", len(present), built.n_tokens, built.name)
