@@ -226,7 +226,7 @@ class ResidualCodec:
         if cached is None:
             cached = np.array(self.centroids, dtype=F32, order="C")
             object.__setattr__(self, "_dense", cached)
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     def assign(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
         """Nearest centroid id of every row of ``x`` ``(n, dim)``."""

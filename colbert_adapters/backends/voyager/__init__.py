@@ -4,7 +4,9 @@ Every document token vector goes into a Voyager HNSW graph (cosine space) under 
 themselves (id, text, JSON metadata, token vectors in int8, int14, float16 or float32) live in one SQLite database,
 which is the source of truth. A search asks the graphs for each query token's nearest tokens, turns them into
 candidate documents with a cheap approximate score, and reranks the best candidates with exact MaxSim on their
-stored vectors.
+stored vectors. With ``compression="2bit"`` / ``"4bit"`` the sealed tokens are instead residual codes (a centroid id
+and 2 or 4 bits per component) in memory-mapped files, searched through the centroids (``_plaid``): about a tenth
+of the bytes.
 
 This package's rooms (each a module of functions over one shared :class:`._state.IndexState`, bottom up):
 
@@ -12,9 +14,13 @@ This package's rooms (each a module of functions over one shared :class:`._state
 ``_db``             SQLite connections, transactions and the schema (``store.sqlite``, the commit point)
 ``_docstore``       document rows: lookups, deletions, the cache of stored vector blobs
 ``_centroids``      per-document k-means centroids (k-means, storage, backfill of older indexes)
+``_compressed``     the compressed store's files (segment and codec directories of memory-mapped ``.npy``)
+``_plaid``          the compressed store's search: centroid probes, centroid interaction, decompressed exact stage
 ``_state``          the in-memory state and how it is loaded from (and refreshed after) the files
 ``_layout``         the directory's format: creation, settings check, format versions, manifest, orphans
+``_cstore``         the compressed store on the state: codec training and growth, seals, merges, search, conversion
 ``_segments``       segment life: seal the mutable segment, fold and rebuild segments, build HNSW files
+``_options``        the constructor's argument checks and ``stats()``
 ``_writes``         upserts and deletes: one transaction each, applied to the state when committed
 ``_candidates``     candidate generation: HNSW queries per token and the approximate score
 ``_rerank``         the exact stage: read, estimate (int8) and score candidates exactly
