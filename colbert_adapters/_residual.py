@@ -180,9 +180,15 @@ class ResidualCodec:
                 f"{nbits}-bit compression packs {8 // nbits} components per byte; dim={x.shape[1]} is not a "
                 f"multiple of {8 // nbits}. Use compression='int8' or 'int14' for this dimension"
             )
-        k = default_n_centroids(x.shape[0]) if n_centroids is None else n_centroids
-        centroids, labels = kmeans(x, k, seed=seed)
-        residual = x - centroids[labels]
+        # A tenth of the sample is held out: the drift reference (error, outlier norm) is measured on tokens the
+        # centroids were not fitted to, as later tokens will be.
+        held = np.zeros(x.shape[0], dtype=bool)
+        if x.shape[0] >= 200:
+            held[np.random.default_rng(seed).choice(x.shape[0], x.shape[0] // 10, replace=False)] = True
+        fit, x_held = x[~held], x[held]
+        k = default_n_centroids(fit.shape[0]) if n_centroids is None else n_centroids
+        centroids, labels = kmeans(fit, k, seed=seed)
+        residual = fit - centroids[labels]
         levels = 1 << nbits
         # Start from equal-probability buckets, then Lloyd-Max steps per component: each weight the mean of its
         # bucket, each cut-off halfway between two weights (the outer buckets of equal-probability cut-offs are
@@ -193,9 +199,11 @@ class ResidualCodec:
             cutoffs = ((weights[:, :-1] + weights[:, 1:]) / 2).astype(F32)
             weights = _bucket_means(residual, cutoffs)
         codec = cls(centroids, cutoffs, weights, nbits, 0.0, 0.0)
-        norms = np.linalg.norm(residual, axis=1)
-        error = codec.reconstruction_error(x, labels, pack_bits(_bucketise(residual, cutoffs), nbits))
-        return cls(centroids, cutoffs, weights, nbits, float(error.mean()), float(np.quantile(norms, 0.99)))
+        ref = x_held if x_held.shape[0] else fit
+        codes, packed = codec.encode(ref)
+        error = float(codec.reconstruction_error(ref, codes, packed).mean())
+        norm = float(np.quantile(codec.residual_norms(ref, codes), 0.99))
+        return cls(centroids, cutoffs, weights, nbits, error, norm)
 
     def extend(self, far: npt.NDArray[np.float32], *, seed: int = 0) -> ResidualCodec:
         """A codec with centroids appended for ``far`` ``(n, dim)``, tokens far from every centroid (k-means into

@@ -60,7 +60,8 @@ def test_more_bits_reconstruct_closer(nbits: int, max_error: float) -> None:
     np.testing.assert_allclose(np.linalg.norm(decoded, axis=1), 1.0, atol=1e-5)
     err = codec.reconstruction_error(x, codes, packed)
     assert float(err.mean()) < max_error
-    assert float(err.mean()) == pytest.approx(codec.train_error, rel=1e-4)
+    # The drift reference is measured on held-out training tokens, which the centroids fit less well.
+    assert float(err.mean()) <= codec.train_error <= 2 * float(err.mean())
 
 
 def test_extend_appends_centroids_and_keeps_old_codes() -> None:

@@ -39,6 +39,8 @@ from ._state import IndexState, SearchTrace, load_state
 __all__ = [
     "DRIFT_SHARE",
     "SealParts",
+    "after_seal",
+    "apply_seal",
     "build_merge",
     "build_seal",
     "commit_seal_rows",
@@ -88,6 +90,8 @@ class SealParts:
     codec: ResidualCodec | None = None
     codec_meta: str | None = None
     error_ratio: float | None = None
+    #: The codec directory the new codec replaces (deleted after the commit).
+    replaced: str | None = None
 
 
 def _encode(st: IndexState, flat: npt.NDArray[np.float32]) -> tuple[ResidualCodec, bool, Any, Any, float]:
@@ -140,6 +144,7 @@ def build_seal(st: IndexState, seqs: list[int], snapshot: dict[int, tuple[int, n
     if fresh:
         cdir = write_codec(st.root, _allocate_id(st), codec)
         parts.codec, parts.codec_meta = codec, codec_meta(cdir, codec)
+        parts.replaced = None if st.codec_meta is None else str(json.loads(st.codec_meta)["dir"])
     return parts
 
 
@@ -162,6 +167,15 @@ def apply_seal(st: IndexState, parts: SealParts, present: list[int]) -> None:
     if parts.error_ratio is not None:
         st.seal_errors.append(round(parts.error_ratio, 4))
     st.blobs.discard(present)
+
+
+def after_seal(st: IndexState, parts: SealParts) -> None:
+    """After a committed seal (write mutex held): give the emptied rows' pages and the WAL back to the file system,
+    and delete the codec directory a grown codebook replaced."""
+    st.conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page per call
+    st.db.checkpoint()  # and the WAL, which grew with the rows' vectors
+    if parts.replaced is not None:
+        remove_dir(st.root / parts.replaced)
 
 
 def _segments_of(st: IndexState, seg_ids: list[int] | None = None) -> list[CompressedSegment]:

@@ -345,8 +345,8 @@ def commit_seal(st: IndexState, built: SealBuild) -> None:
     except BaseException:
         rollback(conn)
         raise
-    if built.parts is not None:  # the emptied rows' pages: give them back to the file system
-        st.conn.execute("PRAGMA incremental_vacuum").fetchall()
+    if built.parts is not None:
+        _cstore.after_seal(st, built.parts)
     write_manifest(st)
     st.maintenance.append(MaintenanceEvent("seal", built.name, 0, built.n_tokens, time.perf_counter() - built.started))
     logger.info("sealed %d documents (%d tokens) into %s", len(present), built.n_tokens, built.name)
@@ -506,7 +506,8 @@ def compact(st: IndexState) -> None:
     if len(segs) > 1 or any(s.n_live_tokens < s.n_tokens for s in segs):
         merge(st, [s.id for s in segs])
     conn = st.conn
-    conn.execute("PRAGMA incremental_vacuum").fetchall()  # each step frees one page: run them all
+    # executescript steps the pragma to its end (execute() would free one page).
+    conn.executescript("PRAGMA incremental_vacuum;")
     if st.compression is not None:
         # Sealing empties rows in place, leaving partly filled pages; the database holds texts and metadata only,
         # so rewriting it is cheap.
