@@ -224,7 +224,8 @@ class VoyagerBackend:
     #: Default storage of vectors inside the HNSW graph.
     DEFAULT_STORAGE = "float8"
     #: Default encoding of the stored token vectors used by the exact rerank (see ``vector_dtype``): int14, whose
-    #: top 10 equals float32's where int8's near-ties can swap.
+    #: top 10 equals float32's where int8's near-ties can swap. New indexes keep the token-graph store by default:
+    #: the compressed modes (``compression``) swap near-ties that only the exact vectors separate.
     DEFAULT_VECTOR_DTYPE = "int14"
     #: Default HNSW search beam (at least k_token is used).
     DEFAULT_EF_SEARCH = 96
@@ -250,8 +251,8 @@ class VoyagerBackend:
     FOLD_RATIO = 32
     #: Default centroids probed per query token, candidates scored by centroid interaction, and candidates
     #: decompressed and scored exactly, in a compressed index (see ``compression``).
-    DEFAULT_N_PROBE = 8
-    DEFAULT_N_INTERACT = 256
+    DEFAULT_N_PROBE = 4
+    DEFAULT_N_INTERACT = 128
     DEFAULT_N_FULL = 64
     #: Default tokens a compressed index collects before it trains its codec (the first seal waits for them).
     DEFAULT_TRAIN_TOKENS = 65_536

@@ -138,8 +138,8 @@ class Tuning:
     large_segment_tokens: int
     #: Compressed indexes (``_plaid``): centroids probed per query token, candidates scored by centroid
     #: interaction, candidates decompressed and scored exactly; tokens collected before the codec is trained.
-    n_probe: int = 8
-    n_interact: int = 256
+    n_probe: int = 4
+    n_interact: int = 128
     n_full: int = 64
     train_tokens: int = 65_536
 
