@@ -142,6 +142,21 @@ def test_writes_after_training_are_encoded_searched_and_deleted(tmp_path: Path) 
         assert again.verify().ok
 
 
+def test_clear_removes_compressed_segments_and_keeps_the_codec(tmp_path: Path) -> None:
+    ids, docs, _, _ = _hard_set(seed=6, n_docs=80)
+    with VoyagerBackend(tmp_path / "index", dim=DIM, compression="2bit") as backend:
+        backend.upsert(ids, docs)
+        backend.compact()
+        n_centroids = backend.stats()["compressed"]["n_centroids"]
+        backend.clear()
+        assert backend.count() == 0 and backend.search(docs[0], k=3) == []
+        assert not list((tmp_path / "index").glob("seg-*"))
+        backend.upsert(ids[:40], docs[:40])
+        backend.compact()  # encoded against the codec the index kept
+        assert backend.stats()["compressed"]["n_centroids"] == n_centroids
+        assert backend.search(docs[3], k=1)[0].id == "d3"
+
+
 def test_new_topics_grow_the_codebook(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     ids, docs, _, axis = _hard_set(seed=2, n_docs=150)

@@ -24,6 +24,7 @@ from ...errors import ColBERTError, DimensionMismatchError, InvalidInputError
 from ...types import Metadata, MultiVector
 from . import _sqlfilter
 from ._centroids import CentroidTable, doc_centroids
+from ._compressed import remove_dir
 from ._cstore import seal_threshold
 from ._db import CHECKPOINT_BYTES, checksum, json_text, rollback
 from ._docstore import Row, delete_rows, lookup_rows
@@ -316,7 +317,6 @@ def clear(st: IndexState) -> None:
             rollback(conn)
             raise
         for name in files:
-            with contextlib.suppress(FileNotFoundError):
-                (st.root / name).unlink()
+            remove_dir(st.root / name)  # an HNSW file or a compressed segment's directory
         st.db.checkpoint()
         write_manifest(st)
