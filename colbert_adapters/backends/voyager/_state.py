@@ -57,10 +57,11 @@ class SearchTrace:
 
     Attributes:
         path: ``"empty"`` (nothing to search), ``"scan"`` (a small index: every sealed document ranked by an int8
-            estimate, the best scored exactly) or ``"graph"`` (HNSW candidates, then the exact stage).
+            estimate, the best scored exactly), ``"graph"`` (HNSW candidates, then the exact stage) or
+            ``"compressed"`` (a compressed store: centroid probes, centroid interaction, decompressed exact stage).
         mutable: documents of the mutable segment scored exactly (every one, whatever the path).
         scanned: sealed documents the scan ranked by its estimate (``"scan"`` only).
-        candidates: candidate documents the graphs returned (``"graph"`` only), before the filter.
+        candidates: candidate documents the graphs (or the centroid probes) returned, before the filter.
         centroids: whether the candidates' approximate scores were completed by their documents' centroids.
         approximate: ``{id: approximate score}`` of the candidates that passed the filter (``"graph"`` only).
         batches: candidates read per batch by the exact stage, in order.
