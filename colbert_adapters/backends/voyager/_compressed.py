@@ -34,7 +34,6 @@ import shutil
 import uuid
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ __all__ = [
     "dir_crc",
     "is_compressed_file",
     "load_codec",
+    "remove_dir",
     "write_codec",
     "write_segment",
 ]
@@ -244,15 +244,3 @@ def remove_dir(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-@dataclass
-class Encoded:
-    """Documents encoded for a compressed segment: seqs ascending, their first labels, token counts, codes and
-    packed residuals (rows in document order)."""
-
-    seqs: npt.NDArray[np.int64]
-    first_labels: npt.NDArray[np.int64]
-    lens: npt.NDArray[np.int64]
-    codes: npt.NDArray[Any]
-    residuals: npt.NDArray[np.uint8]
