@@ -180,7 +180,7 @@ class ResidualCodec:
                 f"{nbits}-bit compression packs {8 // nbits} components per byte; dim={x.shape[1]} is not a "
                 f"multiple of {8 // nbits}. Use compression='int8' or 'int14' for this dimension"
             )
-        # A tenth of the sample is held out: the drift reference (error, outlier norm) is measured on tokens the
+        # A tenth of the sample is held out: the drift reference (error, outlier norm) comes from tokens the
         # centroids were not fitted to, as later tokens will be.
         held = np.zeros(x.shape[0], dtype=bool)
         if x.shape[0] >= 200:
@@ -192,7 +192,7 @@ class ResidualCodec:
         levels = 1 << nbits
         # Start from equal-probability buckets, then Lloyd-Max steps per component: each weight the mean of its
         # bucket, each cut-off halfway between two weights (the outer buckets of equal-probability cut-offs are
-        # wide; these steps halve the 4-bit reconstruction error of Gaussian residuals).
+        # wide, which these steps correct; see benchmarks/results/compressed-quick.md).
         cutoffs = np.quantile(residual, np.arange(1, levels) / levels, axis=0).T.astype(F32)  # (dim, levels - 1)
         weights = _bucket_means(residual, cutoffs)
         for _ in range(LLOYD_STEPS):

@@ -55,7 +55,7 @@ logger = logging.getLogger("colbert_adapters.backends.voyager")
 
 #: Share of a seal's tokens beyond the codec's outlier norm (1% of the training tokens are) that grows the codebook.
 DRIFT_SHARE = 0.05
-#: Tokens whose reconstruction error a seal measures (a sample: decoding them all would double the seal's work).
+#: Tokens whose reconstruction error a seal records (a sample: decoding them all would double the seal's work).
 ERROR_SAMPLE = 2048
 #: Largest training sample of a conversion, in multiples of the centroids (k-means cost grows with both).
 TRAIN_PER_CENTROID = 32
