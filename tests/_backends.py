@@ -31,9 +31,31 @@ def _factory(name: str) -> Callable[[Path, int], Backend]:
     return make
 
 
-#: name -> factory(tmp_path, dim) returning a new, empty backend (names from the registry, ``_`` for ``-``).
+def _compressed(compression: str) -> Callable[[Path, int], Backend]:
+    """``factory(tmp_path, dim)``: a Voyager index with the compressed store, whose codec is trained after 64 tokens
+    (so that small test corpora reach compressed segments), sealing inline."""
+
+    def make(tmp_path: Path, dim: int) -> Backend:
+        from colbert_adapters.backends.voyager import VoyagerBackend
+
+        return VoyagerBackend(
+            tmp_path / f"voyager_{compression}",
+            dim=dim,
+            compression=compression,
+            train_tokens=64,
+            mutable_max_tokens=32,
+            background_maintenance=False,
+        )
+
+    return make
+
+
+#: name -> factory(tmp_path, dim) returning a new, empty backend (names from the registry, ``_`` for ``-``; the
+#: Voyager compressed stores as ``voyager_2bit`` / ``voyager_4bit``).
 BACKEND_FACTORIES: dict[str, Callable[[Path, int], Backend]] = {
-    name: _factory(name) for name in ("memory", "voyager", "qdrant_edge", "qdrant_local")
+    **{name: _factory(name) for name in ("memory", "voyager", "qdrant_edge", "qdrant_local")},
+    "voyager_2bit": _compressed("2bit"),
+    "voyager_4bit": _compressed("4bit"),
 }
 
 BACKEND_NAMES: list[str] = list(BACKEND_FACTORIES)

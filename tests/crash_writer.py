@@ -22,6 +22,8 @@ OPTIONS: dict[str, Any] = {"mutable_max_tokens": 24, "max_segments": 3, "compact
 BACKENDS = ("voyager", "qdrant-edge")
 #: The Voyager kind with projected graphs and int8 vectors (the other kind: the defaults, int14).
 PROFILE = "voyager-int8-projected"
+#: The Voyager kind with the compressed store: the codec is trained after a few writes, and seals empty the rows.
+COMPRESSED = "voyager-2bit"
 
 
 def open_backend(kind: str, path: str) -> Any:
@@ -29,6 +31,8 @@ def open_backend(kind: str, path: str) -> Any:
     if kind.startswith("voyager"):
         from colbert_adapters.backends.voyager import VoyagerBackend
 
+        if kind == COMPRESSED:
+            return VoyagerBackend(path, dim=DIM, compression="2bit", train_tokens=48, **OPTIONS)
         if kind == PROFILE:
             # Graphs over half-dimension projections (committed with their segments) and the int8 store (the
             # default is int14, residuals in a column of the same rows): the int8 profile of the benchmark.
@@ -48,7 +52,8 @@ def stored_vectors(kind: str, v: np.ndarray) -> np.ndarray:
     from colbert_adapters._codecs import encode_vectors
     from colbert_adapters.backends.voyager import VoyagerBackend
 
-    return encode_vectors(v, "int8" if kind == PROFILE else VoyagerBackend.DEFAULT_VECTOR_DTYPE)[2]
+    # A compressed index returns its int8 rows until a seal, then the decompressed codes (compared with a tolerance).
+    return encode_vectors(v, "int8" if kind in (PROFILE, COMPRESSED) else VoyagerBackend.DEFAULT_VECTOR_DTYPE)[2]
 
 
 def make_op(seed: int, n: int) -> tuple[Any, ...]:
