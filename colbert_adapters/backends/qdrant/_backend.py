@@ -31,6 +31,7 @@ from ._engines import (
     split_by_bytes,
 )
 from ._filters import resolve_filter
+from ._first_stage import Layout, corpus_centre
 from ._points import (
     DOC_ID_KEY,
     MAX_MULTIVECTOR_FLOATS,
@@ -40,8 +41,8 @@ from ._points import (
     check_vectors,
     payload_bytes,
     point_id,
-    summary_vector,
 )
+from ._verify import verify_points
 from .config import QdrantCollectionConfig, check_schema
 
 __all__ = ["QdrantBackend"]
@@ -176,6 +177,7 @@ class QdrantBackend:
         self._written_since_optimize = 0
         self._last_seq = 0
         self._config: QdrantCollectionConfig | None = None
+        self._layout: Layout | None = None
         self._quantized = False
         self._model_id: str | None = None
 
@@ -309,6 +311,7 @@ class QdrantBackend:
                 return
             if self._config is None:
                 self._create(QdrantCollectionConfig(dim=arrays[0].shape[1]))
+            summaries = self._doc_vectors(arrays)
             seqs = self._next_seqs(n)
             points = [
                 StoredPoint(
@@ -320,9 +323,11 @@ class QdrantBackend:
                         SEQ_KEY: seq,
                     },
                     multivector=arr,
-                    summary=summary_vector(arr),
+                    summary=summ,
                 )
-                for doc_id, arr, text, meta, seq in zip(id_list, arrays, text_list, meta_list, seqs, strict=True)
+                for doc_id, arr, summ, text, meta, seq in zip(
+                    id_list, arrays, summaries, text_list, meta_list, seqs, strict=True
+                )
             ]
             self._write(points)
 
@@ -469,9 +474,12 @@ class QdrantBackend:
                     f"query_vectors has {q.shape[0]} x {q.shape[1]} = {q.size} floats; Qdrant caps a multivector "
                     f"below {MAX_MULTIVECTOR_FLOATS}"
                 )
-            if self._config is None:
+            if self._config is None or self._layout is None:
                 return []
-            summary = summary_vector(q) if mode == "two_stage" else None
+            layout = self._layout
+            if layout.needs_centre:  # a centred layout with no document written yet
+                return []
+            summary = layout.query_vector(q) if mode == "two_stage" else None
             limit = k + 1  # one more than asked, to see whether the k-th score is tied
             while True:
                 raw = self._engine.query(
@@ -484,6 +492,8 @@ class QdrantBackend:
                     quantized=self._quantized,
                     oversampling=self.oversampling,
                     names=self._names,
+                    using=layout.prefetch_using,
+                    summary_quantized=self._config.summary_quantization is not None,
                 )
                 hits = [p for p in raw if post is None or match_filter(p.payload.get(METADATA_KEY) or {}, post)]
                 if len(raw) < limit:
@@ -529,30 +539,7 @@ class QdrantBackend:
         """
         with self._lock:
             self._check_open()
-            problems: list[str] = []
-            notes: list[str] = []
-            checked = {"documents": 0, "tokens": 0}
-            if self._config is not None:
-                dim = self._config.dim
-                for page in self._pages(_PAGE, with_vectors=True):
-                    for p in page:
-                        checked["documents"] += 1
-                        doc = p.payload.get(DOC_ID_KEY)
-                        mv = p.multivector
-                        if not isinstance(doc, str) or point_id(doc) != str(p.pid):
-                            problems.append(f"point {p.pid}: its document id {doc!r} does not map to it")
-                        elif mv is None or mv.ndim != 2 or mv.shape[1] != dim or not np.isfinite(mv).all():
-                            problems.append(f"document {doc!r}: its multivector is missing, malformed or not finite")
-                        else:
-                            checked["tokens"] += int(mv.shape[0])
-                if checked["documents"] != self._engine.count():
-                    problems.append(f"{self._engine.count()} points counted but {checked['documents']} read")
-            if isinstance(self._engine, EdgeEngine):
-                file_problems, file_notes, n_files = self._engine.verify_files()
-                problems += file_problems
-                notes += file_notes
-                checked["files"] = n_files
-            return VerifyReport(self._describe(), checked, problems, notes)
+            return verify_points(self._engine, self._config, self._pages(_PAGE, with_vectors=True), self._describe())
 
     def flush(self) -> None:
         """Make every acknowledged write durable (Edge: flush segments; servers persist on their own)."""
@@ -612,7 +599,8 @@ class QdrantBackend:
     def _names(self) -> tuple[str, str]:
         cfg = self._config
         assert cfg is not None
-        return cfg.multivector_name, cfg.summary_name
+        # The "tokens" layout has no first-stage vector: its prefetch searches the multivector itself.
+        return cfg.multivector_name, cfg.summary_name if cfg.first_stage != "tokens" else cfg.multivector_name
 
     def _describe(self) -> str:
         if isinstance(self._engine, ClientEngine):
@@ -645,6 +633,10 @@ class QdrantBackend:
                 where=self._describe(),
                 fix=fix,
             )
+            centre = meta.get("centre")
+            self._layout = self._config.layout(
+                np.asarray(centre, dtype=np.float32) if isinstance(centre, list) and centre else None
+            )
             stored_model = meta.get("model_id")
             self._model_id = stored_model if isinstance(stored_model, str) else None
             wanted = ensure_payload_indexes(self._engine, self._config, config, where=self._describe())
@@ -661,13 +653,27 @@ class QdrantBackend:
     def _create(self, config: QdrantCollectionConfig) -> None:
         if config.shard_keys and self._engine.kind == "edge":
             raise InvalidInputError("shard_keys need a server collection; Qdrant Edge is a single shard")
+        config = config.resolved()
+        self._layout = config.layout()
         self._engine.create(config, self._meta_dict(config))
         self._config = config
         self._quantized = config.quantization is not None
-        logger.info("created %s (dim %d)", self._describe(), config.dim)
+        logger.info("created %s (dim %d, first stage %s)", self._describe(), config.dim, config.first_stage)
 
     def _meta_dict(self, config: QdrantCollectionConfig) -> dict[str, Any]:
-        return {"version": _META_VERSION, "model_id": self._model_id, "config": config.to_json()}
+        meta: dict[str, Any] = {"version": _META_VERSION, "model_id": self._model_id, "config": config.to_json()}
+        if self._layout is not None and self._layout.centre is not None:
+            meta["centre"] = [float(x) for x in self._layout.centre]
+        return meta
+
+    def _doc_vectors(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        """The first-stage vectors of ``arrays``; a centred layout's first write fixes (and records) the centre."""
+        layout = self._layout
+        assert layout is not None
+        if layout.needs_centre:
+            layout.centre = corpus_centre(arrays)
+            self._save_meta()
+        return layout.doc_vectors(arrays)
 
     def _save_meta(self) -> None:
         assert self._config is not None
@@ -699,7 +705,7 @@ class QdrantBackend:
         grpc = self._engine.grpc
         sizes = [
             estimate_point_bytes(
-                p.multivector.size + p.summary.size,  # type: ignore[union-attr]
+                p.multivector.size + (0 if p.summary is None else p.summary.size),  # type: ignore[union-attr]
                 payload_bytes(p.payload),
                 grpc=grpc,
             )
@@ -769,11 +775,9 @@ class QdrantBackend:
                 raise CollectionConfigError(f"point {p.pid} has no multivector; cannot copy it")
             doc = p.payload.get(DOC_ID_KEY, p.pid)
             p.multivector = check_vectors([p.multivector], dim, [str(doc)])[0]
-            p.summary = (
-                summary_vector(p.multivector)
-                if p.summary is None
-                else as_multivector(p.summary[None, :], dim=dim, where=f"summary of {doc!r}")[0]
-            )
+        # The first-stage vectors follow the target's layout, whatever the source's was.
+        for p, summ in zip(points, self._doc_vectors([p.multivector for p in points]), strict=True):  # type: ignore[misc]
+            p.summary = summ
         self._write(points)
 
 

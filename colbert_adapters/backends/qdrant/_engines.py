@@ -176,7 +176,11 @@ class Engine:
         quantized: bool,
         oversampling: float,
         names: tuple[str, str],
+        using: str | None = None,
+        summary_quantized: bool = False,
     ) -> list[StoredPoint]:
+        """Top ``limit`` points by MaxSim of ``q`` on ``names[0]``; with ``summary``, only among the
+        ``prefetch_limit`` nearest to it on vector ``using`` (default ``names[1]``) through HNSW."""
         raise NotImplementedError
 
     def scroll(
