@@ -99,7 +99,7 @@ def test_default_layout_keeps_recall_where_the_mean_layout_fails(engine: str, ha
 def test_every_layout_is_exact_when_the_prefetch_covers_the_corpus(
     first_stage: str, engine: str, hard: Any, tmp_path: Path
 ) -> None:
-    ids, docs, queries, truth = hard
+    ids, docs, queries, _ = hard
     n = 60  # the tokens layout builds an HNSW over every token: keep it small
     oracle = MemoryBackend(dim=DIM)
     oracle.upsert(ids[:n], docs[:n])
@@ -222,7 +222,7 @@ def test_bad_layout_options_are_refused(kwargs: dict[str, Any], match: str) -> N
     [{"datatype": "turbo8"}, {"quantization": "int8"}, {"summary_quantization": "binary"}, {"on_disk": True}],
 )
 def test_storage_options_search_on_edge(options: dict[str, Any], hard: Any, tmp_path: Path) -> None:
-    ids, docs, queries, _ = hard
+    ids, docs, _, _ = hard
     with _open("edge", tmp_path, **options) as backend:
         backend.upsert(ids[:80], docs[:80])
         backend.optimize()
