@@ -210,11 +210,12 @@ def test_copy_migrates_a_legacy_collection_to_the_default_layout(tmp_path: Path)
         ({"summary_datatype": "turbo8"}, "summary_datatype"),
         ({"summary_quantization": "pq"}, "summary_quantization must be None, 'int8' or 'binary'"),
         ({"datatype": "turbo8", "quantization": "int8"}, "already quantized"),
+        ({"dim": 8192, "n_centroids": 128}, "cap of 1048576 per multivector"),
     ],
 )
 def test_bad_layout_options_are_refused(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
-        QdrantCollectionConfig(dim=DIM, **kwargs)
+        QdrantCollectionConfig(**{"dim": DIM, **kwargs})
 
 
 @pytest.mark.parametrize(

@@ -494,6 +494,7 @@ class QdrantBackend:
                     names=self._names,
                     using=layout.prefetch_using,
                     summary_quantized=self._config.summary_quantization is not None,
+                    prefetch_exact=self._config.summary_m == 0,
                 )
                 hits = [p for p in raw if post is None or match_filter(p.payload.get(METADATA_KEY) or {}, post)]
                 if len(raw) < limit:

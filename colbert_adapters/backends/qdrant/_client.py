@@ -172,7 +172,7 @@ class ClientEngine(Engine):
             multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
             # Reranking only: no graph over every token vector, unless the first stage is their own HNSW.
             hnsw_config=(
-                m.HnswConfigDiff(m=spec.summary_m, ef_construct=spec.summary_ef_construct)
+                m.HnswConfigDiff(m=spec.summary_m or 0, ef_construct=spec.summary_ef_construct)
                 if tokens_hnsw
                 else m.HnswConfigDiff(m=0)
             ),
@@ -197,7 +197,7 @@ class ClientEngine(Engine):
                 multivector_config=(
                     m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM) if first.multivector else None
                 ),
-                hnsw_config=m.HnswConfigDiff(m=spec.summary_m, ef_construct=spec.summary_ef_construct),
+                hnsw_config=m.HnswConfigDiff(m=spec.summary_m or 0, ef_construct=spec.summary_ef_construct),
                 datatype=datatypes[spec.summary_datatype],
                 quantization_config=(
                     m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
@@ -364,6 +364,7 @@ class ClientEngine(Engine):
         names: tuple[str, str],
         using: str | None = None,
         summary_quantized: bool = False,
+        prefetch_exact: bool = False,
     ) -> list[StoredPoint]:
         m = self.models
         quant = None
@@ -377,10 +378,18 @@ class ClientEngine(Engine):
         params = None if self.local else m.SearchParams(exact=exact, quantization=quant)
         prefetch = None
         if summary is not None:
+            # Local mode always scans exactly and warns about search params: send none there.
             pre_params = (
-                m.SearchParams(quantization=m.QuantizationSearchParams(rescore=True, oversampling=oversampling))
-                if summary_quantized and not self.local
-                else None
+                None
+                if self.local
+                else m.SearchParams(
+                    exact=prefetch_exact,
+                    quantization=(
+                        m.QuantizationSearchParams(rescore=True, oversampling=oversampling)
+                        if summary_quantized
+                        else None
+                    ),
+                )
             )
             prefetch = m.Prefetch(
                 query=summary.tolist(), using=using or names[1], limit=prefetch_limit, filter=flt, params=pre_params

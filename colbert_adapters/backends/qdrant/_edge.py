@@ -127,7 +127,7 @@ class EdgeEngine(Engine):
             multivector_config=qe.MultiVectorConfig(comparator=qe.MultiVectorComparator.MaxSim),
             # No graph over the token vectors (they rerank), unless the first stage is their own HNSW.
             hnsw_config=qe.HnswIndexConfig(
-                m=spec.summary_m if tokens_hnsw else 0,
+                m=(spec.summary_m or 0) if tokens_hnsw else 0,
                 ef_construct=spec.summary_ef_construct if tokens_hnsw else 100,
                 full_scan_threshold=10_000,
             ),
@@ -151,7 +151,7 @@ class EdgeEngine(Engine):
                     qe.MultiVectorConfig(comparator=qe.MultiVectorComparator.MaxSim) if first.multivector else None
                 ),
                 hnsw_config=qe.HnswIndexConfig(
-                    m=spec.summary_m, ef_construct=spec.summary_ef_construct, full_scan_threshold=10_000
+                    m=spec.summary_m or 0, ef_construct=spec.summary_ef_construct, full_scan_threshold=10_000
                 ),
                 datatype=datatypes.get(spec.summary_datatype),
                 quantization_config=(
@@ -305,6 +305,7 @@ class EdgeEngine(Engine):
         names: tuple[str, str],
         using: str | None = None,
         summary_quantized: bool = False,
+        prefetch_exact: bool = False,
     ) -> list[StoredPoint]:
         qe = self.qe
         shard = self._open()
@@ -320,10 +321,11 @@ class EdgeEngine(Engine):
         params = qe.SearchParams(exact=exact, quantization=quant)
         prefetches = []
         if summary is not None:
-            pre_params = (
-                qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=oversampling))
-                if summary_quantized
-                else None
+            pre_params = qe.SearchParams(
+                exact=prefetch_exact,
+                quantization=(
+                    qe.QuantizationSearchParams(rescore=True, oversampling=oversampling) if summary_quantized else None
+                ),
             )
             prefetches = [
                 qe.Prefetch(

@@ -178,9 +178,11 @@ class Engine:
         names: tuple[str, str],
         using: str | None = None,
         summary_quantized: bool = False,
+        prefetch_exact: bool = False,
     ) -> list[StoredPoint]:
         """Top ``limit`` points by MaxSim of ``q`` on ``names[0]``; with ``summary``, only among the
-        ``prefetch_limit`` nearest to it on vector ``using`` (default ``names[1]``) through HNSW."""
+        ``prefetch_limit`` nearest to it on vector ``using`` (default ``names[1]``), through HNSW or, with
+        ``prefetch_exact``, by scoring every point's vector ``using``."""
         raise NotImplementedError
 
     def scroll(

@@ -89,6 +89,7 @@ def legacy_layout(stored: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(stored)
     out.setdefault("first_stage", "mean")
     out.setdefault("summary_datatype", "float32")
+    out.setdefault("summary_m", 16)
     return out
 
 

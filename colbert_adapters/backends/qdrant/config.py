@@ -18,7 +18,7 @@ import numpy as np
 
 from ...errors import CollectionConfigError, InvalidInputError
 from ._first_stage import DEFAULT_FIRST_STAGE, FIRST_STAGES, Layout, legacy_layout
-from ._points import metadata_path
+from ._points import MAX_MULTIVECTOR_FLOATS, metadata_path
 
 __all__ = ["DATATYPES", "FIRST_STAGES", "PAYLOAD_TYPES", "QdrantCollectionConfig", "Schema", "check_schema"]
 
@@ -60,7 +60,10 @@ class QdrantCollectionConfig:
         quantization_quantile: quantile for int8 scalar quantization.
         on_disk: keep the original multivectors on disk (mmap, page cache) instead of in RAM; the first-stage
             vectors and their HNSW stay in RAM.
-        summary_m: HNSW ``m`` of the first-stage vector (of the multivector in the ``"tokens"`` layout).
+        summary_m: HNSW ``m`` of the first-stage vector (of the multivector in the ``"tokens"`` layout); ``0``: no
+            graph, the prefetch scores every first-stage vector exactly. ``None``: ``0`` for ``"centroids"`` (an HNSW
+            graph over MaxSim between centroid sets navigates poorly: the exact scan of a few centroids per document
+            is a fraction of a full scan and keeps recall), ``16`` for the other layouts.
         summary_ef_construct: HNSW ``ef_construct`` of the first-stage vector.
         payload_indexes: ``{metadata_field: type}`` payload indexes to create, type one of ``keyword``,
             ``integer``, ``float``, ``bool``, ``text``, ``datetime``, ``uuid``, ``geo``. Fields are
@@ -79,7 +82,7 @@ class QdrantCollectionConfig:
     quantization: str | None = None
     quantization_quantile: float = 0.99
     on_disk: bool = False
-    summary_m: int = 16
+    summary_m: int | None = None
     summary_ef_construct: int = 100
     payload_indexes: Mapping[str, str] = field(default_factory=dict)
     shard_number: int | None = None
@@ -112,6 +115,11 @@ class QdrantCollectionConfig:
         n_c = self.n_centroids
         if isinstance(n_c, bool) or not isinstance(n_c, (int, np.integer)) or not 1 <= n_c <= 256:
             raise InvalidInputError(f"n_centroids must be an int in [1, 256], got {n_c!r}")
+        if n_c * self.dim >= MAX_MULTIVECTOR_FLOATS:
+            raise InvalidInputError(
+                f"n_centroids={n_c} x dim={self.dim} floats per document reach Qdrant's cap of "
+                f"{MAX_MULTIVECTOR_FLOATS} per multivector; pass fewer n_centroids"
+            )
         if self.datatype == "turbo8" and self.quantization is not None:
             raise InvalidInputError("datatype='turbo8' is already quantized: pass quantization=None")
         if self.quantization not in (None, "int8"):
@@ -123,6 +131,9 @@ class QdrantCollectionConfig:
                     f"{', '.join(PAYLOAD_TYPES)}"
                 )
             metadata_path(key)  # a key that is not a plain field name: InvalidInputError
+        sm = self.summary_m
+        if sm is not None and (isinstance(sm, bool) or not isinstance(sm, int) or sm < 0):
+            raise InvalidInputError(f"summary_m must be an int >= 0 or None, got {sm!r}")
         for name in ("shard_number", "replication_factor", "write_consistency_factor"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -140,7 +151,9 @@ class QdrantCollectionConfig:
 
     def resolved(self) -> QdrantCollectionConfig:
         """This layout with the default first stage filled in (what a new collection records)."""
-        return self if self.first_stage is not None else replace(self, first_stage=DEFAULT_FIRST_STAGE)
+        first = self.first_stage if self.first_stage is not None else DEFAULT_FIRST_STAGE
+        m = self.summary_m if self.summary_m is not None else (0 if first == "centroids" else 16)
+        return replace(self, first_stage=first, summary_m=m)
 
     def layout(self, centre: Any = None) -> Layout:
         """The :class:`~._first_stage.Layout` of this config (``centre``: the corpus centre, centred layouts)."""
@@ -246,7 +259,7 @@ def check_schema(
     cfg.layout().check_schema(schema.vectors, where, fix)
     # Payload indexes are additive: the backend creates requested ones that are missing, so they never differ.
     if requested is not None:
-        asked = replace(requested, payload_indexes={}, first_stage=cfg.first_stage)
+        asked = replace(requested, payload_indexes={}, first_stage=cfg.first_stage).resolved()
         if asked != replace(cfg, payload_indexes={}):
             logger.warning(
                 "%s exists with storage options %s; using them, not the requested %s (recreate=True to change)",
