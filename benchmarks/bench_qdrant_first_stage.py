@@ -56,7 +56,8 @@ SYSTEMS: list[tuple[str, dict[str, Any], bool]] = [
     ("mean, float32 (before)", {"first_stage": "mean", "datatype": "float32", "summary_datatype": "float32"}, True),
     ("centroids(8), float16 (default)", {}, True),
     ("centroids(4), float16", {"n_centroids": 4}, False),
-    ("centroids(8), turbo8 (compact)", {"datatype": "turbo8"}, False),
+    ("centroids(8), turbo8", {"datatype": "turbo8"}, False),
+    ("centroids(4), turbo8, wal=False (compact)", {"datatype": "turbo8", "n_centroids": 4, "wal": False}, False),
     ("centroids(8), float16 + int8 SQ", {"quantization": "int8"}, False),
     ("centroids(8), float16, binary first stage", {"summary_quantization": "binary"}, False),
     ("centred-mean, float16", {"first_stage": "centred-mean"}, False),
@@ -120,8 +121,9 @@ def run_edge(
     shutil.rmtree(path, ignore_errors=True)
     row: dict[str, Any] = {"system": label, "config": kw, "docs": len(docs), "tokens": int(ds["offsets"][-1])}
     row["load_before"] = loadavg_text()
-    cfg = QdrantCollectionConfig(dim=ds["dim"], **kw)
-    backend = QdrantBackend.edge(path, config=cfg, optimize_every=None)
+    opts = {k: v for k, v in kw.items() if k == "wal"}  # backend options; the rest is the collection layout
+    cfg = QdrantCollectionConfig(dim=ds["dim"], **{k: v for k, v in kw.items() if k not in opts})
+    backend = QdrantBackend.edge(path, config=cfg, optimize_every=None, **opts)
     row["ingest_s"] = ingest(backend, docs)
     with Stopwatch() as sw:
         backend.optimize()
@@ -133,7 +135,7 @@ def run_edge(
     row["bytes_per_token_without_wal"] = (allocated_bytes(path) - (allocated_bytes(wal) if wal.exists() else 0)) / row[
         "tokens"
     ]
-    backend = QdrantBackend.edge(path, optimize_every=None)
+    backend = QdrantBackend.edge(path, optimize_every=None, **opts)
     queries = ds["queries"]
     backend.search(queries[0], k=10)  # warm the page cache and the engine
     row["two_stage"] = timed_queries(backend, queries, truth)
@@ -275,7 +277,7 @@ def report(results: list[dict[str, Any]], args: Any, load: tuple[str, str]) -> s
         rows = {r["system"]: r for r in res["rows"]}
         d = rows.get("centroids(8), float16 (default)")
         b = rows.get("mean, float32 (before)")
-        c = rows.get("centroids(8), turbo8 (compact)")
+        c = rows.get("centroids(4), turbo8, wal=False (compact)")
         if d is None or b is None:
             continue
         rec, p50, full = d["two_stage"]["recall_at_10"], d["two_stage"]["p50_ms"], d["full_scan"]["p50_ms"]

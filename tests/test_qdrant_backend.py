@@ -467,7 +467,7 @@ def test_clear_keeps_collection_layout_and_model(tmp_path: Path, rng: np.random.
         assert [h.id for h in b.search(docs[5], k=2, filter={"color": "red"})] == ["again"]
     with open_backend() as reopened:  # the layout and the model are still recorded
         assert (reopened.count(), reopened.ids()) == (1, ["again"])
-        assert (reopened.config, reopened.model_id) == (cfg, "enc-a")
+        assert (reopened.config, reopened.model_id) == (cfg.resolved(), "enc-a")
         with pytest.raises(CollectionConfigError, match="enc-a"):
             reopened.model_id = "enc-b"
     closed = open_backend()

@@ -27,11 +27,10 @@ from ._engines import (
     Engine,
     StoredPoint,
     ensure_payload_indexes,
-    estimate_point_bytes,
-    split_by_bytes,
+    upsert_in_requests,
 )
 from ._filters import resolve_filter
-from ._first_stage import Layout, corpus_centre
+from ._first_stage import DEFAULT_PREFETCH, Layout, corpus_centre
 from ._points import (
     DOC_ID_KEY,
     MAX_MULTIVECTOR_FLOATS,
@@ -39,7 +38,6 @@ from ._points import (
     SEQ_KEY,
     TEXT_KEY,
     check_vectors,
-    payload_bytes,
     point_id,
 )
 from ._verify import verify_points
@@ -86,7 +84,9 @@ class QdrantBackend:
         model_id: encoder identifier to record; an existing collection recording another one is refused.
             :class:`~colbert_adapters.store.MultiVectorStore` sets it from its encoder.
         search_mode: ``"two_stage"`` (summary prefetch + MaxSim rerank) or ``"exact"`` (full MaxSim scan).
-        prefetch_limit: first-stage candidates of a two-stage search (more: better recall, slower).
+        prefetch_limit: first-stage candidates of a two-stage search (more: better recall, slower); ``None``: the
+            layout's default (400 for ``"centroids"``, whose exact centroid scan costs the same for any limit;
+            200 for the others).
         oversampling: oversampling of quantized rescoring (int8 collections).
         max_request_bytes: upper bound of one upsert request (estimated JSON or protobuf size); batches are
             split to stay under it. The default is half the REST limit of 32 MiB.
@@ -131,7 +131,7 @@ class QdrantBackend:
         recreate: bool = False,
         model_id: str | None = None,
         search_mode: str = "two_stage",
-        prefetch_limit: int = 200,
+        prefetch_limit: int | None = None,
         oversampling: float = 2.0,
         max_request_bytes: int = REST_LIMIT_BYTES // 2,
         max_batch_points: int = 256,
@@ -161,7 +161,7 @@ class QdrantBackend:
         if model_id is not None and not isinstance(model_id, str):
             raise InvalidInputError(f"model_id must be a str or None, got {type(model_id).__name__}")
         self.search_mode = _check_mode(search_mode)
-        self.prefetch_limit = positive_int(prefetch_limit, "prefetch_limit")
+        self._prefetch_limit = None if prefetch_limit is None else positive_int(prefetch_limit, "prefetch_limit")
         if not isinstance(oversampling, (int, float)) or oversampling < 1:
             raise InvalidInputError(f"oversampling must be a number >= 1, got {oversampling!r}")
         self.oversampling = float(oversampling)
@@ -244,6 +244,17 @@ class QdrantBackend:
     def config(self) -> QdrantCollectionConfig | None:
         """The collection layout, or ``None`` before the collection exists."""
         return self._config
+
+    @property
+    def prefetch_limit(self) -> int:
+        """First-stage candidates of a two-stage search: as set, else the layout's default."""
+        if self._prefetch_limit is not None:
+            return self._prefetch_limit
+        return DEFAULT_PREFETCH.get("" if self._config is None else str(self._config.first_stage), 200)
+
+    @prefetch_limit.setter
+    def prefetch_limit(self, value: int) -> None:
+        self._prefetch_limit = positive_int(value, "prefetch_limit")
 
     @property
     def engine(self) -> str:
@@ -703,26 +714,10 @@ class QdrantBackend:
                 self._engine.upsert(points[start : start + self.max_batch_points], self._names)
             self._after_write(len(points))
             return
-        grpc = self._engine.grpc
-        sizes = [
-            estimate_point_bytes(
-                p.multivector.size + (0 if p.summary is None else p.summary.size),  # type: ignore[union-attr]
-                payload_bytes(p.payload),
-                grpc=grpc,
-            )
-            for p in points
-        ]
-        batches = split_by_bytes(sizes, self.max_request_bytes, self.max_batch_points)
-        for start, stop in batches:
-            if stop - start == 1 and sizes[start] > self.max_request_bytes:
-                logger.warning(
-                    "document %r alone is ~%d bytes, above max_request_bytes=%d; sending it alone",
-                    points[start].payload.get(DOC_ID_KEY),
-                    sizes[start],
-                    self.max_request_bytes,
-                )
-            self._engine.upsert(points[start:stop], self._names)
-        logger.debug("upserted %d points in %d request(s) to %s", len(points), len(batches), self._describe())
+        n_requests = upsert_in_requests(
+            self._engine, points, self._names, self.max_request_bytes, self.max_batch_points, grpc=self._engine.grpc
+        )
+        logger.debug("upserted %d points in %d request(s) to %s", len(points), n_requests, self._describe())
         self._after_write(len(points))
 
     def _after_write(self, n_points: int) -> None:

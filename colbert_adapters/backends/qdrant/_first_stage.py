@@ -37,6 +37,7 @@ from ._points import summary_vector
 
 __all__ = [
     "DEFAULT_FIRST_STAGE",
+    "DEFAULT_PREFETCH",
     "FIRST_STAGES",
     "MUVERA_BUCKET_BITS",
     "MUVERA_PROJECTION",
@@ -52,6 +53,9 @@ F32 = np.float32
 FIRST_STAGES = ("centroids", "mean", "centred-mean", "muvera", "tokens")
 #: The layout of new collections (chosen by recall and latency on real and synthetic data, see benchmarks/).
 DEFAULT_FIRST_STAGE = "centroids"
+#: Default ``prefetch_limit`` per layout (others: 200). The centroids are scanned exactly, whatever the limit: a
+#: deeper prefetch only adds MaxSim reranks, a small part of the request's cost.
+DEFAULT_PREFETCH = {"centroids": 400}
 #: Layouts that keep the corpus centre in the collection's metadata.
 CENTRED = ("centred-mean", "muvera")
 #: MUVERA parameters: SimHash bits per repetition (``2**bits`` buckets), projected size per bucket, repetitions.
