@@ -232,3 +232,29 @@ def test_storage_options_search_on_edge(options: dict[str, Any], hard: Any, tmp_
     with QdrantBackend.edge(tmp_path / "edge") as reopened:
         assert reopened.config is not None
         assert {k: getattr(reopened.config, k) for k in options} == options
+
+
+def test_cli_setup_creates_the_default_layout_and_copy_migrates(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import json
+
+    from colbert_adapters.cli import main
+
+    assert main(["qdrant", "setup", str(tmp_path / "new"), "--dim", str(DIM)]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert (created["config"]["first_stage"], created["config"]["datatype"]) == ("centroids", "float16")
+    assert main(["qdrant", "setup", str(tmp_path / "old"), "--dim", str(DIM), "--first-stage", "mean"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["first_stage"] == "mean"
+    # A legacy collection copied with --first-stage gets the new layout, its first-stage vectors recomputed.
+    shutil.copytree(LEGACY_EDGE, tmp_path / "legacy")
+    code = main(["qdrant", "copy", str(tmp_path / "legacy"), str(tmp_path / "migrated"), "--first-stage", "centroids"])
+    assert code == 0
+    capsys.readouterr()
+    with QdrantBackend.edge(tmp_path / "legacy") as old, QdrantBackend.edge(tmp_path / "migrated") as new:
+        assert old.config is not None and new.config is not None
+        assert (old.config.first_stage, new.config.first_stage) == ("mean", "centroids")
+        assert new.count() == old.count()
+        for rec in old.get(old.ids()[:3], with_vectors=True):
+            assert rec.vectors is not None
+            assert new.search(rec.vectors, k=1)[0].id == rec.id
