@@ -207,13 +207,37 @@ def run_dataset(name: str, ds: dict[str, Any], args: Any) -> dict[str, Any]:
     return res
 
 
+def merge_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per data set: rows of later runs on the same data set are appended, marked "(separate run)".
+
+    A default row measured at ``prefetch_limit`` 200 with a prefetch-400 measurement (runs made before the
+    ``"centroids"`` layout's default became 400) reports the prefetch-400 measurement as its default.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for res in results:
+        for r in res["rows"]:  # an earlier label
+            r["system"] = r["system"].replace("centroids(8), turbo8 (compact)", "centroids(8), turbo8")
+        if res["dataset"] in out:
+            for r in res["rows"]:
+                if "full_scan" in r and "(default)" not in r["system"] and "(before)" not in r["system"]:
+                    continue
+                out[res["dataset"]]["rows"].append({**r, "system": r["system"] + " (separate run)"})
+        else:
+            out[res["dataset"]] = res
+        for r in res["rows"]:
+            if "(default)" in r["system"] and "two_stage_prefetch_400" in r:
+                r["two_stage_prefetch_200"] = r["two_stage"]
+                r["two_stage"] = r.pop("two_stage_prefetch_400")
+                r["system"] = r["system"].replace("(default)", "(default, prefetch 400)")
+    return list(out.values())
+
+
 def fmt(v: float, nd: int = 1) -> str:
     return f"{v:,.{nd}f}"
 
 
 def report(results: list[dict[str, Any]], args: Any, load: tuple[str, str]) -> str:
-    import qdrant_client
-    import qdrant_edge
+    from importlib.metadata import version
 
     lines = [
         "# Qdrant first stage: layouts and storage (Qdrant Edge)",
@@ -221,8 +245,8 @@ def report(results: list[dict[str, Any]], args: Any, load: tuple[str, str]) -> s
         f"Command: `{' '.join(['python', *sys.argv])}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; load average "
         f"before / after: {load[0]} / {load[1]} (every row also records its own)  ",
-        f"Versions: qdrant-client {qdrant_client.__version__ if hasattr(qdrant_client, '__version__') else '?'}, "
-        f"qdrant-edge-py {getattr(qdrant_edge, '__version__', '?')}, numpy {np.__version__}",
+        f"Versions: qdrant-client {version('qdrant-client')}, qdrant-edge-py {version('qdrant-edge-py')}, "
+        f"numpy {np.__version__}",
         "",
     ]
     for res in results:
@@ -275,9 +299,10 @@ def report(results: list[dict[str, Any]], args: Any, load: tuple[str, str]) -> s
     lines += ["## Targets (default layout and storage)", ""]
     for res in results:
         rows = {r["system"]: r for r in res["rows"]}
-        d = rows.get("centroids(8), float16 (default)")
+        defaults = [r for r in res["rows"] if r["system"].startswith("centroids(8), float16 (default")]
+        d = next((r for r in defaults if "prefetch 400" in r["system"]), defaults[0] if defaults else None)
         b = rows.get("mean, float32 (before)")
-        c = rows.get("centroids(4), turbo8, wal=False (compact)")
+        c = next((r for r in res["rows"] if "(compact)" in r["system"]), None)
         if d is None or b is None:
             continue
         rec, p50, full = d["two_stage"]["recall_at_10"], d["two_stage"]["p50_ms"], d["full_scan"]["p50_ms"]
@@ -332,7 +357,7 @@ def main() -> None:
         import json
 
         parts = [json.loads(p.read_text(encoding="utf-8")) for p in args.merge]
-        merged = [r for part in parts for r in part["results"]]
+        merged = merge_results([r for part in parts for r in part["results"]])
         loads = (parts[0]["load_before"], parts[-1]["load_after"])
         out = RESULTS / args.out
         write_json(out.with_suffix(".json"), {"results": merged, "load_before": loads[0], "load_after": loads[1]})
