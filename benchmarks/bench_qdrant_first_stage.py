@@ -64,6 +64,23 @@ SYSTEMS: list[tuple[str, dict[str, Any], bool]] = [
     ("muvera, float16", {"first_stage": "muvera"}, False),
 ]
 TOKENS_SYSTEM = ("tokens (HNSW over token multivectors), float16", {"first_stage": "tokens"}, False)
+NOTES = [
+    "- Loaded machine (2 shared cores, load average 15-21 through the runs): latencies are noisy; compare rows of "
+    "one run, and each row's own load average in the .json.",
+    "- Runs made before the centroids layout's default `prefetch_limit` became 400 measured it as an extra "
+    "prefetch; the report shows that measurement as the default row (the prefetch-200 row is the same run).",
+    "- An HNSW graph over the centroid multivectors (`summary_m=16`, MaxSim between centroid sets) measured "
+    "recall@10 0.247 at prefetch 200 on 16,400 synthetic documents (1.64M tokens; float32 centroids: 0.252), against "
+    "0.538 for the mean layout in the same run: the graph does not navigate this data, so the default scans the "
+    "centroids exactly (`summary_m=0`). That run was stopped before it finished; its rows are not in this report.",
+    "- `binary first stage` changes nothing with the exact centroid scan (the prefetch scores the originals).",
+    "- The `tokens` layout builds Qdrant's HNSW over every token multivector: a few documents per second, so it is "
+    "measured on a subset only.",
+    "- Bytes/token: the Edge directory's allocated blocks after close, WAL included (Edge's WAL has a fixed size, "
+    "about 35 MB, hence the column without it); the compact row runs without WAL (`QdrantBackend(..., wal=False)`).",
+    "- Voyager on SciFact was not run here (the first SciFact run was killed by the kernel's OOM killer while other "
+    "jobs shared the machine); see results/voyager.md and results/eval.md for it.",
+]
 TARGET_RECALL = 0.95
 TARGET_SPEEDUP = 5.0
 
@@ -138,6 +155,7 @@ def run_edge(
     backend = QdrantBackend.edge(path, optimize_every=None, **opts)
     queries = ds["queries"]
     backend.search(queries[0], k=10)  # warm the page cache and the engine
+    row["prefetch_limit"] = backend.prefetch_limit
     row["two_stage"] = timed_queries(backend, queries, truth)
     for pl in args.extra_prefetch if "(default)" in label else []:
         row[f"two_stage_prefetch_{pl}"] = timed_queries(backend, queries, truth, prefetch_limit=pl)
@@ -215,20 +233,21 @@ def merge_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     out: dict[str, dict[str, Any]] = {}
     for res in results:
-        for r in res["rows"]:  # an earlier label
-            r["system"] = r["system"].replace("centroids(8), turbo8 (compact)", "centroids(8), turbo8")
+        for r in res["rows"]:
+            r["system"] = r["system"].replace("centroids(8), turbo8 (compact)", "centroids(8), turbo8")  # old label
+            if "(default)" in r["system"] and r.get("prefetch_limit") == 400:
+                r["system"] = r["system"].replace("(default)", "(default, prefetch 400)")
+            elif "(default)" in r["system"] and "two_stage_prefetch_400" in r:
+                r["two_stage_prefetch_200"] = r["two_stage"]
+                r["two_stage"] = r.pop("two_stage_prefetch_400")
+                r["system"] = r["system"].replace("(default)", "(default, prefetch 400)")
         if res["dataset"] in out:
             for r in res["rows"]:
-                if "full_scan" in r and "(default)" not in r["system"] and "(before)" not in r["system"]:
+                if "full_scan" in r and "(default" not in r["system"] and "(before)" not in r["system"]:
                     continue
                 out[res["dataset"]]["rows"].append({**r, "system": r["system"] + " (separate run)"})
         else:
             out[res["dataset"]] = res
-        for r in res["rows"]:
-            if "(default)" in r["system"] and "two_stage_prefetch_400" in r:
-                r["two_stage_prefetch_200"] = r["two_stage"]
-                r["two_stage"] = r.pop("two_stage_prefetch_400")
-                r["system"] = r["system"].replace("(default)", "(default, prefetch 400)")
     return list(out.values())
 
 
@@ -327,7 +346,7 @@ def report(results: list[dict[str, Any]], args: Any, load: tuple[str, str]) -> s
                 )
         for what, ok, detail in checks:
             lines.append(f"- {res['dataset']}: **{'MET' if ok else 'NOT MET'}** {what}: {detail}")
-    lines.append("")
+    lines += ["", "## Notes", "", *NOTES, ""]
     return "\n".join(lines)
 
 
