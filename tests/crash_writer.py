@@ -46,9 +46,10 @@ def open_backend(kind: str, path: str) -> Any:
 
 def stored_vectors(kind: str, v: np.ndarray) -> np.ndarray:
     """What ``get(..., with_vectors=True)`` returns for ``v``: Voyager its encoding (the default int14, or int8 codes
-    times a per-token scale), Edge float32. (This test is about durability; the encodings have their own tests.)"""
+    times a per-token scale), Edge float16 (its default storage). (This test is about durability; the encodings have
+    their own tests.)"""
     if not kind.startswith("voyager"):
-        return v
+        return v.astype(np.float16).astype(np.float32)
     from colbert_adapters._codecs import encode_vectors
     from colbert_adapters.backends.voyager import VoyagerBackend
 

@@ -70,7 +70,9 @@ def _check_same(source: Backend, target: Backend, target_name: str) -> None:
         if target_name == "voyager":  # int14 again: within two int14 steps of what the source stores
             step = np.abs(ref.vectors).max(axis=1, keepdims=True) / 15_748
             assert (np.abs(got.vectors - ref.vectors) <= 2 * step + 1e-7).all()
-        else:  # memory and Qdrant store float32 as they come
+        elif target_name == "qdrant-edge":  # Edge stores float16 by default: the source's vectors, rounded
+            np.testing.assert_array_equal(got.vectors, ref.vectors.astype(np.float16).astype(np.float32))
+        else:  # memory and Qdrant local mode store float32 as they come
             np.testing.assert_array_equal(got.vectors, ref.vectors)
 
 
@@ -94,8 +96,11 @@ def test_copy_between_backends(tmp_path: Path, src: str, dst: str) -> None:
 
 
 def test_exact_backends_agree_exactly(tmp_path: Path) -> None:
+    from colbert_adapters.backends.qdrant import QdrantCollectionConfig
+
     with _source("memory", tmp_path) as store:
-        report = store.copy_to("qdrant-edge", tmp_path / "dst", search_mode="exact")
+        config = QdrantCollectionConfig(dim=DIM, datatype="float32")  # float32 storage: exact MaxSim
+        report = store.copy_to("qdrant-edge", tmp_path / "dst", search_mode="exact", config=config)
     assert report.exact and report.agreement == 1.0
     assert report.max_score_diff is not None and report.max_score_diff < 1e-4
 

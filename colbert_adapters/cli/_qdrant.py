@@ -54,7 +54,22 @@ def _add_location_options(p: argparse.ArgumentParser) -> None:
 def _add_config_options(p: argparse.ArgumentParser, *, dim_required: bool) -> None:
     g = p.add_argument_group("collection layout (used when the collection is created)")
     g.add_argument("--dim", type=int, required=dim_required, help="token vector dimension (e.g. 128, 96)")
-    g.add_argument("--datatype", choices=("float32", "float16"), help="multivector storage type (default: float32)")
+    g.add_argument(
+        "--first-stage",
+        choices=("centroids", "mean", "centred-mean", "muvera", "tokens"),
+        help="what the two-stage search's prefetch searches (default: centroids, k-means centroids per document)",
+    )
+    g.add_argument("--n-centroids", type=int, help="centroids per document of --first-stage centroids (default: 8)")
+    g.add_argument(
+        "--datatype",
+        choices=("float32", "float16", "turbo8"),
+        help="multivector storage type (default: float16; turbo8: compact, approximate scores)",
+    )
+    g.add_argument(
+        "--summary-quantization",
+        choices=("none", "int8", "binary"),
+        help="quantization of the first-stage vectors, rescored (default: none)",
+    )
     g.add_argument(
         "--quantization",
         choices=("none", "int8"),
@@ -103,6 +118,8 @@ def _config_from_args(args: argparse.Namespace, dim: int, base: dict[str, Any] |
     values["payload_indexes"] = indexes
     overrides = {
         "datatype": args.datatype,
+        "first_stage": getattr(args, "first_stage", None),
+        "n_centroids": getattr(args, "n_centroids", None),
         "quantization": None if args.quantization is None else (None if args.quantization == "none" else "int8"),
         "on_disk": args.on_disk,
         "summary_m": args.summary_m,
@@ -113,6 +130,9 @@ def _config_from_args(args: argparse.Namespace, dim: int, base: dict[str, Any] |
     values.update({k: v for k, v in overrides.items() if v is not None})
     if args.quantization == "none":
         values["quantization"] = None
+    summary_q = getattr(args, "summary_quantization", None)
+    if summary_q is not None:
+        values["summary_quantization"] = None if summary_q == "none" else summary_q
     if args.shard_key:
         values["shard_keys"] = tuple(args.shard_key)
     return QdrantCollectionConfig.from_json(values)

@@ -15,14 +15,18 @@ engines with the same behaviour and the same results:
 Layout of a point (one document):
 
 * id: ``uuid5(ID_NAMESPACE, doc_id)`` (Qdrant accepts only unsigned ints and UUIDs), see :func:`point_id`;
-* vector ``"colbert"``: the document's ``(n_tokens, dim)`` token vectors, DOT + MaxSim, HNSW ``m=0``;
-* vector ``"summary"``: the L2-normalised mean of the token vectors (cosine, HNSW), for the first stage;
+* vector ``"colbert"``: the document's ``(n_tokens, dim)`` token vectors, DOT + MaxSim, HNSW ``m=0``, float16
+  by default (``QdrantCollectionConfig.datatype``);
+* vector ``"summary"``: the first-stage vector of the collection's layout (``QdrantCollectionConfig.first_stage``,
+  recorded in the collection): by default ``n_centroids`` k-means centroids of the token vectors, a MaxSim
+  multivector with HNSW; collections made before layouts were recorded hold the normalised mean (``"mean"``);
 * payload: ``{"doc_id": str, "text": str | None, "metadata": {...}, "seq": int}``. Metadata filters on the
   raw Qdrant API therefore use keys ``metadata.<field>``.
 
-Search is two-stage by default, in one request: ``prefetch_limit`` candidates by the summary vector
-(HNSW), reranked by exact MaxSim on the multivector. ``search_mode="exact"`` (or ``mode="exact"`` per call)
-scans all documents with MaxSim and equals :class:`~colbert_adapters.backends.memory.MemoryBackend`.
+Search is two-stage by default, in one request: ``prefetch_limit`` candidates through the HNSW of the first-stage
+vectors (the centroids are searched with the query's token vectors), reranked by exact MaxSim on the multivector.
+``search_mode="exact"`` (or ``mode="exact"`` per call) scans all documents with MaxSim and equals
+:class:`~colbert_adapters.backends.memory.MemoryBackend` (float32 storage; float16 rounds the scores).
 Scores are MaxSim sums (higher is better).
 
 Example:
@@ -56,7 +60,9 @@ The package, from the facade down (private modules start with ``_``):
 * :mod:`._backend`: :class:`QdrantBackend`, the facade: argument checks, the public methods, the write path;
 * :mod:`.admin`: :func:`setup_collection` and :func:`copy_collection` (Edge to a server);
 * :mod:`.config`: :class:`QdrantCollectionConfig` and the schema check of an existing collection;
-* :mod:`._points`: how a document becomes a point (id, payload keys, summary vector, vector checks);
+* :mod:`._points`: how a document becomes a point (id, payload keys, mean vector, vector checks);
+* :mod:`._first_stage`: the first-stage layouts: what a document stores and a query sends for the prefetch;
+* :mod:`._verify`: :meth:`QdrantBackend.verify`;
 * :mod:`._filters`: dict filters to Qdrant filters, client filters to Edge filters;
 * :mod:`._engines`: the engine interface and the request-size helpers, implemented by :mod:`._client`
   (qdrant-client: a server, a cluster or local mode, with retries) and :mod:`._edge` (Qdrant Edge).

@@ -28,10 +28,10 @@ from ._engines import (
     Engine,
     StoredPoint,
     ensure_payload_indexes,
-    estimate_point_bytes,
-    split_by_bytes,
+    upsert_in_requests,
 )
 from ._filters import resolve_filter
+from ._first_stage import DEFAULT_PREFETCH, Layout, corpus_centre
 from ._points import (
     DOC_ID_KEY,
     MAX_MULTIVECTOR_FLOATS,
@@ -39,11 +39,10 @@ from ._points import (
     SEQ_KEY,
     TEXT_KEY,
     check_vectors,
-    payload_bytes,
     point_id,
-    summary_vector,
 )
 from ._sparse import LexicalSearch
+from ._verify import verify_points
 from .config import QdrantCollectionConfig, check_schema
 
 __all__ = ["QdrantBackend"]
@@ -87,7 +86,9 @@ class QdrantBackend(LexicalSearch):
         model_id: encoder identifier to record; an existing collection recording another one is refused.
             :class:`~colbert_adapters.store.MultiVectorStore` sets it from its encoder.
         search_mode: ``"two_stage"`` (summary prefetch + MaxSim rerank) or ``"exact"`` (full MaxSim scan).
-        prefetch_limit: first-stage candidates of a two-stage search (more: better recall, slower).
+        prefetch_limit: first-stage candidates of a two-stage search (more: better recall, slower); ``None``: the
+            layout's default (400 for ``"centroids"``, whose exact centroid scan costs the same for any limit;
+            200 for the others).
         oversampling: oversampling of quantized rescoring (int8 collections).
         max_request_bytes: upper bound of one upsert request (estimated JSON or protobuf size); batches are
             split to stay under it. The default is half the REST limit of 32 MiB.
@@ -132,7 +133,7 @@ class QdrantBackend(LexicalSearch):
         recreate: bool = False,
         model_id: str | None = None,
         search_mode: str = "two_stage",
-        prefetch_limit: int = 200,
+        prefetch_limit: int | None = None,
         oversampling: float = 2.0,
         max_request_bytes: int = REST_LIMIT_BYTES // 2,
         max_batch_points: int = 256,
@@ -162,7 +163,7 @@ class QdrantBackend(LexicalSearch):
         if model_id is not None and not isinstance(model_id, str):
             raise InvalidInputError(f"model_id must be a str or None, got {type(model_id).__name__}")
         self.search_mode = _check_mode(search_mode)
-        self.prefetch_limit = positive_int(prefetch_limit, "prefetch_limit")
+        self._prefetch_limit = None if prefetch_limit is None else positive_int(prefetch_limit, "prefetch_limit")
         if not isinstance(oversampling, (int, float)) or oversampling < 1:
             raise InvalidInputError(f"oversampling must be a number >= 1, got {oversampling!r}")
         self.oversampling = float(oversampling)
@@ -178,6 +179,7 @@ class QdrantBackend(LexicalSearch):
         self._written_since_optimize = 0
         self._last_seq = 0
         self._config: QdrantCollectionConfig | None = None
+        self._layout: Layout | None = None
         self._quantized = False
         self._model_id: str | None = None
         self._lexical: dict[str, Any] | None = None  # the BM25 sparse vector's layout (_sparse.py), if any
@@ -247,6 +249,17 @@ class QdrantBackend(LexicalSearch):
         return self._config
 
     @property
+    def prefetch_limit(self) -> int:
+        """First-stage candidates of a two-stage search: as set, else the layout's default."""
+        if self._prefetch_limit is not None:
+            return self._prefetch_limit
+        return DEFAULT_PREFETCH.get("" if self._config is None else str(self._config.first_stage), 200)
+
+    @prefetch_limit.setter
+    def prefetch_limit(self, value: int) -> None:
+        self._prefetch_limit = positive_int(value, "prefetch_limit")
+
+    @property
     def engine(self) -> str:
         """``"edge"``, ``"local"`` or ``"server"``."""
         return self._engine.kind
@@ -312,6 +325,7 @@ class QdrantBackend(LexicalSearch):
                 return
             if self._config is None:
                 self._create(QdrantCollectionConfig(dim=arrays[0].shape[1]))
+            summaries = self._doc_vectors(arrays)
             seqs = self._next_seqs(n)
             points = [
                 StoredPoint(
@@ -323,9 +337,11 @@ class QdrantBackend(LexicalSearch):
                         SEQ_KEY: seq,
                     },
                     multivector=arr,
-                    summary=summary_vector(arr),
+                    summary=summ,
                 )
-                for doc_id, arr, text, meta, seq in zip(id_list, arrays, text_list, meta_list, seqs, strict=True)
+                for doc_id, arr, summ, text, meta, seq in zip(
+                    id_list, arrays, summaries, text_list, meta_list, seqs, strict=True
+                )
             ]
             self._write(points)
 
@@ -472,9 +488,12 @@ class QdrantBackend(LexicalSearch):
                     f"query_vectors has {q.shape[0]} x {q.shape[1]} = {q.size} floats; Qdrant caps a multivector "
                     f"below {MAX_MULTIVECTOR_FLOATS}"
                 )
-            if self._config is None:
+            if self._config is None or self._layout is None:
                 return []
-            summary = summary_vector(q) if mode == "two_stage" else None
+            layout = self._layout
+            if layout.needs_centre:  # a centred layout with no document written yet
+                return []
+            summary = layout.query_vector(q) if mode == "two_stage" else None
             limit = k + 1  # one more than asked, to see whether the k-th score is tied
             while True:
                 raw = self._engine.query(
@@ -487,6 +506,9 @@ class QdrantBackend(LexicalSearch):
                     quantized=self._quantized,
                     oversampling=self.oversampling,
                     names=self._names,
+                    using=layout.prefetch_using,
+                    summary_quantized=self._config.summary_quantization is not None,
+                    prefetch_exact=self._config.summary_m == 0,
                 )
                 hits = [p for p in raw if post is None or match_filter(p.payload.get(METADATA_KEY) or {}, post)]
                 if len(raw) < limit:
@@ -532,30 +554,7 @@ class QdrantBackend(LexicalSearch):
         """
         with self._lock:
             self._check_open()
-            problems: list[str] = []
-            notes: list[str] = []
-            checked = {"documents": 0, "tokens": 0}
-            if self._config is not None:
-                dim = self._config.dim
-                for page in self._pages(_PAGE, with_vectors=True):
-                    for p in page:
-                        checked["documents"] += 1
-                        doc = p.payload.get(DOC_ID_KEY)
-                        mv = p.multivector
-                        if not isinstance(doc, str) or point_id(doc) != str(p.pid):
-                            problems.append(f"point {p.pid}: its document id {doc!r} does not map to it")
-                        elif mv is None or mv.ndim != 2 or mv.shape[1] != dim or not np.isfinite(mv).all():
-                            problems.append(f"document {doc!r}: its multivector is missing, malformed or not finite")
-                        else:
-                            checked["tokens"] += int(mv.shape[0])
-                if checked["documents"] != self._engine.count():
-                    problems.append(f"{self._engine.count()} points counted but {checked['documents']} read")
-            if isinstance(self._engine, EdgeEngine):
-                file_problems, file_notes, n_files = self._engine.verify_files()
-                problems += file_problems
-                notes += file_notes
-                checked["files"] = n_files
-            return VerifyReport(self._describe(), checked, problems, notes)
+            return verify_points(self._engine, self._config, self._pages(_PAGE, with_vectors=True), self._describe())
 
     def flush(self) -> None:
         """Make every acknowledged write durable (Edge: flush segments; servers persist on their own)."""
@@ -615,7 +614,8 @@ class QdrantBackend(LexicalSearch):
     def _names(self) -> tuple[str, str]:
         cfg = self._config
         assert cfg is not None
-        return cfg.multivector_name, cfg.summary_name
+        # The "tokens" layout has no first-stage vector: its prefetch searches the multivector itself.
+        return cfg.multivector_name, cfg.summary_name if cfg.first_stage != "tokens" else cfg.multivector_name
 
     def _describe(self) -> str:
         if isinstance(self._engine, ClientEngine):
@@ -649,6 +649,10 @@ class QdrantBackend(LexicalSearch):
                 fix=fix,
             )
             self._lexical = _sparse.layout(meta)
+            centre = meta.get("centre")
+            self._layout = self._config.layout(
+                np.asarray(centre, dtype=np.float32) if isinstance(centre, list) and centre else None
+            )
             stored_model = meta.get("model_id")
             self._model_id = stored_model if isinstance(stored_model, str) else None
             wanted = ensure_payload_indexes(self._engine, self._config, config, where=self._describe())
@@ -666,14 +670,27 @@ class QdrantBackend(LexicalSearch):
         if config.shard_keys and self._engine.kind == "edge":
             raise InvalidInputError("shard_keys need a server collection; Qdrant Edge is a single shard")
         self._lexical = _sparse.new_layout()
+        config = config.resolved()
+        self._layout = config.layout()
         self._engine.create(config, self._meta_dict(config))
         self._config = config
         self._quantized = config.quantization is not None
-        logger.info("created %s (dim %d)", self._describe(), config.dim)
+        logger.info("created %s (dim %d, first stage %s)", self._describe(), config.dim, config.first_stage)
 
     def _meta_dict(self, config: QdrantCollectionConfig) -> dict[str, Any]:
-        meta = {"version": _META_VERSION, "model_id": self._model_id, "config": config.to_json()}
+        meta: dict[str, Any] = {"version": _META_VERSION, "model_id": self._model_id, "config": config.to_json()}
+        if self._layout is not None and self._layout.centre is not None:
+            meta["centre"] = [float(x) for x in self._layout.centre]
         return meta if self._lexical is None else {**meta, "lexical": self._lexical}
+
+    def _doc_vectors(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        """The first-stage vectors of ``arrays``; a centred layout's first write fixes (and records) the centre."""
+        layout = self._layout
+        assert layout is not None
+        if layout.needs_centre:
+            layout.centre = corpus_centre(arrays)
+            self._save_meta()
+        return layout.doc_vectors(arrays)
 
     def _save_meta(self) -> None:
         assert self._config is not None
@@ -703,26 +720,10 @@ class QdrantBackend(LexicalSearch):
                 self._engine.upsert(points[start : start + self.max_batch_points], self._names)
             self._after_write(len(points))
             return
-        grpc = self._engine.grpc
-        sizes = [
-            estimate_point_bytes(
-                p.multivector.size + p.summary.size,  # type: ignore[union-attr]
-                payload_bytes(p.payload),
-                grpc=grpc,
-            )
-            for p in points
-        ]
-        batches = split_by_bytes(sizes, self.max_request_bytes, self.max_batch_points)
-        for start, stop in batches:
-            if stop - start == 1 and sizes[start] > self.max_request_bytes:
-                logger.warning(
-                    "document %r alone is ~%d bytes, above max_request_bytes=%d; sending it alone",
-                    points[start].payload.get(DOC_ID_KEY),
-                    sizes[start],
-                    self.max_request_bytes,
-                )
-            self._engine.upsert(points[start:stop], self._names)
-        logger.debug("upserted %d points in %d request(s) to %s", len(points), len(batches), self._describe())
+        n_requests = upsert_in_requests(
+            self._engine, points, self._names, self.max_request_bytes, self.max_batch_points, grpc=self._engine.grpc
+        )
+        logger.debug("upserted %d points in %d request(s) to %s", len(points), n_requests, self._describe())
         self._after_write(len(points))
 
     def _after_write(self, n_points: int) -> None:
@@ -776,11 +777,9 @@ class QdrantBackend(LexicalSearch):
                 raise CollectionConfigError(f"point {p.pid} has no multivector; cannot copy it")
             doc = p.payload.get(DOC_ID_KEY, p.pid)
             p.multivector = check_vectors([p.multivector], dim, [str(doc)])[0]
-            p.summary = (
-                summary_vector(p.multivector)
-                if p.summary is None
-                else as_multivector(p.summary[None, :], dim=dim, where=f"summary of {doc!r}")[0]
-            )
+        # The first-stage vectors follow the target's layout, whatever the source's was.
+        for p, summ in zip(points, self._doc_vectors([p.multivector for p in points]), strict=True):  # type: ignore[misc]
+            p.summary = summ
         self._write(points)
 
 

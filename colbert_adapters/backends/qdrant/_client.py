@@ -164,12 +164,20 @@ class ClientEngine(Engine):
 
     def create(self, spec: QdrantCollectionConfig, meta: dict[str, Any]) -> None:
         m = self.models
+        spec = spec.resolved()
+        datatypes = {"float32": m.Datatype.FLOAT32, "float16": m.Datatype.FLOAT16, "turbo8": m.Datatype.TURBO8}
+        tokens_hnsw = spec.first_stage == "tokens"
         mv_params = m.VectorParams(
             size=spec.dim,
             distance=m.Distance.DOT,
             multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
-            hnsw_config=m.HnswConfigDiff(m=0),  # reranking only: no graph over every token vector
-            datatype=m.Datatype.FLOAT16 if spec.datatype == "float16" else m.Datatype.FLOAT32,
+            # Reranking only: no graph over every token vector, unless the first stage is their own HNSW.
+            hnsw_config=(
+                m.HnswConfigDiff(m=spec.summary_m or 0, ef_construct=spec.summary_ef_construct)
+                if tokens_hnsw
+                else m.HnswConfigDiff(m=0)
+            ),
+            datatype=datatypes[spec.datatype],
             on_disk=spec.on_disk or None,
             quantization_config=(
                 m.ScalarQuantization(
@@ -181,11 +189,27 @@ class ClientEngine(Engine):
                 else None
             ),
         )
-        summary_params = m.VectorParams(
-            size=spec.dim,
-            distance=m.Distance.COSINE,
-            hnsw_config=m.HnswConfigDiff(m=spec.summary_m, ef_construct=spec.summary_ef_construct),
-        )
+        vectors = {spec.multivector_name: mv_params}
+        first = spec.layout().spec
+        if first is not None:
+            vectors[first.name] = m.VectorParams(
+                size=first.size,
+                distance=m.Distance.COSINE if first.distance == "cosine" else m.Distance.DOT,
+                multivector_config=(
+                    m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM) if first.multivector else None
+                ),
+                hnsw_config=m.HnswConfigDiff(m=spec.summary_m or 0, ef_construct=spec.summary_ef_construct),
+                datatype=datatypes[spec.summary_datatype],
+                quantization_config=(
+                    m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
+                    if spec.summary_quantization == "binary"
+                    else m.ScalarQuantization(
+                        scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+                    )
+                    if spec.summary_quantization == "int8"
+                    else None
+                ),
+            )
         kwargs: dict[str, Any] = {}
         if not self.local:  # local mode ignores (and some versions reject) cluster parameters
             kwargs.update(
@@ -199,7 +223,7 @@ class ClientEngine(Engine):
             f"create collection {self.collection!r}",
             lambda: self.client.create_collection(
                 self.collection,
-                vectors_config={spec.multivector_name: mv_params, spec.summary_name: summary_params},
+                vectors_config=vectors,
                 sparse_vectors_config=client_sparse_config(m, meta),
                 metadata={"colbert_adapters": meta},
                 timeout=self.timeout,
@@ -278,7 +302,7 @@ class ClientEngine(Engine):
                 id=p.pid,
                 vector={
                     mv_name: p.multivector.tolist(),  # type: ignore[union-attr]
-                    sum_name: p.summary.tolist(),  # type: ignore[union-attr]
+                    **({} if p.summary is None else {sum_name: p.summary.tolist()}),
                     **(
                         {}
                         if p.sparse is None
@@ -344,6 +368,9 @@ class ClientEngine(Engine):
         quantized: bool,
         oversampling: float,
         names: tuple[str, str],
+        using: str | None = None,
+        summary_quantized: bool = False,
+        prefetch_exact: bool = False,
     ) -> list[StoredPoint]:
         m = self.models
         quant = None
@@ -357,7 +384,22 @@ class ClientEngine(Engine):
         params = None if self.local else m.SearchParams(exact=exact, quantization=quant)
         prefetch = None
         if summary is not None:
-            prefetch = m.Prefetch(query=summary.tolist(), using=names[1], limit=prefetch_limit, filter=flt)
+            # Local mode always scans exactly and warns about search params: send none there.
+            pre_params = (
+                None
+                if self.local
+                else m.SearchParams(
+                    exact=prefetch_exact,
+                    quantization=(
+                        m.QuantizationSearchParams(rescore=True, oversampling=oversampling)
+                        if summary_quantized
+                        else None
+                    ),
+                )
+            )
+            prefetch = m.Prefetch(
+                query=summary.tolist(), using=using or names[1], limit=prefetch_limit, filter=flt, params=pre_params
+            )
         res = self.call(
             "query points",
             lambda: self.client.query_points(
@@ -387,7 +429,7 @@ class ClientEngine(Engine):
                 offset=offset,
                 limit=limit,
                 with_payload=True,
-                with_vectors=list(names) if with_vectors else False,
+                with_vectors=list(dict.fromkeys(names)) if with_vectors else False,
                 shard_key_selector=self._shard_selector(),
             ),
         )

@@ -118,13 +118,21 @@ class EdgeEngine(Engine):
 
     def create(self, spec: QdrantCollectionConfig, meta: dict[str, Any]) -> None:
         qe = self.qe
+        spec = spec.resolved()
         memory = qe.Memory.Cold if spec.on_disk else qe.Memory.Cached
+        datatypes = {"float16": qe.VectorStorageDatatype.Float16, "turbo8": qe.VectorStorageDatatype.Turbo8}
+        tokens_hnsw = spec.first_stage == "tokens"
         mv_params = qe.EdgeVectorParams(
             size=spec.dim,
             distance=qe.Distance.Dot,
             multivector_config=qe.MultiVectorConfig(comparator=qe.MultiVectorComparator.MaxSim),
-            hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
-            datatype=qe.VectorStorageDatatype.Float16 if spec.datatype == "float16" else None,
+            # No graph over the token vectors (they rerank), unless the first stage is their own HNSW.
+            hnsw_config=qe.HnswIndexConfig(
+                m=(spec.summary_m or 0) if tokens_hnsw else 0,
+                ef_construct=spec.summary_ef_construct if tokens_hnsw else 100,
+                full_scan_threshold=10_000,
+            ),
+            datatype=datatypes.get(spec.datatype),
             quantization_config=(
                 qe.ScalarQuantizationConfig(
                     type=qe.ScalarType.Int8, quantile=spec.quantization_quantile, always_ram=True
@@ -134,18 +142,28 @@ class EdgeEngine(Engine):
             ),
             memory=memory,
         )
-        summary_params = qe.EdgeVectorParams(
-            size=spec.dim,
-            distance=qe.Distance.Cosine,
-            hnsw_config=qe.HnswIndexConfig(
-                m=spec.summary_m, ef_construct=spec.summary_ef_construct, full_scan_threshold=10_000
-            ),
-        )
-        cfg = qe.EdgeConfig(
-            vectors={spec.multivector_name: mv_params, spec.summary_name: summary_params},
-            sparse_vectors=edge_sparse_config(qe, meta),
-            wal_enabled=self.wal,
-        )
+        vectors = {spec.multivector_name: mv_params}
+        first = spec.layout().spec
+        if first is not None:
+            vectors[first.name] = qe.EdgeVectorParams(
+                size=first.size,
+                distance=qe.Distance.Cosine if first.distance == "cosine" else qe.Distance.Dot,
+                multivector_config=(
+                    qe.MultiVectorConfig(comparator=qe.MultiVectorComparator.MaxSim) if first.multivector else None
+                ),
+                hnsw_config=qe.HnswIndexConfig(
+                    m=spec.summary_m or 0, ef_construct=spec.summary_ef_construct, full_scan_threshold=10_000
+                ),
+                datatype=datatypes.get(spec.summary_datatype),
+                quantization_config=(
+                    qe.BinaryQuantizationConfig(always_ram=True)
+                    if spec.summary_quantization == "binary"
+                    else qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+                    if spec.summary_quantization == "int8"
+                    else None
+                ),
+            )
+        cfg = qe.EdgeConfig(vectors=vectors, sparse_vectors=edge_sparse_config(qe, meta), wal_enabled=self.wal)
         if self.root.is_dir() and not self.meta_path.exists():
             foreign = sorted(p.name for p in self.root.iterdir() if p.name != EDGE_SHARD_DIR)
             if foreign or self.shard_path.exists():
@@ -244,7 +262,7 @@ class EdgeEngine(Engine):
                 id=self._pid(p.pid),
                 vector={
                     mv_name: p.multivector.tolist(),  # type: ignore[union-attr]
-                    sum_name: p.summary.tolist(),  # type: ignore[union-attr]
+                    **({} if p.summary is None else {sum_name: p.summary.tolist()}),
                     **(
                         {}
                         if p.sparse is None
@@ -290,6 +308,9 @@ class EdgeEngine(Engine):
         quantized: bool,
         oversampling: float,
         names: tuple[str, str],
+        using: str | None = None,
+        summary_quantized: bool = False,
+        prefetch_exact: bool = False,
     ) -> list[StoredPoint]:
         qe = self.qe
         shard = self._open()
@@ -305,7 +326,20 @@ class EdgeEngine(Engine):
         params = qe.SearchParams(exact=exact, quantization=quant)
         prefetches = []
         if summary is not None:
-            prefetches = [qe.Prefetch(limit=prefetch_limit, query=qe.Query.Nearest(summary, using=names[1]), filter=ef)]
+            pre_params = qe.SearchParams(
+                exact=prefetch_exact,
+                quantization=(
+                    qe.QuantizationSearchParams(rescore=True, oversampling=oversampling) if summary_quantized else None
+                ),
+            )
+            prefetches = [
+                qe.Prefetch(
+                    limit=prefetch_limit,
+                    query=qe.Query.Nearest(summary, using=using or names[1]),
+                    filter=ef,
+                    params=pre_params,
+                )
+            ]
         req = qe.QueryRequest(
             prefetches=prefetches,
             query=qe.Query.Nearest(q, using=names[0]),
@@ -331,7 +365,7 @@ class EdgeEngine(Engine):
                     limit=limit,
                     filter=ef,
                     with_payload=True,
-                    with_vector=list(names) if with_vectors else False,
+                    with_vector=list(dict.fromkeys(names)) if with_vectors else False,
                 )
             ),
         )

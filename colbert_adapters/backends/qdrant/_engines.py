@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import InvalidInputError
-from ._points import metadata_path
+from ._points import DOC_ID_KEY, metadata_path, payload_bytes
 from .config import QdrantCollectionConfig, Schema
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "estimate_point_bytes",
     "split_by_bytes",
     "stored_point",
+    "upsert_in_requests",
 ]
 
 logger = logging.getLogger(__name__)
@@ -178,7 +179,13 @@ class Engine:
         quantized: bool,
         oversampling: float,
         names: tuple[str, str],
+        using: str | None = None,
+        summary_quantized: bool = False,
+        prefetch_exact: bool = False,
     ) -> list[StoredPoint]:
+        """Top ``limit`` points by MaxSim of ``q`` on ``names[0]``; with ``summary``, only among the
+        ``prefetch_limit`` nearest to it on vector ``using`` (default ``names[1]``), through HNSW or, with
+        ``prefetch_exact``, by scoring every point's vector ``using``."""
         raise NotImplementedError
 
     def scroll(
@@ -221,3 +228,41 @@ def ensure_payload_indexes(
     if not extra:
         return None
     return QdrantCollectionConfig.from_json({**layout.to_json(), "payload_indexes": wanted})
+
+
+def upsert_in_requests(
+    engine: Engine,
+    points: Sequence[StoredPoint],
+    names: tuple[str, str],
+    max_bytes: int,
+    max_points: int,
+    *,
+    grpc: bool,
+) -> int:
+    """Upsert ``points`` to a server in requests of at most ``max_bytes`` (estimated) and ``max_points``.
+
+    Both vectors of a point count (the multivector and the first-stage vector). A point larger than ``max_bytes``
+    on its own is sent alone, with a warning.
+
+    Returns:
+        The number of requests sent.
+    """
+    sizes = [
+        estimate_point_bytes(
+            (0 if p.multivector is None else p.multivector.size) + (0 if p.summary is None else p.summary.size),
+            payload_bytes(p.payload),
+            grpc=grpc,
+        )
+        for p in points
+    ]
+    batches = split_by_bytes(sizes, max_bytes, max_points)
+    for start, stop in batches:
+        if stop - start == 1 and sizes[start] > max_bytes:
+            logger.warning(
+                "document %r alone is ~%d bytes, above max_request_bytes=%d; sending it alone",
+                points[start].payload.get(DOC_ID_KEY),
+                sizes[start],
+                max_bytes,
+            )
+        engine.upsert(points[start:stop], names)
+    return len(batches)
