@@ -246,6 +246,27 @@ def extrapolation(a: dict[str, Any], na: float, b: dict[str, Any], nb: float) ->
     return out
 
 
+def results_section(R: dict[str, Any]) -> list[str]:
+    """The section of ``RESULTS.md``: each data set's main table, and the scale run's extrapolation."""
+    m = R["machine"]
+    out = [
+        "## Compact Voyager index vs fast-plaid (`python benchmarks/bench_compact.py`)",
+        "",
+        f"Run {R['started']}; load averages {_load(m.get('load_start'))} at the start, {_load(m.get('load_end'))} at "
+        "the end (2 shared cores: the ratios of one run count, the absolute numbers are indicative). Queries on one "
+        "thread, builds with default threads.",
+        "",
+    ]
+    for name, D in R.get("datasets", {}).items():
+        info = D["info"]
+        out += [f"**{name}** ({info['n_tokens'] / 1e6:.2f}M tokens, {info['dim']}-d):", "", *HEADER]
+        out += [system_row(s) for s in D["systems"].values()] + [""]
+    scale = scale_section(R)
+    if scale:
+        out += ["**Scale run**:", "", *scale[2:]]
+    return [*out, "Details, ratios, targets: [results/compact.md](results/compact.md).", ""]
+
+
 def write_report(R: dict[str, Any], stem: Path) -> None:
     """Write ``<stem>.json`` (everything) and ``<stem>.md``."""
     write_json(stem.with_suffix(".json"), R)
