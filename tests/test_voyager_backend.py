@@ -86,6 +86,47 @@ class TestVoyagerBackendFloat16(TestVoyagerBackend):
     options = {"vector_dtype": "float16", "mutable_max_tokens": 16, "max_segments": 3}  # noqa: RUF012
 
 
+class TestVoyagerBackend4bit(TestVoyagerBackend):
+    """The contract with the compressed store (``compression="4bit"``), a codec trained early and small segments:
+    most documents live in compressed segments and come back decompressed (each component within its bucket's
+    width, after renormalisation)."""
+
+    score_atol = 0.3
+    vector_atol = 0.25
+    min_recall = 0.8
+    # Inline maintenance: a document's vectors read back change when it is sealed (int8 rows, then decompressed),
+    # so each write leaves the index in its final state.
+    options = {  # noqa: RUF012
+        "compression": "4bit",
+        "train_tokens": 200,
+        "mutable_max_tokens": 16,
+        "max_segments": 3,
+        "background_maintenance": False,
+    }
+
+    def _assert_like_oracle(self, got: list[Any], want: list[Any]) -> None:
+        """Decompressed vectors swap near-ties: a hit the oracle ranks lower must score within ``score_atol`` of
+        the oracle's last hit; shared hits are scored within ``score_atol``; recall holds from ``k = 5``."""
+        assert len(got) == len(want)
+        exact = {h.id: h.score for h in want}
+        for h in got:
+            if h.id in exact:
+                assert abs(h.score - exact[h.id]) <= self.score_atol
+            else:
+                assert h.score >= want[-1].score - self.score_atol
+        if len(want) >= 5:
+            assert len(exact.keys() & {h.id for h in got}) / len(want) >= self.min_recall
+
+
+class TestVoyagerBackend2bit(TestVoyagerBackend4bit):
+    """The contract with ``compression="2bit"`` (coarser residuals: wider tolerances)."""
+
+    score_atol = 1.0
+    vector_atol = 0.6
+    min_recall = 0.6
+    options = {**TestVoyagerBackend4bit.options, "compression": "2bit"}  # noqa: RUF012
+
+
 class TestVoyagerBackendProjected(TestVoyagerBackend):
     """The contract with graphs over half-dimension projections (``graph_dim``), segmented."""
 

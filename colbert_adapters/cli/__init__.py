@@ -39,6 +39,7 @@ from .._version import __version__
 from ..errors import ColBERTError, InvalidInputError
 from ._audit import add_audit_command
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Subparsers, UsageError, quiet_libraries
+from ._compact import add_compact_command
 from ._copy import add_copy_command
 from ._eval import add_eval_command
 from ._index import add_index_commands
@@ -52,6 +53,7 @@ def _add_top_level_commands(subparsers: Subparsers) -> None:
     add_eval_command(subparsers)
     add_copy_command(subparsers)
     add_audit_command(subparsers)
+    add_compact_command(subparsers)
 
 
 #: ``(name, add_parser)`` of every command group; add yours here (e.g. ``index``, ``search``, ``eval``).

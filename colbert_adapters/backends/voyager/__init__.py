@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import shutil
@@ -48,21 +47,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast, overload
 
-from ..._codecs import VECTOR_DTYPES
 from ..._filters import check_filter
 from ..._identity import same_model
 from ..._optional import require
+from ..._residual import COMPRESSIONS
 from ..._validation import as_multivector, check_ids, check_k, positive_int
 from ...errors import ColBERTError, CollectionConfigError, InvalidInputError
 from ...types import Filter, Hit, Metadata, MultiVector
 from .._files import FileWriteLock, is_temp
 from ..base import Record, VerifyReport
-from . import _layout, _search, _segments, _writes
+from . import _cstore, _layout, _options, _search, _segments, _writes
 from ._background import start_workers
 from ._centroids import backfill_centroids
 from ._db import DB, Database
 from ._docstore import BlobCache
-from ._segments import STORAGE_TYPES
 from ._sqlfilter import check_index_key
 from ._state import IndexState, MaintenanceEvent, SearchTrace, Tuning, load_state, refresh_if_stale, release
 from ._verify import verify
@@ -73,16 +71,6 @@ logger = logging.getLogger(__name__)
 
 
 _T = TypeVar("_T")
-
-
-def _dir_file_bytes(root: Path) -> int:
-    """Bytes of the files in ``root``; a background seal's temporary file may be renamed away while it is read."""
-    total = 0
-    for p in root.iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            if p.is_file():
-                total += p.stat().st_size
-    return total
 
 
 class _Tuned(Generic[_T]):
@@ -153,6 +141,13 @@ class VoyagerBackend:
             float32 MaxSim, near-ties included). int8 near-ties can swap places; int14 and float16 keep float32's
             top 10 on the benchmark's near-tie set (``benchmarks/results/voyager.md``). ``None``: the index's
             setting, or :attr:`DEFAULT_VECTOR_DTYPE` (int14).
+        compression: how the index stores its tokens, fixed when it is created: ``"2bit"`` / ``"4bit"`` (a
+            residual codec, no token graph: per token a centroid id and 2- or 4-bit residuals per component, about
+            40 / 72 bytes per 128-d token with everything on disk; search probes a centroid table, scores
+            candidates by centroid interaction and decompresses the best, see ``n_probe``), or a ``vector_dtype``
+            name (``"int8"``, ``"int14"``, ...: the token-graph store). ``None``: the index's setting, or the
+            token-graph store with ``vector_dtype``. Opening an index with another compression raises
+            :class:`CollectionConfigError`; :meth:`compact` converts an index.
         graph_dim: build new segments' graphs over a projection of the token vectors on their first
             ``graph_dim`` principal directions (uncentred PCA fitted on up to 100,000 of the segment's tokens
             and stored with it); the int8 estimate and the exact rerank still score the full stored vectors.
@@ -194,6 +189,13 @@ class VoyagerBackend:
             and merges in the write that triggers it. :meth:`wait_for_maintenance` waits for pending work;
             :meth:`close` lets a running build finish. A crash mid-build keeps the last committed state.
         metadata_indexes: metadata keys to index (created if missing; see :meth:`create_metadata_index`).
+        n_probe: compressed indexes: centroids probed per query token for candidates.
+        n_interact: compressed indexes: candidates (best first stage score) scored by centroid interaction.
+        n_full: compressed indexes: candidates (best centroid interaction) decompressed and scored exactly (at
+            least ``k``).
+        train_tokens: compressed indexes: tokens collected (searched exactly) before the codec is trained on
+            them; later documents are encoded against it, and centroids are appended when a seal finds tokens
+            far from every centroid.
 
     Raises:
         CollectionConfigError: ``path`` is not an index (a file, or a non-empty directory without one), an
@@ -240,6 +242,13 @@ class VoyagerBackend:
     DEFAULT_MAX_SEGMENTS = 4
     #: A segment is extended with the smaller ones once they hold 1/FOLD_RATIO of its tokens (see ``max_segments``).
     FOLD_RATIO = 32
+    #: Default centroids probed per query token, candidates scored by centroid interaction, and candidates
+    #: decompressed and scored exactly, in a compressed index (see ``compression``).
+    DEFAULT_N_PROBE = 8
+    DEFAULT_N_INTERACT = 256
+    DEFAULT_N_FULL = 64
+    #: Default tokens a compressed index collects before it trains its codec (the first seal waits for them).
+    DEFAULT_TRAIN_TOKENS = 65_536
     #: Default dead-token fraction that triggers a segment rewrite.
     DEFAULT_COMPACT_DELETED_RATIO = 0.25
 
@@ -254,6 +263,7 @@ class VoyagerBackend:
         ef_construction: int | None = None,
         storage_data_type: str | None = None,
         vector_dtype: str | None = None,
+        compression: str | None = None,
         graph_dim: int | None = None,
         ef_search: int = DEFAULT_EF_SEARCH,
         k_token: int = DEFAULT_K_TOKEN,
@@ -266,22 +276,19 @@ class VoyagerBackend:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         background_maintenance: bool = True,
         metadata_indexes: Sequence[str] = (),
+        n_probe: int = DEFAULT_N_PROBE,
+        n_interact: int = DEFAULT_N_INTERACT,
+        n_full: int = DEFAULT_N_FULL,
+        train_tokens: int = DEFAULT_TRAIN_TOKENS,
     ) -> None:
         voyager = require("voyager", extra="voyager")
         if dim is not None:
             dim = positive_int(dim, "dim")
         if model_id is not None and not isinstance(model_id, str):
             raise InvalidInputError(f"model_id must be a str or None, got {type(model_id).__name__}")
-        if storage_data_type is not None and (
-            not isinstance(storage_data_type, str) or storage_data_type.lower() not in STORAGE_TYPES
-        ):
-            raise InvalidInputError(
-                f"storage_data_type must be one of {', '.join(STORAGE_TYPES)}, got {storage_data_type!r}"
-            )
-        if vector_dtype is not None and (
-            not isinstance(vector_dtype, str) or vector_dtype.lower() not in VECTOR_DTYPES
-        ):
-            raise InvalidInputError(f"vector_dtype must be one of {', '.join(VECTOR_DTYPES)}, got {vector_dtype!r}")
+        storage_data_type, vector_dtype, compression = _options.check_store_options(
+            storage_data_type, vector_dtype, compression
+        )
         if M is not None:
             M = positive_int(M, "M")
             if M < 2:
@@ -298,13 +305,17 @@ class VoyagerBackend:
             ef_search=positive_int(ef_search, "ef_search"),
             k_token=positive_int(k_token, "k_token"),
             n_rerank=positive_int(n_rerank, "n_rerank"),
-            exact_below_tokens=_exact_below(
+            exact_below_tokens=_options.exact_below(
                 self.DEFAULT_EXACT_BELOW_TOKENS if exact_below_tokens is None else exact_below_tokens
             ),
             mutable_max_tokens=positive_int(mutable_max_tokens, "mutable_max_tokens"),
             max_segments=positive_int(max_segments, "max_segments"),
-            compact_deleted_ratio=_deleted_ratio(compact_deleted_ratio),
-            num_threads=_num_threads(num_threads),
+            compact_deleted_ratio=_options.deleted_ratio(compact_deleted_ratio),
+            num_threads=_options.num_threads(num_threads),
+            n_probe=positive_int(n_probe, "n_probe"),
+            n_interact=positive_int(n_interact, "n_interact"),
+            n_full=positive_int(n_full, "n_full"),
+            train_tokens=positive_int(train_tokens, "train_tokens"),
             graph_dim_min=self.DEFAULT_GRAPH_DIM_MIN,
             fold_ratio=self.FOLD_RATIO,
             large_segment_tokens=self.LARGE_SEGMENT_TOKENS,
@@ -355,7 +366,11 @@ class VoyagerBackend:
                             if ef_construction is not None
                             else str(self.DEFAULT_EF_CONSTRUCTION_LARGE),
                             "storage_data_type": (storage_data_type or self.DEFAULT_STORAGE).lower(),
-                            "vector_dtype": (vector_dtype or self.DEFAULT_VECTOR_DTYPE).lower(),
+                            # A compressed index keeps its unsealed documents as int8 rows.
+                            "vector_dtype": "int8"
+                            if compression in COMPRESSIONS
+                            else (vector_dtype or self.DEFAULT_VECTOR_DTYPE),
+                            "compression": compression if compression in COMPRESSIONS else None,
                         },
                     )
             db = Database(db_path, read_only)
@@ -374,14 +389,18 @@ class VoyagerBackend:
             meta = _layout.read_meta(db.conn, root)  # before anything is written to a foreign database
             if not read_only:
                 db.conn.execute("PRAGMA journal_mode = WAL")
-            _layout.apply_meta(st, meta, dim, model_id, M, ef_construction, storage_data_type, vector_dtype)
+            _layout.apply_meta(
+                st, meta, dim, model_id, M, ef_construction, storage_data_type, vector_dtype, compression
+            )
             _layout.apply_graph_dim(st, meta, graph_dim)
             if not read_only:
                 _layout.migrate(st)
                 _layout.remove_orphans(st)
             load_state(st)
             if not read_only:
-                if backfill_centroids(db, st.dim, st.vector_dtype, st.vector_cols, root, st.crc_cols):
+                if st.compression is None and backfill_centroids(
+                    db, st.dim, st.vector_dtype, st.vector_cols, root, st.crc_cols
+                ):
                     with st.rw.write():
                         load_state(st)
                 _layout.write_manifest(st)
@@ -463,14 +482,17 @@ class VoyagerBackend:
     k_token = _Tuned[int]("k_token", positive_int, "Nearest token vectors retrieved per query token and segment.")
     n_rerank = _Tuned[int]("n_rerank", positive_int, "Candidates reranked per batch.")
     exact_below_tokens = _Tuned[int](
-        "exact_below_tokens", lambda v, _: _exact_below(v), "Live sealed tokens up to which searches scan everything."
+        "exact_below_tokens", _options.exact_below, "Live sealed tokens up to which searches scan everything."
     )
     mutable_max_tokens = _Tuned[int]("mutable_max_tokens", positive_int, "Mutable tokens that trigger a seal.")
     max_segments = _Tuned[int]("max_segments", positive_int, "Sealed segments beyond which smaller ones fold.")
     compact_deleted_ratio = _Tuned[float](
-        "compact_deleted_ratio", lambda v, _: _deleted_ratio(v), "Dead-token fraction that triggers a rewrite."
+        "compact_deleted_ratio", _options.deleted_ratio, "Dead-token fraction that triggers a rewrite."
     )
-    num_threads = _Tuned[int]("num_threads", lambda v, _: _num_threads(v), "Voyager threads (``-1``: every core).")
+    num_threads = _Tuned[int]("num_threads", _options.num_threads, "Voyager threads (``-1``: every core).")
+    n_probe = _Tuned[int]("n_probe", positive_int, "Centroids probed per query token (compressed indexes).")
+    n_interact = _Tuned[int]("n_interact", positive_int, "Candidates scored by centroid interaction (compressed).")
+    n_full = _Tuned[int]("n_full", positive_int, "Candidates decompressed and scored exactly (compressed).")
 
     # ------------------------------------------------------------------------------------------ protocol
 
@@ -661,19 +683,29 @@ class VoyagerBackend:
 
     # ------------------------------------------------------------------------------------------ maintenance
 
-    def compact(self) -> None:
+    def compact(self, compression: str | None = None) -> None:
         """Seal the mutable segment, merge all segments into one without dead tokens, shrink the files.
 
         Safe at any time: readers keep searching the old segments until the new one is committed, and a
         crash leaves either the old or the new state.
 
+        Args:
+            compression: convert the index to ``"2bit"`` or ``"4bit"`` (see the constructor): a codec is trained
+                on its stored vectors and every document is re-encoded into one compressed segment. ``None`` or
+                the index's own compression: compact only.
+
         Raises:
             ColBERTError: the backend is closed or read-only.
+            InvalidInputError: an unknown ``compression``, or a conversion this version cannot do (between
+                compressed modes, or from a compressed index back to a vector store).
         """
         st = self._st
+        target = _options.check_store_options(None, None, compression)
         st.check_writable()
         with st.seal_lock, st.maintenance_lock, st.write_mutex:
             st.check_writable()
+            if _cstore.needs_conversion(st, target[1] or target[2]):
+                _cstore.convert(st, target[1] or target[2])
             _segments.compact(st)
         logger.info("compacted %s: %d documents in %d segment(s)", st.root, st.n_docs, len(st.segments))
 
@@ -692,41 +724,8 @@ class VoyagerBackend:
         st.check_open()
         refresh_if_stale(st)
         with st.rw.read():
-            segs = [
-                {
-                    "id": s.id,
-                    "file": s.file,
-                    "n_tokens": s.n_tokens,
-                    "n_live_tokens": s.n_live_tokens,
-                    "n_docs": s.n_docs,
-                    "ef_construction": int(s.index.ef_construction),
-                    "graph_dim": int(s.index.num_dimensions),
-                }
-                for s in st.segments.values()
-            ]
-            live = sum(s.n_live_tokens for s in st.segments.values()) + st.mutable_tokens
-            dead = sum(s.n_tokens - s.n_live_tokens for s in st.segments.values())
-            out: dict[str, Any] = {
-                "n_docs": st.n_docs,
-                "n_live_tokens": live,
-                "n_dead_tokens": dead,
-                "mutable_tokens": st.mutable_tokens,
-                "segments": segs,
-                "generation": st.generation,
-                "M": st.M,
-                "ef_construction": st.ef_construction,
-                "ef_construction_large": st.ef_construction_large,
-                "storage_data_type": st.storage,
-                "vector_dtype": st.vector_dtype,
-                "graph_dim": _segments.target_graph_dim(st),
-                "format_version": st.format_version,
-                "cache_bytes": st.blobs.nbytes,
-                "cache_entries": len(st.blobs),
-                "centroid_bytes": st.centroids.nbytes if st.centroids is not None else 0,
-                "maintenance": [dataclasses.asdict(e) for e in st.maintenance],
-                "maintenance_pending": any(w is not None and w.pending() for w in (st.sealer, st.worker)),
-            }
-        out["disk_bytes"] = _dir_file_bytes(st.root)
+            out = _options.stats(st)
+        out["disk_bytes"] = _options.dir_bytes(st.root)
         return out
 
     def verify(self) -> VerifyReport:
@@ -778,21 +777,3 @@ class VoyagerBackend:
         """Graph dimensions of a new index of ``dim``-d vectors: ``max(DEFAULT_GRAPH_DIM_MIN, dim // 3)`` (64 of
         128, 128 of 384; a value of at least ``dim``, i.e. ``dim <= 64``, means full-dimension graphs)."""
         return _layout.default_graph_dim(dim, cls.DEFAULT_GRAPH_DIM_MIN)
-
-
-def _exact_below(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInputError(f"exact_below_tokens must be an int >= 0, got {value!r}")
-    return value
-
-
-def _deleted_ratio(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 < value <= 1.0):
-        raise InvalidInputError(f"compact_deleted_ratio must be in (0, 1], got {value!r}")
-    return float(value)
-
-
-def _num_threads(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value == 0 or value < -1:
-        raise InvalidInputError(f"num_threads must be -1 or a positive int, got {value!r}")
-    return value

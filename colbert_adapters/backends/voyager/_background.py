@@ -11,11 +11,12 @@ build's file is an orphan the next writable open removes, and its documents are 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
 
+from ._compressed import remove_dir
+from ._cstore import seal_threshold
 from ._segments import commit_merge, commit_seal, plan_merges, prepare_merge, prepare_seal
 from ._state import IndexState
 
@@ -32,7 +33,7 @@ def start_workers(st: IndexState) -> None:
     index already needs."""
     st.sealer = Worker(st, _seal_all, "seal")
     st.worker = Worker(st, _merge_all, "merge")
-    if st.mutable_tokens >= st.tuning.mutable_max_tokens:
+    if st.mutable_tokens >= seal_threshold(st):
         st.sealer.request()
     if plan_merges(st):
         st.worker.request()
@@ -131,7 +132,7 @@ def _seal_all(st: IndexState, worker: Worker) -> None:
     with st.seal_lock:
         while not worker.stopping:
             with st.write_mutex:
-                if st.closed or st.mutable_tokens < st.tuning.mutable_max_tokens:
+                if st.closed or st.mutable_tokens < seal_threshold(st):
                     return
             # Oldest documents first, a few mutable segments' worth per graph: commits stay frequent when behind.
             built = prepare_seal(st, max_tokens=SEAL_BATCH * st.tuning.mutable_max_tokens)
@@ -139,8 +140,7 @@ def _seal_all(st: IndexState, worker: Worker) -> None:
                 return
             with st.write_mutex:
                 if st.closed:  # pragma: no cover - close() waits for the workers first
-                    with contextlib.suppress(FileNotFoundError):
-                        (st.root / built.name).unlink()
+                    remove_dir(st.root / built.name)
                     return
                 commit_seal(st, built)
                 needs_merge = bool(plan_merges(st))

@@ -69,7 +69,7 @@ CHECKPOINT_BYTES = 8 << 20
 FETCH_CHUNK = 2048
 #: The only file names a segment may have: a name read from the database that is not one (``../x``, an absolute
 #: path) is damage, never a path to follow.
-SEGMENT_FILE = re.compile(r"seg-\d{6,}\.voyager")
+SEGMENT_FILE = re.compile(r"seg-\d{6,}\.(?:voyager|plaid)")
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -27,6 +28,7 @@ from ..._codecs import VECTOR_DTYPES
 from ..._identity import same_model
 from ...errors import CollectionConfigError
 from .._files import file_crc32, fsync_dir, is_temp, with_manifest_crc, write_atomic
+from ._compressed import remove_dir
 from ._db import DB, SCHEMA, SEGMENT_FILE, add_checksum_columns, rollback
 from ._state import IndexState, segment_path
 
@@ -61,6 +63,8 @@ READABLE_VERSIONS = ("1", "2", "3")
 PROJECTED_FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 LOCK = "write.lock"
+#: Codec directories of compressed indexes (``_compressed``).
+CODEC_NAME = re.compile(r"codec-\d{6,}")
 
 
 def segment_name(sid: int) -> str:
@@ -141,13 +145,27 @@ def apply_meta(
     ef_construction: int | None,
     storage: str | None,
     vector_dtype: str | None,
+    compression: str | None = None,
 ) -> None:
     """Check the constructor's arguments against the index's settings, take the settings into ``st``, and (writer)
     persist explicit settings that differ.
 
     Raises:
-        CollectionConfigError: the index stores another dimension, model or vector encoding than asked for.
+        CollectionConfigError: the index stores another dimension, model, vector encoding or compression than
+            asked for.
     """
+    stored_comp = meta.get("compression") or None
+    asked = compression or vector_dtype
+    have = stored_comp or meta.get("vector_dtype", "float16")
+    if (compression is not None or (stored_comp is not None and vector_dtype is not None)) and asked != have:
+        raise CollectionConfigError(
+            f"the index {st.root} is stored with compression {have!r} but compression={asked!r} was given; open "
+            f"it with compression=None (or {have!r}), or convert it with VoyagerBackend(path).compact("
+            f"compression={asked!r}) (CLI: colbert-adapters compact {st.root} --compression {asked})"
+        )
+    st.compression = stored_comp
+    if stored_comp is not None:
+        vector_dtype = None  # the int8 rows of the unsealed documents
     stored_dim = int(meta["dim"]) if meta.get("dim") else None
     stored_vdt = meta.get("vector_dtype", "float16")  # format version 1 stored float16 only
     if stored_vdt not in VECTOR_DTYPES:
@@ -254,6 +272,7 @@ def write_manifest(st: IndexState) -> None:
         "ef_construction_large": st.ef_construction_large,
         "storage_data_type": st.storage,
         "vector_dtype": st.vector_dtype,
+        "compression": st.compression or st.vector_dtype,
         "segments": [{"id": s.id, "file": s.file, "n_tokens": s.n_tokens} for s in st.segments.values()],
         "note": f"mirror of {DB} (the source of truth) at this generation; do not edit",
     }
@@ -264,10 +283,10 @@ def write_manifest(st: IndexState) -> None:
 def remove_orphans(st: IndexState) -> None:
     """Delete segment files no committed state references and temporary files of crashed writes."""
     live = {segment_path(st.root, sid, file).name for sid, file in st.conn.execute("SELECT id, file FROM segments")}
+    row = st.conn.execute("SELECT value FROM meta WHERE key = 'codec'").fetchone()
+    if row is not None:
+        live.add(str(json.loads(row[0]).get("dir")))
     for p in st.root.iterdir():
-        if (SEGMENT_FILE.fullmatch(p.name) and p.name not in live) or is_temp(p.name):
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                continue
+        if ((SEGMENT_FILE.fullmatch(p.name) or CODEC_NAME.fullmatch(p.name)) and p.name not in live) or is_temp(p.name):
+            remove_dir(p)
             logger.debug("removed orphan %s", p)

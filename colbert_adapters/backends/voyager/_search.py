@@ -28,6 +28,7 @@ from ..._kernels import doc_scale_codes, doc_scale_estimate
 from ...scoring import maxsim_flat
 from ...types import Hit
 from ..base import Record
+from . import _cstore
 from ._candidates import candidates
 from ._db import FETCH_CHUNK, check_blob, rollback
 from ._rerank import Stacked, rerank, score_exact, score_stacked, stack, take_docs
@@ -172,6 +173,9 @@ def score(
         scores.update(zip(mseqs[keep].tolist(), exact[keep].tolist(), strict=True))
         if trace is not None:
             trace.mutable = int(mseqs.size)
+    if st.compression is not None:  # compressed segments: probe, centroid interaction, decompress the best
+        scores.update(_cstore.score(st, conn, q, k, flt, trace, match, filtered_seqs))
+        return scores
     n_sealed_docs = st.n_docs - mseqs.size
     sealed_live = sum(seg.n_live_tokens for seg in st.segments.values())
     if 0 < sealed_live <= st.tuning.exact_below_tokens:
@@ -288,13 +292,17 @@ def get_records(st: IndexState, id_list: list[str], with_vectors: bool) -> list[
             ):
                 found[row[0]] = row
         dim = st.dim or 0
+        # Documents sealed into a compressed segment have an empty row in SQLite: decoded from the segment.
+        packed = _cstore.doc_vectors(st, [r[8] for r in found.values() if with_vectors and not r[4] and r[3]])
     out: list[Record] = []
     for doc_id in id_list:
         row = found.get(doc_id)
         if row is None:
             continue
         vecs = None
-        if with_vectors:
+        if with_vectors and row[8] in packed:
+            vecs = packed[row[8]]
+        elif with_vectors:
             check_blob(row[4], row[6], f"the stored vectors of document {doc_id!r} (seq {row[8]}) in {st.root}")
             check_blob(row[5], row[7], f"the stored residuals of document {doc_id!r} (seq {row[8]}) in {st.root}")
             vecs = decode_vectors(row[4], row[3], dim, st.vector_dtype, row[5])

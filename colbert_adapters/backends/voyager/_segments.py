@@ -33,6 +33,8 @@ import numpy.typing as npt
 
 from ..._codecs import F32, decode_vectors
 from .._files import file_crc32, fsync_dir
+from . import _cstore
+from ._compressed import remove_dir
 from ._db import check_blob, rollback
 from ._layout import PROJECTED_FORMAT_VERSION, remove_orphans, segment_name, write_manifest
 from ._state import IndexState, MaintenanceEvent, Segment
@@ -63,13 +65,14 @@ def maintain(st: IndexState) -> None:
     """Automatic maintenance after a write (write mutex held): seal the mutable segment when it is full, then fold
     or rebuild segments as :func:`plan_merges` says; on the background workers when the index has them, else
     here."""
+    threshold = _cstore.seal_threshold(st)
     if st.worker is not None:
-        if st.mutable_tokens >= st.tuning.mutable_max_tokens:
+        if st.mutable_tokens >= threshold:
             st.sealer.request()
         if plan_merges(st):
             st.worker.request()
         return
-    if st.mutable_tokens >= st.tuning.mutable_max_tokens:
+    if st.mutable_tokens >= threshold:
         try:
             seal(st)
         except OSError as err:  # e.g. a full disk: the write itself committed; the next one seals again
@@ -139,6 +142,8 @@ def extendable(st: IndexState, seg: Segment, n_new: int) -> bool:
     of the resulting size gets (a segment growing past ``large_segment_tokens`` is rebuilt once with the
     larger beam)."""
     index = seg.index
+    if st.compression is not None:
+        return False  # a compressed merge copies codes: always a rebuild
     return bool(
         (None if seg.proj is None else int(seg.proj.shape[0])) == target_graph_dim(st)
         and index.M == st.M
@@ -246,6 +251,8 @@ class SealBuild:
     crc: int
     n_tokens: int
     started: float
+    #: A compressed index's segment (``_cstore``), with the codec it needs committed; ``None``: an HNSW segment.
+    parts: _cstore.SealParts | None = None
 
 
 def prepare_seal(
@@ -264,9 +271,15 @@ def prepare_seal(
     if not snapshot:
         return None
     seqs = sorted(snapshot)
+    if st.compression is not None and st.codec is None:
+        max_tokens = None  # the codec is trained on every collected token
     if max_tokens is not None:
         counts = np.cumsum([snapshot[s][1].shape[0] for s in seqs])
         seqs = seqs[: max(1, int(np.searchsorted(counts, max_tokens, side="right")))]
+    if st.compression is not None:
+        parts = _cstore.build_seal(st, seqs, snapshot)
+        lens = {s: snapshot[s][1].shape[0] for s in seqs}
+        return SealBuild(lens, parts.sid, parts.name, parts.segment, None, parts.crc, parts.n_tokens, t0, parts)
     arrays = [snapshot[s][1] for s in seqs]
     labels = np.concatenate(
         [
@@ -290,8 +303,9 @@ def commit_seal(st: IndexState, built: SealBuild) -> None:
     """
     present = [seq for seq in built.seqs if seq in st.mutable]
     if not present:  # every document went during the build (deleted, replaced, cleared, sealed by compact())
-        with contextlib.suppress(FileNotFoundError):
-            (st.root / built.name).unlink()
+        remove_dir(st.root / built.name)
+        if built.parts is not None and built.parts.codec_meta is not None:  # the new codec goes with the next seal
+            remove_dir(st.root / json.loads(built.parts.codec_meta)["dir"])
         return
     n_live = sum(built.seqs[seq] for seq in present)
     conn = st.conn
@@ -306,9 +320,13 @@ def commit_seal(st: IndexState, built: SealBuild) -> None:
             (built.sid, built.name, built.n_tokens, n_live, len(present), built.crc),
         )
         store_projection(st, conn, built.sid, built.proj)
+        if built.parts is not None:
+            _cstore.commit_seal_rows(st, conn, built.parts, present)
         bump_generation(st, conn)
         with st.rw.write():
             conn.execute("COMMIT")
+            if built.parts is not None:
+                _cstore.apply_seal(st, built.parts, present)
             if built.proj is not None:
                 st.format_version = max(st.format_version, PROJECTED_FORMAT_VERSION)
             segments = dict(st.segments)
@@ -371,6 +389,11 @@ def prepare_merge(
     documents go to the mutable segment); documents deleted meanwhile are left out at the commit.
     """
     t0 = time.perf_counter()
+    if st.compression is not None:  # codes are copied: a rebuild costs no more than a fold
+        parts = _cstore.build_merge(st, seg_ids)
+        new = None if parts is None else Segment(parts.sid, parts.name, parts.segment, parts.n_tokens,
+                                                 parts.n_tokens, parts.n_docs, None, parts.crc)  # fmt: skip
+        return MergeBuild(seg_ids, None, new, t0)
     base = st.segments[into] if into is not None else None
     read_json = json.dumps([s for s in seg_ids if s != into])
     arrays: list[npt.NDArray[np.float32]] = []
@@ -449,8 +472,7 @@ def commit_merge(st: IndexState, built: MergeBuild) -> None:
         rollback(conn)
         raise
     for name in old_files:
-        with contextlib.suppress(FileNotFoundError):
-            (st.root / name).unlink()
+        remove_dir(st.root / name)
     st.db.checkpoint()
     write_manifest(st)
     if new is not None:
@@ -482,6 +504,13 @@ def compact(st: IndexState) -> None:
     if len(segs) > 1 or any(s.n_live_tokens < s.n_tokens for s in segs):
         merge(st, [s.id for s in segs])
     conn = st.conn
-    conn.execute("PRAGMA incremental_vacuum")
+    conn.execute("PRAGMA incremental_vacuum").fetchall()  # each step frees one page: run them all
+    if st.compression is not None:
+        # Sealing empties rows in place, leaving partly filled pages; the database holds texts and metadata only,
+        # so rewriting it is cheap.
+        try:
+            conn.execute("VACUUM")
+        except sqlite3.OperationalError as err:  # e.g. a reader of another process mid-transaction
+            logger.info("could not VACUUM %s (%s); its database keeps its free space", st.root, err)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     remove_orphans(st)

@@ -26,6 +26,7 @@ from ..._codecs import F32, decode_vectors
 from ...errors import ColBERTError, CollectionConfigError, IndexCorruptedError
 from .._files import FileWriteLock, RWLock, file_crc32
 from ._centroids import CentroidTable, read_centroids
+from ._compressed import CompressedSegment, is_compressed_file, load_codec
 from ._db import DB, SEGMENT_FILE, Database, check_blob, columns, rollback
 from ._docstore import BlobCache
 from ._sqlfilter import metadata_indexes
@@ -135,6 +136,12 @@ class Tuning:
     fold_ratio: int
     #: Segments with more tokens than this are built with ``ef_construction_large`` (when the index has one).
     large_segment_tokens: int
+    #: Compressed indexes (``_plaid``): centroids probed per query token, candidates scored by centroid
+    #: interaction, candidates decompressed and scored exactly; tokens collected before the codec is trained.
+    n_probe: int = 8
+    n_interact: int = 256
+    n_full: int = 64
+    train_tokens: int = 65_536
 
 
 @dataclass(eq=False)
@@ -174,6 +181,13 @@ class IndexState:
     graph_dim: int | None = None
     #: A new index without a dimension yet: the default graph_dim is set with the first upsert.
     graph_dim_pending: bool = False
+    #: ``"2bit"`` / ``"4bit"``: the compressed store (``_compressed``); ``None``: token graphs.
+    compression: str | None = None
+    #: The compressed store's codec (a ``_residual.ResidualCodec``, ``None`` until trained) and its meta row.
+    codec: Any = None
+    codec_meta: str | None = None
+    #: Mean reconstruction error of each seal's tokens over the codec's training error (drift), latest last.
+    seal_errors: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     # contents
     segments: dict[int, Segment] = field(default_factory=dict)
     #: label -> seq of the document owning that token (-1: free or dead).
@@ -310,6 +324,10 @@ def _load_state_in(st: IndexState, conn: sqlite3.Connection) -> None:
     st.centroids = read_centroids(conn, st.centroids, dim, meta.get("centroids_epoch", "0"), len(rows), st.root)
     st.n_docs = len(rows)
     st.dim = dim
+    st.compression = meta.get("compression") or None
+    if meta.get("codec") != st.codec_meta:
+        st.codec = load_codec(st.root, meta["codec"]) if meta.get("codec") else None
+        st.codec_meta = meta.get("codec")
     if meta.get("model_id"):
         st.model_id = meta["model_id"]
     st.data_version = conn.execute("PRAGMA data_version").fetchone()[0]
@@ -322,6 +340,8 @@ def load_segment(st: IndexState, path: Path, crc: int | None) -> Any:
     Raises:
         IndexCorruptedError: the file is missing, does not match its checksum, or cannot be loaded.
     """
+    if is_compressed_file(path.name):  # memory-mapped: O(1); verify() checks its checksum
+        return CompressedSegment(path)
     try:
         if crc is not None and file_crc32(path) != crc:
             raise IndexCorruptedError(
@@ -343,7 +363,7 @@ def segment_path(root: Path, sid: int, file: object) -> Path:
     if not isinstance(file, str) or not SEGMENT_FILE.fullmatch(file):
         raise IndexCorruptedError(
             f"{root / DB} names segment {sid}'s file {file!r}, which is not a segment file name "
-            "(seg-NNNNNN.voyager); the database is damaged or was edited. Restore the index from a backup"
+            "(seg-NNNNNN.voyager or .plaid); the database is damaged or was edited. Restore the index from a backup"
         )
     return root / file
 

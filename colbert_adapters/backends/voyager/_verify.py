@@ -17,6 +17,7 @@ from ..._codecs import blob_parts, residual_widths
 from ...errors import IndexCorruptedError
 from .._files import check_manifest_crc, file_crc32
 from ..base import VerifyReport
+from ._compressed import SEGMENT_FILES, CompressedSegment, dir_crc, is_compressed_file
 from ._db import FETCH_CHUNK, checksum, columns
 from ._layout import MANIFEST
 from ._state import IndexState, segment_path
@@ -78,6 +79,14 @@ def _check_segments(
         except IndexCorruptedError as err:
             problems.append(str(err))
             continue
+        if is_compressed_file(file):
+            if not path.is_dir() or any(not (path / f).is_file() for f in SEGMENT_FILES):
+                problems.append(f"segment {sid}: {file} is missing or incomplete")
+            elif crc is not None and dir_crc(path) != crc:
+                problems.append(f"segment {sid}: {file} does not match its checksum")
+            else:
+                graphs[sid] = CompressedSegment(path)
+            continue
         if not path.is_file():
             problems.append(f"segment {sid}: {file} is missing")
             continue
@@ -106,6 +115,7 @@ def _check_documents(
     segments = {r[0] for r in conn.execute("SELECT id FROM segments")}
     labels: dict[int, list[np.ndarray]] = {sid: [] for sid in graphs}
     unverified = 0
+    compressed: dict[int, list[tuple[int, int]]] = {}
     last = -1
     half, quarter = residual_widths(dim) if dim else (0, 0)
     while True:
@@ -129,6 +139,9 @@ def _check_documents(
             if rcrc is not None and residual is not None and checksum(residual) != rcrc:
                 problems.append(f"{where}: stored residuals do not match their checksum")
                 continue
+            if not blob and n_tok and isinstance(graphs.get(seg), CompressedSegment):
+                compressed.setdefault(seg, []).append((seq, int(n_tok)))
+                continue
             try:
                 rows_, _ = blob_parts(blob, dim, st.vector_dtype)
                 if rows_.shape[0] != n_tok:
@@ -143,8 +156,16 @@ def _check_documents(
                 problems.append(f"{where}: belongs to segment {seg}, which does not exist")
             elif seg in labels:
                 labels[seg].append(np.arange(first, first + n_tok, dtype=np.int64))
+    for sid, docs in compressed.items():
+        cseg = graphs[sid]
+        seqs = np.array([d[0] for d in docs], dtype=np.int64)
+        here, pos = cseg.locate(seqs)
+        lens = np.where(here, cseg.offsets[pos + 1] - cseg.offsets[pos], -1)
+        bad = int((lens != np.array([d[1] for d in docs])).sum())
+        if bad:
+            problems.append(f"segment {sid}: {bad} of its documents are missing from its files or of the wrong size")
     for sid, parts in labels.items():
-        if not parts:
+        if not parts or isinstance(graphs[sid], CompressedSegment):
             continue
         want = np.concatenate(parts)
         missing = int((~np.isin(want, np.fromiter(graphs[sid].ids, dtype=np.int64))).sum())

@@ -24,6 +24,7 @@ from ...errors import ColBERTError, DimensionMismatchError, InvalidInputError
 from ...types import Metadata, MultiVector
 from . import _sqlfilter
 from ._centroids import CentroidTable, doc_centroids
+from ._cstore import seal_threshold
 from ._db import CHECKPOINT_BYTES, checksum, json_text, rollback
 from ._docstore import Row, delete_rows, lookup_rows
 from ._layout import default_graph_dim, write_manifest
@@ -113,7 +114,7 @@ def _throttle(st: IndexState) -> None:
     more segments wait for folding than ``max_segments`` allows (each costs every search a graph query)."""
     if st.worker is None:
         return
-    if st.mutable_tokens >= MUTABLE_BACKLOG * st.tuning.mutable_max_tokens:
+    if st.mutable_tokens >= MUTABLE_BACKLOG * seal_threshold(st):
         st.sealer.wait_progress(THROTTLE_SECONDS)
     elif len(st.segments) > 4 * st.tuning.max_segments + 8:
         st.worker.wait_progress(THROTTLE_SECONDS)
@@ -214,7 +215,9 @@ def write_docs(
     stored under the same ids, and add them to the mutable segment (write mutex held)."""
     conn = st.conn
     first = st.next_label
-    cent_codes, cent_scales = doc_centroids([decoded for _, _, decoded in encoded])
+    # Per-document centroids complete the token graphs' approximate scores; a compressed index has no token graph.
+    with_centroids = st.compression is None
+    cent_codes, cent_scales = doc_centroids([decoded for _, _, decoded in encoded] if with_centroids else [])
     conn.execute("BEGIN IMMEDIATE")
     try:
         old = lookup_rows(conn, ids)
@@ -242,10 +245,11 @@ def write_docs(
             )
             assert cur.lastrowid is not None
             i = len(new)
-            conn.execute(
-                "INSERT INTO centroids VALUES (?, ?, ?)",
-                (cur.lastrowid, cent_scales[i].tobytes(), cent_codes[i].tobytes()),
-            )
+            if with_centroids:
+                conn.execute(
+                    "INSERT INTO centroids VALUES (?, ?, ?)",
+                    (cur.lastrowid, cent_scales[i].tobytes(), cent_codes[i].tobytes()),
+                )
             new.append((cur.lastrowid, label, decoded))
             written.append((cur.lastrowid, decoded.shape[0], blob))
             label += decoded.shape[0]
@@ -271,11 +275,12 @@ def write_docs(
             st.invalidate()
             if st.dim is None:
                 st.dim = dim
-            if st.centroids is None:
+            if st.centroids is None and with_centroids:
                 st.centroids = CentroidTable(dim)
-            st.centroids.append(np.array([n[0] for n in new], dtype=np.int64), cent_codes, cent_scales)
-            if st.centroids.n > 2 * st.n_docs + 1024:  # mostly rows of replaced or deleted documents
-                st.centroids.retain(np.unique(st.label_seq[st.label_seq >= 0]))
+            if st.centroids is not None and with_centroids:
+                st.centroids.append(np.array([n[0] for n in new], dtype=np.int64), cent_codes, cent_scales)
+                if st.centroids.n > 2 * st.n_docs + 1024:  # mostly rows of replaced or deleted documents
+                    st.centroids.retain(np.unique(st.label_seq[st.label_seq >= 0]))
             if pending_graph_dim is not None:
                 st.graph_dim, st.graph_dim_pending = pending_graph_dim, False
             st.blobs.put("vectors", written)
