@@ -29,6 +29,14 @@ from _compact_data import Dataset
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process so far (every thread, user + system)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _rss() -> int:
     return proc_status_kib("VmRSS") or 0
 
@@ -46,6 +54,7 @@ def build(ds: Dataset, index: str, nbits: int) -> dict:
     for _, lens, flat in ds.chunks():
         docs.extend(torch.from_numpy(flat).split(lens.tolist()))
     gen_s = time.perf_counter() - t0
+    cpu_start = _cpu_s()
     t0 = time.perf_counter()
     fp = search.FastPlaid(index=index, device="cpu")
     fp.create(documents_embeddings=docs, nbits=nbits)
@@ -56,6 +65,7 @@ def build(ds: Dataset, index: str, nbits: int) -> dict:
         "disk_bytes": dir_bytes(index),
         "files": {f: os.path.getsize(os.path.join(index, f)) for f in sorted(os.listdir(index))},
         "peak_memory": peak_memory(),
+        "cpu_s": _cpu_s() - cpu_start,
         "torch_threads_build": torch.get_num_threads(),
     }
 
@@ -88,12 +98,13 @@ def query(ds: Dataset, index: str, k: int, n_full_scores: int, sweep: list[int])
         t0 = time.perf_counter()
         _search(fp, q, k, n_full_scores)
         warm_s.append(time.perf_counter() - t0)
-    times, results = [], []
+    times, results, cpu_times = [], [], []
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for q in queries:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = _search(fp, q, k, n_full_scores)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
         results.append(_ids(res))
     cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
     rss_after = _rss()
@@ -101,6 +112,7 @@ def query(ds: Dataset, index: str, k: int, n_full_scores: int, sweep: list[int])
         "open_s": open_s,
         "n_full_scores": n_full_scores,
         "query_times_s": times,
+        "query_cpu_times_s": cpu_times,
         "warmup_times_s": warm_s,
         "results": results,
         "timed_cpu_s": cpu_s,

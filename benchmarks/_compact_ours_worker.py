@@ -42,6 +42,14 @@ def backend_takes(name: str) -> bool:
     return name in inspect.signature(VoyagerBackend.__init__).parameters
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process so far (every thread, user + system)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _rss() -> int:
     return proc_status_kib("VmRSS") or 0
 
@@ -53,6 +61,7 @@ def build(ds: Dataset, index: Path, options: dict[str, Any], chunk_docs: int, st
     from colbert_adapters.backends.voyager import VoyagerBackend
 
     batches = ds.documents(chunk_docs) if stream else iter(list(ds.documents(chunk_docs)))
+    cpu_start = _cpu_s()
     t_start = t0 = time.perf_counter()
     backend = VoyagerBackend(index, dim=ds.dim, **options)
     open_s = time.perf_counter() - t0
@@ -82,6 +91,7 @@ def build(ds: Dataset, index: Path, options: dict[str, Any], chunk_docs: int, st
         "files": {p.name: p.stat().st_size for p in sorted(index.rglob("*")) if p.is_file()},
         "stats": {k: v for k, v in stats.items() if k not in ("maintenance",)},
         "peak_memory": peak_memory(),
+        "cpu_s": _cpu_s() - cpu_start,
     }
 
 
@@ -104,12 +114,13 @@ def query(ds: Dataset, index: Path, options: dict[str, Any], k: int) -> dict[str
         t0 = time.perf_counter()
         backend.search(q, k=k)
         warm_s.append(time.perf_counter() - t0)
-    times, results = [], []
+    times, results, cpu_times = [], [], []
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for q in queries:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         hits = backend.search(np.ascontiguousarray(q), k=k)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
         results.append([h.id for h in hits])
     cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
     rss_after = _rss()
@@ -117,6 +128,7 @@ def query(ds: Dataset, index: Path, options: dict[str, Any], k: int) -> dict[str
     return {
         "open_s": open_s,
         "query_times_s": times,
+        "query_cpu_times_s": cpu_times,
         "warmup_times_s": warm_s,
         "results": results,
         "timed_cpu_s": cpu_s,

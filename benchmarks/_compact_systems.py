@@ -173,13 +173,17 @@ def recall_at_10(got: list[list[str]], want: list[list[str]]) -> list[float]:
 def _summarise_queries(q: dict[str, Any], want: list[list[str]]) -> dict[str, Any]:
     times = q["query_times_s"]
     rec = recall_at_10(q["results"], want)
-    return {
+    out = {
         "recall_at_10": float(np.mean(rec)),
         "recall_min": float(np.min(rec)),
         "p50_ms": percentile_ms(times, 50),
         "p95_ms": percentile_ms(times, 95),
         "mean_ms": 1e3 * float(np.mean(times)),
     }
+    cpu = q.get("query_cpu_times_s")
+    if cpu:  # CPU seconds of each query (every thread of the worker): what a query costs however loaded the machine
+        out.update({"cpu_p50_ms": percentile_ms(cpu, 50), "cpu_p95_ms": percentile_ms(cpu, 95)})
+    return out
 
 
 def run_system(
@@ -249,11 +253,13 @@ def run_system(
 # ---------------------------------------------------------------------------------------------- scale
 
 
-def scale_run(tokens: float, mode: str, fastplaid: str | None, progress: Callable[[str], None]) -> dict[str, Any]:
+def scale_run(
+    tokens: float, mode: str, fastplaid: str | None, progress: Callable[[str], None], n_queries: int = 100
+) -> dict[str, Any]:
     """A synthetic set of ``tokens`` tokens (same model as the 1.64M one, topics scaled with it) built by streaming
     chunks into ours with ``compression=mode`` (and fast-plaid nbits=2 when ``fastplaid``), measured as above."""
     n_docs = round(tokens / 164)
-    folder = _write_meta(COMPACT_WORK / f"synthetic-{n_docs // 1000}k", synthetic_meta(n_docs))
+    folder = _write_meta(COMPACT_WORK / f"synthetic-{n_docs // 1000}k", synthetic_meta(n_docs, n_queries=n_queries))
     progress(f"scale: exact top 10 over {n_docs} documents")
     info, want = truth(folder)
     S: dict[str, Any] = {"info": info, "mode": mode, "systems": {}, "load": {"start": loadavg()}}

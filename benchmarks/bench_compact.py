@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only-scale", action="store_true", help="run the scale step alone (implies --scale)")
     ap.add_argument("--scale-tokens", type=float, default=20e6)
     ap.add_argument("--scale-mode", default="2bit", help="our compression mode of the scale step")
+    ap.add_argument("--scale-queries", type=int, default=100, help="timed queries of the scale step")
     ap.add_argument("--scale-fastplaid", action="store_true", help="also build fast-plaid at scale")
     ap.add_argument("--out", default=str(RESULTS / "compact"))
     ap.add_argument("--report-only", action="store_true", help="rebuild the markdown from the JSON of --out")
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
             write_json(stem.with_suffix(".json"), R)
     if a.scale or a.only_scale:
         progress(f"scale: {a.scale_tokens:.0f} tokens, ours {a.scale_mode}")
-        R["scale"] = scale_run(a.scale_tokens, a.scale_mode, fastplaid if a.scale_fastplaid else None, progress)
+        fp = fastplaid if a.scale_fastplaid else None
+        R["scale"] = scale_run(a.scale_tokens, a.scale_mode, fp, progress, a.scale_queries)
     R["machine"]["load_end"] = loadavg()
     R["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     write_report(R, stem)
