@@ -168,6 +168,12 @@ def dataset_section(name: str, D: dict[str, Any]) -> list[str]:
         f"token pairs {info['mean_cosine']:.2f}. Load averages (1, 5, 15 min): start {_load(D['load'].get('start'))}, "
         f"end {_load(D['load'].get('end'))}.",
         "",
+        *(
+            f"Rows merged from the concurrent run started {r['started']}: load {_load(r['load'].get('start'))} "
+            f"at its start, {_load(r['load'].get('end'))} at its end."
+            for r in D.get("merged_runs", [])
+        ),
+        "",
         *HEADER,
         *(system_row(s) for s in D["systems"].values()),
         "",

@@ -86,10 +86,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale-fastplaid", action="store_true", help="also build fast-plaid at scale")
     ap.add_argument("--out", default=str(RESULTS / "compact"))
     ap.add_argument("--report-only", action="store_true", help="rebuild the markdown from the JSON of --out")
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="add the systems of these results (runs of other --systems on the same vectors) to --out's, rebuild it",
+    )
     a = ap.parse_args(argv)
     stem = output_stem(a.out)
-    if a.report_only:
-        write_report(read_json(stem.with_suffix(".json")), stem)
+    if a.report_only or a.merge:
+        R = read_json(stem.with_suffix(".json"))
+        for other in a.merge or []:
+            merge_results(R, read_json(Path(other)))
+        write_report(R, stem)
         return
     COMPACT_WORK.mkdir(parents=True, exist_ok=True)
     fastplaid = a.fastplaid_python if a.fastplaid_python and Path(a.fastplaid_python).exists() else None
@@ -109,6 +118,19 @@ def main(argv: list[str] | None = None) -> None:
     R["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     write_report(R, stem)
     progress(f"wrote {stem}.md and {stem}.json")
+
+
+def merge_results(R: dict[str, Any], other: dict[str, Any]) -> None:
+    """Add ``other``'s systems to ``R``'s data sets measured on the same vectors (its load readings beside them)."""
+    for name, D in other.get("datasets", {}).items():
+        mine = R["datasets"].setdefault(name, {"info": D["info"], "systems": {}, "load": {}})
+        if mine["info"]["meta"] != D["info"]["meta"]:
+            raise SystemExit(f"--merge: {name} was measured on other vectors")
+        mine["systems"].update(D["systems"])
+        mine["load"].update({k: v for k, v in D["load"].items() if k not in ("start", "end")})
+        mine.setdefault("merged_runs", []).append({"started": other["started"], "load": D["load"]})
+    if "scale" in other:
+        R["scale"] = other["scale"]
 
 
 def start_results(a: argparse.Namespace, stem: Path) -> dict[str, Any]:
