@@ -7,7 +7,7 @@ Every system indexes the same vectors in the same run, one phase per fresh proce
   100-228 tokens, 1.64M tokens, 128-d, clustered topics in a narrow cone, generated from a seed chunk by chunk) and
   ``scifact`` (the SciFact corpus encoded with all-MiniLM-L6-v2, 384-d, ``document_length`` 256, ~1.1M tokens;
   100 queries; encoded once and cached);
-* the truth: each query's exact top 10 by float32 MaxSim (``colbert_adapters.scoring.maxsim_flat``), computed once
+* the truth: each query's exact top 10 by float32 MaxSim (``colbert_adapters.scoring.maxsim_batch``), computed once
   per data set and cached;
 * systems: ``VoyagerBackend`` with this revision's default settings, ``int8``, ``2bit`` and ``4bit`` (a mode
   whose ``compression=`` this revision lacks reads "not available in this revision"), and fast-plaid
