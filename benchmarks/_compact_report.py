@@ -234,8 +234,10 @@ def linear_estimate(R: dict[str, Any], mode: str = "2bit", tokens: float = 1e9) 
         "linear) |",
         f"| build CPU s | {_f(b.get('cpu_s'))} | {_f((b.get('cpu_s') or 0) * f / 3600)} CPU-h | tokens (encoding) "
         "+ k-means on a fixed sample |",
-        f"| RSS added by the open | {_f(_delta_mb(q, 'rss_open_kib'))} MiB | about the same | centroids "
-        f"({comp.get('n_centroids', '?')} x dim float32) and per-segment metadata, not tokens |",
+        f"| RSS added by the open | {_f(_delta_mb(q, 'rss_open_kib'))} MiB | "
+        f"{_f(_delta_mb(q, 'rss_open_kib') * f / 1024)} GiB if it stays per-token | should be the centroids "
+        f"({comp.get('n_centroids', '?')} x dim float32) and per-segment metadata only; the measured open "
+        "reads far more (per-token data) |",
         f"| query CPU p50 | {_f(s.get('cpu_p50_ms'))} ms | grows | the centroid table probed by brute force "
         "(q @ centroids.T) and the inverted lists, whose length is tokens / centroids |",
         "",
