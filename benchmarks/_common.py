@@ -28,14 +28,16 @@ WORK = HERE / "_work"
 #: Committed results: one ``<name>.json`` (every measurement) and ``<name>.md`` (the report) per benchmark.
 RESULTS = HERE / "results"
 #: The project's shared folder beside the checkout: ``data/`` (IR collections) and ``tools/`` (``ir_eval_lib.py``,
-#: ``make_checkpoint.py``).
-SHARED = REPO.parent / "shared"
+#: ``make_checkpoint.py``); ``$BENCH_SHARED`` names another one (a git worktree has none beside it).
+SHARED = Path(os.environ.get("BENCH_SHARED") or REPO.parent / "shared")
 SHARED_DATA = SHARED / "data"
 SHARED_TOOLS = SHARED / "tools"
 GiB = 1024**3
 
 #: Environment variable naming the python of a virtualenv with PyLate (the reference side of the comparisons).
 PYLATE_PYTHON_ENV = "PYLATE_PYTHON"
+#: Environment variable naming the python of a virtualenv with fast-plaid (``bench_compact.py``'s reference).
+FASTPLAID_PYTHON_ENV = "FASTPLAID_PYTHON"
 
 
 # ---------------------------------------------------------------------------------------------- PyLate
@@ -76,6 +78,15 @@ def use_shared_tools(needed_by: str, *data: Path) -> None:
         raise SystemExit(f"{needed_by}: {', '.join(map(str, missing))} not found ({where})")
     if str(SHARED_TOOLS) not in sys.path:
         sys.path.insert(0, str(SHARED_TOOLS))
+
+
+def default_fastplaid_python() -> str:
+    """``$FASTPLAID_PYTHON``, else ``../venvs/fastplaid/bin/python`` beside the checkout.
+
+    Create one with ``python3 -m venv ../venvs/fastplaid && ../venvs/fastplaid/bin/pip install fast-plaid``
+    (it brings its own torch).
+    """
+    return os.environ.get(FASTPLAID_PYTHON_ENV) or str(REPO.parent / "venvs" / "fastplaid" / "bin" / "python")
 
 
 # ---------------------------------------------------------------------------------------------- machine

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import HERE, RESULTS, percentile_ms, read_json, write_json
+from benchmarks._compact_report import results_section as compact_section
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -401,6 +402,8 @@ def build_report(out: Path | None = None) -> Path:
         lat.update(curves)
     if "eval" in results or (RESULTS / "eval.md").is_file():
         body += _eval_section(results.get("eval", {}))
+    if (RESULTS / "compact.json").is_file():
+        body += compact_section(read_json(RESULTS / "compact.json"))
     stall = read_json(RESULTS / "writer-stall.json") if (RESULTS / "writer-stall.json").is_file() else None
     if isinstance(stall, list) and stall:
         body += _writer_stall_section(stall)
