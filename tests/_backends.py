@@ -14,7 +14,7 @@ from typing import Any
 
 from colbert_adapters.backends import OPENERS, Backend, create_backend
 
-__all__ = ["BACKEND_FACTORIES", "BACKEND_NAMES", "SpyEncoder", "make_backend"]
+__all__ = ["BACKEND_FACTORIES", "BACKEND_NAMES", "SCORE_ATOL", "SpyEncoder", "make_backend"]
 
 
 def _factory(name: str) -> Callable[[Path, int], Backend]:
@@ -59,6 +59,10 @@ BACKEND_FACTORIES: dict[str, Callable[[Path, int], Backend]] = {
 }
 
 BACKEND_NAMES: list[str] = list(BACKEND_FACTORIES)
+
+#: How far a backend's scores may sit from exact float32 MaxSim (its stored vectors are lossy): the residual codes of
+#: the compressed Voyager stores. Backends not listed score within 1e-4.
+SCORE_ATOL: dict[str, float] = {"voyager_2bit": 1.0, "voyager_4bit": 0.3}  # as their contract classes
 
 
 def make_backend(name: str, tmp_path: Path, dim: int) -> Backend:

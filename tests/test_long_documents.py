@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _backends import BACKEND_NAMES, make_backend
+from _backends import BACKEND_NAMES, SCORE_ATOL, make_backend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -159,6 +159,7 @@ def test_one_hit_per_document_with_the_best_window(
         s.add(list(CORPUS.values()), ids=list(CORPUS), metadatas=[META[i] for i in CORPUS])
     assert sorted(store.ids()) == sorted(CORPUS) and len(store) == 5 and store.backend.count() > 5
     assert {r.id: r.text for r in store.get(list(CORPUS))} == CORPUS
+    atol = SCORE_ATOL.get(backend_name, 1e-4)  # lossy stores: scores near the oracle's, near-ties may swap
     enc = store.encoder
     (q,) = enc.encode_queries(["zebra giraffe"])
     expected = {h.id: h for h in oracle.search("zebra giraffe", k=5)}
@@ -167,8 +168,8 @@ def test_one_hit_per_document_with_the_best_window(
         assert len(hits) == min(k, 5) and len({h.id for h in hits}) == len(hits)
         kth = sorted((h.score for h in expected.values()), reverse=True)[min(k, 5) - 1]
         for h in hits:  # the oracle's top k (up to ties), each with the oracle's score and best window
-            assert h.score == pytest.approx(expected[h.id].score, abs=1e-4) and h.score >= kth - 1e-4
-            assert h.span == expected[h.id].span
+            assert h.score == pytest.approx(expected[h.id].score, abs=atol) and h.score >= kth - atol
+            assert h.span == expected[h.id].span or backend_name in SCORE_ATOL
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     for h in store.search("zebra giraffe", k=5):
         assert h.text == CORPUS[h.id] and h.metadata == META[h.id]
@@ -178,8 +179,8 @@ def test_one_hit_per_document_with_the_best_window(
         a, b = h.span  # the best window's span: its score, the best over the document's windows
         windows = [w.text for w in _windows(store, h.id)]
         best = max(float(s) for s in maxsim(q, enc.encode_documents(windows)))
-        assert h.score == pytest.approx(best, abs=1e-4)
-        assert h.score == pytest.approx(float(maxsim(q, enc.encode_documents([h.text[a:b]]))[0]), abs=1e-4)
+        assert h.score == pytest.approx(best, abs=atol)
+        assert h.score == pytest.approx(float(maxsim(q, enc.encode_documents([h.text[a:b]]))[0]), abs=atol)
     long_a = next(h for h in store.search("zebra giraffe", k=5) if h.id == "long-a")
     assert long_a.span is not None and "zebra giraffe" in CORPUS["long-a"][long_a.span[0] : long_a.span[1]]
 
