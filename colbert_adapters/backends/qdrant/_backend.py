@@ -28,6 +28,7 @@ from ._engines import (
     Engine,
     StoredPoint,
     ensure_payload_indexes,
+    ranked_hits,
     upsert_in_requests,
 )
 from ._filters import resolve_filter
@@ -517,16 +518,7 @@ class QdrantBackend(LexicalSearch):
                     break  # k hits and no tie across the cut
                 # Too few hits after the exact re-check, or a tie across the cut: widen and ask again.
                 limit *= 4
-            hits.sort(key=lambda p: (-p.score, p.payload.get(SEQ_KEY, 0)))
-            return [
-                Hit(
-                    id=p.payload.get(DOC_ID_KEY, p.pid),
-                    score=p.score,
-                    text=p.payload.get(TEXT_KEY),
-                    metadata=copy.deepcopy(p.payload.get(METADATA_KEY) or {}),
-                )
-                for p in hits[:k]
-            ]
+            return ranked_hits(hits, k)
 
     def ids(self) -> list[str]:
         """Ids of every stored document (a snapshot, in storage order)."""

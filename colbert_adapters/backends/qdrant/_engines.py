@@ -14,6 +14,7 @@ splitter for upserts to a server (:func:`estimate_point_bytes`, :func:`split_by_
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import InvalidInputError
-from ._points import DOC_ID_KEY, metadata_path, payload_bytes
+from ...types import Hit
+from ._points import DOC_ID_KEY, METADATA_KEY, SEQ_KEY, TEXT_KEY, metadata_path, payload_bytes
 from .config import QdrantCollectionConfig, Schema
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "StoredPoint",
     "ensure_payload_indexes",
     "estimate_point_bytes",
+    "ranked_hits",
     "split_by_bytes",
     "stored_point",
     "upsert_in_requests",
@@ -60,6 +63,20 @@ class StoredPoint:
     score: float = 0.0
     #: The BM25 sparse vector ``(term ids, weights)`` of the text (``_sparse.py``), written when set.
     sparse: tuple[list[int], list[float]] | None = None
+
+
+def ranked_hits(points: Sequence[StoredPoint], k: int) -> list[Hit]:
+    """The best ``k`` of ``points`` as hits, by descending score, ties in write order (the sequence number)."""
+    ranked = sorted(points, key=lambda p: (-p.score, p.payload.get(SEQ_KEY, 0)))
+    return [
+        Hit(
+            id=p.payload.get(DOC_ID_KEY, p.pid),
+            score=p.score,
+            text=p.payload.get(TEXT_KEY),
+            metadata=copy.deepcopy(p.payload.get(METADATA_KEY) or {}),
+        )
+        for p in ranked[:k]
+    ]
 
 
 def stored_point(record: Any, names: tuple[str, str], score: float = 0.0) -> StoredPoint:

@@ -18,7 +18,6 @@ how to copy it into a new one.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +26,9 @@ from ..._lexical import query_words, term_frequencies, term_id
 from ..._validation import check_ids, check_k
 from ...errors import CollectionConfigError, InvalidInputError
 from ...types import Filter, Hit
-from ._engines import StoredPoint, stored_point
+from ._engines import StoredPoint, ranked_hits, stored_point
 from ._filters import resolve_filter
-from ._points import DOC_ID_KEY, METADATA_KEY, SEQ_KEY, TEXT_KEY
+from ._points import DOC_ID_KEY, METADATA_KEY, TEXT_KEY
 
 if TYPE_CHECKING:
     from ._engines import Engine
@@ -205,13 +204,4 @@ class LexicalSearch:
                 if len(raw) < limit or (len(hits) > k and hits[k].score < hits[k - 1].score):
                     break  # every match seen, or k hits without a tie across the cut
                 limit *= 4
-        hits.sort(key=lambda p: (-p.score, p.payload.get(SEQ_KEY, 0)))
-        return [
-            Hit(
-                id=p.payload.get(DOC_ID_KEY, p.pid),
-                score=p.score,
-                text=p.payload.get(TEXT_KEY),
-                metadata=copy.deepcopy(p.payload.get(METADATA_KEY) or {}),
-            )
-            for p in hits[:k]
-        ]
+        return ranked_hits(hits, k)
